@@ -1,0 +1,101 @@
+//! Transports: what the agent's SSH session runs over. Both give a plain
+//! byte stream; russh neither knows nor cares which one it got.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::ws::{ws_config, WsStream, WS_PATH};
+use crate::LinkError;
+
+/// A byte pipe an SSH session can run over.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+pub type BoxIo = Box<dyn Io>;
+
+/// Something that can open a fresh pipe to the relay.
+pub trait Transport: Send + Sync {
+    /// `ssh` or `websocket`, for logs and the relay's agent list.
+    fn name(&self) -> &'static str;
+    fn connect(&self) -> impl std::future::Future<Output = Result<BoxIo, LinkError>> + Send;
+}
+
+async fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, LinkError> {
+    let s = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| LinkError::Timeout(timeout, "connecting"))??;
+    // Interactive page loads care about latency more than packet count.
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// SSH straight to the relay's SSH port.
+pub struct TcpTransport {
+    pub addr: String,
+    pub timeout: Duration,
+}
+
+impl Transport for TcpTransport {
+    fn name(&self) -> &'static str {
+        "ssh"
+    }
+    async fn connect(&self) -> Result<BoxIo, LinkError> {
+        Ok(Box::new(tcp_connect(&self.addr, self.timeout).await?))
+    }
+}
+
+/// SSH inside a WebSocket on the relay's HTTPS port, for sites where only
+/// 443 may leave the network. TLS is pinned to the relay's certificate.
+pub struct WsTransport {
+    /// host:port of the relay's HTTPS listener.
+    pub addr: String,
+    /// Host name for SNI and the Host header.
+    pub host: String,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub timeout: Duration,
+}
+
+/// TLS to the relay with the pinned config; shared by enrollment and the
+/// WebSocket transport.
+pub async fn tls_connect(
+    addr: &str,
+    host: &str,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, LinkError> {
+    let tcp = tcp_connect(addr, timeout).await?;
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| LinkError::Tls(format!("bad server name {host:?}: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    tokio::time::timeout(timeout, connector.connect(name, tcp))
+        .await
+        .map_err(|_| LinkError::Timeout(timeout, "in the TLS handshake"))?
+        .map_err(|e| LinkError::Tls(e.to_string()))
+}
+
+impl Transport for WsTransport {
+    fn name(&self) -> &'static str {
+        "websocket"
+    }
+    async fn connect(&self) -> Result<BoxIo, LinkError> {
+        let tls = tls_connect(&self.addr, &self.host, self.tls.clone(), self.timeout).await?;
+        let port = self.addr.rsplit(':').next().unwrap_or("443");
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let url = format!("wss://{host}:{port}{WS_PATH}");
+        let (ws, _resp) = tokio::time::timeout(
+            self.timeout,
+            tokio_tungstenite::client_async_with_config(url, tls, Some(ws_config())),
+        )
+        .await
+        .map_err(|_| LinkError::Timeout(self.timeout, "in the WebSocket handshake"))?
+        .map_err(|e| LinkError::WebSocket(e.to_string()))?;
+        Ok(Box::new(WsStream::new(ws)))
+    }
+}
