@@ -82,3 +82,31 @@ pub fn server_config(k: Keepalive, keys: Vec<russh::keys::PrivateKey>) -> russh:
         ..Default::default()
     }
 }
+
+/// A fresh ed25519 key from the OS CSPRNG.
+pub fn generate_ed25519() -> russh::keys::PrivateKey {
+    use rand::RngCore;
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let pair = russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&seed);
+    seed.fill(0);
+    russh::keys::PrivateKey::from(pair)
+}
+
+/// A public key in OpenSSH form without its comment: the form keys are
+/// stored, compared and pinned in.
+pub fn public_openssh(key: &russh::keys::PublicKey) -> String {
+    let mut k = key.clone();
+    k.set_comment("");
+    k.to_openssh().unwrap_or_default().trim().to_string()
+}
+
+/// Parses an OpenSSH public key line and normalizes it (comment dropped).
+pub fn parse_public(line: &str) -> Result<russh::keys::PublicKey, String> {
+    russh::keys::PublicKey::from_openssh(line.trim()).map_err(|e| format!("invalid public key: {e}"))
+}
+
+/// `SHA256:...` as OpenSSH prints it.
+pub fn fingerprint(key: &russh::keys::PublicKey) -> String {
+    key.fingerprint(russh::keys::HashAlg::Sha256).to_string()
+}

@@ -1,0 +1,359 @@
+//! Connected agents and the streams the relay opens through them.
+//!
+//! The registry maps an agent id to its one live session. A reconnecting
+//! agent's new session replaces the old one under the lock (atomically), and
+//! the old session's cleanup only removes the entry if it is still its own.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use dwa_link::control::ControlSender;
+use dwa_link::flow::{CreditTable, Flow, FlowStream};
+use dwa_policy::relay::{relay_decide, RelayCheck};
+use dwa_proto::audit::kind;
+use dwa_proto::control::{Denial, Hello};
+use dwa_proto::stream::{StreamId, DEFAULT_WINDOW, ORIGINATOR};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{RelayError, Result};
+use crate::state::Relay;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Control-channel state of a native (dwa-agent) session.
+#[derive(Clone)]
+pub struct Native {
+    pub control: ControlSender,
+    pub hello: Hello,
+}
+
+/// One authenticated agent session.
+pub struct AgentConn {
+    pub agent_id: String,
+    pub agent_name: String,
+    pub customer: String,
+    pub generation: u64,
+    pub handle: russh::server::Handle,
+    pub peer: SocketAddr,
+    pub transport: &'static str,
+    pub connected_at: SystemTime,
+    pub since: Instant,
+    pub credits: Arc<CreditTable>,
+    pub native: Mutex<Option<Native>>,
+    /// `ssh -R` bindings of a standard SSH client: (address as sent, port).
+    pub forwards: Mutex<Vec<(String, u32)>>,
+    next_stream: AtomicU32,
+    streams: Arc<Semaphore>,
+    denials: Mutex<HashMap<StreamId, oneshot::Sender<Denial>>>,
+}
+
+impl AgentConn {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        agent_id: String,
+        agent_name: String,
+        customer: String,
+        generation: u64,
+        handle: russh::server::Handle,
+        peer: SocketAddr,
+        transport: &'static str,
+        max_streams: usize,
+    ) -> Self {
+        Self {
+            agent_id,
+            agent_name,
+            customer,
+            generation,
+            handle,
+            peer,
+            transport,
+            connected_at: SystemTime::now(),
+            since: Instant::now(),
+            credits: Arc::default(),
+            native: Mutex::new(None),
+            forwards: Mutex::new(vec![]),
+            next_stream: AtomicU32::new(1),
+            streams: Arc::new(Semaphore::new(max_streams)),
+            denials: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn set_native(&self, n: Native) {
+        *lock(&self.native) = Some(n);
+    }
+
+    pub fn native(&self) -> Option<Native> {
+        lock(&self.native).clone()
+    }
+
+    pub fn add_forward(&self, address: String, port: u32) {
+        lock(&self.forwards).push((address, port));
+    }
+
+    pub fn remove_forward(&self, address: &str, port: u32) -> bool {
+        let mut f = lock(&self.forwards);
+        let before = f.len();
+        f.retain(|(a, p)| !(a == address && *p == port));
+        f.len() != before
+    }
+
+    pub fn forwards(&self) -> Vec<(String, u32)> {
+        lock(&self.forwards).clone()
+    }
+
+    /// The agent explained a refusal: hand it to the opener waiting on it.
+    pub fn deliver_denial(&self, d: Denial) {
+        if let Some(tx) = lock(&self.denials).remove(&d.stream) {
+            let _ = tx.send(d);
+        }
+    }
+
+    pub fn open_streams(&self) -> usize {
+        self.credits.len()
+    }
+
+    pub async fn disconnect(&self, why: &str) {
+        self.credits.close_all();
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, why.to_string(), "en".into())
+            .await;
+    }
+}
+
+#[derive(Default)]
+pub struct AgentRegistry {
+    map: Mutex<HashMap<String, Arc<AgentConn>>>,
+    generation: AtomicU64,
+}
+
+impl AgentRegistry {
+    pub fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Installs `conn` as the agent's session; returns the one it replaced.
+    pub fn insert(&self, conn: Arc<AgentConn>) -> Option<Arc<AgentConn>> {
+        lock(&self.map).insert(conn.agent_id.clone(), conn)
+    }
+
+    /// Removes the entry only if it is still this generation's.
+    pub fn remove_if(&self, agent_id: &str, generation: u64) -> bool {
+        let mut m = lock(&self.map);
+        if m.get(agent_id).map(|c| c.generation) == Some(generation) {
+            m.remove(agent_id);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn get(&self, agent_id: &str) -> Option<Arc<AgentConn>> {
+        lock(&self.map).get(agent_id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<AgentConn>> {
+        lock(&self.map).values().cloned().collect()
+    }
+}
+
+/// Who wants which target through which agent.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StreamRequest {
+    /// Agent id or name.
+    pub agent: String,
+    pub host: String,
+    pub port: u16,
+    /// Audited as "who".
+    pub actor: String,
+}
+
+/// An open stream plus what its close record needs.
+pub struct OpenStream {
+    pub stream: FlowStream,
+    agent_id: String,
+    target: String,
+    actor: String,
+    opened: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+async fn deny(relay: &Relay, agent_id: &str, req: &StreamRequest, reason: String) -> RelayError {
+    relay
+        .audit
+        .record(
+            kind::STREAM_DENIED,
+            &req.actor,
+            Some(agent_id),
+            json!({"target": format!("{}:{}", req.host, req.port), "decided_by": "relay", "reason": reason}),
+        )
+        .await;
+    RelayError::Refused(reason)
+}
+
+/// Opens a stream to `host:port` through the agent, after the relay's own
+/// check. The agent decides again, and has the last word.
+pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStream> {
+    let agent = relay.db.find_agent(&req.agent).await?;
+    if agent.revoked_at.is_some() {
+        return Err(deny(relay, &agent.id, req, format!("agent {} is revoked", agent.id)).await);
+    }
+    let Some(conn) = relay.agents.get(&agent.id) else {
+        return Err(RelayError::Unavailable(format!(
+            "agent {} ({}) is not connected",
+            agent.name, agent.id
+        )));
+    };
+    let target = format!("{}:{}", req.host, req.port);
+    let native = conn.native();
+    let forward = if native.is_none() {
+        conn.forwards()
+            .into_iter()
+            .find(|(_, p)| *p == u32::from(req.port))
+    } else {
+        None
+    };
+    if native.is_none() && forward.is_none() {
+        return Err(deny(
+            relay,
+            &agent.id,
+            req,
+            format!("agent session has no control channel and no remote forward on port {}", req.port),
+        )
+        .await);
+    }
+    if let Some(n) = &native {
+        let registered = relay.db.device_registered(&agent.id, &req.host).await?;
+        let d = relay_decide(&RelayCheck {
+            device_registered: registered,
+            port: req.port,
+            agent_ports: &n.hello.ports,
+        });
+        if !d.allowed {
+            return Err(deny(relay, &agent.id, req, d.reason).await);
+        }
+    }
+    let Ok(permit) = conn.streams.clone().try_acquire_owned() else {
+        return Err(deny(
+            relay,
+            &agent.id,
+            req,
+            format!("agent has the maximum of {} streams open", relay.cfg.limits.max_streams_per_agent),
+        )
+        .await);
+    };
+    let id = conn.next_stream.fetch_add(1, Ordering::Relaxed);
+    let open_timeout = relay.cfg.limits.stream_open_timeout;
+    let (stream, flow) = match (&native, &forward) {
+        (Some(n), _) => {
+            let (tx, rx) = oneshot::channel();
+            lock(&conn.denials).insert(id, tx);
+            let r = tokio::time::timeout(
+                open_timeout,
+                conn.handle
+                    .channel_open_direct_tcpip(req.host.clone(), u32::from(req.port), ORIGINATOR, id),
+            )
+            .await;
+            let ch = match r {
+                Ok(Ok(ch)) => {
+                    lock(&conn.denials).remove(&id);
+                    ch
+                }
+                other => {
+                    // The agent sends its reason on the control channel just
+                    // before refusing; give it a moment to arrive.
+                    let reason = match tokio::time::timeout(Duration::from_secs(2), rx).await {
+                        Ok(Ok(d)) => format!("denied by the agent: {}", d.reason),
+                        _ => match other {
+                            Err(_) => format!("the agent did not answer within {open_timeout:?}"),
+                            Ok(Err(e)) => format!("the agent refused the stream: {e}"),
+                            Ok(Ok(_)) => unreachable!("handled above"),
+                        },
+                    };
+                    lock(&conn.denials).remove(&id);
+                    return Err(RelayError::Refused(reason));
+                }
+            };
+            let flow = Flow::Credit {
+                table: conn.credits.clone(),
+                control: n.control.clone(),
+                peer_window: n.hello.window,
+                own_window: DEFAULT_WINDOW,
+            };
+            (ch, flow)
+        }
+        (None, Some((addr, port))) => {
+            let r = tokio::time::timeout(
+                open_timeout,
+                conn.handle
+                    .channel_open_forwarded_tcpip(addr.clone(), *port, "127.0.0.1", 0),
+            )
+            .await;
+            match r {
+                Ok(Ok(ch)) => (ch, Flow::Plain),
+                Ok(Err(e)) => return Err(RelayError::Refused(format!("the SSH client refused the stream: {e}"))),
+                Err(_) => return Err(RelayError::Unavailable(format!("no answer within {open_timeout:?}"))),
+            }
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    relay
+        .audit
+        .record(
+            kind::STREAM_OPEN,
+            &req.actor,
+            Some(&agent.id),
+            json!({"stream": id, "target": target, "transport": conn.transport}),
+        )
+        .await;
+    Ok(OpenStream {
+        stream: FlowStream::new(stream, id, flow),
+        agent_id: agent.id,
+        target,
+        actor: req.actor.clone(),
+        opened: Instant::now(),
+        _permit: permit,
+    })
+}
+
+impl OpenStream {
+    /// Writes the close record: bytes each way and duration.
+    pub async fn finish(self, relay: &Relay, error: Option<String>) {
+        let stats = self.stream.stats();
+        let id = self.stream.id();
+        drop(self.stream);
+        relay
+            .audit
+            .record(
+                kind::STREAM_CLOSE,
+                &self.actor,
+                Some(&self.agent_id),
+                json!({
+                    "stream": id, "target": self.target,
+                    "bytes_up": stats.sent.load(Ordering::Relaxed),
+                    "bytes_down": stats.received.load(Ordering::Relaxed),
+                    "duration_ms": self.opened.elapsed().as_millis() as u64,
+                    "error": error,
+                }),
+            )
+            .await;
+    }
+}
+
+/// Opens a stream and carries `client` through it until both sides finish.
+pub async fn carry<C>(relay: &Relay, req: &StreamRequest, mut client: C) -> Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut s = open_stream(relay, req).await?;
+    let r = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut s.stream, 64 * 1024, 64 * 1024).await;
+    s.finish(relay, r.err().map(|e| e.to_string())).await;
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! Command line of `dwa-relay`. Each command prints a human form or, with
+//! `--json`, one JSON document; errors are one line on stderr, exit code 1.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use dwa_proto::audit::kind;
+use dwa_proto::enroll::EnrollToken;
+use dwa_relay::admin::{local_actor, AdminRequest};
+use dwa_relay::audit::{to_csv, to_jsonl, Audit};
+use dwa_relay::config::{DataDir, ADMIN_SOCKET, TLS_CERT_FILE};
+use dwa_relay::db::Db;
+use dwa_relay::util::{parse_duration, random_password, unix_now};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "dwa-relay", version, about = "DWA relay: SSH endpoint for agents, HTTPS, audit log")]
+struct Cli {
+    /// Data directory (relay.toml, keys, database).
+    #[arg(long, global = true, env = "DWA_DATA_DIR", default_value = "./dwa-data")]
+    data_dir: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a data directory: config, SSH host key, TLS certificate, database, admin user.
+    Init {
+        #[arg(long, default_value = "dwa.localhost")]
+        domain: String,
+        #[arg(long, default_value = "0.0.0.0:2222")]
+        ssh_listen: SocketAddr,
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        https_listen: SocketAddr,
+    },
+    /// Run the relay until Ctrl-C or SIGTERM.
+    Serve,
+    /// Manage customers.
+    Customer {
+        #[command(subcommand)]
+        cmd: CustomerCmd,
+    },
+    /// Register devices by hand.
+    Device {
+        #[command(subcommand)]
+        cmd: DeviceCmd,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// Enrollment tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+    /// Enrolled agents.
+    Agent {
+        #[command(subcommand)]
+        cmd: AgentCmd,
+    },
+    /// Print the audit log, or verify its hash chain.
+    Audit {
+        #[command(subcommand)]
+        cmd: Option<AuditCmd>,
+        /// Only records at or after TIME (RFC 3339, or a duration ago such as 24h).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: AuditFormat,
+    },
+    /// Open a stream through an agent and bridge it to stdin/stdout (like `ssh -W`).
+    Connect {
+        #[arg(long)]
+        agent: String,
+        /// HOST:PORT as seen from the agent.
+        target: String,
+    },
+    /// Listen locally and carry each connection through an agent (like `ssh -L`).
+    Forward {
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CustomerCmd {
+    Add { name: String },
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    Add {
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    Add {
+        name: String,
+        #[arg(long, value_parser = ["admin", "technician", "viewer", "customer"])]
+        role: String,
+        #[arg(long = "customer")]
+        customers: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    Create {
+        #[arg(long)]
+        customer: String,
+        /// How many agents may enroll with it (1..=5).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=5))]
+        uses: u8,
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCmd {
+    List,
+    /// Revoke an agent's identity and drop its session.
+    Revoke { agent: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Recompute the hash chain; exit 0 if intact.
+    Verify,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AuditFormat {
+    Jsonl,
+    Csv,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DWA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print(json_mode: bool, value: serde_json::Value, text: String) {
+    if json_mode {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+async fn open(dir: &DataDir) -> Result<(Db, Audit)> {
+    if !dir.path(dwa_relay::config::CONFIG_FILE).exists() {
+        bail!(
+            "{} is not a relay data directory (run `dwa-relay init --data-dir {}` first)",
+            dir.0.display(),
+            dir.0.display()
+        );
+    }
+    let db = Db::open(dir, false).await?;
+    Ok((db.clone(), Audit::new(db)))
+}
+
+fn parse_target(s: &str) -> Result<(String, u16)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:").context("expected [IPv6]:PORT")?;
+        (h, p)
+    } else {
+        s.rsplit_once(':').context("expected HOST:PORT")?
+    };
+    let port: u16 = port.parse().with_context(|| format!("invalid port in {s:?}"))?;
+    if host.is_empty() || port == 0 {
+        bail!("invalid target {s:?}: expected HOST:PORT");
+    }
+    Ok((host.to_string(), port))
+}
+
+fn parse_since(s: &str) -> Result<String> {
+    if humantime::parse_rfc3339_weak(s).is_ok() {
+        return Ok(s.to_string());
+    }
+    let d = parse_duration(s).map_err(|_| anyhow::anyhow!("--since {s:?}: expected RFC 3339 time or a duration such as 24h"))?;
+    let t = std::time::SystemTime::now() - d;
+    Ok(humantime::format_rfc3339_millis(t).to_string())
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let dir = DataDir(cli.data_dir.clone());
+    let j = cli.json;
+    let actor = local_actor();
+    match cli.cmd {
+        Cmd::Init { domain, ssh_listen, https_listen } => {
+            let r = dwa_relay::init::init(&dir, &domain, ssh_listen, https_listen).await?;
+            print(
+                j,
+                serde_json::to_value(&r)?,
+                format!(
+                    "Relay initialised in {}\n  SSH host key: {}\n  TLS certificate: sha256:{}\n\n  Admin user: {}\n  One-time password: {}\n  (shown once; only its argon2id hash is stored)",
+                    r.data_dir, r.ssh_host_key_fingerprint, r.tls_fingerprint, r.admin_user, r.admin_password
+                ),
+            );
+        }
+        Cmd::Serve => {
+            open(&dir).await?;
+            let b = dwa_relay::serve::start(dir).await?;
+            tracing::info!(ssh = %b.ssh, https = %b.https, "relay serving");
+            print(
+                j,
+                json!({"ssh": b.ssh.to_string(), "https": b.https.to_string()}),
+                format!("dwa-relay serving: ssh={} https={}", b.ssh, b.https),
+            );
+            dwa_relay::serve::shutdown_signal().await;
+            tracing::info!("shutting down");
+            dwa_relay::serve::stop(&b.relay).await;
+        }
+        Cmd::Customer { cmd: CustomerCmd::Add { name } } => {
+            let (db, audit) = open(&dir).await?;
+            let id = db.add_customer(&name).await?;
+            audit.append(kind::ADMIN_COMMAND, &actor, None, json!({"command": "customer add", "customer": name})).await?;
+            print(j, json!({"id": id, "name": name}), format!("customer {name} added (id {id})"));
+        }
+        Cmd::Device { cmd: DeviceCmd::Add { agent, address, name } } => {
+            let (db, audit) = open(&dir).await?;
+            let a = db.find_agent(&agent).await?;
+            let address = address.trim().to_string();
+            if address.is_empty() || address.len() > 253 || address.contains(char::is_whitespace) {
+                bail!("--address {address:?}: expected an IP address or host name");
+            }
+            let id = db.add_device(&a.id, &address, name.as_deref()).await?;
+            audit
+                .append(kind::ADMIN_COMMAND, &actor, Some(&a.id), json!({"command": "device add", "address": address, "name": name}))
+                .await?;
+            print(j, json!({"id": id, "agent": a.id, "address": address, "name": name}),
+                format!("device {address} added for agent {} (id {id})", a.name));
+        }
+        Cmd::User { cmd: UserCmd::Add { name, role, customers } } => {
+            let (db, audit) = open(&dir).await?;
+            if name.trim().is_empty() || name.len() > 64 {
+                bail!("user name must be 1..=64 characters");
+            }
+            if role == "customer" && customers.len() != 1 {
+                bail!("a customer user belongs to exactly one customer (--customer NAME)");
+            }
+            let password = random_password();
+            let id = db.add_user(&name, &dwa_relay::init::hash_password(&password)?, &role, &customers).await?;
+            audit
+                .append(kind::ADMIN_COMMAND, &actor, None, json!({"command": "user add", "user": name, "role": role, "customers": customers}))
+                .await?;
+            print(j, json!({"id": id, "name": name, "role": role, "password": password}),
+                format!("user {name} ({role}) added\n  One-time password: {password}"));
+        }
+        Cmd::Token { cmd: TokenCmd::Create { customer, uses, ttl } } => {
+            let (db, audit) = open(&dir).await?;
+            let ttl = parse_duration(&ttl)?;
+            if ttl.as_secs() == 0 || ttl.as_secs() > 30 * 86_400 {
+                bail!("--ttl must be between 1s and 30d");
+            }
+            let cid = db.customer_id(&customer).await?;
+            let tls = dwa_relay::init::load_tls(&dir)?;
+            let fp: [u8; 32] = hex::decode(&tls.fingerprint)?.try_into().map_err(|_| anyhow::anyhow!("bad certificate fingerprint in {TLS_CERT_FILE}"))?;
+            let mut secret = [0u8; 16];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+            let token = EnrollToken { secret, tls_fingerprint: fp };
+            let expires = unix_now() + ttl.as_secs() as i64;
+            db.create_token(&token.secret_hash(), cid, i64::from(uses), expires, &actor).await?;
+            let exp_text = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires as u64)).to_string();
+            audit
+                .append(kind::ADMIN_COMMAND, &actor, None, json!({"command": "token create", "customer": customer, "uses": uses, "expires_at": exp_text}))
+                .await?;
+            print(j, json!({"token": token.encode(), "customer": customer, "uses": uses, "expires_at": exp_text}),
+                format!("{}\n(customer {customer}; up to {uses} enrollments; expires {exp_text})", token.encode()));
+        }
+        Cmd::Agent { cmd: AgentCmd::List } => {
+            let (db, _) = open(&dir).await?;
+            let agents = db.agents().await?;
+            let live = match dwa_relay::admin::request(&dir.path(ADMIN_SOCKET), &AdminRequest::Status).await {
+                Ok((r, _)) => r.agents.unwrap_or_default(),
+                Err(_) => serde_json::Value::Array(vec![]),
+            };
+            let live_ids: Vec<&str> = live.as_array().map(|a| a.iter().filter_map(|x| x["id"].as_str()).collect()).unwrap_or_default();
+            let rows: Vec<_> = agents.iter().map(|a| json!({"id": a.id, "name": a.name, "customer": a.customer,
+                "connected": live_ids.contains(&a.id.as_str()), "revoked": a.revoked_at.is_some(), "last_seen": a.last_seen})).collect();
+            let mut text = String::from("ID                    NAME                 CUSTOMER             CONNECTED REVOKED");
+            for r in &rows {
+                text.push_str(&format!("\n{:<21} {:<20} {:<20} {:<9} {}", r["id"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""),
+                    r["customer"].as_str().unwrap_or(""), r["connected"], r["revoked"]));
+            }
+            print(j, json!(rows), text);
+        }
+        Cmd::Agent { cmd: AgentCmd::Revoke { agent } } => {
+            let (db, audit) = open(&dir).await?;
+            let a = db.find_agent(&agent).await?;
+            let changed = db.revoke_agent(&a.id).await?;
+            audit.append(kind::ADMIN_COMMAND, &actor, Some(&a.id), json!({"command": "agent revoke", "changed": changed})).await?;
+            // Drop its live session, if the server is running.
+            let _ = dwa_relay::admin::request(&dir.path(ADMIN_SOCKET), &AdminRequest::Disconnect { agent: a.id.clone() }).await;
+            print(j, json!({"id": a.id, "revoked": true}), format!("agent {} ({}) revoked", a.name, a.id));
+        }
+        Cmd::Audit { cmd: Some(AuditCmd::Verify), .. } => {
+            let (_, audit) = open(&dir).await?;
+            match audit.verify().await {
+                Ok(n) => print(j, json!({"ok": true, "records": n}), format!("audit log intact: {n} records")),
+                Err(e) => {
+                    print(j, json!({"ok": false, "error": e.to_string()}), format!("audit log TAMPERED: {e}"));
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        Cmd::Audit { cmd: None, since, format } => {
+            let (_, audit) = open(&dir).await?;
+            let since = since.as_deref().map(parse_since).transpose()?;
+            let records = audit.records(since.as_deref()).await?;
+            match format {
+                AuditFormat::Jsonl => print!("{}", to_jsonl(&records)),
+                AuditFormat::Csv => print!("{}", to_csv(&records)),
+            }
+        }
+        Cmd::Connect { agent, target } => {
+            let (host, port) = parse_target(&target)?;
+            let (resp, mut sock) =
+                dwa_relay::admin::request(&dir.path(ADMIN_SOCKET), &AdminRequest::Connect { agent, host, port }).await?;
+            if !resp.ok {
+                bail!("{}", resp.error.unwrap_or_default());
+            }
+            let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+            tokio::io::copy_bidirectional(&mut stdio, &mut sock).await.context("stream")?;
+        }
+        Cmd::Forward { agent, target, listen } => {
+            let (host, port) = parse_target(&target)?;
+            let (resp, mut sock) = dwa_relay::admin::request(
+                &dir.path(ADMIN_SOCKET),
+                &AdminRequest::Forward { agent, host, port, listen },
+            )
+            .await?;
+            if !resp.ok {
+                bail!("{}", resp.error.unwrap_or_default());
+            }
+            let bound = resp.listen.unwrap_or_default();
+            print(j, json!({"listen": bound}), format!("forwarding {bound} -> {target} (Ctrl-C to stop)"));
+            use tokio::io::AsyncReadExt;
+            let mut b = [0u8; 1];
+            tokio::select! {
+                _ = dwa_relay::serve::shutdown_signal() => {}
+                _ = sock.read(&mut b) => {}
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,46 @@
+use thiserror::Error;
+
+/// Errors at the relay library's boundary.
+#[derive(Debug, Error)]
+pub enum RelayError {
+    #[error("{0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("SSH key: {0}")]
+    Key(String),
+    #[error(transparent)]
+    Proto(#[from] dwa_proto::ProtoError),
+}
+
+impl RelayError {
+    pub fn file(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::File {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = RelayError> = std::result::Result<T, E>;

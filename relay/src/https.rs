@@ -1,0 +1,197 @@
+//! The relay's HTTPS endpoint (rustls, hyper): enrollment, the agents'
+//! SSH-over-WebSocket, health. The dealer API and portal join it later.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use dwa_link::ws::{ws_config, WsStream, WS_PATH};
+use dwa_proto::enroll::EnrollRequest;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+use tower::ServiceExt;
+use tracing::Instrument;
+
+use crate::error::RelayError;
+use crate::state::Relay;
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+#[derive(Clone)]
+struct AppState {
+    relay: Relay,
+    enroll_limit: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+/// The API's error body: `{"error": "...", "code": "..."}`.
+pub fn api_error(status: StatusCode, code: &str, msg: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({"error": msg.into(), "code": code}))).into_response()
+}
+
+impl IntoResponse for RelayError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            RelayError::Refused(_) => (StatusCode::FORBIDDEN, "refused"),
+            RelayError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            RelayError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            RelayError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            RelayError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "internal error");
+            return api_error(status, code, "internal error");
+        }
+        api_error(status, code, self.to_string())
+    }
+}
+
+pub fn router(relay: Relay) -> Router {
+    // Enrollment: 10 per minute per source address, bursts of 10.
+    let quota = Quota::per_minute(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
+    let state = AppState {
+        relay,
+        enroll_limit: Arc::new(RateLimiter::keyed(quota)),
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v1/enroll", post(enroll))
+        .route(WS_PATH, get(agent_ws))
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .with_state(state)
+}
+
+async fn enroll(
+    State(st): State<AppState>,
+    axum::Extension(PeerAddr(peer)): axum::Extension<PeerAddr>,
+    body: Result<Json<EnrollRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if st.enroll_limit.check_key(&peer.ip()).is_err() {
+        let mut r = api_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many enrollment attempts; retry later");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "invalid", e.body_text()),
+    };
+    match crate::enroll::enroll(&st.relay, req, &peer.to_string()).await {
+        Ok(resp) => Json(resp).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn header_has(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    h.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// Upgrades to a WebSocket and runs an SSH session over it.
+async fn agent_ws(State(st): State<AppState>, mut req: Request) -> Response {
+    let h = req.headers();
+    let key = h.get(header::SEC_WEBSOCKET_KEY).cloned();
+    let ok = header_has(h, header::UPGRADE, "websocket")
+        && header_has(h, header::CONNECTION, "upgrade")
+        && h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) == Some(b"13");
+    let (Some(key), true) = (key, ok) else {
+        return api_error(StatusCode::BAD_REQUEST, "invalid", "expected a WebSocket upgrade");
+    };
+    let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>().copied() else {
+        return api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no peer address");
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let relay = st.relay.clone();
+    relay.tracker.spawn(
+        {
+            let relay = relay.clone();
+            async move {
+                let upgraded = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, on_upgrade).await {
+                    Ok(Ok(u)) => u,
+                    _ => return,
+                };
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
+                crate::ssh::serve_connection(relay, Box::new(WsStream::new(ws)), peer, "websocket").await;
+            }
+        }
+        .instrument(tracing::info_span!("ws_conn", %peer)),
+    );
+    let accept = derive_accept_key(key.as_bytes());
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(axum::body::Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Accepts TLS connections until shutdown.
+pub async fn listen(relay: Relay, listener: TcpListener) {
+    let app = router(relay.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(relay.tls.clone());
+    loop {
+        let (sock, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = relay.shutdown.cancelled() => break,
+        };
+        let Ok(permit) = relay.connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; refusing");
+            continue;
+        };
+        let _ = sock.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let shutdown = relay.shutdown.clone();
+        relay.tracker.spawn(
+            async move {
+                let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .with_upgrades();
+                tokio::select! {
+                    r = conn => if let Err(e) = r { tracing::debug!(error = %e, "HTTP connection ended with an error") },
+                    _ = shutdown.cancelled() => {}
+                }
+                drop(permit);
+            }
+            .instrument(tracing::info_span!("https_conn", %peer)),
+        );
+    }
+}

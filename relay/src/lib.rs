@@ -1,0 +1,31 @@
+//! `dwa-relay`, the cloud side of DWA.
+//!
+//! - [`config`]: relay.toml (unknown keys rejected, then validated) and the
+//!   data directory's layout.
+//! - [`init`]: `dwa-relay init` — host key, TLS certificate, database, admin.
+//! - [`db`]: the SQLite store (sqlx, versioned migrations in `migrations/`).
+//! - [`audit`]: the append-only, hash-chained audit log.
+//! - [`enroll`]: redeeming enrollment tokens.
+//! - [`state`]: shared state handed to every task (one shutdown signal, one
+//!   task tracker).
+//! - [`ssh`]: the russh server adapter and the per-connection lifecycle.
+//! - [`agents`]: the registry of live agent sessions and relay-opened streams.
+//! - [`https`]: rustls + hyper endpoint: enrollment, SSH over WebSocket.
+//! - [`admin`]: the local admin socket the CLI uses to reach the server.
+//! - [`serve`]: wiring, start and stop.
+
+pub mod admin;
+pub mod agents;
+pub mod audit;
+pub mod config;
+pub mod db;
+pub mod enroll;
+pub mod error;
+pub mod https;
+pub mod init;
+pub mod serve;
+pub mod ssh;
+pub mod state;
+pub mod util;
+
+pub use error::{RelayError, Result};

@@ -1,0 +1,63 @@
+//! Small helpers: time stamps, random ids, private files.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+
+use crate::error::{RelayError, Result};
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `prefix` + 16 random base32 characters (80 bits): agent ids and the like.
+pub fn random_id(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut rng = rand::thread_rng();
+    let s: String = (0..16)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{prefix}{s}")
+}
+
+/// A random password for printing once: 20 characters, ~119 bits.
+pub fn random_password() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    (0..20)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Writes a file readable by its owner only, atomically (temp + rename), so
+/// a crash never leaves a half-written key or config behind.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| RelayError::file(&tmp, e))?;
+    f.write_all(contents).map_err(|e| RelayError::file(&tmp, e))?;
+    f.sync_all().map_err(|e| RelayError::file(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| RelayError::file(path, e))?;
+    Ok(())
+}
+
+/// Parses "1h", "30m", "2d" into a Duration, with a one-line error.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    humantime::parse_duration(s)
+        .map_err(|e| RelayError::Invalid(format!("invalid duration {s:?}: {e} (use e.g. 30m, 24h, 7d)")))
+}
