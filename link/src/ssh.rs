@@ -103,7 +103,8 @@ pub fn public_openssh(key: &russh::keys::PublicKey) -> String {
 
 /// Parses an OpenSSH public key line and normalizes it (comment dropped).
 pub fn parse_public(line: &str) -> Result<russh::keys::PublicKey, String> {
-    russh::keys::PublicKey::from_openssh(line.trim()).map_err(|e| format!("invalid public key: {e}"))
+    russh::keys::PublicKey::from_openssh(line.trim())
+        .map_err(|e| format!("invalid public key: {e}"))
 }
 
 /// `SHA256:...` as OpenSSH prints it.

@@ -33,9 +33,20 @@ pub fn local_actor() -> String {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AdminRequest {
-    Connect { agent: String, host: String, port: u16 },
-    Forward { agent: String, host: String, port: u16, listen: String },
-    Disconnect { agent: String },
+    Connect {
+        agent: String,
+        host: String,
+        port: u16,
+    },
+    Forward {
+        agent: String,
+        host: String,
+        port: u16,
+        listen: String,
+    },
+    Disconnect {
+        agent: String,
+    },
     Status,
 }
 
@@ -75,11 +86,16 @@ async fn send(s: &mut UnixStream, r: &AdminResponse) -> std::io::Result<()> {
 /// Reads one line of at most `max` bytes.
 pub async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>, max: usize) -> Result<String> {
     let mut line = Vec::new();
-    let n = tokio::time::timeout(Duration::from_secs(15), (&mut *r).take(max as u64).read_until(b'\n', &mut line))
-        .await
-        .map_err(|_| RelayError::Unavailable("admin socket: timed out".into()))??;
+    let n = tokio::time::timeout(
+        Duration::from_secs(15),
+        (&mut *r).take(max as u64).read_until(b'\n', &mut line),
+    )
+    .await
+    .map_err(|_| RelayError::Unavailable("admin socket: timed out".into()))??;
     if n == 0 || line.last() != Some(&b'\n') {
-        return Err(RelayError::Invalid("admin socket: incomplete or oversized line".into()));
+        return Err(RelayError::Invalid(
+            "admin socket: incomplete or oversized line".into(),
+        ));
     }
     String::from_utf8(line).map_err(|_| RelayError::Invalid("admin socket: not UTF-8".into()))
 }
@@ -99,7 +115,8 @@ pub async fn listen(relay: Relay, path: &Path) -> Result<()> {
                     _ = r.shutdown.cancelled() => break,
                 };
                 let r2 = r.clone();
-                r.tracker.spawn(handle(r2, s).instrument(tracing::info_span!("admin_conn")));
+                r.tracker
+                    .spawn(handle(r2, s).instrument(tracing::info_span!("admin_conn")));
             }
         }
         .instrument(tracing::info_span!("admin_listener")),
@@ -112,7 +129,9 @@ async fn handle(relay: Relay, stream: UnixStream) {
     let actor = format!("cli:uid {uid}");
     let mut reader = BufReader::new(stream);
     let req = match read_line(&mut reader, 4096).await {
-        Ok(l) => serde_json::from_str::<AdminRequest>(&l).map_err(|e| RelayError::Invalid(e.to_string())),
+        Ok(l) => {
+            serde_json::from_str::<AdminRequest>(&l).map_err(|e| RelayError::Invalid(e.to_string()))
+        }
         Err(e) => Err(e),
     };
     // No bytes are buffered past the request line: the client waits for our answer.
@@ -126,14 +145,25 @@ async fn handle(relay: Relay, stream: UnixStream) {
     };
     match req {
         AdminRequest::Connect { agent, host, port } => {
-            let sreq = StreamRequest { agent, host, port, actor };
+            let sreq = StreamRequest {
+                agent,
+                host,
+                port,
+                actor,
+            };
             match open_stream(&relay, &sreq).await {
                 Ok(mut s) => {
                     if send(&mut stream, &AdminResponse::ok()).await.is_err() {
                         s.finish(&relay, Some("client went away".into())).await;
                         return;
                     }
-                    let r = tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut s.stream, 64 * 1024, 64 * 1024).await;
+                    let r = tokio::io::copy_bidirectional_with_sizes(
+                        &mut stream,
+                        &mut s.stream,
+                        64 * 1024,
+                        64 * 1024,
+                    )
+                    .await;
                     s.finish(&relay, r.err().map(|e| e.to_string())).await;
                 }
                 Err(e) => {
@@ -141,8 +171,18 @@ async fn handle(relay: Relay, stream: UnixStream) {
                 }
             }
         }
-        AdminRequest::Forward { agent, host, port, listen } => {
-            let sreq = StreamRequest { agent, host, port, actor: actor.clone() };
+        AdminRequest::Forward {
+            agent,
+            host,
+            port,
+            listen,
+        } => {
+            let sreq = StreamRequest {
+                agent,
+                host,
+                port,
+                actor: actor.clone(),
+            };
             // Fail early (unknown agent, relay-side denial) before listening.
             if let Err(e) = relay.db.find_agent(&sreq.agent).await {
                 let _ = send(&mut stream, &AdminResponse::err(e)).await;
@@ -151,16 +191,24 @@ async fn handle(relay: Relay, stream: UnixStream) {
             let l = match TcpListener::bind(&listen).await {
                 Ok(l) => l,
                 Err(e) => {
-                    let _ = send(&mut stream, &AdminResponse::err(format!("listen on {listen}: {e}"))).await;
+                    let _ = send(
+                        &mut stream,
+                        &AdminResponse::err(format!("listen on {listen}: {e}")),
+                    )
+                    .await;
                     return;
                 }
             };
             let bound = l.local_addr().map(|a| a.to_string()).unwrap_or(listen);
             relay
                 .audit
-                .record(kind::ADMIN_COMMAND, &actor, None,
+                .record(
+                    kind::ADMIN_COMMAND,
+                    &actor,
+                    None,
                     json!({"command": "forward", "listen": bound, "agent": sreq.agent,
-                           "target": format!("{}:{}", sreq.host, sreq.port)}))
+                           "target": format!("{}:{}", sreq.host, sreq.port)}),
+                )
                 .await;
             let mut resp = AdminResponse::ok();
             resp.listen = Some(bound);
@@ -237,17 +285,21 @@ pub async fn request(socket: &Path, req: &AdminRequest) -> Result<(AdminResponse
             .await
             .map_err(|_| RelayError::Unavailable("the relay did not answer".into()))??;
         if n == 0 {
-            return Err(RelayError::Unavailable("the relay closed the admin connection".into()));
+            return Err(RelayError::Unavailable(
+                "the relay closed the admin connection".into(),
+            ));
         }
         if b[0] == b'\n' {
             break;
         }
         buf.push(b[0]);
         if buf.len() > 1 << 20 {
-            return Err(RelayError::Invalid("oversized answer from the relay".into()));
+            return Err(RelayError::Invalid(
+                "oversized answer from the relay".into(),
+            ));
         }
     }
-    let resp: AdminResponse =
-        serde_json::from_slice(&buf).map_err(|e| RelayError::Invalid(format!("bad answer from the relay: {e}")))?;
+    let resp: AdminResponse = serde_json::from_slice(&buf)
+        .map_err(|e| RelayError::Invalid(format!("bad answer from the relay: {e}")))?;
     Ok((resp, s))
 }

@@ -123,7 +123,11 @@ impl AgentConn {
         self.credits.close_all();
         let _ = self
             .handle
-            .disconnect(russh::Disconnect::ByApplication, why.to_string(), "en".into())
+            .disconnect(
+                russh::Disconnect::ByApplication,
+                why.to_string(),
+                "en".into(),
+            )
             .await;
     }
 }
@@ -203,7 +207,13 @@ async fn deny(relay: &Relay, agent_id: &str, req: &StreamRequest, reason: String
 pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStream> {
     let agent = relay.db.find_agent(&req.agent).await?;
     if agent.revoked_at.is_some() {
-        return Err(deny(relay, &agent.id, req, format!("agent {} is revoked", agent.id)).await);
+        return Err(deny(
+            relay,
+            &agent.id,
+            req,
+            format!("agent {} is revoked", agent.id),
+        )
+        .await);
     }
     let Some(conn) = relay.agents.get(&agent.id) else {
         return Err(RelayError::Unavailable(format!(
@@ -225,7 +235,10 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
             relay,
             &agent.id,
             req,
-            format!("agent session has no control channel and no remote forward on port {}", req.port),
+            format!(
+                "agent session has no control channel and no remote forward on port {}",
+                req.port
+            ),
         )
         .await);
     }
@@ -245,7 +258,10 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
             relay,
             &agent.id,
             req,
-            format!("agent has the maximum of {} streams open", relay.cfg.limits.max_streams_per_agent),
+            format!(
+                "agent has the maximum of {} streams open",
+                relay.cfg.limits.max_streams_per_agent
+            ),
         )
         .await);
     };
@@ -257,8 +273,12 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
             lock(&conn.denials).insert(id, tx);
             let r = tokio::time::timeout(
                 open_timeout,
-                conn.handle
-                    .channel_open_direct_tcpip(req.host.clone(), u32::from(req.port), ORIGINATOR, id),
+                conn.handle.channel_open_direct_tcpip(
+                    req.host.clone(),
+                    u32::from(req.port),
+                    ORIGINATOR,
+                    id,
+                ),
             )
             .await;
             let ch = match r {
@@ -298,8 +318,16 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
             .await;
             match r {
                 Ok(Ok(ch)) => (ch, Flow::Plain),
-                Ok(Err(e)) => return Err(RelayError::Refused(format!("the SSH client refused the stream: {e}"))),
-                Err(_) => return Err(RelayError::Unavailable(format!("no answer within {open_timeout:?}"))),
+                Ok(Err(e)) => {
+                    return Err(RelayError::Refused(format!(
+                        "the SSH client refused the stream: {e}"
+                    )))
+                }
+                Err(_) => {
+                    return Err(RelayError::Unavailable(format!(
+                        "no answer within {open_timeout:?}"
+                    )))
+                }
             }
         }
         (None, None) => unreachable!("checked above"),
@@ -353,7 +381,9 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let mut s = open_stream(relay, req).await?;
-    let r = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut s.stream, 64 * 1024, 64 * 1024).await;
+    let r =
+        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut s.stream, 64 * 1024, 64 * 1024)
+            .await;
     s.finish(relay, r.err().map(|e| e.to_string())).await;
     Ok(())
 }

@@ -17,10 +17,19 @@ use dwa_relay::util::{parse_duration, random_password, unix_now};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "dwa-relay", version, about = "DWA relay: SSH endpoint for agents, HTTPS, audit log")]
+#[command(
+    name = "dwa-relay",
+    version,
+    about = "DWA relay: SSH endpoint for agents, HTTPS, audit log"
+)]
 struct Cli {
     /// Data directory (relay.toml, keys, database).
-    #[arg(long, global = true, env = "DWA_DATA_DIR", default_value = "./dwa-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "DWA_DATA_DIR",
+        default_value = "./dwa-data"
+    )]
     data_dir: PathBuf,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
@@ -140,7 +149,9 @@ enum TokenCmd {
 enum AgentCmd {
     List,
     /// Revoke an agent's identity and drop its session.
-    Revoke { agent: String },
+    Revoke {
+        agent: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -207,7 +218,9 @@ fn parse_target(s: &str) -> Result<(String, u16)> {
     } else {
         s.rsplit_once(':').context("expected HOST:PORT")?
     };
-    let port: u16 = port.parse().with_context(|| format!("invalid port in {s:?}"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("invalid port in {s:?}"))?;
     if host.is_empty() || port == 0 {
         bail!("invalid target {s:?}: expected HOST:PORT");
     }
@@ -218,7 +231,9 @@ fn parse_since(s: &str) -> Result<String> {
     if humantime::parse_rfc3339_weak(s).is_ok() {
         return Ok(s.to_string());
     }
-    let d = parse_duration(s).map_err(|_| anyhow::anyhow!("--since {s:?}: expected RFC 3339 time or a duration such as 24h"))?;
+    let d = parse_duration(s).map_err(|_| {
+        anyhow::anyhow!("--since {s:?}: expected RFC 3339 time or a duration such as 24h")
+    })?;
     let t = std::time::SystemTime::now() - d;
     Ok(humantime::format_rfc3339_millis(t).to_string())
 }
@@ -228,7 +243,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let j = cli.json;
     let actor = local_actor();
     match cli.cmd {
-        Cmd::Init { domain, ssh_listen, https_listen } => {
+        Cmd::Init {
+            domain,
+            ssh_listen,
+            https_listen,
+        } => {
             let r = dwa_relay::init::init(&dir, &domain, ssh_listen, https_listen).await?;
             print(
                 j,
@@ -252,13 +271,33 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             tracing::info!("shutting down");
             dwa_relay::serve::stop(&b.relay).await;
         }
-        Cmd::Customer { cmd: CustomerCmd::Add { name } } => {
+        Cmd::Customer {
+            cmd: CustomerCmd::Add { name },
+        } => {
             let (db, audit) = open(&dir).await?;
             let id = db.add_customer(&name).await?;
-            audit.append(kind::ADMIN_COMMAND, &actor, None, json!({"command": "customer add", "customer": name})).await?;
-            print(j, json!({"id": id, "name": name}), format!("customer {name} added (id {id})"));
+            audit
+                .append(
+                    kind::ADMIN_COMMAND,
+                    &actor,
+                    None,
+                    json!({"command": "customer add", "customer": name}),
+                )
+                .await?;
+            print(
+                j,
+                json!({"id": id, "name": name}),
+                format!("customer {name} added (id {id})"),
+            );
         }
-        Cmd::Device { cmd: DeviceCmd::Add { agent, address, name } } => {
+        Cmd::Device {
+            cmd:
+                DeviceCmd::Add {
+                    agent,
+                    address,
+                    name,
+                },
+        } => {
             let (db, audit) = open(&dir).await?;
             let a = db.find_agent(&agent).await?;
             let address = address.trim().to_string();
@@ -267,12 +306,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let id = db.add_device(&a.id, &address, name.as_deref()).await?;
             audit
-                .append(kind::ADMIN_COMMAND, &actor, Some(&a.id), json!({"command": "device add", "address": address, "name": name}))
+                .append(
+                    kind::ADMIN_COMMAND,
+                    &actor,
+                    Some(&a.id),
+                    json!({"command": "device add", "address": address, "name": name}),
+                )
                 .await?;
-            print(j, json!({"id": id, "agent": a.id, "address": address, "name": name}),
-                format!("device {address} added for agent {} (id {id})", a.name));
+            print(
+                j,
+                json!({"id": id, "agent": a.id, "address": address, "name": name}),
+                format!("device {address} added for agent {} (id {id})", a.name),
+            );
         }
-        Cmd::User { cmd: UserCmd::Add { name, role, customers } } => {
+        Cmd::User {
+            cmd:
+                UserCmd::Add {
+                    name,
+                    role,
+                    customers,
+                },
+        } => {
             let (db, audit) = open(&dir).await?;
             if name.trim().is_empty() || name.len() > 64 {
                 bail!("user name must be 1..=64 characters");
@@ -281,14 +335,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("a customer user belongs to exactly one customer (--customer NAME)");
             }
             let password = random_password();
-            let id = db.add_user(&name, &dwa_relay::init::hash_password(&password)?, &role, &customers).await?;
+            let id = db
+                .add_user(
+                    &name,
+                    &dwa_relay::init::hash_password(&password)?,
+                    &role,
+                    &customers,
+                )
+                .await?;
             audit
                 .append(kind::ADMIN_COMMAND, &actor, None, json!({"command": "user add", "user": name, "role": role, "customers": customers}))
                 .await?;
-            print(j, json!({"id": id, "name": name, "role": role, "password": password}),
-                format!("user {name} ({role}) added\n  One-time password: {password}"));
+            print(
+                j,
+                json!({"id": id, "name": name, "role": role, "password": password}),
+                format!("user {name} ({role}) added\n  One-time password: {password}"),
+            );
         }
-        Cmd::Token { cmd: TokenCmd::Create { customer, uses, ttl } } => {
+        Cmd::Token {
+            cmd:
+                TokenCmd::Create {
+                    customer,
+                    uses,
+                    ttl,
+                },
+        } => {
             let (db, audit) = open(&dir).await?;
             let ttl = parse_duration(&ttl)?;
             if ttl.as_secs() == 0 || ttl.as_secs() > 30 * 86_400 {
@@ -296,56 +367,121 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let cid = db.customer_id(&customer).await?;
             let tls = dwa_relay::init::load_tls(&dir)?;
-            let fp: [u8; 32] = hex::decode(&tls.fingerprint)?.try_into().map_err(|_| anyhow::anyhow!("bad certificate fingerprint in {TLS_CERT_FILE}"))?;
+            let fp: [u8; 32] = hex::decode(&tls.fingerprint)?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("bad certificate fingerprint in {TLS_CERT_FILE}"))?;
             let mut secret = [0u8; 16];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
-            let token = EnrollToken { secret, tls_fingerprint: fp };
+            let token = EnrollToken {
+                secret,
+                tls_fingerprint: fp,
+            };
             let expires = unix_now() + ttl.as_secs() as i64;
-            db.create_token(&token.secret_hash(), cid, i64::from(uses), expires, &actor).await?;
-            let exp_text = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires as u64)).to_string();
+            db.create_token(&token.secret_hash(), cid, i64::from(uses), expires, &actor)
+                .await?;
+            let exp_text = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires as u64),
+            )
+            .to_string();
             audit
                 .append(kind::ADMIN_COMMAND, &actor, None, json!({"command": "token create", "customer": customer, "uses": uses, "expires_at": exp_text}))
                 .await?;
-            print(j, json!({"token": token.encode(), "customer": customer, "uses": uses, "expires_at": exp_text}),
-                format!("{}\n(customer {customer}; up to {uses} enrollments; expires {exp_text})", token.encode()));
+            print(
+                j,
+                json!({"token": token.encode(), "customer": customer, "uses": uses, "expires_at": exp_text}),
+                format!(
+                    "{}\n(customer {customer}; up to {uses} enrollments; expires {exp_text})",
+                    token.encode()
+                ),
+            );
         }
-        Cmd::Agent { cmd: AgentCmd::List } => {
+        Cmd::Agent {
+            cmd: AgentCmd::List,
+        } => {
             let (db, _) = open(&dir).await?;
             let agents = db.agents().await?;
-            let live = match dwa_relay::admin::request(&dir.path(ADMIN_SOCKET), &AdminRequest::Status).await {
-                Ok((r, _)) => r.agents.unwrap_or_default(),
-                Err(_) => serde_json::Value::Array(vec![]),
-            };
-            let live_ids: Vec<&str> = live.as_array().map(|a| a.iter().filter_map(|x| x["id"].as_str()).collect()).unwrap_or_default();
+            let live =
+                match dwa_relay::admin::request(&dir.path(ADMIN_SOCKET), &AdminRequest::Status)
+                    .await
+                {
+                    Ok((r, _)) => r.agents.unwrap_or_default(),
+                    Err(_) => serde_json::Value::Array(vec![]),
+                };
+            let live_ids: Vec<&str> = live
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x["id"].as_str()).collect())
+                .unwrap_or_default();
             let rows: Vec<_> = agents.iter().map(|a| json!({"id": a.id, "name": a.name, "customer": a.customer,
                 "connected": live_ids.contains(&a.id.as_str()), "revoked": a.revoked_at.is_some(), "last_seen": a.last_seen})).collect();
-            let mut text = String::from("ID                    NAME                 CUSTOMER             CONNECTED REVOKED");
+            let mut text = String::from(
+                "ID                    NAME                 CUSTOMER             CONNECTED REVOKED",
+            );
             for r in &rows {
-                text.push_str(&format!("\n{:<21} {:<20} {:<20} {:<9} {}", r["id"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""),
-                    r["customer"].as_str().unwrap_or(""), r["connected"], r["revoked"]));
+                text.push_str(&format!(
+                    "\n{:<21} {:<20} {:<20} {:<9} {}",
+                    r["id"].as_str().unwrap_or(""),
+                    r["name"].as_str().unwrap_or(""),
+                    r["customer"].as_str().unwrap_or(""),
+                    r["connected"],
+                    r["revoked"]
+                ));
             }
             print(j, json!(rows), text);
         }
-        Cmd::Agent { cmd: AgentCmd::Revoke { agent } } => {
+        Cmd::Agent {
+            cmd: AgentCmd::Revoke { agent },
+        } => {
             let (db, audit) = open(&dir).await?;
             let a = db.find_agent(&agent).await?;
             let changed = db.revoke_agent(&a.id).await?;
-            audit.append(kind::ADMIN_COMMAND, &actor, Some(&a.id), json!({"command": "agent revoke", "changed": changed})).await?;
+            audit
+                .append(
+                    kind::ADMIN_COMMAND,
+                    &actor,
+                    Some(&a.id),
+                    json!({"command": "agent revoke", "changed": changed}),
+                )
+                .await?;
             // Drop its live session, if the server is running.
-            let _ = dwa_relay::admin::request(&dir.path(ADMIN_SOCKET), &AdminRequest::Disconnect { agent: a.id.clone() }).await;
-            print(j, json!({"id": a.id, "revoked": true}), format!("agent {} ({}) revoked", a.name, a.id));
+            let _ = dwa_relay::admin::request(
+                &dir.path(ADMIN_SOCKET),
+                &AdminRequest::Disconnect {
+                    agent: a.id.clone(),
+                },
+            )
+            .await;
+            print(
+                j,
+                json!({"id": a.id, "revoked": true}),
+                format!("agent {} ({}) revoked", a.name, a.id),
+            );
         }
-        Cmd::Audit { cmd: Some(AuditCmd::Verify), .. } => {
+        Cmd::Audit {
+            cmd: Some(AuditCmd::Verify),
+            ..
+        } => {
             let (_, audit) = open(&dir).await?;
             match audit.verify().await {
-                Ok(n) => print(j, json!({"ok": true, "records": n}), format!("audit log intact: {n} records")),
+                Ok(n) => print(
+                    j,
+                    json!({"ok": true, "records": n}),
+                    format!("audit log intact: {n} records"),
+                ),
                 Err(e) => {
-                    print(j, json!({"ok": false, "error": e.to_string()}), format!("audit log TAMPERED: {e}"));
+                    print(
+                        j,
+                        json!({"ok": false, "error": e.to_string()}),
+                        format!("audit log TAMPERED: {e}"),
+                    );
                     return Ok(ExitCode::from(2));
                 }
             }
         }
-        Cmd::Audit { cmd: None, since, format } => {
+        Cmd::Audit {
+            cmd: None,
+            since,
+            format,
+        } => {
             let (_, audit) = open(&dir).await?;
             let since = since.as_deref().map(parse_since).transpose()?;
             let records = audit.records(since.as_deref()).await?;
@@ -356,26 +492,44 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Connect { agent, target } => {
             let (host, port) = parse_target(&target)?;
-            let (resp, mut sock) =
-                dwa_relay::admin::request(&dir.path(ADMIN_SOCKET), &AdminRequest::Connect { agent, host, port }).await?;
+            let (resp, mut sock) = dwa_relay::admin::request(
+                &dir.path(ADMIN_SOCKET),
+                &AdminRequest::Connect { agent, host, port },
+            )
+            .await?;
             if !resp.ok {
                 bail!("{}", resp.error.unwrap_or_default());
             }
             let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-            tokio::io::copy_bidirectional(&mut stdio, &mut sock).await.context("stream")?;
+            tokio::io::copy_bidirectional(&mut stdio, &mut sock)
+                .await
+                .context("stream")?;
         }
-        Cmd::Forward { agent, target, listen } => {
+        Cmd::Forward {
+            agent,
+            target,
+            listen,
+        } => {
             let (host, port) = parse_target(&target)?;
             let (resp, mut sock) = dwa_relay::admin::request(
                 &dir.path(ADMIN_SOCKET),
-                &AdminRequest::Forward { agent, host, port, listen },
+                &AdminRequest::Forward {
+                    agent,
+                    host,
+                    port,
+                    listen,
+                },
             )
             .await?;
             if !resp.ok {
                 bail!("{}", resp.error.unwrap_or_default());
             }
             let bound = resp.listen.unwrap_or_default();
-            print(j, json!({"listen": bound}), format!("forwarding {bound} -> {target} (Ctrl-C to stop)"));
+            print(
+                j,
+                json!({"listen": bound}),
+                format!("forwarding {bound} -> {target} (Ctrl-C to stop)"),
+            );
             use tokio::io::AsyncReadExt;
             let mut b = [0u8; 1];
             tokio::select! {

@@ -68,7 +68,9 @@ impl Db {
     pub async fn add_customer(&self, name: &str) -> Result<i64> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
-            return Err(RelayError::Invalid("customer name must be 1..=200 characters".into()));
+            return Err(RelayError::Invalid(
+                "customer name must be 1..=200 characters".into(),
+            ));
         }
         let r = sqlx::query("INSERT INTO customers (name, created_at) VALUES (?, ?)")
             .bind(name)
@@ -116,7 +118,9 @@ impl Db {
         let id = match r {
             Ok(r) => r.last_insert_rowid(),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(RelayError::Conflict(format!("user {username:?} already exists")))
+                return Err(RelayError::Conflict(format!(
+                    "user {username:?} already exists"
+                )))
             }
             Err(e) => return Err(e.into()),
         };
@@ -203,7 +207,9 @@ impl Db {
                     .fetch_optional(&mut *conn)
                     .await?;
             if exists.is_some() {
-                return Err(RelayError::Conflict("this public key is already enrolled".into()));
+                return Err(RelayError::Conflict(
+                    "this public key is already enrolled".into(),
+                ));
             }
             sqlx::query("UPDATE enroll_tokens SET uses = uses + 1 WHERE id = ?")
                 .bind(tid)
@@ -295,12 +301,17 @@ impl Db {
             return Ok(a.clone());
         }
         match rows.len() {
-            0 => Err(RelayError::NotFound(format!("no agent with id or name {reference:?}"))),
+            0 => Err(RelayError::NotFound(format!(
+                "no agent with id or name {reference:?}"
+            ))),
             1 => Ok(rows[0].clone()),
             _ => Err(RelayError::Invalid(format!(
                 "{} agents are named {reference:?}; use the id: {}",
                 rows.len(),
-                rows.iter().map(|a| a.id.as_str()).collect::<Vec<_>>().join(", ")
+                rows.iter()
+                    .map(|a| a.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
@@ -323,7 +334,12 @@ impl Db {
         Ok(())
     }
 
-    pub async fn add_device(&self, agent_id: &str, address: &str, name: Option<&str>) -> Result<i64> {
+    pub async fn add_device(
+        &self,
+        agent_id: &str,
+        address: &str,
+        name: Option<&str>,
+    ) -> Result<i64> {
         let r = sqlx::query(
             "INSERT INTO devices (agent_id, address, name, created_at) VALUES (?, ?, ?, ?)",
         )

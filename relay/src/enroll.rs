@@ -12,8 +12,7 @@ use crate::state::Relay;
 fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
-        && h
-            .chars()
+        && h.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
 }
 
@@ -56,14 +55,18 @@ pub async fn enroll(relay: &Relay, req: EnrollRequest, peer: &str) -> Result<Enr
     let agent = match (check, agent) {
         (TokenCheck::Ok { .. }, Some(a)) => a,
         (TokenCheck::Unknown, _) => return Err(refuse("unknown enrollment token".into()).await),
-        (TokenCheck::Expired, _) => return Err(refuse("the enrollment token has expired".into()).await),
+        (TokenCheck::Expired, _) => {
+            return Err(refuse("the enrollment token has expired".into()).await)
+        }
         (TokenCheck::UsedUp { max_uses }, _) => {
             return Err(refuse(format!(
                 "the enrollment token was already used {max_uses} times (its limit)"
             ))
             .await)
         }
-        (TokenCheck::Ok { .. }, None) => return Err(RelayError::Invalid("enrollment failed".into())),
+        (TokenCheck::Ok { .. }, None) => {
+            return Err(RelayError::Invalid("enrollment failed".into()))
+        }
     };
     relay
         .audit

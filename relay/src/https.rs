@@ -38,7 +38,11 @@ struct AppState {
 
 /// The API's error body: `{"error": "...", "code": "..."}`.
 pub fn api_error(status: StatusCode, code: &str, msg: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({"error": msg.into(), "code": code}))).into_response()
+    (
+        status,
+        Json(serde_json::json!({"error": msg.into(), "code": code})),
+    )
+        .into_response()
 }
 
 impl IntoResponse for RelayError {
@@ -81,8 +85,13 @@ async fn enroll(
     body: Result<Json<EnrollRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     if st.enroll_limit.check_key(&peer.ip()).is_err() {
-        let mut r = api_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many enrollment attempts; retry later");
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        let mut r = api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many enrollment attempts; retry later",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         return r;
     }
     let Json(req) = match body {
@@ -111,10 +120,18 @@ async fn agent_ws(State(st): State<AppState>, mut req: Request) -> Response {
         && header_has(h, header::CONNECTION, "upgrade")
         && h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) == Some(b"13");
     let (Some(key), true) = (key, ok) else {
-        return api_error(StatusCode::BAD_REQUEST, "invalid", "expected a WebSocket upgrade");
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "expected a WebSocket upgrade",
+        );
     };
     let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>().copied() else {
-        return api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no peer address");
+        return api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "no peer address",
+        );
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let relay = st.relay.clone();
@@ -126,8 +143,14 @@ async fn agent_ws(State(st): State<AppState>, mut req: Request) -> Response {
                     Ok(Ok(u)) => u,
                     _ => return,
                 };
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
-                crate::ssh::serve_connection(relay, Box::new(WsStream::new(ws)), peer, "websocket").await;
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(ws_config()),
+                )
+                .await;
+                crate::ssh::serve_connection(relay, Box::new(WsStream::new(ws)), peer, "websocket")
+                    .await;
             }
         }
         .instrument(tracing::info_span!("ws_conn", %peer)),

@@ -9,7 +9,9 @@ use argon2::Argon2;
 use serde::Serialize;
 
 use crate::audit::Audit;
-use crate::config::{DataDir, RelayConfig, CONFIG_FILE, HOST_KEY_FILE, TLS_CERT_FILE, TLS_KEY_FILE};
+use crate::config::{
+    DataDir, RelayConfig, CONFIG_FILE, HOST_KEY_FILE, TLS_CERT_FILE, TLS_KEY_FILE,
+};
 use crate::db::Db;
 use crate::error::{RelayError, Result};
 use crate::util::{random_password, write_private};
@@ -63,8 +65,12 @@ pub async fn init(
     write_private(&dir.path(HOST_KEY_FILE), pem.as_bytes())?;
 
     let names = vec![domain.to_string(), format!("*.{domain}")];
-    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| RelayError::Tls(e.to_string()))?;
-    write_private(&dir.path(TLS_KEY_FILE), ck.signing_key.serialize_pem().as_bytes())?;
+    let ck =
+        rcgen::generate_simple_self_signed(names).map_err(|e| RelayError::Tls(e.to_string()))?;
+    write_private(
+        &dir.path(TLS_KEY_FILE),
+        ck.signing_key.serialize_pem().as_bytes(),
+    )?;
     write_private(&dir.path(TLS_CERT_FILE), ck.cert.pem().as_bytes())?;
     let tls_fingerprint = dwa_link::tls::fingerprint(ck.cert.der());
 

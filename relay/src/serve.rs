@@ -34,7 +34,8 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
         crate::ssh::listen_tcp(relay.clone(), ssh).instrument(tracing::info_span!("ssh_listener")),
     );
     relay.tracker.spawn(
-        crate::https::listen(relay.clone(), https).instrument(tracing::info_span!("https_listener")),
+        crate::https::listen(relay.clone(), https)
+            .instrument(tracing::info_span!("https_listener")),
     );
     Ok(Bound {
         relay,

@@ -156,7 +156,10 @@ impl russh::server::Handler for SshHandler {
                     json!({"old_peer": old.peer.to_string(), "new_peer": self.peer.to_string()}),
                 )
                 .await;
-            tokio::spawn(async move { old.disconnect("replaced by a newer session of this agent").await });
+            tokio::spawn(async move {
+                old.disconnect("replaced by a newer session of this agent")
+                    .await
+            });
         }
         let _ = relay.db.touch_agent(&agent.id).await;
         relay
@@ -265,7 +268,10 @@ async fn control_loop(
         match ev {
             ControlEvent::Msg(ControlMsg::Hello(h)) => {
                 if h.protocol != PROTOCOL_VERSION {
-                    tracing::warn!(protocol = h.protocol, "agent speaks another protocol version");
+                    tracing::warn!(
+                        protocol = h.protocol,
+                        "agent speaks another protocol version"
+                    );
                 }
                 tracing::info!(version = %h.agent_version, ports = ?h.ports, "agent hello");
                 control.send(ControlMsg::Welcome {

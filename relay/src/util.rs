@@ -50,7 +50,8 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| RelayError::file(&tmp, e))?;
-    f.write_all(contents).map_err(|e| RelayError::file(&tmp, e))?;
+    f.write_all(contents)
+        .map_err(|e| RelayError::file(&tmp, e))?;
     f.sync_all().map_err(|e| RelayError::file(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| RelayError::file(path, e))?;
     Ok(())
@@ -58,6 +59,9 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// Parses "1h", "30m", "2d" into a Duration, with a one-line error.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
-    humantime::parse_duration(s)
-        .map_err(|e| RelayError::Invalid(format!("invalid duration {s:?}: {e} (use e.g. 30m, 24h, 7d)")))
+    humantime::parse_duration(s).map_err(|e| {
+        RelayError::Invalid(format!(
+            "invalid duration {s:?}: {e} (use e.g. 30m, 24h, 7d)"
+        ))
+    })
 }

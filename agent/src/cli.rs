@@ -1,0 +1,211 @@
+//! Command line of `dwa-agent`. Errors are one line on stderr with exit
+//! code 1; `policy check` exits 0 for allow and 3 for deny.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use dwa_agent::config::{AgentConfig, TransportMode};
+use dwa_agent::enroll::{enroll, EnrollOptions};
+use dwa_agent::session::Agent;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "dwa-agent",
+    version,
+    about = "DWA site agent: outbound tunnel to the relay, local policy as the final word"
+)]
+struct Cli {
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Register with a relay using an enrollment token; writes agent.toml and the agent key.
+    Enroll {
+        #[arg(long)]
+        relay: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long, env = "DWA_AGENT_CONFIG", default_value = "agent.toml")]
+        config: PathBuf,
+        /// Networks the agent may reach (policy.allow); default: the scan ranges.
+        #[arg(long)]
+        allow: Vec<String>,
+        /// Allowed ports (policy.ports); default 80, 443, 8000, 9100, 631.
+        #[arg(long = "port")]
+        ports: Vec<u16>,
+        #[arg(long, default_value = "auto", value_parser = ["ssh", "websocket", "auto"])]
+        transport: String,
+        /// Enroll again over an existing agent.toml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Keep the tunnel to the relay up until Ctrl-C or SIGTERM.
+    Run {
+        #[arg(long, env = "DWA_AGENT_CONFIG", default_value = "agent.toml")]
+        config: PathBuf,
+    },
+    /// Local policy.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Would the agent connect to ADDRESS:PORT? Prints allow/deny and the deciding rule.
+    Check {
+        target: String,
+        #[arg(long, env = "DWA_AGENT_CONFIG", default_value = "agent.toml")]
+        config: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DWA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn split_target(s: &str) -> Result<(String, u16)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        rest.split_once("]:").context("expected [IPv6]:PORT")?
+    } else {
+        s.rsplit_once(':').context("expected ADDRESS:PORT")?
+    };
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("invalid port in {s:?}"))?;
+    if host.is_empty() {
+        bail!("expected ADDRESS:PORT, got {s:?}");
+    }
+    Ok((host.to_string(), port))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Enroll {
+            relay,
+            token,
+            config,
+            allow,
+            ports,
+            transport,
+            force,
+        } => {
+            let transport = match transport.as_str() {
+                "ssh" => TransportMode::Ssh,
+                "websocket" => TransportMode::Websocket,
+                _ => TransportMode::Auto,
+            };
+            let e = enroll(EnrollOptions {
+                relay,
+                token,
+                config_path: config.clone(),
+                allow,
+                ports,
+                transport,
+                force,
+            })
+            .await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"agent_id": e.response.agent_id, "agent_name": e.response.agent_name,
+                    "customer": e.response.customer, "config": config.display().to_string(),
+                    "ssh_host_key": dwa_link::ssh::parse_public(&e.response.ssh_host_key).map(|k| dwa_link::ssh::fingerprint(&k)).unwrap_or_default()})
+                );
+            } else {
+                println!(
+                    "enrolled as {} ({}) for customer {}\nconfiguration written to {}",
+                    e.response.agent_name,
+                    e.response.agent_id,
+                    e.response.customer,
+                    config.display()
+                );
+            }
+        }
+        Cmd::Run { config } => {
+            let cfg = AgentConfig::load(&config)?;
+            let agent = Agent::load(cfg, &config)?;
+            let shutdown = CancellationToken::new();
+            let s = shutdown.clone();
+            tokio::spawn(async move {
+                let term = async {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(mut t) => {
+                            t.recv().await;
+                        }
+                        Err(_) => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term => {} }
+                s.cancel();
+            });
+            agent.run(shutdown).await;
+        }
+        Cmd::Policy {
+            cmd: PolicyCmd::Check { target, config },
+        } => {
+            let cfg = AgentConfig::load(&config)?;
+            let policy = cfg.policy(dwa_agent::config::own_addresses())?;
+            let (host, port) = split_target(&target)?;
+            let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .with_context(|| format!("cannot resolve {host:?}"))?
+                    .map(|a| a.ip())
+                    .collect(),
+            };
+            let decisions: Vec<_> = addrs.iter().map(|a| policy.decide(*a, port)).collect();
+            let allowed = decisions.iter().any(|d| d.allowed);
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"target": target, "allowed": allowed, "decisions": decisions})
+                );
+            } else {
+                for d in &decisions {
+                    println!("{d}");
+                }
+            }
+            return Ok(if allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,238 @@
+//! agent.toml: parsed with unknown keys rejected (the error names the key),
+//! then validated; the policy section compiles into the allowlist here, so
+//! a bad entry stops the agent before it ever connects.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dwa_policy::agent::{AgentPolicy, PolicyConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AgentError, Result};
+
+/// A secret that never shows in logs or debug output.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportMode {
+    Ssh,
+    Websocket,
+    /// SSH first; the WebSocket on the HTTPS port if SSH cannot get out.
+    #[default]
+    Auto,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Relay base URL (https), written by enroll.
+    pub relay: String,
+    #[serde(default)]
+    pub transport: TransportMode,
+    /// Identity assigned at enrollment.
+    pub agent_id: String,
+    /// Relay SSH port (from enrollment).
+    pub ssh_port: u16,
+    /// Private key, relative to this file's directory.
+    #[serde(default = "default_key_file")]
+    pub key_file: PathBuf,
+    pub pins: Pins,
+    #[serde(default)]
+    pub scan: ScanConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub link: LinkConfig,
+}
+
+fn default_key_file() -> PathBuf {
+    PathBuf::from("agent_key")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pins {
+    /// The relay's SSH host key, OpenSSH form.
+    pub ssh_host_key: String,
+    /// SHA-256 of the relay's TLS certificate, hex.
+    pub tls_fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    pub ranges: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub snmp_port: u16,
+    pub communities: Vec<Secret>,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        Self {
+            ranges: vec![],
+            interval: Duration::from_secs(300),
+            snmp_port: 161,
+            communities: vec![Secret("public".into())],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkConfig {
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    pub keepalive_max: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Streams carried at once; more are refused with a reason.
+    pub max_streams: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_max: 3,
+            connect_timeout: Duration::from_secs(10),
+            max_streams: 512,
+        }
+    }
+}
+
+impl AgentConfig {
+    pub fn parse(text: &str) -> Result<Self> {
+        let cfg: Self = toml::from_str(text).map_err(|e| AgentError::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| AgentError::file(path, e))?;
+        Self::parse(&text).map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |k: &str, why: String| Err(AgentError::Config(format!("{k}: {why}")));
+        let url = match url::Url::parse(&self.relay) {
+            Ok(u) => u,
+            Err(e) => return bad("relay", format!("invalid URL {:?}: {e}", self.relay)),
+        };
+        if url.scheme() != "https" || url.host_str().is_none() {
+            return bad(
+                "relay",
+                format!("{:?} must be an https:// URL with a host", self.relay),
+            );
+        }
+        if self.ssh_port == 0 {
+            return bad("ssh_port", "must be 1..=65535".into());
+        }
+        if self.agent_id.is_empty() {
+            return bad("agent_id", "is empty".into());
+        }
+        if let Err(e) = dwa_link::ssh::parse_public(&self.pins.ssh_host_key) {
+            return bad("pins.ssh_host_key", e);
+        }
+        let fp = self.pins.tls_fingerprint.trim_start_matches("sha256:");
+        if fp.len() != 64 || !fp.chars().all(|c| c.is_ascii_hexdigit()) {
+            return bad(
+                "pins.tls_fingerprint",
+                "must be 64 hex digits (SHA-256)".into(),
+            );
+        }
+        for (i, r) in self.scan.ranges.iter().enumerate() {
+            if r.parse::<ipnetwork::IpNetwork>().is_err() && r.parse::<IpAddr>().is_err() {
+                return bad(
+                    &format!("scan.ranges[{i}]"),
+                    format!("invalid network {r:?}"),
+                );
+            }
+        }
+        if self.scan.interval < Duration::from_secs(10) {
+            return bad("scan.interval", "must be at least 10s".into());
+        }
+        if self.scan.snmp_port == 0 {
+            return bad("scan.snmp_port", "must be 1..=65535".into());
+        }
+        if self.link.max_streams == 0 || self.link.keepalive_max == 0 {
+            return bad(
+                "link",
+                "max_streams and keepalive_max must be at least 1".into(),
+            );
+        }
+        if self.link.keepalive_interval < Duration::from_secs(1)
+            || self.link.connect_timeout.is_zero()
+        {
+            return bad(
+                "link",
+                "keepalive_interval must be ≥ 1s, connect_timeout > 0".into(),
+            );
+        }
+        // Compile now so policy errors name their key before anything runs.
+        self.policy(vec![])?;
+        Ok(())
+    }
+
+    /// The policy as configured; `allow` defaults to the scan ranges.
+    pub fn policy(&self, own_addresses: Vec<IpAddr>) -> Result<AgentPolicy> {
+        let mut p = self.policy.clone();
+        if p.allow.is_empty() {
+            p.allow = self.scan.ranges.clone();
+        }
+        Ok(AgentPolicy::from_config(&p, own_addresses)?)
+    }
+
+    pub fn relay_host(&self) -> String {
+        url::Url::parse(&self.relay)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
+            .unwrap_or_default()
+    }
+
+    pub fn relay_https_port(&self) -> u16 {
+        url::Url::parse(&self.relay)
+            .ok()
+            .and_then(|u| u.port_or_known_default())
+            .unwrap_or(443)
+    }
+
+    /// `key_file` resolved against the config file's directory.
+    pub fn key_path(&self, config_path: &Path) -> PathBuf {
+        if self.key_file.is_absolute() {
+            self.key_file.clone()
+        } else {
+            config_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(&self.key_file)
+        }
+    }
+}
+
+/// host:port with IPv6 hosts bracketed.
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// This host's interface addresses: denied as targets unless named.
+pub fn own_addresses() -> Vec<IpAddr> {
+    if_addrs::get_if_addrs()
+        .map(|v| v.into_iter().map(|i| i.ip()).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,16 @@
+//! `dwa-agent`, the site side of DWA.
+//!
+//! - [`config`]: agent.toml (unknown keys rejected; the policy section
+//!   compiles into the allowlist at load, so errors name their key).
+//! - [`enroll`]: one-time enrollment with a token over pinned HTTPS.
+//! - [`session`]: the persistent outbound SSH session, its russh adapter,
+//!   transports and reconnect loop.
+//! - [`streams`]: relay-opened streams: resolve, decide, connect, carry.
+
+pub mod config;
+pub mod enroll;
+pub mod error;
+pub mod session;
+pub mod streams;
+
+pub use error::{AgentError, Result};

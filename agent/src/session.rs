@@ -1,0 +1,368 @@
+//! `dwa-agent run`: keep one outbound SSH session to the relay up, forever.
+//!
+//! Connect over the configured transport (`auto`: SSH, then the WebSocket on
+//! the HTTPS port), check the relay's host key against the pin, authenticate
+//! with the agent key, open the control channel, say hello, then serve
+//! relay-opened streams until the session ends; reconnect with exponential
+//! backoff and jitter (cap 60 s).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use dwa_link::backoff::Backoff;
+use dwa_link::control::{spawn_control, ControlEvent};
+use dwa_link::flow::CreditTable;
+use dwa_link::transport::{BoxIo, TcpTransport, Transport, WsTransport};
+use dwa_policy::agent::AgentPolicy;
+use dwa_proto::control::{ControlMsg, Hello};
+use dwa_proto::stream::DEFAULT_WINDOW;
+use dwa_proto::stream::ORIGINATOR;
+use dwa_proto::{CONTROL_SUBSYSTEM, PROTOCOL_VERSION};
+use russh::client::{ChannelOpenHandle, Msg, Session};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh::{Channel, ChannelOpenFailure};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::{join_host_port, AgentConfig, TransportMode};
+use crate::error::{AgentError, Result};
+use crate::streams::StreamService;
+
+/// A session that lasted this long resets the backoff.
+const STABLE: Duration = Duration::from_secs(30);
+
+/// Thin russh adapter: host key pin, and streams handed to the service.
+struct AgentHandler {
+    pinned: PublicKey,
+    mismatch: Arc<Mutex<Option<String>>>,
+    streams: Arc<StreamService>,
+}
+
+impl russh::client::Handler for AgentHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // Only a plain host key can match the pin; certificates are not used.
+        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            *self.mismatch.lock().unwrap_or_else(|e| e.into_inner()) = Some(
+                "the relay presented a host certificate; a pinned plain key is expected".into(),
+            );
+            return Ok(false);
+        };
+        if key.key_data() == self.pinned.key_data() {
+            return Ok(true);
+        }
+        let msg = format!(
+            "the relay presented SSH host key {} but {} is pinned: refusing to connect \
+             (a different relay or an interception; if the relay was rebuilt, re-enroll)",
+            dwa_link::ssh::fingerprint(key),
+            dwa_link::ssh::fingerprint(&self.pinned)
+        );
+        *self.mismatch.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        Ok(false)
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if originator_address != ORIGINATOR {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        let svc = self.streams.clone();
+        let host = host_to_connect.to_string();
+        let span = tracing::info_span!("stream", id = originator_port, target = %format!("{host}:{port_to_connect}"));
+        // Never wait inside a callback: the session loop would stall.
+        tokio::spawn(
+            svc.serve(channel, host, port_to_connect, originator_port, reply)
+                .instrument(span),
+        );
+        Ok(())
+    }
+
+    // Everything else the relay could open is refused: the agent carries
+    // nothing but policy-checked streams.
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        _c: Channel<Msg>,
+        _a: &str,
+        _p: u32,
+        _oa: &str,
+        _op: u32,
+        reply: ChannelOpenHandle,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _c: Channel<Msg>,
+        _p: &str,
+        reply: ChannelOpenHandle,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        _c: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_session(
+        &mut self,
+        _c: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        _c: Channel<Msg>,
+        _p: &str,
+        reply: ChannelOpenHandle,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _c: Channel<Msg>,
+        _a: &str,
+        _p: u32,
+        reply: ChannelOpenHandle,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+}
+
+pub struct Agent {
+    cfg: AgentConfig,
+    key: Arc<PrivateKey>,
+    pinned: PublicKey,
+    policy: Arc<AgentPolicy>,
+}
+
+impl Agent {
+    pub fn load(cfg: AgentConfig, config_path: &Path) -> Result<Self> {
+        let key_path = cfg.key_path(config_path);
+        let key = russh::keys::load_secret_key(&key_path, None)
+            .map_err(|e| AgentError::Config(format!("key_file {}: {e}", key_path.display())))?;
+        let pinned = dwa_link::ssh::parse_public(&cfg.pins.ssh_host_key)
+            .map_err(|e| AgentError::Config(format!("pins.ssh_host_key: {e}")))?;
+        let policy = Arc::new(cfg.policy(crate::config::own_addresses())?);
+        Ok(Self {
+            cfg,
+            key: Arc::new(key),
+            pinned,
+            policy,
+        })
+    }
+
+    async fn connect_transport(&self) -> Result<(BoxIo, &'static str)> {
+        let host = self.cfg.relay_host();
+        let timeout = self.cfg.link.connect_timeout;
+        let tcp = TcpTransport {
+            addr: join_host_port(&host, self.cfg.ssh_port),
+            timeout,
+        };
+        let ws = || -> Result<WsTransport> {
+            Ok(WsTransport {
+                addr: join_host_port(&host, self.cfg.relay_https_port()),
+                host: host.clone(),
+                tls: Arc::new(dwa_link::tls::pinned_client_config(
+                    &self.cfg.pins.tls_fingerprint,
+                )?),
+                timeout,
+            })
+        };
+        match self.cfg.transport {
+            TransportMode::Ssh => Ok((tcp.connect().await?, tcp.name())),
+            TransportMode::Websocket => {
+                let w = ws()?;
+                Ok((w.connect().await?, w.name()))
+            }
+            TransportMode::Auto => match tcp.connect().await {
+                Ok(io) => Ok((io, tcp.name())),
+                Err(e) => {
+                    tracing::info!(error = %e, "SSH port unreachable; trying SSH over WebSocket on the HTTPS port");
+                    let w = ws()?;
+                    Ok((w.connect().await?, w.name()))
+                }
+            },
+        }
+    }
+
+    /// One session, from connect to its end.
+    async fn session(&self, shutdown: &CancellationToken) -> Result<()> {
+        let (io, transport) = self.connect_transport().await?;
+        let link = &self.cfg.link;
+        let ssh_cfg = Arc::new(dwa_link::ssh::client_config(dwa_link::ssh::Keepalive {
+            interval: link.keepalive_interval,
+            max: link.keepalive_max,
+        }));
+        let streams = Arc::new(StreamService {
+            policy: self.policy.clone(),
+            credits: Arc::new(CreditTable::default()),
+            control: OnceLock::new(),
+            limit: Arc::new(Semaphore::new(link.max_streams)),
+            connect_timeout: link.connect_timeout,
+        });
+        let mismatch = Arc::new(Mutex::new(None));
+        let handler = AgentHandler {
+            pinned: self.pinned.clone(),
+            mismatch: mismatch.clone(),
+            streams: streams.clone(),
+        };
+        let hs_timeout = link.connect_timeout * 2;
+        let connected = tokio::time::timeout(
+            hs_timeout,
+            russh::client::connect_stream(ssh_cfg, io, handler),
+        )
+        .await;
+        let mut handle = match connected {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                if let Some(m) = mismatch.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    return Err(AgentError::HostKeyMismatch(m));
+                }
+                return Err(e.into());
+            }
+            Err(_) => {
+                return Err(AgentError::Ssh(format!(
+                    "SSH handshake timed out after {hs_timeout:?}"
+                )))
+            }
+        };
+        let auth = tokio::time::timeout(
+            hs_timeout,
+            handle.authenticate_publickey(
+                self.cfg.agent_id.clone(),
+                PrivateKeyWithHashAlg::new(self.key.clone(), None),
+            ),
+        )
+        .await
+        .map_err(|_| AgentError::Ssh("authentication timed out".into()))??;
+        if !auth.success() {
+            return Err(AgentError::Ssh(
+                "the relay refused this agent's key (revoked or unknown: re-enroll)".into(),
+            ));
+        }
+        let ch = tokio::time::timeout(hs_timeout, handle.channel_open_session())
+            .await
+            .map_err(|_| AgentError::Ssh("opening the control channel timed out".into()))??;
+        ch.request_subsystem(true, CONTROL_SUBSYSTEM).await?;
+        let (control, mut events) = spawn_control(ch, streams.credits.clone());
+        let _ = streams.control.set(control.clone());
+        control.send(ControlMsg::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            hostname: crate::enroll::hostname(),
+            ports: self.policy.ports(),
+            allow: self.policy.allow().iter().map(|n| n.to_string()).collect(),
+            window: DEFAULT_WINDOW,
+        }));
+        tracing::info!(transport, agent = %self.cfg.agent_id, "connected to the relay");
+        loop {
+            tokio::select! {
+                r = &mut handle => {
+                    streams.credits.close_all();
+                    return r.map_err(Into::into);
+                }
+                ev = events.recv() => match ev {
+                    Some(ControlEvent::Msg(ControlMsg::Ping { seq })) => { control.send(ControlMsg::Pong { seq }); }
+                    Some(ControlEvent::Msg(ControlMsg::Welcome { relay_version, .. })) => {
+                        tracing::info!(%relay_version, "relay welcomed us");
+                    }
+                    Some(ControlEvent::Msg(_)) => {}
+                    Some(ControlEvent::Error(e)) => {
+                        let _ = handle.disconnect(russh::Disconnect::ProtocolError, &e.to_string(), "en").await;
+                        streams.credits.close_all();
+                        return Err(e.into());
+                    }
+                    None => {
+                        // Control channel gone: the session is useless.
+                        let _ = handle.disconnect(russh::Disconnect::ByApplication, "control channel closed", "en").await;
+                        streams.credits.close_all();
+                        return Err(AgentError::Ssh("control channel closed by the relay".into()));
+                    }
+                },
+                _ = shutdown.cancelled() => {
+                    let _ = handle.disconnect(russh::Disconnect::ByApplication, "agent shutting down", "en").await;
+                    streams.credits.close_all();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Runs until `shutdown`, reconnecting after any failure.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+        loop {
+            let started = Instant::now();
+            let r = self
+                .session(&shutdown)
+                .instrument(tracing::info_span!("session"))
+                .await;
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match r {
+                Ok(()) => tracing::warn!("relay session ended"),
+                Err(AgentError::HostKeyMismatch(m)) => tracing::error!("{m}"),
+                Err(e) => tracing::warn!(error = %e, "relay session failed"),
+            }
+            if started.elapsed() > STABLE {
+                backoff.reset();
+            }
+            let d = backoff.next_delay();
+            tracing::info!(delay = ?d, "reconnecting");
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The stream service: what the agent does when the relay asks for a byte
+//! stream to `host:port`. Resolve, decide with the local policy, connect to
+//! exactly the address that was checked, then carry bytes. A refusal is
+//! reported on the control channel (for the relay's audit) and answered
+//! with its reason.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use dwa_link::control::ControlSender;
+use dwa_link::flow::{CreditTable, Flow, FlowStream};
+use dwa_policy::agent::AgentPolicy;
+use dwa_proto::control::{ControlMsg, Denial};
+use dwa_proto::stream::{StreamId, DEFAULT_WINDOW};
+use russh::client::{ChannelOpenHandle, Msg};
+use russh::{Channel, ChannelOpenFailure};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Per-session stream state (credits and control are per SSH session).
+pub struct StreamService {
+    pub policy: Arc<AgentPolicy>,
+    pub credits: Arc<CreditTable>,
+    pub control: OnceLock<ControlSender>,
+    pub limit: Arc<Semaphore>,
+    pub connect_timeout: Duration,
+}
+
+/// Why a stream was refused: a rule code and one human line.
+struct Refusal {
+    rule: String,
+    reason: String,
+}
+
+impl StreamService {
+    async fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, Refusal> {
+        // A literal (v4, v6, bracketed v6) is used as is: no DNS involved.
+        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(addrs)) => Ok(addrs.map(|a| a.ip()).collect()),
+            Ok(Err(e)) => Err(Refusal {
+                rule: "resolve_failed".into(),
+                reason: format!("cannot resolve {host:?}: {e}"),
+            }),
+            Err(_) => Err(Refusal {
+                rule: "resolve_failed".into(),
+                reason: format!("resolving {host:?} timed out"),
+            }),
+        }
+    }
+
+    async fn connect(&self, host: &str, port: u32) -> Result<(TcpStream, SocketAddr), Refusal> {
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or(Refusal {
+                rule: "invalid_port".into(),
+                reason: format!("port {port} is not a TCP port"),
+            })?;
+        let addrs = Self::resolve(host, port).await?;
+        if addrs.is_empty() {
+            return Err(Refusal {
+                rule: "resolve_failed".into(),
+                reason: format!("{host:?} resolved to no address"),
+            });
+        }
+        let allowed = self
+            .policy
+            .filter_resolved(&addrs, port)
+            .map_err(|d| Refusal {
+                rule: d.rule.name().to_string(),
+                reason: d.reason(),
+            })?;
+        let mut last = String::new();
+        for ip in allowed {
+            // Connect to the checked address itself, never re-resolve.
+            let sa = SocketAddr::new(ip, port);
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(sa)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok((s, sa));
+                }
+                Ok(Err(e)) => last = format!("{sa}: {e}"),
+                Err(_) => last = format!("{sa}: no answer within {:?}", self.connect_timeout),
+            }
+        }
+        Err(Refusal {
+            rule: "connect_failed".into(),
+            reason: format!("allowed by policy but the connection failed: {last}"),
+        })
+    }
+
+    /// Handles one relay-opened channel; runs until the stream ends.
+    pub async fn serve(
+        self: Arc<Self>,
+        channel: Channel<Msg>,
+        host: String,
+        port: u32,
+        id: StreamId,
+        reply: ChannelOpenHandle,
+    ) {
+        let Some(control) = self.control.get().cloned() else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return;
+        };
+        let refuse = |r: Refusal, reply: ChannelOpenHandle| {
+            let control = control.clone();
+            let host = host.clone();
+            async move {
+                tracing::info!(%host, port, rule = %r.rule, reason = %r.reason, "stream refused");
+                control.send(ControlMsg::Denied(Denial {
+                    stream: id,
+                    host,
+                    port: u16::try_from(port).unwrap_or(0),
+                    rule: r.rule,
+                    reason: r.reason.clone(),
+                }));
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: 1, // SSH_OPEN_ADMINISTRATIVELY_PROHIBITED
+                        reason: r.reason,
+                    })
+                    .await;
+            }
+        };
+        let Ok(_permit) = self.limit.clone().try_acquire_owned() else {
+            let r = Refusal {
+                rule: "too_many_streams".into(),
+                reason: "the agent is carrying its maximum number of streams".into(),
+            };
+            return refuse(r, reply).await;
+        };
+        let (mut tcp, addr) = match self.connect(&host, port).await {
+            Ok(x) => x,
+            Err(r) => return refuse(r, reply).await,
+        };
+        reply.accept().await;
+        tracing::debug!(%addr, stream = id, "stream open");
+        let mut flow = FlowStream::new(
+            channel,
+            id,
+            Flow::Credit {
+                table: self.credits.clone(),
+                control: control.clone(),
+                peer_window: DEFAULT_WINDOW,
+                own_window: DEFAULT_WINDOW,
+            },
+        );
+        let r = tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut flow, 64 * 1024, 64 * 1024)
+            .await;
+        tracing::debug!(%addr, stream = id, result = ?r, "stream closed");
+    }
+}
