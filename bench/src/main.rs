@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use crate::procs::{clock_ticks, cpu_ticks, Procs};
+use crate::procs::{clock_ticks, cpu_ticks, own_cpu_ticks, Procs};
 
 #[derive(Parser)]
 #[command(
@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     connects: usize,
     /// Runs of each throughput measurement; the median is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     repeat: usize,
     /// Agent transport: ssh, websocket or auto.
     #[arg(long, default_value = "ssh", value_parser = ["ssh", "websocket", "auto"])]
@@ -70,19 +70,20 @@ const GOAL: f64 = 1.5;
 struct Path {
     name: &'static str,
     addr: SocketAddr,
-    /// Processes carrying the data (CPU accounting), besides the bench itself.
-    pids: Vec<u32>,
+    /// Processes carrying the data (name, pid) for CPU accounting, besides
+    /// the bench itself; their descendants count with them (sshd's sessions).
+    pids: Vec<(String, u32)>,
 }
 
 /// Result of one measurement on one path.
 #[derive(Clone)]
 enum Fig {
-    /// MiB/s, with CPU seconds of the tunnel processes and of the bench.
+    /// Median MiB/s, every run's MiB/s, and CPU seconds per run of each
+    /// tunnel process and of the bench (client + target server).
     Rate {
         mib_s: f64,
         all: Vec<f64>,
-        tunnel_cpu: f64,
-        bench_cpu: f64,
+        cpu: Vec<(String, f64)>,
     },
     /// A latency percentile in µs, and round trips per second.
     Lat {
@@ -156,6 +157,7 @@ fn machine_info() -> Vec<(String, String)> {
         .map(|kib| format!("{:.1} GiB", kib as f64 / 1048576.0))
         .unwrap_or_else(|| "unknown".into());
     vec![
+        ("load".into(), load_average()),
         ("nproc".into(), nproc),
         ("cpu".into(), model),
         ("memory".into(), mem),
@@ -192,6 +194,13 @@ async fn latency(kind: LatKind, addr: SocketAddr, args: &Args) -> Result<(Vec<u6
     })
 }
 
+/// The 1/5/15-minute load averages; other work on the machine skews figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// Runs `f` under the per-measurement time limit.
 async fn bounded<T>(limit: Duration, f: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::time::timeout(limit, f)
@@ -205,6 +214,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     for (k, v) in machine_info() {
         println!("  {k:<8} {v}");
     }
+    println!("  (a load average well above 0 means other work is running: figures will be noisy)");
     let bins = match &args.bin_dir {
         Some(d) => d.clone(),
         None => std::env::current_exe()?
@@ -286,7 +296,6 @@ async fn run(args: Args) -> Result<ExitCode> {
         args.size_mib, args.repeat, args.rtt_count, args.concurrency, args.concurrent_rtts, args.connects
     );
     let ticks = clock_ticks() as f64;
-    let self_pid = std::process::id();
     let mut rows: Vec<(String, [Fig; 3])> = Vec::new();
     let throughput: [(&str, u8); 3] = [
         ("download (G), MiB/s", b'G'),
@@ -294,39 +303,66 @@ async fn run(args: Args) -> Result<ExitCode> {
         ("echo full-duplex (E), MiB/s each way", b'E'),
     ];
     for (label, mode) in throughput {
-        let mut figs = [Fig::Skipped, Fig::Skipped, Fig::Skipped];
-        for p in &paths {
-            let i = PATHS.iter().position(|n| *n == p.name).unwrap_or(0);
-            let mut all = Vec::new();
-            let (t0, b0) = (cpu_ticks(&p.pids), cpu_ticks(&[self_pid]));
-            let mut err = None;
-            for _ in 0..args.repeat.max(1) {
+        // Runs interleave the paths (direct, dwa, openssh, direct, ...) so
+        // that a noisy moment on the machine does not hit one path only.
+        struct Acc {
+            all: Vec<f64>,
+            ticks: Vec<u64>,
+            own: u64,
+            err: Option<String>,
+        }
+        let mut acc: Vec<Acc> = paths
+            .iter()
+            .map(|p| Acc {
+                all: Vec::new(),
+                ticks: vec![0; p.pids.len()],
+                own: 0,
+                err: None,
+            })
+            .collect();
+        for _ in 0..args.repeat.max(1) {
+            for (p, a) in paths.iter().zip(acc.iter_mut()) {
+                if a.err.is_some() {
+                    continue;
+                }
+                let before: Vec<u64> = p.pids.iter().map(|(_, pid)| cpu_ticks(&[*pid])).collect();
+                let own_before = own_cpu_ticks();
                 let r = match mode {
                     b'G' => bounded(limit, measure::download(p.addr, size)).await,
                     b'S' => bounded(limit, measure::upload(p.addr, size)).await,
                     _ => bounded(limit, measure::echo(p.addr, size)).await,
                 };
+                for ((t, (_, pid)), b) in a.ticks.iter_mut().zip(&p.pids).zip(before) {
+                    *t += cpu_ticks(&[*pid]).saturating_sub(b);
+                }
+                a.own += own_cpu_ticks().saturating_sub(own_before);
                 match r {
-                    Ok(d) => all.push(args.size_mib as f64 / d.as_secs_f64()),
-                    Err(e) => {
-                        err = Some(format!("{e:#}"));
-                        break;
-                    }
+                    Ok(d) => a.all.push(args.size_mib as f64 / d.as_secs_f64()),
+                    Err(e) => a.err = Some(format!("{e:#}")),
                 }
             }
-            let n = all.len().max(1) as f64;
-            let tunnel_cpu = (cpu_ticks(&p.pids) - t0) as f64 / ticks / n;
-            let bench_cpu = (cpu_ticks(&[self_pid]) - b0) as f64 / ticks / n;
-            figs[i] = match err {
+        }
+        let mut figs = [Fig::Skipped, Fig::Skipped, Fig::Skipped];
+        for (p, a) in paths.iter().zip(acc) {
+            let i = PATHS.iter().position(|n| *n == p.name).unwrap_or(0);
+            let n = a.all.len().max(1) as f64;
+            let per_run = |t: u64| t as f64 / ticks / n;
+            let mut cpu: Vec<(String, f64)> = p
+                .pids
+                .iter()
+                .zip(&a.ticks)
+                .map(|((name, _), t)| (name.clone(), per_run(*t)))
+                .collect();
+            cpu.push(("bench".into(), per_run(a.own)));
+            figs[i] = match a.err {
                 Some(e) => Fig::Failed(e),
                 None => {
-                    let mut s = all.clone();
+                    let mut s = a.all.clone();
                     s.sort_by(f64::total_cmp);
                     Fig::Rate {
                         mib_s: s[s.len() / 2],
-                        all,
-                        tunnel_cpu,
-                        bench_cpu,
+                        all: a.all,
+                        cpu,
                     }
                 }
             };
@@ -369,6 +405,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         rows.push((format!("{label} p99, µs"), p99));
     }
     server.abort();
+    println!("  load average at the end: {}", load_average());
 
     let failed = report(&args, &rows, &dwa, ossh.as_ref(), &relay_version);
     drop(procs);
@@ -437,7 +474,7 @@ fn report(
         } else {
             // Latency: added time over direct, and the ratio to OpenSSH.
             (
-                d.zip(w).map(|(d, w)| format!("+{:.1}", w - d)),
+                d.zip(w).map(|(d, w)| format!("{:+.1}", w - d)),
                 o.zip(w).map(|(o, w)| format!("{:.2}x", w / o)),
             )
         };
@@ -463,21 +500,15 @@ fn report(
     );
     for (label, figs) in rows {
         for (i, f) in figs.iter().enumerate() {
-            if let Fig::Rate {
-                all,
-                tunnel_cpu,
-                bench_cpu,
-                ..
-            } = f
-            {
+            if let Fig::Rate { all, cpu, .. } = f {
                 let runs: Vec<String> = all.iter().map(|x| format!("{x:.0}")).collect();
+                let cpu: Vec<String> = cpu.iter().map(|(n, s)| format!("{n} {s:.2}")).collect();
                 println!(
-                    "  {:<38} {:<8} runs [{}]  cpu {:.2} s | {:.2} s",
+                    "  {:<38} {:<8} runs [{}]  cpu s: {}",
                     label,
                     PATHS[i],
                     runs.join(", "),
-                    tunnel_cpu,
-                    bench_cpu
+                    cpu.join(", ")
                 );
             }
         }

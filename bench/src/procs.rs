@@ -19,7 +19,6 @@ pub struct Procs {
 
 /// A long-running child as the caller sees it.
 pub struct Spawned {
-    pub pid: u32,
     /// Lines of the child's stdout, if it was piped.
     pub lines: Option<UnboundedReceiver<String>>,
     pub log: PathBuf,
@@ -59,7 +58,6 @@ impl Procs {
             .stderr(Stdio::from(err))
             .spawn()
             .with_context(|| format!("start {name} ({:?})", cmd.get_program()))?;
-        let pid = child.id();
         let lines = match child.stdout.take() {
             Some(stdout) => {
                 let (tx, rx) = unbounded_channel();
@@ -75,7 +73,7 @@ impl Procs {
             None => None,
         };
         self.children.push((name.to_string(), child));
-        Ok(Spawned { pid, lines, log })
+        Ok(Spawned { lines, log })
     }
 
     /// Fails with the child's log tail if the child `name` has exited.
@@ -94,12 +92,12 @@ impl Procs {
         Ok(())
     }
 
-    /// Pids of the live children whose names are given.
-    pub fn pids(&self, names: &[&str]) -> Vec<u32> {
+    /// Names and pids of the children whose names are given.
+    pub fn pids(&self, names: &[&str]) -> Vec<(String, u32)> {
         self.children
             .iter()
             .filter(|(n, _)| names.contains(&n.as_str()))
-            .map(|(_, c)| c.id())
+            .map(|(n, c)| (n.clone(), c.id()))
             .collect()
     }
 }
@@ -208,6 +206,29 @@ pub fn clock_ticks() -> u64 {
         .unwrap_or(100)
 }
 
+/// (ppid, user + system ticks) from a /proc/PID/stat text.
+fn parse_stat(stat: &str) -> Option<(u32, u64)> {
+    // Fields after "(comm)": state ppid ... utime(12th) stime(13th).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    if f.len() < 13 {
+        return None;
+    }
+    let ppid = f[1].parse().ok()?;
+    Some((
+        ppid,
+        f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?,
+    ))
+}
+
+/// CPU ticks (user + system, all threads) used so far by this process alone.
+pub fn own_cpu_ticks() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| parse_stat(&s))
+        .map_or(0, |(_, t)| t)
+}
+
 /// CPU ticks (user + system) used so far by `roots` and all their live
 /// descendants, from /proc.
 pub fn cpu_ticks(roots: &[u32]) -> u64 {
@@ -220,17 +241,9 @@ pub fn cpu_ticks(roots: &[u32]) -> u64 {
             let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
                 continue;
             };
-            // Fields after "(comm)": state ppid ... utime(12th) stime(13th).
-            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-                continue;
-            };
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            if f.len() < 13 {
-                continue;
+            if let Some((ppid, t)) = parse_stat(&stat) {
+                procs.push((pid, ppid, t));
             }
-            let ppid = f[1].parse().unwrap_or(0);
-            let t = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
-            procs.push((pid, ppid, t));
         }
     }
     let mut set: Vec<u32> = roots.to_vec();

@@ -24,6 +24,9 @@ pub mod kind {
     pub const STREAM_OPEN: &str = "stream.open";
     pub const STREAM_CLOSE: &str = "stream.close";
     pub const STREAM_DENIED: &str = "stream.denied";
+    /// A stream that was allowed but could not be opened (agent offline,
+    /// timeout, connection failure).
+    pub const STREAM_FAILED: &str = "stream.failed";
     pub const FORWARD_BIND: &str = "forward.bind";
     pub const ADMIN_COMMAND: &str = "admin.command";
     pub const PROTOCOL_ERROR: &str = "protocol.error";

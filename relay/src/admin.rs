@@ -188,6 +188,15 @@ async fn handle(relay: Relay, stream: UnixStream) {
                 let _ = send(&mut stream, &AdminResponse::err(e)).await;
                 return;
             }
+            // Anyone who can reach the listener rides the stream: loopback only.
+            match listen.parse::<std::net::SocketAddr>() {
+                Ok(a) if a.ip().is_loopback() => {}
+                _ => {
+                    let msg = format!("--listen {listen}: must be a loopback address and port (e.g. 127.0.0.1:0)");
+                    let _ = send(&mut stream, &AdminResponse::err(msg)).await;
+                    return;
+                }
+            }
             let l = match TcpListener::bind(&listen).await {
                 Ok(l) => l,
                 Err(e) => {

@@ -51,7 +51,8 @@ pub struct AgentConn {
     pub forwards: Mutex<Vec<(String, u32)>>,
     next_stream: AtomicU32,
     streams: Arc<Semaphore>,
-    denials: Mutex<HashMap<StreamId, oneshot::Sender<Denial>>>,
+    /// Streams being opened: who asked, and where the agent's refusal goes.
+    pending: Mutex<HashMap<StreamId, (String, oneshot::Sender<Denial>)>>,
 }
 
 impl AgentConn {
@@ -81,7 +82,7 @@ impl AgentConn {
             forwards: Mutex::new(vec![]),
             next_stream: AtomicU32::new(1),
             streams: Arc::new(Semaphore::new(max_streams)),
-            denials: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -108,11 +109,14 @@ impl AgentConn {
         lock(&self.forwards).clone()
     }
 
-    /// The agent explained a refusal: hand it to the opener waiting on it.
-    pub fn deliver_denial(&self, d: Denial) {
-        if let Some(tx) = lock(&self.denials).remove(&d.stream) {
-            let _ = tx.send(d);
-        }
+    /// The agent explained a refusal of a stream we are opening: returns
+    /// who asked for it, and hands the reason to the waiting opener. Reports
+    /// for streams we never asked for are ignored (a hostile agent cannot
+    /// flood the audit log with them).
+    pub fn deliver_denial(&self, d: Denial) -> Option<String> {
+        let (actor, tx) = lock(&self.pending).remove(&d.stream)?;
+        let _ = tx.send(d);
+        Some(actor)
     }
 
     pub fn open_streams(&self) -> usize {
@@ -189,6 +193,19 @@ pub struct OpenStream {
     _permit: OwnedSemaphorePermit,
 }
 
+async fn failed(relay: &Relay, agent_id: &str, req: &StreamRequest, err: RelayError) -> RelayError {
+    relay
+        .audit
+        .record(
+            kind::STREAM_FAILED,
+            &req.actor,
+            Some(agent_id),
+            json!({"target": format!("{}:{}", req.host, req.port), "reason": err.to_string()}),
+        )
+        .await;
+    err
+}
+
 async fn deny(relay: &Relay, agent_id: &str, req: &StreamRequest, reason: String) -> RelayError {
     relay
         .audit
@@ -216,10 +233,8 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
         .await);
     }
     let Some(conn) = relay.agents.get(&agent.id) else {
-        return Err(RelayError::Unavailable(format!(
-            "agent {} ({}) is not connected",
-            agent.name, agent.id
-        )));
+        let e = RelayError::Unavailable(format!("agent {} ({}) is not connected", agent.name, agent.id));
+        return Err(failed(relay, &agent.id, req, e).await);
     };
     let target = format!("{}:{}", req.host, req.port);
     let native = conn.native();
@@ -270,7 +285,7 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
     let (stream, flow) = match (&native, &forward) {
         (Some(n), _) => {
             let (tx, rx) = oneshot::channel();
-            lock(&conn.denials).insert(id, tx);
+            lock(&conn.pending).insert(id, (req.actor.clone(), tx));
             let r = tokio::time::timeout(
                 open_timeout,
                 conn.handle.channel_open_direct_tcpip(
@@ -283,22 +298,23 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
             .await;
             let ch = match r {
                 Ok(Ok(ch)) => {
-                    lock(&conn.denials).remove(&id);
+                    lock(&conn.pending).remove(&id);
                     ch
                 }
                 other => {
                     // The agent sends its reason on the control channel just
-                    // before refusing; give it a moment to arrive.
-                    let reason = match tokio::time::timeout(Duration::from_secs(2), rx).await {
-                        Ok(Ok(d)) => format!("denied by the agent: {}", d.reason),
-                        _ => match other {
-                            Err(_) => format!("the agent did not answer within {open_timeout:?}"),
-                            Ok(Err(e)) => format!("the agent refused the stream: {e}"),
-                            Ok(Ok(_)) => unreachable!("handled above"),
-                        },
+                    // before refusing; give it a moment to arrive. The control
+                    // loop audits it.
+                    if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
+                        return Err(RelayError::Refused(format!("denied by the agent: {}", d.reason)));
+                    }
+                    lock(&conn.pending).remove(&id);
+                    let e = match other {
+                        Err(_) => RelayError::Unavailable(format!("the agent did not answer within {open_timeout:?}")),
+                        Ok(Err(e)) => RelayError::Refused(format!("the agent refused the stream: {e}")),
+                        Ok(Ok(_)) => RelayError::Invalid("unreachable".into()),
                     };
-                    lock(&conn.denials).remove(&id);
-                    return Err(RelayError::Refused(reason));
+                    return Err(failed(relay, &agent.id, req, e).await);
                 }
             };
             let flow = Flow::Credit {

@@ -133,6 +133,10 @@ async fn agent_ws(State(st): State<AppState>, mut req: Request) -> Response {
             "no peer address",
         );
     };
+    // The WebSocket outlives this HTTP exchange: it holds its own slot.
+    let Ok(slot) = st.relay.connections.clone().try_acquire_owned() else {
+        return api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "connection limit reached");
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let relay = st.relay.clone();
     relay.tracker.spawn(
@@ -151,6 +155,7 @@ async fn agent_ws(State(st): State<AppState>, mut req: Request) -> Response {
                 .await;
                 crate::ssh::serve_connection(relay, Box::new(WsStream::new(ws)), peer, "websocket")
                     .await;
+                drop(slot);
             }
         }
         .instrument(tracing::info_span!("ws_conn", %peer)),

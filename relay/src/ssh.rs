@@ -284,17 +284,17 @@ async fn control_loop(
                 });
             }
             ControlEvent::Msg(ControlMsg::Denied(d)) => {
-                relay
-                    .audit
-                    .record(
-                        kind::STREAM_DENIED,
-                        &format!("agent:{}", conn.agent_id),
-                        Some(&conn.agent_id),
-                        json!({"stream": d.stream, "target": format!("{}:{}", d.host, d.port),
-                               "decided_by": "agent", "rule": d.rule, "reason": d.reason}),
-                    )
-                    .await;
-                conn.deliver_denial(d);
+                let detail = json!({"stream": d.stream, "target": format!("{}:{}", d.host, d.port),
+                                    "decided_by": "agent", "rule": d.rule, "reason": d.reason});
+                match conn.deliver_denial(d) {
+                    Some(actor) => {
+                        relay
+                            .audit
+                            .record(kind::STREAM_DENIED, &actor, Some(&conn.agent_id), detail)
+                            .await
+                    }
+                    None => tracing::debug!("denial report for a stream not being opened; ignored"),
+                }
             }
             ControlEvent::Msg(ControlMsg::Ping { seq }) => {
                 control.send(ControlMsg::Pong { seq });
