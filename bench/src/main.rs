@@ -239,7 +239,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     let dwa = setup::dwa(&mut procs, &bins, target_addr, &args.transport).await?;
     let relay_version = procs::run(
         "dwa-relay --version",
-        &mut tokio::process::Command::new(bins.join("dwa-relay")).arg("--version"),
+        tokio::process::Command::new(bins.join("dwa-relay")).arg("--version"),
         Duration::from_secs(30),
     )
     .await

@@ -19,6 +19,17 @@ pub fn fingerprint(der: &[u8]) -> String {
 }
 
 #[derive(Debug)]
+struct PinMismatch(String);
+
+impl std::fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PinMismatch {}
+
+#[derive(Debug)]
 pub struct PinnedCert {
     pin: String,
     provider: Arc<CryptoProvider>,
@@ -37,11 +48,18 @@ impl ServerCertVerifier for PinnedCert {
         if got.eq_ignore_ascii_case(&self.pin) {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(format!(
+            // InvalidCertificate makes rustls send a bad_certificate alert,
+            // which the relay can recognise and audit.
+            let msg = format!(
                 "relay certificate fingerprint is sha256:{got}, expected the pinned sha256:{} \
                  (wrong relay, interception, or the relay's certificate changed: re-enroll)",
                 self.pin
-            )))
+            );
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(std::sync::Arc::new(
+                    PinMismatch(msg),
+                ))),
+            ))
         }
     }
 

@@ -73,7 +73,18 @@ pub async fn tls_connect(
     tokio::time::timeout(timeout, connector.connect(name, tcp))
         .await
         .map_err(|_| LinkError::Timeout(timeout, "in the TLS handshake"))?
-        .map_err(|e| LinkError::Tls(e.to_string()))
+        .map_err(|e| LinkError::Tls(describe_tls_error(&e)))
+}
+
+/// The pin mismatch explains itself; other rustls errors by their Display.
+fn describe_tls_error(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) => {
+            o.to_string()
+        }
+        Some(other) => other.to_string(),
+        None => e.to_string(),
+    }
 }
 
 impl Transport for WsTransport {

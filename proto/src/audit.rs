@@ -28,6 +28,8 @@ pub mod kind {
     /// timeout, connection failure).
     pub const STREAM_FAILED: &str = "stream.failed";
     pub const FORWARD_BIND: &str = "forward.bind";
+    /// A TLS client refused the relay's certificate (a stale or wrong pin).
+    pub const TLS_CERT_REJECTED: &str = "tls.cert_rejected";
     pub const ADMIN_COMMAND: &str = "admin.command";
     pub const PROTOCOL_ERROR: &str = "protocol.error";
 }

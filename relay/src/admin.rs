@@ -192,7 +192,9 @@ async fn handle(relay: Relay, stream: UnixStream) {
             match listen.parse::<std::net::SocketAddr>() {
                 Ok(a) if a.ip().is_loopback() => {}
                 _ => {
-                    let msg = format!("--listen {listen}: must be a loopback address and port (e.g. 127.0.0.1:0)");
+                    let msg = format!(
+                        "--listen {listen}: must be a loopback address and port (e.g. 127.0.0.1:0)"
+                    );
                     let _ = send(&mut stream, &AdminResponse::err(msg)).await;
                     return;
                 }

@@ -233,7 +233,10 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
         .await);
     }
     let Some(conn) = relay.agents.get(&agent.id) else {
-        let e = RelayError::Unavailable(format!("agent {} ({}) is not connected", agent.name, agent.id));
+        let e = RelayError::Unavailable(format!(
+            "agent {} ({}) is not connected",
+            agent.name, agent.id
+        ));
         return Err(failed(relay, &agent.id, req, e).await);
     };
     let target = format!("{}:{}", req.host, req.port);
@@ -306,12 +309,19 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
                     // before refusing; give it a moment to arrive. The control
                     // loop audits it.
                     if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
-                        return Err(RelayError::Refused(format!("denied by the agent: {}", d.reason)));
+                        return Err(RelayError::Refused(format!(
+                            "denied by the agent: {}",
+                            d.reason
+                        )));
                     }
                     lock(&conn.pending).remove(&id);
                     let e = match other {
-                        Err(_) => RelayError::Unavailable(format!("the agent did not answer within {open_timeout:?}")),
-                        Ok(Err(e)) => RelayError::Refused(format!("the agent refused the stream: {e}")),
+                        Err(_) => RelayError::Unavailable(format!(
+                            "the agent did not answer within {open_timeout:?}"
+                        )),
+                        Ok(Err(e)) => {
+                            RelayError::Refused(format!("the agent refused the stream: {e}"))
+                        }
                         Ok(Ok(_)) => RelayError::Invalid("unreachable".into()),
                     };
                     return Err(failed(relay, &agent.id, req, e).await);

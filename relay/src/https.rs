@@ -135,7 +135,11 @@ async fn agent_ws(State(st): State<AppState>, mut req: Request) -> Response {
     };
     // The WebSocket outlives this HTTP exchange: it holds its own slot.
     let Ok(slot) = st.relay.connections.clone().try_acquire_owned() else {
-        return api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "connection limit reached");
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "connection limit reached",
+        );
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let relay = st.relay.clone();
@@ -194,12 +198,26 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
         let acceptor = acceptor.clone();
         let app = app.clone();
         let shutdown = relay.shutdown.clone();
+        let audit = relay.audit.clone();
         relay.tracker.spawn(
             async move {
                 let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
                     Ok(Ok(t)) => t,
                     Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "TLS handshake failed");
+                        let text = e.to_string();
+                        tracing::debug!(error = %text, "TLS handshake failed");
+                        // A client that rejects our certificate holds a pin
+                        // (an enrollment token or agent.toml) for another one.
+                        if text.contains("BadCertificate") || text.contains("CertificateUnknown") {
+                            audit
+                                .record(
+                                    dwa_proto::audit::kind::TLS_CERT_REJECTED,
+                                    &format!("peer:{peer}"),
+                                    None,
+                                    serde_json::json!({"error": text}),
+                                )
+                                .await;
+                        }
                         return;
                     }
                     Err(_) => return,

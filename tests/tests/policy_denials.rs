@@ -15,7 +15,14 @@ async fn denied_targets_never_get_a_connection() {
     let lo_port = lo.addr.port();
     let ok_ip = relay.ip(10);
     let allow = format!("{ok_ip}/32");
-    let mut agent = Agent::enroll(&relay, EnrollArgs { allow: &[&allow], ports: &[7000, lo_port], transport: "ssh" });
+    let mut agent = Agent::enroll(
+        &relay,
+        EnrollArgs {
+            allow: &[&allow],
+            ports: &[7000, lo_port],
+            transport: "ssh",
+        },
+    );
     agent.start();
     relay.wait_connected(&agent);
     let ok = echo_target(&format!("{ok_ip}:7000")).await;
@@ -29,13 +36,19 @@ async fn denied_targets_never_get_a_connection() {
     // resolving to loopback.
     for host in ["127.0.0.1", "::ffff:127.0.0.1", "localhost"] {
         let e = relay.open(&agent.id, host, lo_port).await.expect_err(host);
-        assert!(e.contains("denied by the agent") && e.contains("loopback"), "{host}: {e}");
+        assert!(
+            e.contains("denied by the agent") && e.contains("loopback"),
+            "{host}: {e}"
+        );
     }
     // Denied by the relay already: a port the agent does not allow, and a
     // device not registered for this agent.
     let e = relay.open(&agent.id, &ok_ip, 7001).await.expect_err("port");
     assert!(e.contains("7001"), "{e}");
-    let e = relay.open(&agent.id, &relay.ip(11), 7000).await.expect_err("unregistered");
+    let e = relay
+        .open(&agent.id, &relay.ip(11), 7000)
+        .await
+        .expect_err("unregistered");
     assert!(e.contains("not registered"), "{e}");
 
     assert_eq!(lo.count(), 0, "a denied loopback target was connected to");
@@ -47,13 +60,22 @@ async fn denied_targets_never_get_a_connection() {
     assert_eq!(ok.count(), 1);
 
     let denied = relay.audit_kind("stream.denied");
-    let by_agent: Vec<_> = denied.iter().filter(|r| r["detail"]["decided_by"] == "agent").collect();
-    let by_relay: Vec<_> = denied.iter().filter(|r| r["detail"]["decided_by"] == "relay").collect();
+    let by_agent: Vec<_> = denied
+        .iter()
+        .filter(|r| r["detail"]["decided_by"] == "agent")
+        .collect();
+    let by_relay: Vec<_> = denied
+        .iter()
+        .filter(|r| r["detail"]["decided_by"] == "relay")
+        .collect();
     assert_eq!(by_agent.len(), 3, "{denied:?}");
     assert_eq!(by_relay.len(), 2, "{denied:?}");
     for r in &by_agent {
         assert_eq!(r["detail"]["rule"], "special", "{r}");
-        assert!(r["actor"].as_str().unwrap_or("").starts_with("cli:"), "the requester is the actor: {r}");
+        assert!(
+            r["actor"].as_str().unwrap_or("").starts_with("cli:"),
+            "the requester is the actor: {r}"
+        );
     }
 }
 
@@ -61,7 +83,14 @@ async fn denied_targets_never_get_a_connection() {
 fn policy_check_explains_decisions() {
     let relay = Relay::start_new();
     let ip = relay.ip(10);
-    let agent = Agent::enroll(&relay, EnrollArgs { allow: &[&format!("{ip}/32")], ports: &[80], transport: "ssh" });
+    let agent = Agent::enroll(
+        &relay,
+        EnrollArgs {
+            allow: &[&format!("{ip}/32")],
+            ports: &[80],
+            transport: "ssh",
+        },
+    );
     let check = |target: &str| {
         Command::new(&bins().1)
             .args(["policy", "check", target, "--config"])
@@ -72,7 +101,10 @@ fn policy_check_explains_decisions() {
     let out = check(&format!("{ip}:80"));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.starts_with("allow") && text.contains("policy.allow[0]"), "{text}");
+    assert!(
+        text.starts_with("allow") && text.contains("policy.allow[0]"),
+        "{text}"
+    );
 
     for (t, why) in [
         ("127.0.0.1:80", "loopback"),
@@ -83,7 +115,10 @@ fn policy_check_explains_decisions() {
         let out = check(t);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(3), "{t}: {text}");
-        assert!(text.starts_with("deny") && text.contains(why), "{t}: {text}");
+        assert!(
+            text.starts_with("deny") && text.contains(why),
+            "{t}: {text}"
+        );
     }
     let out = check("not-an-address");
     assert_eq!(out.status.code(), Some(1));
