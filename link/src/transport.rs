@@ -110,3 +110,69 @@ impl Transport for WsTransport {
         Ok(Box::new(WsStream::new(ws)))
     }
 }
+
+/// A pipe that can be cut from outside: once the token is cancelled, reads
+/// and writes fail, so whatever runs on it (a russh session stuck in key
+/// exchange, or writing to a frozen peer) ends promptly.
+pub struct Killable {
+    inner: BoxIo,
+    cut: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl Killable {
+    pub fn new(inner: BoxIo, token: tokio_util::sync::CancellationToken) -> Self {
+        Self {
+            inner,
+            cut: Box::pin(token.cancelled_owned()),
+        }
+    }
+
+    fn check(&mut self, cx: &mut std::task::Context<'_>) -> std::io::Result<()> {
+        if std::future::Future::poll(self.cut.as_mut(), cx).is_ready() {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "connection cut",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl AsyncRead for Killable {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.check(cx)?;
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Killable {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.check(cx)?;
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.check(cx)?;
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.check(cx)?;
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

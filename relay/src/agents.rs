@@ -41,6 +41,9 @@ pub struct AgentConn {
     pub customer: String,
     pub generation: u64,
     pub handle: russh::server::Handle,
+    /// Cuts the connection under the session when a polite disconnect is
+    /// not enough (a frozen or hostile peer).
+    pub kill: tokio_util::sync::CancellationToken,
     pub peer: SocketAddr,
     pub transport: &'static str,
     pub connected_at: SystemTime,
@@ -63,6 +66,7 @@ impl AgentConn {
         customer: String,
         generation: u64,
         handle: russh::server::Handle,
+        kill: tokio_util::sync::CancellationToken,
         peer: SocketAddr,
         transport: &'static str,
         max_streams: usize,
@@ -73,6 +77,7 @@ impl AgentConn {
             customer,
             generation,
             handle,
+            kill,
             peer,
             transport,
             connected_at: SystemTime::now(),

@@ -35,6 +35,7 @@ pub struct SshHandler {
     /// Agent whose key verified, until auth_succeeded registers it.
     pending: Option<AgentRow>,
     conn: Slot,
+    kill: tokio_util::sync::CancellationToken,
     authed: Option<oneshot::Sender<()>>,
     session_channel: Option<Channel<Msg>>,
     next_virtual_port: u32,
@@ -141,6 +142,7 @@ impl russh::server::Handler for SshHandler {
             agent.customer.clone(),
             relay.agents.next_generation(),
             session.handle(),
+            self.kill.clone(),
             self.peer,
             self.transport,
             relay.cfg.limits.max_streams_per_agent,
@@ -336,12 +338,15 @@ pub async fn serve_connection(relay: Relay, io: BoxIo, peer: SocketAddr, transpo
     };
     let (authed_tx, authed_rx) = oneshot::channel();
     let slot: Slot = Arc::default();
+    let kill = tokio_util::sync::CancellationToken::new();
+    let io: BoxIo = Box::new(dwa_link::transport::Killable::new(io, kill.clone()));
     let handler = SshHandler {
         relay: relay.clone(),
         peer,
         transport,
         pending: None,
         conn: slot.clone(),
+        kill: kill.clone(),
         authed: Some(authed_tx),
         session_channel: None,
         next_virtual_port: FIRST_VIRTUAL_PORT,
@@ -364,25 +369,21 @@ pub async fn serve_connection(relay: Relay, io: BoxIo, peer: SocketAddr, transpo
     };
     let handle = running.handle();
     tokio::select! {
-        r = authed_rx => {
-            if r.is_err() {
-                // Session ended before authenticating.
-            }
-        }
+        _ = authed_rx => {}
         _ = tokio::time::sleep(limits.handshake_timeout) => {
-            tracing::debug!(%peer, "SSH authentication timed out");
-            let _ = handle
-                .disconnect(russh::Disconnect::ByApplication, "authentication timeout".into(), "en".into())
-                .await;
+            // Key exchange or authentication never finished (a slow or
+            // silent client): cut it, whatever state russh is in.
+            tracing::debug!(%peer, "SSH handshake timed out");
+            kill.cancel();
         }
     }
     drop(permit);
     let result = tokio::select! {
         r = running => r.err().map(|e| e.to_string()),
         _ = relay.shutdown.cancelled() => {
-            let _ = handle
-                .disconnect(russh::Disconnect::ByApplication, "relay shutting down".into(), "en".into())
-                .await;
+            let bye = handle.disconnect(russh::Disconnect::ByApplication, "relay shutting down".into(), "en".into());
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), bye).await;
+            kill.cancel();
             Some("relay shutting down".into())
         }
     };
