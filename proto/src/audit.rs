@@ -87,9 +87,8 @@ where
     I: IntoIterator<Item = AuditRecord>,
 {
     let mut prev = GENESIS.to_string();
-    let mut expected_id = 1i64;
     let mut n = 0u64;
-    for r in records {
+    for (expected_id, r) in (1i64..).zip(records) {
         if r.id != expected_id {
             return Err(ProtoError::ChainBroken {
                 id: expected_id,
@@ -110,7 +109,6 @@ where
             });
         }
         prev = r.hash;
-        expected_id += 1;
         n += 1;
     }
     Ok(n)

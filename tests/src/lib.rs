@@ -415,6 +415,10 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn edit_config(&self, f: impl FnOnce(&mut String)) {
         let mut s = std::fs::read_to_string(&self.config).expect("agent.toml");
         f(&mut s);

@@ -130,12 +130,9 @@ async fn stalled_reader_does_not_stall_other_streams() {
             .expect("new stream while one is stalled");
         assert_eq!(roundtrip(&mut s, b"still alive").await, b"still alive");
     }
-    for pid in [relay.pid().expect("relay pid")] {
-        let rss = rss_kib(pid);
-        assert!(
-            rss < 200 * 1024,
-            "relay RSS {rss} KiB with one stalled stream"
-        );
+    for (who, pid) in [("relay", relay.pid()), ("agent", _agent.pid())] {
+        let rss = rss_kib(pid.expect("pid"));
+        assert!(rss < 200 * 1024, "{who} RSS {rss} KiB with one stalled stream");
     }
     // The stalled stream is intact: it can still be read from the start.
     let mut stalled = stalled;
