@@ -237,6 +237,7 @@ impl Agent {
     /// One session, from connect to its end.
     async fn session(&self, shutdown: &CancellationToken) -> Result<()> {
         let (io, transport) = self.connect_transport().await?;
+        let io = dwa_link::transport::read_ahead(io, dwa_link::transport::READ_AHEAD);
         let link = &self.cfg.link;
         let ssh_cfg = Arc::new(dwa_link::ssh::client_config(dwa_link::ssh::Keepalive {
             interval: link.keepalive_interval,

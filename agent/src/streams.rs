@@ -20,6 +20,10 @@ use tokio::sync::Semaphore;
 
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Resolve + connect must finish before the relay stops waiting (10 s by
+/// default), or the reason for a refusal would never reach it.
+const OPEN_BUDGET: Duration = Duration::from_secs(8);
+
 /// Per-session stream state (credits and control are per SSH session).
 pub struct StreamService {
     pub policy: Arc<AgentPolicy>,
@@ -135,7 +139,14 @@ impl StreamService {
             };
             return refuse(r, reply).await;
         };
-        let (mut tcp, addr) = match self.connect(&host, port).await {
+        let connected = match tokio::time::timeout(OPEN_BUDGET, self.connect(&host, port)).await {
+            Ok(r) => r,
+            Err(_) => Err(Refusal {
+                rule: "connect_failed".into(),
+                reason: format!("no connection to {host}:{port} within {OPEN_BUDGET:?}"),
+            }),
+        };
+        let (mut tcp, addr) = match connected {
             Ok(x) => x,
             Err(r) => return refuse(r, reply).await,
         };

@@ -496,7 +496,7 @@ fn report(
 
     println!();
     println!(
-        "throughput runs (MiB/s) and CPU seconds per run (tunnel processes | bench client+target):"
+        "throughput runs (MiB/s) and CPU seconds per run, per process (bench = client + target server):"
     );
     for (label, figs) in rows {
         for (i, f) in figs.iter().enumerate() {

@@ -176,3 +176,39 @@ impl AsyncWrite for Killable {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+/// Bytes read ahead from the peer while the SSH session is busy writing.
+pub const READ_AHEAD: usize = 8 * 1024 * 1024;
+
+/// Keeps reading from the pipe while the SSH session writes.
+///
+/// A russh session loop does not read while it flushes its output. When
+/// both ends flush large batches at once (many busy full-duplex streams),
+/// each waits for the other to read and neither does: a deadlock that only
+/// the inactivity timeout ends. A task that moves incoming bytes into a
+/// bounded buffer (larger than any single flush, ≈2 MiB) keeps the peer's
+/// writes flowing, so every flush completes.
+pub fn read_ahead(io: BoxIo, capacity: usize) -> BoxIo {
+    let (mut socket_r, socket_w) = tokio::io::split(io);
+    let (buf_r, mut buf_w) = tokio::io::simplex(capacity);
+    tokio::spawn(
+        async move {
+            // Ends at EOF (the session then sees EOF) or when the session
+            // dropped its side (the write fails).
+            let _ = tokio::io::copy(&mut socket_r, &mut buf_w).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut buf_w).await;
+        }
+        .instrument_span(),
+    );
+    Box::new(tokio::io::join(buf_r, socket_w))
+}
+
+trait InstrumentSpan: Sized {
+    fn instrument_span(self) -> tracing::instrument::Instrumented<Self>;
+}
+
+impl<F: std::future::Future> InstrumentSpan for F {
+    fn instrument_span(self) -> tracing::instrument::Instrumented<Self> {
+        tracing::Instrument::instrument(self, tracing::debug_span!("read_ahead"))
+    }
+}

@@ -190,6 +190,10 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
             },
             _ = relay.shutdown.cancelled() => break,
         };
+        if !relay.admit(peer.ip()) {
+            tracing::warn!(%peer, "connection rate limit exceeded; refusing");
+            continue;
+        }
         let Ok(permit) = relay.connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; refusing");
             continue;

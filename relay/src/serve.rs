@@ -37,6 +37,20 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
         crate::https::listen(relay.clone(), https)
             .instrument(tracing::info_span!("https_listener")),
     );
+    // Forget idle rate-limit keys so the table does not grow without bound.
+    let r = relay.clone();
+    relay.tracker.spawn(
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => r.conn_rate.retain_recent(),
+                    _ = r.shutdown.cancelled() => break,
+                }
+            }
+        }
+        .instrument(tracing::info_span!("rate_limit_gc")),
+    );
     Ok(Bound {
         relay,
         ssh: ssh_addr,

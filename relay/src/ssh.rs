@@ -339,6 +339,7 @@ pub async fn serve_connection(relay: Relay, io: BoxIo, peer: SocketAddr, transpo
     let (authed_tx, authed_rx) = oneshot::channel();
     let slot: Slot = Arc::default();
     let kill = tokio_util::sync::CancellationToken::new();
+    let io = dwa_link::transport::read_ahead(io, dwa_link::transport::READ_AHEAD);
     let io: BoxIo = Box::new(dwa_link::transport::Killable::new(io, kill.clone()));
     let handler = SshHandler {
         relay: relay.clone(),
@@ -387,6 +388,7 @@ pub async fn serve_connection(relay: Relay, io: BoxIo, peer: SocketAddr, transpo
             Some("relay shutting down".into())
         }
     };
+    tracing::info!(%peer, reason = ?result, "SSH session ended");
     let conn = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(conn) = conn {
         conn.credits.close_all();
@@ -419,6 +421,10 @@ pub async fn listen_tcp(relay: Relay, listener: TcpListener) {
             },
             _ = relay.shutdown.cancelled() => break,
         };
+        if !relay.admit(peer.ip()) {
+            tracing::warn!(%peer, "connection rate limit exceeded; refusing");
+            continue;
+        }
         let Ok(conn_permit) = relay.connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; refusing");
             continue;

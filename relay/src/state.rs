@@ -32,6 +32,23 @@ pub struct RelayState {
     /// Open connections (SSH + HTTPS), and SSH handshakes in progress.
     pub connections: Arc<Semaphore>,
     pub handshakes: Arc<Semaphore>,
+    /// New TCP connections per source address (SSH and HTTPS together).
+    pub conn_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+}
+
+/// 20 new connections a second per source address, bursts of 200: enough
+/// for a site's agents reconnecting together, not for a flood.
+fn conn_quota() -> governor::Quota {
+    let per_sec = std::num::NonZeroU32::new(20).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = std::num::NonZeroU32::new(200).unwrap_or(std::num::NonZeroU32::MIN);
+    governor::Quota::per_second(per_sec).allow_burst(burst)
+}
+
+impl RelayState {
+    /// Whether a new connection from `ip` is within its rate.
+    pub fn admit(&self, ip: std::net::IpAddr) -> bool {
+        self.conn_rate.check_key(&ip).is_ok()
+    }
 }
 
 pub type Relay = Arc<RelayState>;
@@ -48,6 +65,7 @@ impl RelayState {
         Ok(Arc::new(RelayState {
             connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
             handshakes: Arc::new(Semaphore::new(cfg.limits.max_handshakes)),
+            conn_rate: Arc::new(governor::RateLimiter::keyed(conn_quota())),
             audit: Audit::new(db.clone()),
             agents: AgentRegistry::default(),
             dir,
