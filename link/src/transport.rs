@@ -191,24 +191,63 @@ pub const READ_AHEAD: usize = 8 * 1024 * 1024;
 pub fn read_ahead(io: BoxIo, capacity: usize) -> BoxIo {
     let (mut socket_r, socket_w) = tokio::io::split(io);
     let (buf_r, mut buf_w) = tokio::io::simplex(capacity);
-    tokio::spawn(
+    let done = tokio_util::sync::CancellationToken::new();
+    let stop = done.clone();
+    tokio::spawn(tracing::Instrument::instrument(
         async move {
-            // Ends at EOF (the session then sees EOF) or when the session
-            // dropped its side (the write fails).
-            let _ = tokio::io::copy(&mut socket_r, &mut buf_w).await;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut buf_w).await;
-        }
-        .instrument_span(),
-    );
-    Box::new(tokio::io::join(buf_r, socket_w))
+            tokio::select! {
+                // EOF or error: the session then sees EOF.
+                _ = tokio::io::copy(&mut socket_r, &mut buf_w) => {
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut buf_w).await;
+                }
+                // The session let go of the pipe: release the socket's read
+                // half so the connection actually closes.
+                _ = stop.cancelled() => {}
+            }
+        },
+        tracing::debug_span!("read_ahead"),
+    ));
+    Box::new(ReadAhead {
+        inner: tokio::io::join(buf_r, socket_w),
+        _stop: done.drop_guard(),
+    })
 }
 
-trait InstrumentSpan: Sized {
-    fn instrument_span(self) -> tracing::instrument::Instrumented<Self>;
+struct ReadAhead<R, W> {
+    inner: tokio::io::Join<R, W>,
+    _stop: tokio_util::sync::DropGuard,
 }
 
-impl<F: std::future::Future> InstrumentSpan for F {
-    fn instrument_span(self) -> tracing::instrument::Instrumented<Self> {
-        tracing::Instrument::instrument(self, tracing::debug_span!("read_ahead"))
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncRead for ReadAhead<R, W> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncWrite for ReadAhead<R, W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
