@@ -40,22 +40,9 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "agent".into())
 }
 
-/// Writes `contents` with mode 0600 via a temp file and rename.
+/// Writes a secret file owner-only and atomically (see `dwa_link::fs`).
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| AgentError::file(&tmp, e))?;
-    f.write_all(contents)
-        .map_err(|e| AgentError::file(&tmp, e))?;
-    f.sync_all().map_err(|e| AgentError::file(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| AgentError::file(path, e))
+    dwa_link::fs::write_private(path, contents).map_err(|(p, e)| AgentError::file(&p, e))
 }
 
 async fn post_enroll(relay: &url::Url, pin: &str, req: &EnrollRequest) -> Result<EnrollResponse> {

@@ -12,10 +12,12 @@
 //! - [`ssh`]: SSH settings shared by both ends (ciphers, packet size,
 //!   keepalives).
 //! - [`backoff`]: reconnect delays with exponential growth and jitter.
+//! - [`fs`]: writing keys and configs: owner-only, atomically.
 
 pub mod backoff;
 pub mod control;
 pub mod flow;
+pub mod fs;
 pub mod ssh;
 pub mod tls;
 pub mod transport;

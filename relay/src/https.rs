@@ -178,27 +178,8 @@ async fn agent_ws(State(st): State<AppState>, mut req: Request) -> Response {
 pub async fn listen(relay: Relay, listener: TcpListener) {
     let app = router(relay.clone());
     let acceptor = tokio_rustls::TlsAcceptor::from(relay.tls.clone());
-    loop {
-        let (sock, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = relay.shutdown.cancelled() => break,
-        };
-        if !relay.admit(peer.ip()) {
-            tracing::warn!(%peer, "connection rate limit exceeded; refusing");
-            continue;
-        }
-        let Ok(permit) = relay.connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; refusing");
-            continue;
-        };
-        let _ = sock.set_nodelay(true);
+    while let Some(a) = relay.accept(&listener).await {
+        let (sock, peer, permit) = (a.sock, a.peer, a.slot);
         let acceptor = acceptor.clone();
         let app = app.clone();
         let shutdown = relay.shutdown.clone();

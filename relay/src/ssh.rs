@@ -409,32 +409,13 @@ pub async fn serve_connection(relay: Relay, io: BoxIo, peer: SocketAddr, transpo
 
 /// Accepts SSH over TCP until shutdown.
 pub async fn listen_tcp(relay: Relay, listener: TcpListener) {
-    loop {
-        let (sock, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = relay.shutdown.cancelled() => break,
-        };
-        if !relay.admit(peer.ip()) {
-            tracing::warn!(%peer, "connection rate limit exceeded; refusing");
-            continue;
-        }
-        let Ok(conn_permit) = relay.connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; refusing");
-            continue;
-        };
-        let _ = sock.set_nodelay(true);
+    while let Some(a) = relay.accept(&listener).await {
         let r = relay.clone();
+        let peer = a.peer;
         relay.tracker.spawn(
             async move {
-                serve_connection(r, Box::new(sock), peer, "ssh").await;
-                drop(conn_permit);
+                serve_connection(r, Box::new(a.sock), peer, "ssh").await;
+                drop(a.slot);
             }
             .instrument(tracing::info_span!("ssh_conn", %peer)),
         );

@@ -81,3 +81,42 @@ impl RelayState {
         }))
     }
 }
+
+/// One admitted TCP connection: within its address's rate and holding a
+/// slot of `limits.max_connections` until dropped.
+pub struct Admitted {
+    pub sock: tokio::net::TcpStream,
+    pub peer: std::net::SocketAddr,
+    pub slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl RelayState {
+    /// Next admitted connection on `listener`; `None` at shutdown. Refused
+    /// connections are dropped at once (closed), with a log line.
+    pub async fn accept(&self, listener: &tokio::net::TcpListener) -> Option<Admitted> {
+        loop {
+            let (sock, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = self.shutdown.cancelled() => return None,
+            };
+            if !self.admit(peer.ip()) {
+                tracing::warn!(%peer, "connection rate limit exceeded; refusing");
+                continue;
+            }
+            let Ok(slot) = self.connections.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "connection limit reached; refusing");
+                continue;
+            };
+            let _ = sock.set_nodelay(true);
+            return Some(Admitted { sock, peer, slot });
+        }
+    }
+}

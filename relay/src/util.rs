@@ -37,24 +37,9 @@ pub fn random_password() -> String {
         .collect()
 }
 
-/// Writes a file readable by its owner only, atomically (temp + rename), so
-/// a crash never leaves a half-written key or config behind.
+/// Writes a secret file owner-only and atomically (see `dwa_link::fs`).
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| RelayError::file(&tmp, e))?;
-    f.write_all(contents)
-        .map_err(|e| RelayError::file(&tmp, e))?;
-    f.sync_all().map_err(|e| RelayError::file(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| RelayError::file(path, e))?;
-    Ok(())
+    dwa_link::fs::write_private(path, contents).map_err(|(p, e)| RelayError::file(&p, e))
 }
 
 /// Parses "1h", "30m", "2d" into a Duration, with a one-line error.
