@@ -130,14 +130,19 @@ impl AgentConn {
 
     pub async fn disconnect(&self, why: &str) {
         self.credits.close_all();
-        let _ = self
-            .handle
-            .disconnect(
-                russh::Disconnect::ByApplication,
-                why.to_string(),
-                "en".into(),
-            )
-            .await;
+        let polite = self.handle.disconnect(
+            russh::Disconnect::ByApplication,
+            why.to_string(),
+            "en".into(),
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(2), polite).await;
+        // Give the message a moment to leave, then cut the pipe regardless:
+        // a frozen or hostile peer must not keep its session.
+        let kill = self.kill.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            kill.cancel();
+        });
     }
 }
 
@@ -350,14 +355,12 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
             match r {
                 Ok(Ok(ch)) => (ch, Flow::Plain),
                 Ok(Err(e)) => {
-                    return Err(RelayError::Refused(format!(
-                        "the SSH client refused the stream: {e}"
-                    )))
+                    let e = RelayError::Refused(format!("the SSH client refused the stream: {e}"));
+                    return Err(failed(relay, &agent.id, req, e).await);
                 }
                 Err(_) => {
-                    return Err(RelayError::Unavailable(format!(
-                        "no answer within {open_timeout:?}"
-                    )))
+                    let e = RelayError::Unavailable(format!("no answer within {open_timeout:?}"));
+                    return Err(failed(relay, &agent.id, req, e).await);
                 }
             }
         }

@@ -92,6 +92,14 @@ async fn new_session_replaces_a_stale_one() {
     tokio::time::timeout(Duration::from_secs(20), stream_works(&relay, &new, &ip))
         .await
         .expect("stream through the new session");
+    // The frozen session is cut, not left to linger until keepalives give
+    // up (a minute): its end is recorded as a replacement.
+    assert_eventually!(
+        relay.audit_kind("agent.disconnect").iter().any(|r| r["detail"]["replaced"] == true),
+        Duration::from_secs(10),
+        "the stale session was not closed: {:?}",
+        relay.audit_kind("agent.disconnect")
+    );
     old.kill9();
     let _ = &mut new;
 }
