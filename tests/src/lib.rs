@@ -529,6 +529,33 @@ pub async fn roundtrip(s: &mut UnixStream, data: &[u8]) -> Vec<u8> {
     back
 }
 
+/// Writes `total` bytes of the pattern while reading them back; checks them.
+pub async fn duplex_echo(s: UnixStream, total: u64) {
+    let (mut r, mut w) = tokio::io::split(s);
+    let writer = tokio::spawn(async move {
+        let mut off = 0u64;
+        while off < total {
+            let n = (total - off).min(256 * 1024) as usize;
+            w.write_all(&pattern(n, off)).await.expect("write");
+            off += n as u64;
+        }
+        w.shutdown().await.expect("shutdown");
+    });
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut off = 0u64;
+    while off < total {
+        let n = r.read(&mut buf).await.expect("read");
+        assert!(n > 0, "stream ended after {off} of {total} bytes");
+        assert_eq!(
+            &buf[..n],
+            &pattern(n, off)[..],
+            "corrupt data at offset {off}"
+        );
+        off += n as u64;
+    }
+    writer.await.expect("writer");
+}
+
 /// Whether Debian's OpenSSH client is installed (tests that need it say so
 /// and skip when it is not, e.g. on a fresh machine without scripts/test.sh).
 pub fn have_openssh() -> bool {

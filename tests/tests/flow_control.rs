@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use dwa_e2e_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -38,33 +37,6 @@ async fn setup(ports: &[u16]) -> (Relay, Agent, String) {
     relay.wait_connected(&agent);
     relay.add_device(&agent, &ip);
     (relay, agent, ip)
-}
-
-/// Writes `total` bytes of the pattern while reading them back; checks them.
-async fn duplex_echo(s: UnixStream, total: u64) {
-    let (mut r, mut w) = tokio::io::split(s);
-    let writer = tokio::spawn(async move {
-        let mut off = 0u64;
-        while off < total {
-            let n = (total - off).min(256 * 1024) as usize;
-            w.write_all(&pattern(n, off)).await.expect("write");
-            off += n as u64;
-        }
-        w.shutdown().await.expect("shutdown");
-    });
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut off = 0u64;
-    while off < total {
-        let n = r.read(&mut buf).await.expect("read");
-        assert!(n > 0, "stream ended after {off} of {total} bytes");
-        assert_eq!(
-            &buf[..n],
-            &pattern(n, off)[..],
-            "corrupt data at offset {off}"
-        );
-        off += n as u64;
-    }
-    writer.await.expect("writer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -95,7 +95,10 @@ async fn new_session_replaces_a_stale_one() {
     // The frozen session is cut, not left to linger until keepalives give
     // up (a minute): its end is recorded as a replacement.
     assert_eventually!(
-        relay.audit_kind("agent.disconnect").iter().any(|r| r["detail"]["replaced"] == true),
+        relay
+            .audit_kind("agent.disconnect")
+            .iter()
+            .any(|r| r["detail"]["replaced"] == true),
         Duration::from_secs(10),
         "the stale session was not closed: {:?}",
         relay.audit_kind("agent.disconnect")

@@ -1,5 +1,5 @@
 //! Enroll → connect → the relay opens a stream to an allowed target → bytes
-//! round-trip; over plain SSH, over the WebSocket, and with `auto` falling
+//! round-trip (a small exchange, then 64 MiB full-duplex); over plain SSH, over the WebSocket, and with `auto` falling
 //! back to the WebSocket when the SSH port is unreachable.
 
 use dwa_e2e_tests::*;
@@ -32,7 +32,19 @@ async fn roundtrip_through(transport: &str, break_ssh_port: bool) {
     let data = pattern(300_000, 7);
     assert_eq!(roundtrip(&mut s, &data).await, data);
     drop(s);
-    assert_eq!(target.count(), 1);
+    // Bulk both ways at once: the SSH session flushes megabytes per write,
+    // which the WebSocket transport must cut into messages.
+    let bulk = relay
+        .open(&agent.id, &target_ip, 7000)
+        .await
+        .expect("bulk stream");
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        duplex_echo(bulk, 64 << 20),
+    )
+    .await
+    .expect("64 MiB echo timed out");
+    assert_eq!(target.count(), 2);
 
     let want = if transport == "ssh" {
         "ssh"
