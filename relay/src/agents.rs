@@ -177,9 +177,30 @@ impl AgentRegistry {
         lock(&self.map).get(agent_id).cloned()
     }
 
+    /// A live session by agent id, or by name when exactly one live agent
+    /// has it.
+    pub fn find(&self, reference: &str) -> Option<Arc<AgentConn>> {
+        let m = lock(&self.map);
+        if let Some(c) = m.get(reference) {
+            return Some(c.clone());
+        }
+        let mut named = m.values().filter(|c| c.agent_name == reference);
+        match (named.next(), named.next()) {
+            (Some(c), None) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
     pub fn list(&self) -> Vec<Arc<AgentConn>> {
         lock(&self.map).values().cloned().collect()
     }
+}
+
+/// The agent a request names, resolved.
+struct AgentRef {
+    id: String,
+    name: String,
+    revoked: bool,
 }
 
 /// Who wants which target through which agent.
@@ -232,8 +253,24 @@ async fn deny(relay: &Relay, agent_id: &str, req: &StreamRequest, reason: String
 /// Opens a stream to `host:port` through the agent, after the relay's own
 /// check. The agent decides again, and has the last word.
 pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStream> {
-    let agent = relay.db.find_agent(&req.agent).await?;
-    if agent.revoked_at.is_some() {
+    // A live session needs no database lookup: revoked agents cannot
+    // authenticate, and revoking one cuts its session.
+    let agent = match relay.agents.find(&req.agent) {
+        Some(c) => AgentRef {
+            id: c.agent_id.clone(),
+            name: c.agent_name.clone(),
+            revoked: false,
+        },
+        None => {
+            let a = relay.db.find_agent(&req.agent).await?;
+            AgentRef {
+                revoked: a.revoked_at.is_some(),
+                id: a.id,
+                name: a.name,
+            }
+        }
+    };
+    if agent.revoked {
         return Err(deny(
             relay,
             &agent.id,

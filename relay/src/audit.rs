@@ -17,16 +17,16 @@ use crate::util::now_rfc3339;
 #[derive(Clone, Debug)]
 pub struct Audit {
     db: Db,
-    // One appender at a time within this process; BEGIN IMMEDIATE handles
-    // other processes.
-    lock: Arc<tokio::sync::Mutex<()>>,
+    // One appender at a time within this process, holding the last record's
+    // (id, hash) as this process last saw it.
+    head: Arc<tokio::sync::Mutex<Option<(i64, String)>>>,
 }
 
 impl Audit {
     pub fn new(db: Db) -> Self {
         Self {
             db,
-            lock: Arc::default(),
+            head: Arc::default(),
         }
     }
 
@@ -38,10 +38,52 @@ impl Audit {
         agent: Option<&str>,
         detail: Value,
     ) -> Result<i64> {
-        let _g = self.lock.lock().await;
+        let mut head = self.head.lock().await;
+        let entry = AuditEntry {
+            ts: now_rfc3339(),
+            kind: kind.to_string(),
+            actor: actor.to_string(),
+            agent: agent.map(str::to_string),
+            detail: detail.to_string(),
+        };
+        // Fast path: one statement that inserts only if the log still ends
+        // where we last saw it. Another process (a CLI command) may have
+        // appended meanwhile; then, or on any error, take the slow path.
+        if let Some((last_id, last_hash)) = head.as_ref() {
+            let id = last_id + 1;
+            let hash = record_hash(last_hash, id, &entry);
+            let r = sqlx::query(
+                "INSERT INTO audit (id, ts, kind, actor, agent, detail, prev_hash, hash)
+                 SELECT ?, ?, ?, ?, ?, ?, ?, ?
+                 WHERE (SELECT COALESCE(MAX(id), 0) FROM audit) = ?",
+            )
+            .bind(id)
+            .bind(&entry.ts)
+            .bind(&entry.kind)
+            .bind(&entry.actor)
+            .bind(&entry.agent)
+            .bind(&entry.detail)
+            .bind(last_hash)
+            .bind(&hash)
+            .bind(last_id)
+            .execute(&self.db.pool)
+            .await;
+            if matches!(r, Ok(ref done) if done.rows_affected() == 1) {
+                *head = Some((id, hash));
+                return Ok(id);
+            }
+        }
+        let (id, hash) = self.append_locked(&entry).await?;
+        *head = Some((id, hash));
+        Ok(id)
+    }
+
+    /// Slow path: read the chain's end and append inside one write
+    /// transaction (`BEGIN IMMEDIATE`), so processes never fork the chain.
+    async fn append_locked(&self, entry: &AuditEntry) -> Result<(i64, String)> {
         let mut conn = self.db.pool.acquire().await?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let res: Result<i64> = async {
+        let res: Result<(i64, String)> = async {
             let last = sqlx::query("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
                 .fetch_optional(&mut *conn)
                 .await?;
@@ -49,14 +91,7 @@ impl Audit {
                 Some(r) => (r.get::<i64, _>(0) + 1, r.get::<String, _>(1)),
                 None => (1, GENESIS.to_string()),
             };
-            let entry = AuditEntry {
-                ts: now_rfc3339(),
-                kind: kind.to_string(),
-                actor: actor.to_string(),
-                agent: agent.map(str::to_string),
-                detail: detail.to_string(),
-            };
-            let hash = record_hash(&prev, id, &entry);
+            let hash = record_hash(&prev, id, entry);
             sqlx::query(
                 "INSERT INTO audit (id, ts, kind, actor, agent, detail, prev_hash, hash)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -71,7 +106,7 @@ impl Audit {
             .bind(&hash)
             .execute(&mut *conn)
             .await?;
-            Ok(id)
+            Ok((id, hash))
         }
         .await;
         let end = if res.is_ok() { "COMMIT" } else { "ROLLBACK" };

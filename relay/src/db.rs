@@ -58,6 +58,8 @@ impl Db {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A local file does not go stale: skip the ping per checkout.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(15))
             .connect_with(opts)
             .await?;
