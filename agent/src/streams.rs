@@ -24,6 +24,10 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// default), or the reason for a refusal would never reach it.
 const OPEN_BUDGET: Duration = Duration::from_secs(8);
 
+/// After the relay closed a stream, how long its last bytes may take to
+/// reach the target before the target connection is dropped.
+const LINGER: Duration = Duration::from_secs(30);
+
 /// Per-session stream state (credits and control are per SSH session).
 pub struct StreamService {
     pub policy: Arc<AgentPolicy>,
@@ -162,8 +166,20 @@ impl StreamService {
                 own_window: DEFAULT_WINDOW,
             },
         );
-        let r = tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut flow, 64 * 1024, 64 * 1024)
-            .await;
+        let gone = flow.gone();
+        let copy =
+            tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut flow, 64 * 1024, 64 * 1024);
+        tokio::pin!(copy);
+        let r = tokio::select! {
+            r = &mut copy => r,
+            // The relay closed the stream or the session died: finish what
+            // is buffered, but do not wait forever on a target that never
+            // closes its side.
+            _ = gone.cancelled() => match tokio::time::timeout(LINGER, &mut copy).await {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::other("channel closed; target connection dropped")),
+            },
+        };
         tracing::debug!(%addr, stream = id, result = ?r, "stream closed");
     }
 }

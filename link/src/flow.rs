@@ -205,6 +205,7 @@ pub struct FlowStream {
     writer: Pin<Box<dyn AsyncWrite + Send + Sync>>,
     stats: Arc<StreamStats>,
     closer: Option<Box<dyn FnOnce() + Send + Sync>>,
+    gone: tokio_util::sync::CancellationToken,
 }
 
 impl FlowStream {
@@ -243,13 +244,15 @@ impl FlowStream {
             }
         };
         let span = tracing::debug_span!("stream_pump", stream = id);
+        let gone = tokio_util::sync::CancellationToken::new();
+        let pump_done = gone.clone();
+        let w = window.as_ref().map(|w| w.0.clone());
+        let c = credit.clone();
         tokio::spawn(
-            pump(
-                read,
-                tx,
-                window.as_ref().map(|w| w.0.clone()),
-                credit.clone(),
-            )
+            async move {
+                pump(read, tx, w, c).await;
+                pump_done.cancel();
+            }
             .instrument(span),
         );
         let closer: Box<dyn FnOnce() + Send + Sync> = Box::new(move || {
@@ -266,6 +269,7 @@ impl FlowStream {
             writer,
             stats: Arc::default(),
             closer: Some(closer),
+            gone,
         }
     }
 
@@ -275,6 +279,12 @@ impl FlowStream {
 
     pub fn stats(&self) -> Arc<StreamStats> {
         self.stats.clone()
+    }
+
+    /// Cancelled when the SSH channel is closed or the session is gone.
+    /// Bytes already received stay readable.
+    pub fn gone(&self) -> tokio_util::sync::CancellationToken {
+        self.gone.clone()
     }
 
     fn consumed(&mut self, n: usize) {

@@ -157,13 +157,18 @@ async fn handle(relay: Relay, stream: UnixStream) {
                         s.finish(&relay, Some("client went away".into())).await;
                         return;
                     }
-                    let r = tokio::io::copy_bidirectional_with_sizes(
+                    let copy = tokio::io::copy_bidirectional_with_sizes(
                         &mut stream,
                         &mut s.stream,
                         64 * 1024,
                         64 * 1024,
-                    )
-                    .await;
+                    );
+                    // At shutdown the close record is written before the
+                    // database closes, even if the client sits idle.
+                    let r = tokio::select! {
+                        r = copy => r,
+                        _ = relay.shutdown.cancelled() => Err(std::io::Error::other("relay shutting down")),
+                    };
                     s.finish(&relay, r.err().map(|e| e.to_string())).await;
                 }
                 Err(e) => {

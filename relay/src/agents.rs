@@ -177,20 +177,6 @@ impl AgentRegistry {
         lock(&self.map).get(agent_id).cloned()
     }
 
-    /// A live session by agent id, or by name when exactly one live agent
-    /// has it.
-    pub fn find(&self, reference: &str) -> Option<Arc<AgentConn>> {
-        let m = lock(&self.map);
-        if let Some(c) = m.get(reference) {
-            return Some(c.clone());
-        }
-        let mut named = m.values().filter(|c| c.agent_name == reference);
-        match (named.next(), named.next()) {
-            (Some(c), None) => Some(c.clone()),
-            _ => None,
-        }
-    }
-
     pub fn list(&self) -> Vec<Arc<AgentConn>> {
         lock(&self.map).values().cloned().collect()
     }
@@ -224,6 +210,30 @@ pub struct OpenStream {
     _permit: OwnedSemaphorePermit,
 }
 
+type ServerChannel = russh::Channel<russh::server::Msg>;
+
+/// Waits at most `t` for a channel open. If the far end confirms later, the
+/// channel is closed at once, so it is not left holding an orphan stream
+/// (and a connection to a printer) that nobody reads.
+async fn open_bounded<F>(t: Duration, open: F) -> Result<Result<ServerChannel, russh::Error>, ()>
+where
+    F: std::future::Future<Output = Result<ServerChannel, russh::Error>> + Send + 'static,
+{
+    let mut task = tokio::spawn(open);
+    match tokio::time::timeout(t, &mut task).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(_)) => Ok(Err(russh::Error::Disconnect)),
+        Err(_) => {
+            tokio::spawn(async move {
+                if let Ok(Ok(ch)) = task.await {
+                    let _ = ch.close().await;
+                }
+            });
+            Err(())
+        }
+    }
+}
+
 async fn failed(relay: &Relay, agent_id: &str, req: &StreamRequest, err: RelayError) -> RelayError {
     relay
         .audit
@@ -253,21 +263,14 @@ async fn deny(relay: &Relay, agent_id: &str, req: &StreamRequest, reason: String
 /// Opens a stream to `host:port` through the agent, after the relay's own
 /// check. The agent decides again, and has the last word.
 pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStream> {
-    // A live session needs no database lookup: revoked agents cannot
-    // authenticate, and revoking one cuts its session.
-    let agent = match relay.agents.find(&req.agent) {
-        Some(c) => AgentRef {
-            id: c.agent_id.clone(),
-            name: c.agent_name.clone(),
-            revoked: false,
-        },
-        None => {
-            let a = relay.db.find_agent(&req.agent).await?;
-            AgentRef {
-                revoked: a.revoked_at.is_some(),
-                id: a.id,
-                name: a.name,
-            }
+    // Always from the database: revocation and name ambiguity are checked
+    // for every stream, whatever the registry holds.
+    let agent = {
+        let a = relay.db.find_agent(&req.agent).await?;
+        AgentRef {
+            revoked: a.revoked_at.is_some(),
+            id: a.id,
+            name: a.name,
         }
     };
     if agent.revoked {
@@ -336,15 +339,13 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
         (Some(n), _) => {
             let (tx, rx) = oneshot::channel();
             lock(&conn.pending).insert(id, (req.actor.clone(), tx));
-            let r = tokio::time::timeout(
-                open_timeout,
-                conn.handle.channel_open_direct_tcpip(
-                    req.host.clone(),
-                    u32::from(req.port),
-                    ORIGINATOR,
-                    id,
-                ),
-            )
+            let h = conn.handle.clone();
+            let host = req.host.clone();
+            let port = u32::from(req.port);
+            let r = open_bounded(open_timeout, async move {
+                h.channel_open_direct_tcpip(host, port, ORIGINATOR, id)
+                    .await
+            })
             .await;
             let ch = match r {
                 Ok(Ok(ch)) => {
@@ -383,11 +384,11 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
             (ch, flow)
         }
         (None, Some((addr, port))) => {
-            let r = tokio::time::timeout(
-                open_timeout,
-                conn.handle
-                    .channel_open_forwarded_tcpip(addr.clone(), *port, "127.0.0.1", 0),
-            )
+            let (h, addr, port) = (conn.handle.clone(), addr.clone(), *port);
+            let r = open_bounded(open_timeout, async move {
+                h.channel_open_forwarded_tcpip(addr, port, "127.0.0.1", 0)
+                    .await
+            })
             .await;
             match r {
                 Ok(Ok(ch)) => (ch, Flow::Plain),
@@ -452,9 +453,13 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let mut s = open_stream(relay, req).await?;
-    let r =
-        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut s.stream, 64 * 1024, 64 * 1024)
-            .await;
+    let copy =
+        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut s.stream, 64 * 1024, 64 * 1024);
+    // At shutdown the close record is written before the database closes.
+    let r = tokio::select! {
+        r = copy => r,
+        _ = relay.shutdown.cancelled() => Err(std::io::Error::other("relay shutting down")),
+    };
     s.finish(relay, r.err().map(|e| e.to_string())).await;
     Ok(())
 }

@@ -81,8 +81,8 @@ impl Audit {
     /// Slow path: read the chain's end and append inside one write
     /// transaction (`BEGIN IMMEDIATE`), so processes never fork the chain.
     async fn append_locked(&self, entry: &AuditEntry) -> Result<(i64, String)> {
-        let mut conn = self.db.pool.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        // Rolls back if dropped (see Db::enroll_agent).
+        let mut conn = self.db.pool.begin_with("BEGIN IMMEDIATE").await?;
         let res: Result<(i64, String)> = async {
             let last = sqlx::query("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
                 .fetch_optional(&mut *conn)
@@ -109,8 +109,9 @@ impl Audit {
             Ok((id, hash))
         }
         .await;
-        let end = if res.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        sqlx::query(end).execute(&mut *conn).await?;
+        if res.is_ok() {
+            conn.commit().await?;
+        }
         res
     }
 

@@ -135,8 +135,12 @@ impl RelayConfig {
         if l.max_streams_per_agent == 0 || l.max_streams_per_agent > 65_536 {
             return bad("limits.max_streams_per_agent", "must be 1..=65536");
         }
-        if l.handshake_timeout.is_zero() || l.stream_open_timeout.is_zero() {
-            return bad("limits", "timeouts must be positive");
+        if l.handshake_timeout.is_zero() {
+            return bad("limits.handshake_timeout", "must be positive");
+        }
+        // The agent may take 8 s to resolve and connect before it answers.
+        if l.stream_open_timeout < Duration::from_secs(10) {
+            return bad("limits.stream_open_timeout", "must be at least 10s");
         }
         if self.keepalive.interval < Duration::from_secs(1) || self.keepalive.max == 0 {
             return bad("keepalive", "interval must be ≥ 1s and max ≥ 1");

@@ -175,8 +175,9 @@ impl Db {
         public_key: &str,
         hostname: &str,
     ) -> Result<(TokenCheck, Option<AgentRow>)> {
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        // sqlx's transaction rolls back if dropped: a cancelled request
+        // (client gone) cannot leave the database write-locked.
+        let mut conn = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let res = async {
             let row = sqlx::query(
                 "SELECT t.id, t.customer_id, t.max_uses, t.uses, t.expires_at, c.name
@@ -250,12 +251,11 @@ impl Db {
             ))
         }
         .await;
-        let end = if matches!(res, Ok((TokenCheck::Ok { .. }, _))) {
-            "COMMIT"
+        if matches!(res, Ok((TokenCheck::Ok { .. }, _))) {
+            conn.commit().await?;
         } else {
-            "ROLLBACK"
-        };
-        sqlx::query(end).execute(&mut *conn).await?;
+            conn.rollback().await?;
+        }
         res
     }
 

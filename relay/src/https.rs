@@ -1,9 +1,7 @@
 //! The relay's HTTPS endpoint (rustls, hyper): enrollment, the agents'
 //! SSH-over-WebSocket, health. The dealer API and portal join it later.
 
-use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -13,7 +11,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use dwa_link::ws::{ws_config, WsStream, WS_PATH};
 use dwa_proto::enroll::EnrollRequest;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -26,6 +23,8 @@ use crate::error::RelayError;
 use crate::state::Relay;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
@@ -33,7 +32,6 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Clone)]
 struct AppState {
     relay: Relay,
-    enroll_limit: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 /// The API's error body: `{"error": "...", "code": "..."}`.
@@ -64,12 +62,7 @@ impl IntoResponse for RelayError {
 }
 
 pub fn router(relay: Relay) -> Router {
-    // Enrollment: 10 per minute per source address, bursts of 10.
-    let quota = Quota::per_minute(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
-    let state = AppState {
-        relay,
-        enroll_limit: Arc::new(RateLimiter::keyed(quota)),
-    };
+    let state = AppState { relay };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/v1/enroll", post(enroll))
@@ -84,7 +77,7 @@ async fn enroll(
     axum::Extension(PeerAddr(peer)): axum::Extension<PeerAddr>,
     body: Result<Json<EnrollRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if st.enroll_limit.check_key(&peer.ip()).is_err() {
+    if st.relay.enroll_rate.check_key(&peer.ip()).is_err() {
         let mut r = api_error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -209,15 +202,28 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
                 };
                 let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(PeerAddr(peer));
-                    app.clone().oneshot(req.map(axum::body::Body::new))
+                    let app = app.clone();
+                    async move {
+                        // A body that trickles in (or never comes) cannot
+                        // hold a connection slot for long.
+                        let call = app.oneshot(req.map(axum::body::Body::new));
+                        match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+                            Ok(r) => r,
+                            Err(_) => Ok(api_error(StatusCode::REQUEST_TIMEOUT, "timeout", "request not completed in time")),
+                        }
+                    }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))
                     .serve_connection(TokioIo::new(tls), svc)
                     .with_upgrades();
+                // A plain HTTP connection (keep-alive included) holds its slot
+                // for at most CONNECTION_LIFETIME; an upgraded one leaves this
+                // future at the upgrade and holds its own slot.
                 tokio::select! {
                     r = conn => if let Err(e) = r { tracing::debug!(error = %e, "HTTP connection ended with an error") },
+                    _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
                     _ = shutdown.cancelled() => {}
                 }
                 drop(permit);

@@ -44,7 +44,10 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => r.conn_rate.retain_recent(),
+                    _ = tick.tick() => {
+                        r.conn_rate.retain_recent();
+                        r.enroll_rate.retain_recent();
+                    }
                     _ = r.shutdown.cancelled() => break,
                 }
             }

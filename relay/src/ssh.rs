@@ -23,6 +23,9 @@ use crate::agents::{AgentConn, Native};
 use crate::db::AgentRow;
 use crate::state::Relay;
 
+/// Remote forwards one SSH connection may hold.
+const MAX_FORWARDS: usize = 16;
+
 /// Virtual ports handed to `ssh -R 0:...` clients start here.
 const FIRST_VIRTUAL_PORT: u32 = 20_000;
 
@@ -229,6 +232,16 @@ impl russh::server::Handler for SshHandler {
         let Some(conn) = self.conn() else {
             return Ok(false);
         };
+        // Forwards are for standard SSH clients: a native session has no
+        // use for them; duplicates and more than a handful are refused so
+        // a client cannot grow memory or the audit log at will.
+        let existing = conn.forwards();
+        if conn.native().is_some()
+            || existing.len() >= MAX_FORWARDS
+            || (*port != 0 && existing.iter().any(|(a, p)| a == address && *p == *port))
+        {
+            return Ok(false);
+        }
         // Virtual binding: nothing listens on the relay; the relay carries
         // its own streams to this forward. Port 0 gets one allocated.
         if *port == 0 {
@@ -269,6 +282,11 @@ async fn control_loop(
     while let Some(ev) = events.recv().await {
         match ev {
             ControlEvent::Msg(ControlMsg::Hello(h)) => {
+                // One hello per session; a repeat is ignored (no replies for
+                // an agent to multiply).
+                if conn.native().is_some() {
+                    continue;
+                }
                 if h.protocol != PROTOCOL_VERSION {
                     tracing::warn!(
                         protocol = h.protocol,
@@ -297,9 +315,6 @@ async fn control_loop(
                     }
                     None => tracing::debug!("denial report for a stream not being opened; ignored"),
                 }
-            }
-            ControlEvent::Msg(ControlMsg::Ping { seq }) => {
-                control.send(ControlMsg::Pong { seq });
             }
             ControlEvent::Msg(_) => {}
             ControlEvent::Error(e) => {

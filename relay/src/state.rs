@@ -34,6 +34,8 @@ pub struct RelayState {
     pub handshakes: Arc<Semaphore>,
     /// New TCP connections per source address (SSH and HTTPS together).
     pub conn_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// Enrollment attempts per source address: 10 a minute, bursts of 10.
+    pub enroll_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
 }
 
 /// 20 new connections a second per source address, bursts of 200: enough
@@ -66,6 +68,9 @@ impl RelayState {
             connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
             handshakes: Arc::new(Semaphore::new(cfg.limits.max_handshakes)),
             conn_rate: Arc::new(governor::RateLimiter::keyed(conn_quota())),
+            enroll_rate: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
+                std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN),
+            ))),
             audit: Audit::new(db.clone()),
             agents: AgentRegistry::default(),
             dir,

@@ -27,6 +27,12 @@ async fn interleaved_writers_never_fork_the_chain() {
     y.await.unwrap();
     assert_eq!(a.verify().await.expect("chain intact"), 300);
     let records = b.records(None).await.unwrap();
-    assert_eq!(records.iter().filter(|r| r.entry.actor == "cli").count(), 150);
-    assert_eq!(records.iter().filter(|r| r.entry.actor == "serve").count(), 150);
+    assert_eq!(
+        records.iter().filter(|r| r.entry.actor == "cli").count(),
+        150
+    );
+    assert_eq!(
+        records.iter().filter(|r| r.entry.actor == "serve").count(),
+        150
+    );
 }
