@@ -6,11 +6,13 @@
 //! - [`session`]: the persistent outbound SSH session, its russh adapter,
 //!   transports and reconnect loop.
 //! - [`streams`]: relay-opened streams: resolve, decide, connect, carry.
+//! - [`telemetry`]: SNMP walks (snmprec) decoded into device records.
 
 pub mod config;
 pub mod enroll;
 pub mod error;
 pub mod session;
 pub mod streams;
+pub mod telemetry;
 
 pub use error::{AgentError, Result};

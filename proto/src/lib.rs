@@ -7,11 +7,13 @@
 //! - [`audit`]: audit event kinds, the canonical record form and the hash
 //!   chain (compute and verify).
 //! - [`stream`]: how a relay-opened stream is named on the SSH channel.
+//! - [`telemetry`]: device records (identity, counters, supplies, status).
 
 pub mod audit;
 pub mod control;
 pub mod enroll;
 pub mod stream;
+pub mod telemetry;
 
 /// Version of the agent↔relay protocol carried in [`control::Hello`].
 pub const PROTOCOL_VERSION: u32 = 1;
