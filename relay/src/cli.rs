@@ -486,6 +486,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let since = since.as_deref().map(parse_since).transpose()?;
             let records = audit.records(since.as_deref()).await?;
             match format {
+                // --json: one JSON document (an array) like every command.
+                AuditFormat::Jsonl if j => {
+                    let all: Vec<serde_json::Value> = to_jsonl(&records)
+                        .lines()
+                        .filter_map(|l| serde_json::from_str(l).ok())
+                        .collect();
+                    println!("{}", serde_json::Value::Array(all));
+                }
                 AuditFormat::Jsonl => print!("{}", to_jsonl(&records)),
                 AuditFormat::Csv => print!("{}", to_csv(&records)),
             }

@@ -122,6 +122,12 @@ async fn tampering_is_detected_and_named() {
     let csv = String::from_utf8_lossy(&csv.stdout);
     assert!(csv.starts_with("id,ts,kind,actor,agent,detail,prev_hash,hash"));
     assert_eq!(csv.lines().count(), 6);
+    let all = relay.ok(&["audit"]);
+    assert_eq!(
+        all.as_array().map(Vec::len),
+        Some(5),
+        "--json gives one array: {all}"
+    );
     let since = relay.cli(&["audit", "--since", "2099-01-01T00:00:00Z"]);
     assert!(since.status.success() && since.stdout.is_empty());
 }
