@@ -12,9 +12,11 @@
 //! - [`ssh`]: SSH settings shared by both ends (ciphers, packet size,
 //!   keepalives).
 //! - [`backoff`]: reconnect delays with exponential growth and jitter.
+//! - [`cli`]: what both binaries' `main` share.
 //! - [`fs`]: writing keys and configs: owner-only, atomically.
 
 pub mod backoff;
+pub mod cli;
 pub mod control;
 pub mod flow;
 pub mod fs;

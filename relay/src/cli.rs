@@ -167,28 +167,7 @@ enum AuditFormat {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DWA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    dwa_link::cli::run_main(run(Cli::parse()))
 }
 
 fn print(json_mode: bool, value: serde_json::Value, text: String) {
@@ -212,19 +191,7 @@ async fn open(dir: &DataDir) -> Result<(Db, Audit)> {
 }
 
 fn parse_target(s: &str) -> Result<(String, u16)> {
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, p) = rest.split_once("]:").context("expected [IPv6]:PORT")?;
-        (h, p)
-    } else {
-        s.rsplit_once(':').context("expected HOST:PORT")?
-    };
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("invalid port in {s:?}"))?;
-    if host.is_empty() || port == 0 {
-        bail!("invalid target {s:?}: expected HOST:PORT");
-    }
-    Ok((host.to_string(), port))
+    dwa_link::cli::split_host_port(s).map_err(anyhow::Error::msg)
 }
 
 fn parse_since(s: &str) -> Result<String> {

@@ -13,6 +13,20 @@ use crate::util::{now_rfc3339, random_id, unix_now};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The new row's id, or a clear conflict when a unique key already exists.
+fn inserted(
+    r: Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>,
+    conflict: impl FnOnce() -> String,
+) -> Result<i64> {
+    match r {
+        Ok(r) => Ok(r.last_insert_rowid()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(RelayError::Conflict(conflict()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Db {
     pub pool: SqlitePool,
@@ -79,13 +93,7 @@ impl Db {
             .bind(now_rfc3339())
             .execute(&self.pool)
             .await;
-        match r {
-            Ok(r) => Ok(r.last_insert_rowid()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(RelayError::Conflict(
-                format!("customer {name:?} already exists"),
-            )),
-            Err(e) => Err(e.into()),
-        }
+        inserted(r, || format!("customer {name:?} already exists"))
     }
 
     pub async fn customer_id(&self, name: &str) -> Result<i64> {
@@ -117,15 +125,7 @@ impl Db {
         .bind(now_rfc3339())
         .execute(&mut *tx)
         .await;
-        let id = match r {
-            Ok(r) => r.last_insert_rowid(),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(RelayError::Conflict(format!(
-                    "user {username:?} already exists"
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let id = inserted(r, || format!("user {username:?} already exists"))?;
         for cid in ids {
             sqlx::query("INSERT INTO user_customers (user_id, customer_id) VALUES (?, ?)")
                 .bind(id)
@@ -351,13 +351,9 @@ impl Db {
         .bind(now_rfc3339())
         .execute(&self.pool)
         .await;
-        match r {
-            Ok(r) => Ok(r.last_insert_rowid()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(RelayError::Conflict(
-                format!("device {address} is already registered for this agent"),
-            )),
-            Err(e) => Err(e.into()),
-        }
+        inserted(r, || {
+            format!("device {address} is already registered for this agent")
+        })
     }
 
     pub async fn device_registered(&self, agent_id: &str, address: &str) -> Result<bool> {
