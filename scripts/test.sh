@@ -16,6 +16,28 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# SNMP simulator for agent/tests/scan_snmpsim.rs (those tests skip without
+# it): snmpsim in a venv outside /root (it drops to nobody), and net-snmp's
+# tools for cross-checking by hand.
+if [ ! -x /opt/snmpsim/bin/snmpsim-command-responder ]; then
+  echo "installing snmpsim into /opt/snmpsim"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if ! { $sudo /usr/bin/python3 -m venv /opt/snmpsim &&
+    $sudo /opt/snmpsim/bin/pip install -q snmpsim pysmi; }; then
+    echo "WARNING: snmpsim install failed; the snmpsim scan tests will skip" >&2
+  fi
+fi
+if ! command -v snmpget >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing net-snmp tools (snmp)"
+  if ! { $sudo apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends snmp; }; then
+    echo "WARNING: installing the snmp package failed (only needed for manual checks)" >&2
+  fi
+fi
+
 # The end-to-end tests start the real binaries; build them once up front.
 cargo build --bins -p dwa-relay -p dwa-agent
 cargo test --workspace "$@"

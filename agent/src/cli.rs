@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use dwa_agent::config::{AgentConfig, TransportMode};
 use dwa_agent::enroll::{enroll, EnrollOptions};
@@ -54,6 +54,27 @@ enum Cmd {
         #[arg(long, env = "DWA_AGENT_CONFIG", default_value = "agent.toml")]
         config: PathBuf,
     },
+    /// One-shot SNMP scan; prints the printers found.
+    Scan {
+        /// CIDR (192.168.1.0/24), single address, or a.b.c.x-y within one /24.
+        #[arg(required = true)]
+        ranges: Vec<String>,
+        /// Community to try, in order (repeatable); default "public".
+        #[arg(long = "community")]
+        communities: Vec<String>,
+        #[arg(long, default_value_t = 161)]
+        port: u16,
+        /// Per-request timeout.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[arg(long, default_value_t = 1)]
+        retries: u32,
+        /// Addresses probed at the same time.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        concurrency: u32,
+        #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
+        format: String,
+    },
     /// Local policy.
     Policy {
         #[command(subcommand)]
@@ -72,43 +93,11 @@ enum PolicyCmd {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DWA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    dwa_link::cli::run_main(run(Cli::parse()))
 }
 
 fn split_target(s: &str) -> Result<(String, u16)> {
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        rest.split_once("]:").context("expected [IPv6]:PORT")?
-    } else {
-        s.rsplit_once(':').context("expected ADDRESS:PORT")?
-    };
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("invalid port in {s:?}"))?;
-    if host.is_empty() {
-        bail!("expected ADDRESS:PORT, got {s:?}");
-    }
-    Ok((host.to_string(), port))
+    dwa_link::cli::split_host_port(s).map_err(anyhow::Error::msg)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -173,6 +162,39 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 s.cancel();
             });
             agent.run(shutdown).await;
+        }
+        Cmd::Scan {
+            ranges,
+            communities,
+            port,
+            timeout,
+            retries,
+            concurrency,
+            format,
+        } => {
+            use dwa_agent::telemetry::scan;
+            let addrs = scan::expand_ranges(&ranges)?;
+            let format = match format.as_str() {
+                _ if cli.json => scan::Format::Json,
+                "json" => scan::Format::Json,
+                "csv" => scan::Format::Csv,
+                _ => scan::Format::Table,
+            };
+            let communities = if communities.is_empty() {
+                vec!["public".to_string()]
+            } else {
+                communities
+            };
+            let opts = scan::ScanOptions {
+                communities,
+                port,
+                timeout,
+                retries,
+                concurrency: concurrency as usize,
+                progress: true,
+            };
+            let records = scan::scan(addrs, opts).await;
+            print!("{}", scan::render(&records, format));
         }
         Cmd::Policy {
             cmd: PolicyCmd::Check { target, config },

@@ -7,6 +7,8 @@
 //! No network I/O here: the SNMP client feeds a [`Walk`] later.
 
 pub mod decode;
+pub mod scan;
+pub mod snmp;
 pub mod snmprec;
 mod text;
 

@@ -1,0 +1,472 @@
+//! One-shot scan: expand ranges, probe each address with bounded
+//! concurrency, walk and decode the printers, format the result.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dwa_proto::telemetry::{DeviceRecord, Level, SupplyClass};
+use ipnetwork::Ipv4Network;
+
+use super::decode::decode;
+use super::snmp::{answered, Client, Version, WALK_ROOTS};
+
+/// Most addresses one scan may cover.
+pub const MAX_ADDRESSES: u64 = 65_536;
+/// Most varbinds walked from one device.
+pub const MAX_VARBINDS: usize = 5000;
+
+/// A bad RANGE argument.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RangeError(pub String);
+
+/// Unicast only: no multicast, no limited broadcast, no 0.0.0.0 and nothing
+/// from the reserved 240.0.0.0/4.
+fn sendable(ip: Ipv4Addr) -> bool {
+    !(ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() || ip.octets()[0] >= 240)
+}
+
+/// Expand one RANGE: `a.b.c.d`, `a.b.c.d/n` or `a.b.c.x-y` (also
+/// `a.b.c.x-a.b.c.y`) within one /24. IPv6 single addresses are accepted.
+fn expand_one(s: &str, budget: u64) -> Result<Vec<IpAddr>, RangeError> {
+    let s = s.trim();
+    let bad = |why: &str| RangeError(format!("invalid range {s:?}: {why}"));
+    if let Some((net, prefix)) = s.split_once('/') {
+        let net: Ipv4Addr = net
+            .parse()
+            .map_err(|_| bad("expected IPv4 CIDR like 192.168.1.0/24"))?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad("bad prefix length"))?;
+        let n = Ipv4Network::new(net, prefix).map_err(|_| bad("prefix must be 0-32"))?;
+        let size = 1u64 << (32 - u32::from(prefix));
+        if size > budget {
+            return Err(too_many());
+        }
+        let (first, last) = (u32::from(n.network()), u32::from(n.broadcast()));
+        let (lo, hi) = if prefix <= 30 {
+            (first + 1, last - 1)
+        } else {
+            (first, last)
+        };
+        return Ok((lo..=hi)
+            .map(Ipv4Addr::from)
+            .filter(|ip| sendable(*ip))
+            .map(IpAddr::V4)
+            .collect());
+    }
+    if let Some((a, b)) = s.split_once('-') {
+        let start: Ipv4Addr = a.parse().map_err(|_| bad("expected a.b.c.x-y"))?;
+        let end: Ipv4Addr = match b.parse::<u8>() {
+            Ok(last) => {
+                let o = start.octets();
+                Ipv4Addr::new(o[0], o[1], o[2], last)
+            }
+            Err(_) => b.parse().map_err(|_| bad("expected a.b.c.x-y"))?,
+        };
+        if start.octets()[..3] != end.octets()[..3] {
+            return Err(bad("a range must stay within one /24"));
+        }
+        if end < start {
+            return Err(bad("range end is before its start"));
+        }
+        return Ok((u32::from(start)..=u32::from(end))
+            .map(Ipv4Addr::from)
+            .filter(|ip| sendable(*ip))
+            .map(IpAddr::V4)
+            .collect());
+    }
+    let ip: IpAddr = s
+        .parse()
+        .map_err(|_| bad("expected an IP address, a CIDR or a.b.c.x-y"))?;
+    let ok = match ip {
+        IpAddr::V4(v4) => sendable(v4),
+        IpAddr::V6(v6) => !(v6.is_multicast() || v6.is_unspecified()),
+    };
+    if !ok {
+        return Err(bad("not a unicast address"));
+    }
+    Ok(vec![ip])
+}
+
+fn too_many() -> RangeError {
+    RangeError(format!(
+        "too many addresses: one scan covers at most {MAX_ADDRESSES}"
+    ))
+}
+
+/// Expand all ranges, deduplicated, in the order given; at most
+/// [`MAX_ADDRESSES`] in total.
+pub fn expand_ranges<S: AsRef<str>>(ranges: &[S]) -> Result<Vec<IpAddr>, RangeError> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for r in ranges {
+        let budget = MAX_ADDRESSES - out.len() as u64;
+        for ip in expand_one(r.as_ref(), budget)? {
+            if seen.insert(ip) {
+                out.push(ip);
+            }
+        }
+        if out.len() as u64 > MAX_ADDRESSES {
+            return Err(too_many());
+        }
+    }
+    Ok(out)
+}
+
+/// Scan settings.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    pub communities: Vec<String>,
+    pub port: u16,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub concurrency: usize,
+    pub progress: bool,
+}
+
+/// Probe one address: each community, v2c then v1; the first that answers
+/// is walked. `None` when nothing answers or the device is no printer.
+pub async fn scan_one(ip: IpAddr, opts: &ScanOptions) -> Option<DeviceRecord> {
+    let addr = SocketAddr::new(ip, opts.port);
+    for community in &opts.communities {
+        for version in [Version::V2c, Version::V1] {
+            let client = Client {
+                addr,
+                community: community.as_bytes().to_vec(),
+                version,
+                timeout: opts.timeout,
+                retries: opts.retries,
+            };
+            match client.probe().await {
+                Ok(resp) if answered(&resp) => {
+                    let (walk, err) = client.walk(WALK_ROOTS, MAX_VARBINDS).await;
+                    if let Some(e) = err {
+                        tracing::debug!(%ip, "walk cut short: {e}");
+                    }
+                    let rec = decode(&ip.to_string(), &walk);
+                    return rec.printer_index.is_some().then_some(rec);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%ip, ?version, "no answer: {e}"),
+            }
+        }
+    }
+    None
+}
+
+/// Scan every address with at most `opts.concurrency` in flight; devices
+/// are returned in address order.
+pub async fn scan(addrs: Vec<IpAddr>, opts: ScanOptions) -> Vec<DeviceRecord> {
+    let bar = if opts.progress && std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(addrs.len() as u64);
+        b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}]")
+        {
+            b.set_style(style);
+        }
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let opts = Arc::new(opts);
+    let sem = Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for ip in addrs {
+        let (opts, sem, bar) = (opts.clone(), sem.clone(), bar.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await.ok()?;
+            let rec = scan_one(ip, &opts).await;
+            bar.inc(1);
+            rec.map(|r| (ip, r))
+        });
+    }
+    let mut found = Vec::new();
+    while let Some(res) = set.join_next().await {
+        if let Ok(Some(r)) = res {
+            bar.set_message(format!("{} found", found.len() + 1));
+            found.push(r);
+        }
+    }
+    bar.finish_and_clear();
+    found.sort_by_key(|(ip, _)| *ip);
+    found.into_iter().map(|(_, r)| r).collect()
+}
+
+// ------------------------------------------------------------------ output
+
+/// Output format of `dwa-agent scan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// Lowest remaining percentage over the consumed supplies.
+pub fn lowest_percent(r: &DeviceRecord) -> Option<f32> {
+    r.supplies
+        .iter()
+        .filter(|s| s.class != Some(SupplyClass::Receptacle))
+        .filter_map(|s| s.percent)
+        .min_by(|a, b| a.total_cmp(b))
+}
+
+fn opt(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("-")
+}
+
+fn num(n: Option<u64>) -> String {
+    n.map(|n| n.to_string()).unwrap_or_default()
+}
+
+fn percent(p: f32) -> String {
+    format!("{}%", (p * 10.0).round() / 10.0)
+}
+
+/// Fixed-width table, one device per line.
+pub fn table(records: &[DeviceRecord]) -> String {
+    let head = [
+        "ADDRESS",
+        "MANUFACTURER",
+        "MODEL",
+        "SERIAL",
+        "MAC",
+        "TOTAL",
+        "LOWEST SUPPLY",
+    ];
+    let rows: Vec<[String; 7]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.address.clone(),
+                opt(&r.manufacturer).to_string(),
+                opt(&r.model).to_string(),
+                opt(&r.serial).to_string(),
+                opt(&r.mac).to_string(),
+                r.counters
+                    .total
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                lowest_percent(r).map(percent).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut w = head.map(str::len);
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<width$}  ", width = w[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&head);
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&cells);
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn supply_label(s: &dwa_proto::telemetry::Supply) -> String {
+    let d = s
+        .description
+        .clone()
+        .unwrap_or_else(|| format!("supply {}", s.index));
+    match &s.colour {
+        Some(c) => format!("{d} ({c})"),
+        None => d,
+    }
+}
+
+fn supply_cell(s: &dwa_proto::telemetry::Supply) -> String {
+    let level = match s.level {
+        Level::Value(v) => v.to_string(),
+        Level::Other => "other".into(),
+        Level::Unknown => "unknown".into(),
+        Level::SomeRemaining => "some remaining".into(),
+        Level::Absent => String::new(),
+    };
+    let pct = s.percent.or(s.fullness_percent.map(|f| 100.0 - f));
+    match (s.max, pct) {
+        (Level::Value(m), Some(p)) => format!("{level}/{m} ({})", percent(p)),
+        (_, Some(p)) => format!("{level} ({})", percent(p)),
+        (Level::Value(m), None) => format!("{level}/{m}"),
+        _ => level,
+    }
+}
+
+/// CSV: identity columns, counters, then one column per supply label seen.
+pub fn csv(records: &[DeviceRecord]) -> String {
+    let mut supplies: Vec<String> = Vec::new();
+    for r in records {
+        for s in &r.supplies {
+            let l = supply_label(s);
+            if !supplies.contains(&l) {
+                supplies.push(l);
+            }
+        }
+    }
+    let mut head: Vec<String> = [
+        "address",
+        "name",
+        "manufacturer",
+        "model",
+        "serial",
+        "mac",
+        "firmware",
+        "location",
+        "total",
+        "mono",
+        "colour",
+        "print",
+        "copy",
+        "scan",
+        "fax",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    head.extend(supplies.iter().cloned());
+    let mut out = String::new();
+    let row = |cells: Vec<String>, out: &mut String| {
+        let line: Vec<String> = cells.iter().map(|c| csv_field(c)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    };
+    row(head, &mut out);
+    for r in records {
+        let s = |o: &Option<String>| o.clone().unwrap_or_default();
+        let c = &r.counters;
+        let mut cells = vec![
+            r.address.clone(),
+            s(&r.sys_name),
+            s(&r.manufacturer),
+            s(&r.model),
+            s(&r.serial),
+            s(&r.mac),
+            s(&r.firmware),
+            s(&r.sys_location),
+            num(c.total),
+            num(c.mono),
+            num(c.colour),
+            num(c.print),
+            num(c.copy),
+            num(c.scan),
+            num(c.fax),
+        ];
+        for label in &supplies {
+            cells.push(
+                r.supplies
+                    .iter()
+                    .find(|x| &supply_label(x) == label)
+                    .map(supply_cell)
+                    .unwrap_or_default(),
+            );
+        }
+        row(cells, &mut out);
+    }
+    out
+}
+
+/// Render in the given format (JSON: an array of device records).
+pub fn render(records: &[DeviceRecord], format: Format) -> String {
+    match format {
+        Format::Table => table(records),
+        Format::Csv => csv(records),
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(records).unwrap_or_else(|_| "[]".into());
+            s.push('\n');
+            s
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidr_skips_network_and_broadcast() {
+        let a = expand_ranges(&["10.0.0.0/30"]).unwrap();
+        assert_eq!(a, vec![v4("10.0.0.1"), v4("10.0.0.2")]);
+        let a = expand_ranges(&["10.0.0.4/31"]).unwrap();
+        assert_eq!(a, vec![v4("10.0.0.4"), v4("10.0.0.5")]);
+        assert_eq!(expand_ranges(&["10.0.0.0/24"]).unwrap().len(), 254);
+        assert_eq!(expand_ranges(&["10.0.0.0/16"]).unwrap().len(), 65_534);
+    }
+
+    #[test]
+    fn dash_ranges_single_and_dedup() {
+        let a = expand_ranges(&[
+            "192.168.1.10-12",
+            "192.168.1.11",
+            "192.168.1.12-192.168.1.13",
+        ])
+        .unwrap();
+        assert_eq!(
+            a,
+            [
+                "192.168.1.10",
+                "192.168.1.11",
+                "192.168.1.12",
+                "192.168.1.13"
+            ]
+            .map(v4)
+        );
+    }
+
+    #[test]
+    fn bad_input_and_caps() {
+        for bad in [
+            "10.0.0.0/15",
+            "10.0.0.0/33",
+            "192.168.1.20-10",
+            "192.168.1.1-192.168.2.5",
+            "printer",
+            "224.0.0.1",
+            "255.255.255.255",
+            "10.0.0.1-300",
+        ] {
+            let e = expand_ranges(&[bad]).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "{bad}: {e}");
+        }
+        assert!(expand_ranges(&["10.0.0.0/16", "10.1.0.0/16"]).is_err());
+        assert!(expand_ranges(&["224.0.0.0/24", "255.255.255.0/24"])
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn csv_quotes() {
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
+        assert_eq!(csv(&[]).lines().count(), 1);
+    }
+}

@@ -1,0 +1,439 @@
+//! A small SNMP v1/v2c client over `snmp2` for the collector: probe, then
+//! bounded subtree walks into a [`Walk`].
+//!
+//! `snmp2` has no timeout, no retry and no walk. Every call here runs under a
+//! timeout; every attempt uses a fresh session (a fresh UDP socket), so a late
+//! answer to an abandoned attempt can never be taken for the next one. A
+//! response whose request id does not match counts as a failed attempt.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use snmp2::AsyncSession;
+
+use super::snmprec::{Oid, Value, Walk};
+
+/// SNMP protocol version of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2c,
+}
+
+/// Why a request got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SnmpError {
+    #[error("no answer within {0:?} after {1} attempt(s)")]
+    Timeout(Duration, u32),
+    #[error("snmp: {0}")]
+    Protocol(String),
+}
+
+/// One varbind copied out of a response PDU.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Vb {
+    Value(Value),
+    EndOfMibView,
+    NoSuchObject,
+    NoSuchInstance,
+    /// A type the collector has no use for (Opaque, constructed...).
+    Unsupported,
+}
+
+/// A response, owned.
+#[derive(Debug, Clone, Default)]
+pub struct Response {
+    pub error_status: u32,
+    pub varbinds: Vec<(Vec<u32>, Vb)>,
+}
+
+enum Op<'a> {
+    Get(&'a [&'a [u32]]),
+    GetNext(&'a [u32]),
+    GetBulk(&'a [u32], u32),
+}
+
+/// Subtrees the decoder reads: standard MIBs and the vendor OIDs it knows.
+pub const WALK_ROOTS: &[&[u32]] = &[
+    &[1, 3, 6, 1, 2, 1, 1],
+    &[1, 3, 6, 1, 2, 1, 2, 2, 1, 3],
+    &[1, 3, 6, 1, 2, 1, 2, 2, 1, 6],
+    &[1, 3, 6, 1, 2, 1, 4, 20, 1],
+    &[1, 3, 6, 1, 2, 1, 25, 3],
+    &[1, 3, 6, 1, 2, 1, 43],
+    // HP: PML status (serial, firmware), IEEE 1284 device id, page counters.
+    &[1, 3, 6, 1, 4, 1, 11, 2, 3, 9, 1, 1, 7],
+    &[1, 3, 6, 1, 4, 1, 11, 2, 3, 9, 4, 2, 1, 1, 3],
+    &[1, 3, 6, 1, 4, 1, 11, 2, 3, 9, 4, 2, 1, 4, 1, 2],
+    // Kyocera counters.
+    &[1, 3, 6, 1, 4, 1, 1347, 43, 10, 1, 1, 12],
+    &[1, 3, 6, 1, 4, 1, 1347, 42, 3, 1, 1, 1],
+    // Ricoh: firmware, serial, counter table.
+    &[1, 3, 6, 1, 4, 1, 367, 3, 2, 1, 1, 1, 2],
+    &[1, 3, 6, 1, 4, 1, 367, 3, 2, 1, 2, 1, 4],
+    &[1, 3, 6, 1, 4, 1, 367, 3, 2, 1, 2, 19, 5, 1],
+    // Xerox: device id, counters.
+    &[1, 3, 6, 1, 4, 1, 253, 8, 51, 1, 2, 1, 20],
+    &[1, 3, 6, 1, 4, 1, 253, 8, 53, 13, 2, 1, 6, 1, 20],
+    // Canon: firmware, counters.
+    &[1, 3, 6, 1, 4, 1, 1602, 1, 1, 1, 4],
+    &[1, 3, 6, 1, 4, 1, 1602, 1, 11, 1, 3, 1, 4],
+    // Brother: device id, serial and counter, firmware.
+    &[1, 3, 6, 1, 4, 1, 2435, 2, 3, 9, 1, 1, 7],
+    &[1, 3, 6, 1, 4, 1, 2435, 2, 3, 9, 4, 2, 1, 5, 5],
+    &[1, 3, 6, 1, 4, 1, 2435, 2, 4, 3, 1240, 6, 5],
+    // Dell, Konica Minolta firmware.
+    &[1, 3, 6, 1, 4, 1, 674, 10898, 100, 1, 1, 1],
+    &[1, 3, 6, 1, 4, 1, 18334, 1, 1, 1, 1, 6, 1],
+];
+
+const SYS_DESCR: [u32; 9] = [1, 3, 6, 1, 2, 1, 1, 1, 0];
+const SYS_OBJECT_ID: [u32; 9] = [1, 3, 6, 1, 2, 1, 1, 2, 0];
+/// GETBULK max-repetitions: small enough for one UDP datagram of printer data.
+const MAX_REPETITIONS: u32 = 20;
+
+static NEXT_REQ_ID: AtomicI32 = AtomicI32::new(0);
+
+fn next_req_id() -> i32 {
+    let mut id = NEXT_REQ_ID.fetch_add(1000, Ordering::Relaxed);
+    if id == 0 {
+        // Seed once from the clock, so two scans do not start alike.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(1);
+        id = (nanos & 0x3fff_ffff) as i32 + 1;
+        NEXT_REQ_ID.store(id.wrapping_add(1000), Ordering::Relaxed);
+    }
+    id & 0x3fff_ffff
+}
+
+/// One agent, one community, one version.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub addr: SocketAddr,
+    pub community: Vec<u8>,
+    pub version: Version,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+fn to_snmp_oid(oid: &[u32]) -> Result<snmp2::Oid<'static>, SnmpError> {
+    let parts: Vec<u64> = oid.iter().map(|&c| u64::from(c)).collect();
+    snmp2::Oid::from(&parts).map_err(|e| SnmpError::Protocol(format!("bad OID: {e:?}")))
+}
+
+fn from_snmp_oid(oid: &snmp2::Oid<'_>) -> Option<Vec<u32>> {
+    oid.iter()?.map(|c| u32::try_from(c).ok()).collect()
+}
+
+fn copy_value(v: &snmp2::Value<'_>) -> Vb {
+    use snmp2::Value as S;
+    match v {
+        S::Integer(i) => Vb::Value(Value::Integer(*i)),
+        S::OctetString(b) => Vb::Value(Value::OctetString(b.to_vec())),
+        S::Null => Vb::Value(Value::Null),
+        S::ObjectIdentifier(o) => match from_snmp_oid(o) {
+            Some(c) => Vb::Value(Value::ObjectId(Oid(c))),
+            None => Vb::Unsupported,
+        },
+        S::IpAddress(a) => Vb::Value(Value::IpAddress(*a)),
+        S::Counter32(c) => Vb::Value(Value::Counter32(*c)),
+        S::Unsigned32(c) => Vb::Value(Value::Gauge32(*c)),
+        S::Timeticks(t) => Vb::Value(Value::TimeTicks(*t)),
+        S::Counter64(c) => Vb::Value(Value::Counter64(*c)),
+        S::EndOfMibView => Vb::EndOfMibView,
+        S::NoSuchObject => Vb::NoSuchObject,
+        S::NoSuchInstance => Vb::NoSuchInstance,
+        _ => Vb::Unsupported,
+    }
+}
+
+fn copy_pdu(pdu: &snmp2::Pdu<'_>) -> Response {
+    Response {
+        error_status: pdu.error_status,
+        varbinds: pdu
+            .varbinds
+            .clone()
+            .filter_map(|(oid, v)| Some((from_snmp_oid(&oid)?, copy_value(&v))))
+            .collect(),
+    }
+}
+
+impl Client {
+    /// One attempt on a fresh session; the PDU is copied out before the
+    /// session (and the buffer it borrows) goes away.
+    async fn attempt(&self, op: &Op<'_>) -> Result<Response, snmp2::Error> {
+        let community = self.community.as_slice();
+        let mut session = match self.version {
+            Version::V1 => AsyncSession::new_v1(self.addr, community, next_req_id()).await,
+            Version::V2c => AsyncSession::new_v2c(self.addr, community, next_req_id()).await,
+        }
+        .map_err(|_| snmp2::Error::Send)?;
+        match op {
+            Op::Get(oids) => {
+                let oids = oids
+                    .iter()
+                    .map(|o| to_snmp_oid(o))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| snmp2::Error::ValueOutOfRange)?;
+                let refs: Vec<&snmp2::Oid<'_>> = oids.iter().collect();
+                session.get_many(&refs).await.map(|p| copy_pdu(&p))
+            }
+            Op::GetNext(oid) => {
+                let oid = to_snmp_oid(oid).map_err(|_| snmp2::Error::ValueOutOfRange)?;
+                session.getnext(&oid).await.map(|p| copy_pdu(&p))
+            }
+            Op::GetBulk(oid, reps) => {
+                let oid = to_snmp_oid(oid).map_err(|_| snmp2::Error::ValueOutOfRange)?;
+                session
+                    .getbulk(&[&oid], 0, *reps)
+                    .await
+                    .map(|p| copy_pdu(&p))
+            }
+        }
+    }
+
+    /// Up to `retries + 1` attempts, each under the timeout.
+    async fn request(&self, op: &Op<'_>) -> Result<Response, SnmpError> {
+        let attempts = self.retries.saturating_add(1);
+        let mut last = None;
+        for _ in 0..attempts {
+            match tokio::time::timeout(self.timeout, self.attempt(op)).await {
+                Ok(Ok(r)) => return Ok(r),
+                // A stale or foreign answer, or a socket error: try again.
+                Ok(Err(e)) => last = Some(format!("{e:?}")),
+                Err(_) => {}
+            }
+        }
+        Err(match last {
+            Some(e) => SnmpError::Protocol(e),
+            None => SnmpError::Timeout(self.timeout, attempts),
+        })
+    }
+
+    /// GET sysObjectID and sysDescr: does this agent answer this community?
+    pub async fn probe(&self) -> Result<Response, SnmpError> {
+        self.request(&Op::Get(&[&SYS_OBJECT_ID, &SYS_DESCR])).await
+    }
+
+    /// Walk one subtree into `walk`, spending at most `*budget` varbinds.
+    /// Stops at the subtree's end, on endOfMibView/noSuch*, on an error
+    /// status, and on an OID that does not increase (a buggy agent).
+    pub async fn walk_subtree(
+        &self,
+        root: &[u32],
+        walk: &mut Walk,
+        budget: &mut usize,
+    ) -> Result<(), SnmpError> {
+        let mut current: Vec<u32> = root.to_vec();
+        while *budget > 0 {
+            let resp = match self.version {
+                Version::V2c => {
+                    let reps = MAX_REPETITIONS.min(u32::try_from(*budget).unwrap_or(u32::MAX));
+                    self.request(&Op::GetBulk(&current, reps)).await?
+                }
+                Version::V1 => self.request(&Op::GetNext(&current)).await?,
+            };
+            if resp.error_status != 0 || resp.varbinds.is_empty() {
+                // v1 noSuchName (2) = end of MIB; any other error: stop too.
+                return Ok(());
+            }
+            for (oid, vb) in resp.varbinds {
+                if !oid.starts_with(root) || oid.len() <= root.len() || oid <= current {
+                    return Ok(());
+                }
+                let value = match vb {
+                    Vb::Value(v) => v,
+                    Vb::Unsupported => {
+                        current = oid;
+                        continue;
+                    }
+                    Vb::EndOfMibView | Vb::NoSuchObject | Vb::NoSuchInstance => return Ok(()),
+                };
+                walk.insert(Oid(oid.clone()), value);
+                current = oid;
+                *budget -= 1;
+                if *budget == 0 {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Walk every subtree in `roots` within one budget. A request that fails
+    /// ends the walk; what was collected so far is kept.
+    pub async fn walk(&self, roots: &[&[u32]], max_varbinds: usize) -> (Walk, Option<SnmpError>) {
+        let mut walk = Walk::new();
+        let mut budget = max_varbinds;
+        for root in roots {
+            if budget == 0 {
+                break;
+            }
+            if let Err(e) = self.walk_subtree(root, &mut walk, &mut budget).await {
+                return (walk, Some(e));
+            }
+        }
+        (walk, None)
+    }
+}
+
+/// Does the probe response show a live agent (some varbind with a value)?
+pub fn answered(resp: &Response) -> bool {
+    resp.error_status != 0 || resp.varbinds.iter().any(|(_, v)| matches!(v, Vb::Value(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn oid_round_trip() {
+        let o = to_snmp_oid(&[1, 3, 6, 1, 4, 1, 367, 3, 2]).unwrap();
+        assert_eq!(
+            from_snmp_oid(&o).unwrap(),
+            vec![1, 3, 6, 1, 4, 1, 367, 3, 2]
+        );
+    }
+
+    // ------------------------------------------------ a buggy fake agent
+
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let n = content.len();
+        if n < 128 {
+            out.push(n as u8);
+        } else {
+            out.extend([0x82, (n >> 8) as u8, n as u8]);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    fn int(v: i64) -> Vec<u8> {
+        let bytes = v.to_be_bytes();
+        let mut i = 0;
+        while i < 7
+            && ((bytes[i] == 0 && bytes[i + 1] & 0x80 == 0)
+                || (bytes[i] == 0xff && bytes[i + 1] & 0x80 != 0))
+        {
+            i += 1;
+        }
+        tlv(0x02, &bytes[i..])
+    }
+
+    fn oid(c: &[u32]) -> Vec<u8> {
+        let mut body = vec![(c[0] * 40 + c[1]) as u8];
+        for &x in &c[2..] {
+            let mut chunk = vec![(x & 0x7f) as u8];
+            let mut x = x >> 7;
+            while x > 0 {
+                chunk.push((x & 0x7f) as u8 | 0x80);
+                x >>= 7;
+            }
+            chunk.reverse();
+            body.extend(chunk);
+        }
+        tlv(0x06, &body)
+    }
+
+    /// A v2c agent on 127.0.0.1 whose GETNEXT/GETBULK answers come from
+    /// `next(requested OID)`: one varbind per answer.
+    fn fake_agent(next: fn(&[u32]) -> Vec<u32>) -> (SocketAddr, Arc<AtomicBool>) {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(req) = snmp2::Pdu::from_bytes(&buf[..n]) else {
+                    continue;
+                };
+                let Some((first, _)) = req.varbinds.clone().next() else {
+                    continue;
+                };
+                let first = from_snmp_oid(&first).unwrap();
+                let reply = if req.message_type == snmp2::MessageType::GetRequest {
+                    first
+                } else {
+                    next(&first)
+                };
+                let vb = tlv(0x30, &[oid(&reply), tlv(0x04, b"x")].concat());
+                let pdu = tlv(
+                    0xa2,
+                    &[int(i64::from(req.req_id)), int(0), int(0), tlv(0x30, &vb)].concat(),
+                );
+                let msg = tlv(0x30, &[int(1), tlv(0x04, req.community), pdu].concat());
+                let _ = sock.send_to(&msg, peer);
+            }
+        });
+        (addr, stop)
+    }
+
+    fn client(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            community: b"public".to_vec(),
+            version: Version::V2c,
+            timeout: Duration::from_secs(2),
+            retries: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn stuck_agent_does_not_loop() {
+        // Always answers the same OID: the walk stops at the first repeat.
+        let (addr, stop) = fake_agent(|_| vec![1, 3, 6, 1, 2, 1, 1, 1, 0]);
+        let c = client(addr);
+        assert!(answered(&c.probe().await.unwrap()));
+        let (walk, err) = c.walk(&[&[1, 3, 6, 1, 2, 1, 1]], 5000).await;
+        stop.store(true, Ordering::Relaxed);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(walk.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn endless_agent_is_bounded() {
+        // Every answer is deeper than the question: only the budget stops it.
+        let (addr, stop) = fake_agent(|o| [o, &[1]].concat());
+        let c = client(addr);
+        let (walk, err) = c.walk(&[&[1, 3, 6, 1, 2, 1, 43]], 50).await;
+        stop.store(true, Ordering::Relaxed);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(walk.len(), 50);
+    }
+
+    #[tokio::test]
+    async fn silent_agent_times_out_after_retries() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut c = client(sock.local_addr().unwrap());
+        c.timeout = Duration::from_millis(100);
+        c.retries = 2;
+        let t = std::time::Instant::now();
+        let e = c.probe().await.unwrap_err();
+        assert!(matches!(e, SnmpError::Timeout(_, 3)), "{e:?}");
+        assert!(t.elapsed() < Duration::from_millis(1000));
+        assert!(
+            sock.recv(&mut [0u8; 1500]).is_ok(),
+            "the requests were sent"
+        );
+    }
+
+    #[test]
+    fn req_ids_are_positive_and_distinct() {
+        let a = next_req_id();
+        let b = next_req_id();
+        assert!(a > 0 && b > 0 && a != b);
+    }
+}
