@@ -138,3 +138,26 @@ fn openssh_with_unknown_key_is_refused_and_audited() {
     assert!(!refused.is_empty());
     assert_eq!(refused[0]["detail"]["reason"], "unknown key");
 }
+
+#[test]
+fn remote_forwards_are_capped_per_connection() {
+    require_openssh();
+    let relay = Relay::start_new();
+    let agent = Agent::enroll(&relay, EnrollArgs::default());
+    let ip = relay.ip(10);
+    // 17 forwards: the 17th is refused, and ExitOnForwardFailure ends ssh.
+    let mut args: Vec<String> = vec!["-N".into()];
+    for i in 0..17 {
+        args.push("-R".into());
+        args.push(format!("0:{ip}:{}", 7000 + i));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ssh(&relay, &agent.key_path(), &agent.id, &refs)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh");
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("remote port forwarding failed"), "{e}");
+    assert_eq!(relay.audit_kind("forward.bind").len(), 16);
+}
