@@ -33,6 +33,12 @@ use crate::streams::StreamService;
 /// A session that lasted this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(30);
 
+async fn refuse(reply: ChannelOpenHandle) {
+    reply
+        .reject(ChannelOpenFailure::AdministrativelyProhibited)
+        .await;
+}
+
 /// Thin russh adapter: host key pin, and streams handed to the service.
 struct AgentHandler {
     pinned: PublicKey,
@@ -78,9 +84,7 @@ impl russh::client::Handler for AgentHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if originator_address != ORIGINATOR {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
+            refuse(reply).await;
             return Ok(());
         }
         let svc = self.streams.clone();
@@ -106,9 +110,7 @@ impl russh::client::Handler for AgentHandler {
         reply: ChannelOpenHandle,
         _s: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        refuse(reply).await;
         Ok(())
     }
 
@@ -119,9 +121,7 @@ impl russh::client::Handler for AgentHandler {
         reply: ChannelOpenHandle,
         _s: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        refuse(reply).await;
         Ok(())
     }
 
@@ -131,9 +131,7 @@ impl russh::client::Handler for AgentHandler {
         reply: ChannelOpenHandle,
         _s: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        refuse(reply).await;
         Ok(())
     }
 
@@ -143,9 +141,7 @@ impl russh::client::Handler for AgentHandler {
         reply: ChannelOpenHandle,
         _s: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        refuse(reply).await;
         Ok(())
     }
 
@@ -156,9 +152,7 @@ impl russh::client::Handler for AgentHandler {
         reply: ChannelOpenHandle,
         _s: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        refuse(reply).await;
         Ok(())
     }
 
@@ -170,9 +164,7 @@ impl russh::client::Handler for AgentHandler {
         reply: ChannelOpenHandle,
         _s: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        refuse(reply).await;
         Ok(())
     }
 }

@@ -279,6 +279,27 @@ impl Relay {
         );
     }
 
+    /// A serving relay with one connected agent (SSH transport) whose policy
+    /// allows exactly `.10` on `ports`, registered as a device. Returns the
+    /// relay, the agent and the target address.
+    pub fn with_agent(ports: &[u16]) -> (Relay, Agent, String) {
+        let relay = Relay::start_new();
+        let ip = relay.ip(10);
+        let allow = format!("{ip}/32");
+        let mut agent = Agent::enroll(
+            &relay,
+            EnrollArgs {
+                allow: &[&allow],
+                ports,
+                transport: "ssh",
+            },
+        );
+        agent.start();
+        relay.wait_connected(&agent);
+        relay.add_device(&agent, &ip);
+        (relay, agent, ip)
+    }
+
     pub fn add_device(&self, agent: &Agent, address: &str) {
         self.ok(&["device", "add", "--agent", &agent.id, "--address", address]);
     }

@@ -21,27 +21,9 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn setup(ports: &[u16]) -> (Relay, Agent, String) {
-    let relay = Relay::start_new();
-    let ip = relay.ip(10);
-    let allow = format!("{ip}/32");
-    let mut agent = Agent::enroll(
-        &relay,
-        EnrollArgs {
-            allow: &[&allow],
-            ports,
-            transport: "ssh",
-        },
-    );
-    agent.start();
-    relay.wait_connected(&agent);
-    relay.add_device(&agent, &ip);
-    (relay, agent, ip)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stalled_reader_does_not_stall_other_streams() {
-    let (relay, _agent, ip) = setup(&[7000, 7001]).await;
+    let (relay, _agent, ip) = Relay::with_agent(&[7000, 7001]);
     // A printer pushing a huge download to a browser that stopped reading.
     let produced = Arc::new(AtomicU64::new(0));
     let p = produced.clone();
@@ -121,7 +103,7 @@ async fn stalled_reader_does_not_stall_other_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_gib_full_duplex_echo() {
-    let (relay, agent, ip) = setup(&[7001]).await;
+    let (relay, agent, ip) = Relay::with_agent(&[7001]);
     let _echo = echo_target(&format!("{ip}:7001")).await;
     let s = relay.open(&agent.id, &ip, 7001).await.expect("stream");
     tokio::time::timeout(Duration::from_secs(600), duplex_echo(s, 1024 * 1024 * 1024))
@@ -131,7 +113,7 @@ async fn one_gib_full_duplex_echo() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_streams() {
-    let (relay, agent, ip) = setup(&[7001]).await;
+    let (relay, agent, ip) = Relay::with_agent(&[7001]);
     let _echo = echo_target(&format!("{ip}:7001")).await;
     let relay = Arc::new(relay);
     let mut streams = vec![];

@@ -13,20 +13,7 @@ async fn stream_works(relay: &Relay, agent: &Agent, ip: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agent_reconnects_after_relay_restart_and_kill9() {
-    let mut relay = Relay::start_new();
-    let ip = relay.ip(10);
-    let allow = format!("{ip}/32");
-    let mut agent = Agent::enroll(
-        &relay,
-        EnrollArgs {
-            allow: &[&allow],
-            ports: &[7000],
-            transport: "ssh",
-        },
-    );
-    agent.start();
-    relay.wait_connected(&agent);
-    relay.add_device(&agent, &ip);
+    let (mut relay, mut agent, ip) = Relay::with_agent(&[7000]);
     let _echo = echo_target(&format!("{ip}:7000")).await;
     stream_works(&relay, &agent, &ip).await;
 
@@ -62,20 +49,7 @@ async fn agent_reconnects_after_relay_restart_and_kill9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn new_session_replaces_a_stale_one() {
-    let relay = Relay::start_new();
-    let ip = relay.ip(10);
-    let allow = format!("{ip}/32");
-    let mut old = Agent::enroll(
-        &relay,
-        EnrollArgs {
-            allow: &[&allow],
-            ports: &[7000],
-            transport: "ssh",
-        },
-    );
-    old.start();
-    relay.wait_connected(&old);
-    relay.add_device(&old, &ip);
+    let (relay, mut old, ip) = Relay::with_agent(&[7000]);
     let _echo = echo_target(&format!("{ip}:7000")).await;
     // Freeze the first process: its TCP connection stays open but nothing
     // answers, as with a half-dead site link.

@@ -637,20 +637,27 @@ fn colour_from_description(d: &str) -> Option<String> {
         .map(|w| w.to_string())
 }
 
+/// Row indexes of a table whose columns 2..=9 are `col(c).<row>`: the union
+/// over all columns, sorted (some devices omit whole columns).
+fn table_rows(cx: &Ctx, col: impl Fn(u32) -> Vec<u32>) -> Vec<u32> {
+    let rows: std::collections::BTreeSet<u32> = (2..=9)
+        .flat_map(|c| {
+            let prefix = col(c);
+            cx.walk
+                .subtree(&prefix)
+                .filter_map(|(s, _)| match s {
+                    [i] => Some(*i),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    rows.into_iter().collect()
+}
+
 fn supplies(cx: &mut Ctx, pi: u32) -> Vec<Supply> {
     let col = |c: u32| cat(&PRT, &[11, 1, 1, c, pi]);
-    // Row indexes: union over all columns (some devices omit columns).
-    let mut rows: Vec<u32> = Vec::new();
-    for c in 2..=9 {
-        for (s, _) in cx.walk.subtree(&col(c)) {
-            if let [i] = s {
-                if !rows.contains(i) {
-                    rows.push(*i);
-                }
-            }
-        }
-    }
-    rows.sort_unstable();
+    let rows = table_rows(cx, col);
     let mut out = Vec::new();
     for i in rows {
         let f = |name: &str| format!("supplies.{i}.{name}");
@@ -759,17 +766,7 @@ fn alert_code_name(code: i64) -> Option<&'static str> {
 
 fn alerts(cx: &mut Ctx, pi: u32) -> Vec<Alert> {
     let col = |c: u32| cat(&PRT, &[18, 1, 1, c, pi]);
-    let mut rows: Vec<u32> = Vec::new();
-    for c in 2..=9 {
-        for (s, _) in cx.walk.subtree(&col(c)) {
-            if let [i] = s {
-                if !rows.contains(i) {
-                    rows.push(*i);
-                }
-            }
-        }
-    }
-    rows.sort_unstable();
+    let rows = table_rows(cx, col);
     rows.into_iter()
         .map(|i| {
             let f = |n: &str| format!("alerts.{i}.{n}");
