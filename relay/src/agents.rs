@@ -34,6 +34,91 @@ pub struct Native {
     pub hello: Hello,
 }
 
+/// How a stream reaches the agent's side.
+#[derive(Debug, PartialEq)]
+pub enum Route<N> {
+    Native(N),
+    /// A standard SSH client's `ssh -R` binding: (address as sent, port).
+    Forward((String, u32)),
+}
+
+/// A session's ways to reach the agent's side: the control channel of a
+/// native agent, or the remote forwards of a standard SSH client.
+pub struct Routes<N> {
+    native: Mutex<Option<N>>,
+    forwards: Mutex<Vec<(String, u32)>>,
+    /// Woken when a control channel or a forward appears: a stream asked
+    /// for between authentication and the agent's Hello waits for it
+    /// instead of being refused.
+    usable: tokio::sync::Notify,
+}
+
+impl<N> Default for Routes<N> {
+    fn default() -> Self {
+        Self {
+            native: Mutex::new(None),
+            forwards: Mutex::new(vec![]),
+            usable: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl<N: Clone> Routes<N> {
+    pub fn set_native(&self, n: N) {
+        *lock(&self.native) = Some(n);
+        self.usable.notify_waiters();
+    }
+
+    pub fn native(&self) -> Option<N> {
+        lock(&self.native).clone()
+    }
+
+    pub fn add_forward(&self, address: String, port: u32) {
+        lock(&self.forwards).push((address, port));
+        self.usable.notify_waiters();
+    }
+
+    pub fn remove_forward(&self, address: &str, port: u32) -> bool {
+        let mut f = lock(&self.forwards);
+        let before = f.len();
+        f.retain(|(a, p)| !(a == address && *p == port));
+        f.len() != before
+    }
+
+    pub fn forwards(&self) -> Vec<(String, u32)> {
+        lock(&self.forwards).clone()
+    }
+
+    /// The route to `port`: the control channel, else a remote forward
+    /// bound on that port. Waits up to `wait` for one to appear.
+    pub async fn route(&self, port: u16, wait: Duration) -> Option<Route<N>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.usable.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a Hello in between is not missed.
+            notified.as_mut().enable();
+            if let Some(n) = self.native() {
+                return Some(Route::Native(n));
+            }
+            if let Some(f) = self
+                .forwards()
+                .into_iter()
+                .find(|(_, p)| *p == u32::from(port))
+            {
+                return Some(Route::Forward(f));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// How long a stream request waits for a just-authenticated session to
+/// become usable.
+const ROUTE_WAIT: Duration = Duration::from_secs(3);
+
 /// One authenticated agent session.
 pub struct AgentConn {
     pub agent_id: String,
@@ -49,9 +134,7 @@ pub struct AgentConn {
     pub connected_at: SystemTime,
     pub since: Instant,
     pub credits: Arc<CreditTable>,
-    pub native: Mutex<Option<Native>>,
-    /// `ssh -R` bindings of a standard SSH client: (address as sent, port).
-    pub forwards: Mutex<Vec<(String, u32)>>,
+    routes: Routes<Native>,
     next_stream: AtomicU32,
     streams: Arc<Semaphore>,
     /// Streams being opened: who asked, and where the agent's refusal goes.
@@ -83,8 +166,7 @@ impl AgentConn {
             connected_at: SystemTime::now(),
             since: Instant::now(),
             credits: Arc::default(),
-            native: Mutex::new(None),
-            forwards: Mutex::new(vec![]),
+            routes: Routes::default(),
             next_stream: AtomicU32::new(1),
             streams: Arc::new(Semaphore::new(max_streams)),
             pending: Mutex::new(HashMap::new()),
@@ -92,26 +174,23 @@ impl AgentConn {
     }
 
     pub fn set_native(&self, n: Native) {
-        *lock(&self.native) = Some(n);
+        self.routes.set_native(n);
     }
 
     pub fn native(&self) -> Option<Native> {
-        lock(&self.native).clone()
+        self.routes.native()
     }
 
     pub fn add_forward(&self, address: String, port: u32) {
-        lock(&self.forwards).push((address, port));
+        self.routes.add_forward(address, port);
     }
 
     pub fn remove_forward(&self, address: &str, port: u32) -> bool {
-        let mut f = lock(&self.forwards);
-        let before = f.len();
-        f.retain(|(a, p)| !(a == address && *p == port));
-        f.len() != before
+        self.routes.remove_forward(address, port)
     }
 
     pub fn forwards(&self) -> Vec<(String, u32)> {
-        lock(&self.forwards).clone()
+        self.routes.forwards()
     }
 
     /// The agent explained a refusal of a stream we are opening: returns
@@ -290,13 +369,11 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
         return Err(failed(relay, &agent.id, req, e).await);
     };
     let target = format!("{}:{}", req.host, req.port);
-    let native = conn.native();
-    let forward = if native.is_none() {
-        conn.forwards()
-            .into_iter()
-            .find(|(_, p)| *p == u32::from(req.port))
-    } else {
-        None
+    let route = conn.routes.route(req.port, ROUTE_WAIT).await;
+    let (native, forward) = match route {
+        Some(Route::Native(n)) => (Some(n), None),
+        Some(Route::Forward(f)) => (None, Some(f)),
+        None => (None, None),
     };
     if native.is_none() && forward.is_none() {
         return Err(deny(
@@ -462,4 +539,46 @@ where
     };
     s.finish(relay, r.err().map(|e| e.to_string())).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Route, Routes};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_waits_for_the_hello_of_a_fresh_session() {
+        let routes: Arc<Routes<&str>> = Arc::default();
+        let r = routes.clone();
+        let waiter = tokio::spawn(async move { r.route(80, Duration::from_secs(3)).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        routes.set_native("control");
+        assert_eq!(waiter.await.ok().flatten(), Some(Route::Native("control")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forward_on_another_port_does_not_count() {
+        let routes: Arc<Routes<&str>> = Arc::default();
+        let r = routes.clone();
+        let started = tokio::time::Instant::now();
+        let waiter = tokio::spawn(async move { r.route(80, Duration::from_secs(3)).await });
+        routes.add_forward("printer".into(), 443);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        routes.add_forward("localhost".into(), 80);
+        assert_eq!(
+            waiter.await.ok().flatten(),
+            Some(Route::Forward(("localhost".into(), 80)))
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_that_never_becomes_usable_is_refused_after_the_wait() {
+        let routes: Routes<&str> = Routes::default();
+        let started = tokio::time::Instant::now();
+        assert_eq!(routes.route(80, Duration::from_secs(3)).await, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
 }
