@@ -119,3 +119,13 @@ pub(crate) fn not_found(path: &str) -> String {
          <body><h1>Not Found</h1><p>{path} is not on this printer.</p></body></html>\n"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn not_found_escapes_the_path() {
+        let page = super::not_found("/a<script>&\"");
+        assert!(page.contains("/a&lt;script&gt;&amp;&quot;"), "{page}");
+        assert!(!page.contains("<script>"));
+    }
+}
