@@ -17,7 +17,7 @@ use dwa_link::transport::{BoxIo, TcpTransport, Transport, WsTransport};
 use dwa_policy::agent::AgentPolicy;
 use dwa_proto::control::{ControlMsg, Hello};
 use dwa_proto::stream::DEFAULT_WINDOW;
-use dwa_proto::stream::ORIGINATOR;
+use dwa_proto::stream::{ORIGINATOR, ORIGINATOR_TLS};
 use dwa_proto::{CONTROL_SUBSYSTEM, PROTOCOL_VERSION};
 use russh::client::{ChannelOpenHandle, Msg, Session};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
@@ -83,16 +83,20 @@ impl russh::client::Handler for AgentHandler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if originator_address != ORIGINATOR {
-            refuse(reply).await;
-            return Ok(());
-        }
+        let tls = match originator_address {
+            ORIGINATOR => false,
+            ORIGINATOR_TLS => true,
+            _ => {
+                refuse(reply).await;
+                return Ok(());
+            }
+        };
         let svc = self.streams.clone();
         let host = host_to_connect.to_string();
         let span = tracing::info_span!("stream", id = originator_port, target = %format!("{host}:{port_to_connect}"));
         // Never wait inside a callback: the session loop would stall.
         tokio::spawn(
-            svc.serve(channel, host, port_to_connect, originator_port, reply)
+            svc.serve(channel, host, port_to_connect, tls, originator_port, reply)
                 .instrument(span),
         );
         Ok(())
@@ -241,6 +245,7 @@ impl Agent {
             control: OnceLock::new(),
             limit: Arc::new(Semaphore::new(link.max_streams)),
             connect_timeout: link.connect_timeout,
+            printer_tls: OnceLock::new(),
         });
         let mismatch = Arc::new(Mutex::new(None));
         let handler = AgentHandler {

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use dwa_link::control::ControlSender;
 use dwa_link::flow::{CreditTable, Flow, FlowStream};
+use dwa_link::transport::BoxIo;
 use dwa_policy::agent::AgentPolicy;
-use dwa_proto::control::{ControlMsg, Denial};
+use dwa_proto::control::{ControlMsg, Denial, TlsInfo};
 use dwa_proto::stream::{StreamId, DEFAULT_WINDOW};
 use russh::client::{ChannelOpenHandle, Msg};
 use russh::{Channel, ChannelOpenFailure};
@@ -35,6 +36,8 @@ pub struct StreamService {
     pub control: OnceLock<ControlSender>,
     pub limit: Arc<Semaphore>,
     pub connect_timeout: Duration,
+    /// Built on first use: most sites never reach an HTTPS printer.
+    pub printer_tls: OnceLock<Option<Arc<rustls::ClientConfig>>>,
 }
 
 /// Why a stream was refused: a rule code and one human line.
@@ -103,12 +106,61 @@ impl StreamService {
         })
     }
 
+    /// TLS toward an HTTPS printer, any certificate (see
+    /// `dwa_link::tls::AnyCert`); returns the stream and what the relay
+    /// records about the certificate.
+    async fn tls(
+        &self,
+        tcp: TcpStream,
+        host: &str,
+        id: StreamId,
+    ) -> Result<(BoxIo, TlsInfo), Refusal> {
+        let fail = |reason: String| Refusal {
+            rule: "tls_failed".into(),
+            reason,
+        };
+        let name = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
+            Err(_) => rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| fail(format!("{host:?} is not a TLS server name: {e}")))?,
+        };
+        let cfg = self
+            .printer_tls
+            .get_or_init(|| dwa_link::tls::any_cert_client_config().map(Arc::new).ok())
+            .clone()
+            .ok_or_else(|| fail("TLS client configuration unavailable".into()))?;
+        let tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| fail(format!("TLS handshake with {host} failed: {e}")))?;
+        let (_, conn) = tls.get_ref();
+        let info = TlsInfo {
+            stream: id,
+            cert_sha256: conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| dwa_link::tls::fingerprint(c))
+                .unwrap_or_default(),
+            version: conn
+                .protocol_version()
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default(),
+            cipher: conn
+                .negotiated_cipher_suite()
+                .map(|c| format!("{:?}", c.suite()))
+                .unwrap_or_default(),
+        };
+        Ok((Box::new(tls), info))
+    }
+
     /// Handles one relay-opened channel; runs until the stream ends.
+    #[allow(clippy::too_many_arguments)]
     pub async fn serve(
         self: Arc<Self>,
         channel: Channel<Msg>,
         host: String,
         port: u32,
+        tls: bool,
         id: StreamId,
         reply: ChannelOpenHandle,
     ) {
@@ -143,17 +195,29 @@ impl StreamService {
             };
             return refuse(r, reply).await;
         };
-        let connected = match tokio::time::timeout(OPEN_BUDGET, self.connect(&host, port)).await {
+        let open = async {
+            let (tcp, addr) = self.connect(&host, port).await?;
+            if !tls {
+                return Ok((Box::new(tcp) as BoxIo, addr, None));
+            }
+            let (io, info) = self.tls(tcp, &host, id).await?;
+            Ok((io, addr, Some(info)))
+        };
+        let connected = match tokio::time::timeout(OPEN_BUDGET, open).await {
             Ok(r) => r,
             Err(_) => Err(Refusal {
                 rule: "connect_failed".into(),
                 reason: format!("no connection to {host}:{port} within {OPEN_BUDGET:?}"),
             }),
         };
-        let (mut tcp, addr) = match connected {
+        let (mut tcp, addr, info) = match connected {
             Ok(x) => x,
             Err(r) => return refuse(r, reply).await,
         };
+        if let Some(info) = info {
+            // Before the accept: the relay waits for it with the channel.
+            control.send(ControlMsg::TlsInfo(info));
+        }
         reply.accept().await;
         tracing::debug!(%addr, stream = id, "stream open");
         let mut flow = FlowStream::new(

@@ -98,6 +98,79 @@ impl ServerCertVerifier for PinnedCert {
     }
 }
 
+/// Accepts any certificate: printers serve self-signed ones with no name
+/// that could be checked. The handshake signature is still verified, so the
+/// session is bound to the certificate whose fingerprint we record; trust is
+/// "same certificate as last time", decided by the relay.
+#[derive(Debug)]
+pub struct AnyCert {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Client config for a printer's HTTPS port: any certificate (see
+/// [`AnyCert`]), TLS 1.2 and 1.3.
+pub fn any_cert_client_config() -> Result<rustls::ClientConfig, crate::LinkError> {
+    let provider = provider();
+    let verifier = Arc::new(AnyCert {
+        provider: provider.clone(),
+    });
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| crate::LinkError::Tls(e.to_string()))
+        .map(|b| {
+            b.dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth()
+        })
+}
+
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }

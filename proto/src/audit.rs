@@ -31,6 +31,18 @@ pub mod kind {
     /// A TLS client refused the relay's certificate (a stale or wrong pin).
     pub const TLS_CERT_REJECTED: &str = "tls.cert_rejected";
     pub const ADMIN_COMMAND: &str = "admin.command";
+    pub const USER_LOGIN: &str = "user.login";
+    pub const USER_LOGIN_FAILED: &str = "user.login_failed";
+    pub const USER_LOGOUT: &str = "user.logout";
+    pub const TOKEN_CREATE: &str = "token.create";
+    pub const TOKEN_REVOKE: &str = "token.revoke";
+    pub const WEB_SESSION_CREATE: &str = "web.session_create";
+    pub const WEB_SESSION_END: &str = "web.session_end";
+    pub const WEB_SESSION_REFUSED: &str = "web.session_refused";
+    pub const WEB_REQUEST: &str = "web.request";
+    pub const WEB_TICKET_REFUSED: &str = "web.ticket_refused";
+    /// A device's HTTPS certificate differs from the one seen before.
+    pub const TLS_CERT_CHANGED: &str = "tls.cert_changed";
     pub const PROTOCOL_ERROR: &str = "protocol.error";
 }
 

@@ -32,6 +32,9 @@ pub enum ControlMsg {
     /// Agent → relay: the agent refused a stream; sent before the SSH channel
     /// open failure so the relay can audit the reason.
     Denied(Denial),
+    /// Agent → relay: the TLS session the agent opened toward the target of
+    /// a TLS stream; sent before the channel is accepted.
+    TlsInfo(TlsInfo),
     /// Application heartbeat, either direction.
     Ping {
         seq: u64,
@@ -64,6 +67,16 @@ pub struct Denial {
     pub rule: String,
     /// One human line.
     pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsInfo {
+    pub stream: StreamId,
+    /// SHA-256 of the target's end-entity certificate (DER), lowercase hex.
+    pub cert_sha256: String,
+    /// Negotiated version, e.g. `TLSv1_3`.
+    pub version: String,
+    pub cipher: String,
 }
 
 /// Encodes one message as a frame.

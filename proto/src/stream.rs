@@ -8,6 +8,11 @@
 /// Originator address the relay puts on every stream it opens.
 pub const ORIGINATOR: &str = "dwa-relay";
 
+/// Originator address of a stream the agent must wrap in TLS toward the
+/// target (an HTTPS printer): TLS is originated on the customer's side, and
+/// the agent reports the certificate it saw with [`crate::control::TlsInfo`].
+pub const ORIGINATOR_TLS: &str = "dwa-relay+tls";
+
 /// Per-stream receive window (bytes) each side grants at open: the most a
 /// sender may have in flight before the receiver's application consumed it.
 /// Sized for loopback/LAN bandwidth-delay products; bounds memory per stream.
