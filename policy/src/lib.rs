@@ -15,12 +15,15 @@
 //!   ([`AgentPolicy::filter_resolved`]).
 //! - [`relay`] — the relay's own, coarser check made before it asks an agent
 //!   to open anything: [`RelayCheck`] → [`RelayDecision`].
+//! - [`roles`] — who may do what for which customer: [`Role`], [`Action`],
+//!   [`permit`] → [`Permission`].
 //! - [`PolicyError`] — the crate's single error type; every configuration
 //!   error names the offending key and index (e.g. `policy.allow[2]`).
 
 pub mod agent;
 mod error;
 pub mod relay;
+pub mod roles;
 
 pub use agent::{
     default_ports, normalize_addr, AgentPolicy, Decision, PolicyConfig, Rule, SpecialKind,
@@ -28,3 +31,4 @@ pub use agent::{
 };
 pub use error::PolicyError;
 pub use relay::{relay_decide, RelayCheck, RelayDecision};
+pub use roles::{permit, Action, Permission, Role, Scope};
