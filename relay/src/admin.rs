@@ -150,6 +150,7 @@ async fn handle(relay: Relay, stream: UnixStream) {
                 host,
                 port,
                 actor,
+                tls: false,
             };
             match open_stream(&relay, &sreq).await {
                 Ok(mut s) => {
@@ -187,6 +188,7 @@ async fn handle(relay: Relay, stream: UnixStream) {
                 host,
                 port,
                 actor: actor.clone(),
+                tls: false,
             };
             // Fail early (unknown agent, relay-side denial) before listening.
             if let Err(e) = relay.db.find_agent(&sreq.agent).await {

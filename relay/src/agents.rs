@@ -14,8 +14,8 @@ use dwa_link::control::ControlSender;
 use dwa_link::flow::{CreditTable, Flow, FlowStream};
 use dwa_policy::relay::{relay_decide, RelayCheck};
 use dwa_proto::audit::kind;
-use dwa_proto::control::{Denial, Hello};
-use dwa_proto::stream::{StreamId, DEFAULT_WINDOW, ORIGINATOR};
+use dwa_proto::control::{Denial, Hello, TlsInfo};
+use dwa_proto::stream::{StreamId, DEFAULT_WINDOW, ORIGINATOR, ORIGINATOR_TLS};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -32,6 +32,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Native {
     pub control: ControlSender,
     pub hello: Hello,
+}
+
+/// A stream being opened: who asked, where the agent's refusal goes, and
+/// (TLS streams) where the certificate report goes.
+struct Pending {
+    actor: String,
+    denial: oneshot::Sender<Denial>,
+    tls: Option<oneshot::Sender<TlsInfo>>,
 }
 
 /// How a stream reaches the agent's side.
@@ -138,7 +146,7 @@ pub struct AgentConn {
     next_stream: AtomicU32,
     streams: Arc<Semaphore>,
     /// Streams being opened: who asked, and where the agent's refusal goes.
-    pending: Mutex<HashMap<StreamId, (String, oneshot::Sender<Denial>)>>,
+    pending: Mutex<HashMap<StreamId, Pending>>,
 }
 
 impl AgentConn {
@@ -198,9 +206,20 @@ impl AgentConn {
     /// for streams we never asked for are ignored (a hostile agent cannot
     /// flood the audit log with them).
     pub fn deliver_denial(&self, d: Denial) -> Option<String> {
-        let (actor, tx) = lock(&self.pending).remove(&d.stream)?;
-        let _ = tx.send(d);
-        Some(actor)
+        let p = lock(&self.pending).remove(&d.stream)?;
+        let _ = p.denial.send(d);
+        Some(p.actor)
+    }
+
+    /// The agent reports the TLS session of a TLS stream we are opening;
+    /// reports for any other stream are ignored.
+    pub fn deliver_tls(&self, info: TlsInfo) {
+        if let Some(tx) = lock(&self.pending)
+            .get_mut(&info.stream)
+            .and_then(|p| p.tls.take())
+        {
+            let _ = tx.send(info);
+        }
     }
 
     pub fn open_streams(&self) -> usize {
@@ -277,15 +296,27 @@ pub struct StreamRequest {
     pub port: u16,
     /// Audited as "who".
     pub actor: String,
+    /// The agent wraps the stream in TLS toward the target (HTTPS printers).
+    pub tls: bool,
 }
 
 /// An open stream plus what its close record needs.
 pub struct OpenStream {
     pub stream: FlowStream,
+    /// The target's TLS session, as the agent reported it (TLS streams).
+    pub tls: Option<TlsInfo>,
+    pub record: StreamRecord,
+}
+
+/// What a stream's close record needs, apart from the stream itself: kept
+/// by whoever ends up owning the stream (a copy loop, an HTTP client).
+pub struct StreamRecord {
     agent_id: String,
     target: String,
     actor: String,
     opened: Instant,
+    id: StreamId,
+    stats: Arc<dwa_link::flow::StreamStats>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -412,21 +443,55 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
     };
     let id = conn.next_stream.fetch_add(1, Ordering::Relaxed);
     let open_timeout = relay.cfg.limits.stream_open_timeout;
+    if req.tls && native.is_none() {
+        return Err(deny(
+            relay,
+            &agent.id,
+            req,
+            "TLS toward the target needs a dwa-agent session (not a plain SSH forward)".into(),
+        )
+        .await);
+    }
+    let mut tls = None;
     let (stream, flow) = match (&native, &forward) {
         (Some(n), _) => {
             let (tx, rx) = oneshot::channel();
-            lock(&conn.pending).insert(id, (req.actor.clone(), tx));
+            let (tls_tx, tls_rx) = oneshot::channel();
+            lock(&conn.pending).insert(
+                id,
+                Pending {
+                    actor: req.actor.clone(),
+                    denial: tx,
+                    tls: req.tls.then_some(tls_tx),
+                },
+            );
             let h = conn.handle.clone();
             let host = req.host.clone();
             let port = u32::from(req.port);
+            let originator = if req.tls { ORIGINATOR_TLS } else { ORIGINATOR };
             let r = open_bounded(open_timeout, async move {
-                h.channel_open_direct_tcpip(host, port, ORIGINATOR, id)
+                h.channel_open_direct_tcpip(host, port, originator, id)
                     .await
             })
             .await;
             let ch = match r {
                 Ok(Ok(ch)) => {
+                    if req.tls {
+                        // Sent before the accept, on the control channel,
+                        // which another task reads: it may land just after.
+                        tls = tokio::time::timeout(Duration::from_secs(2), tls_rx)
+                            .await
+                            .ok()
+                            .and_then(|r| r.ok());
+                    }
                     lock(&conn.pending).remove(&id);
+                    if req.tls && tls.is_none() {
+                        let _ = ch.close().await;
+                        let e = RelayError::Unavailable(
+                            "the agent did not report the target's TLS certificate".into(),
+                        );
+                        return Err(failed(relay, &agent.id, req, e).await);
+                    }
                     ch
                 }
                 other => {
@@ -487,25 +552,38 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
             kind::STREAM_OPEN,
             &req.actor,
             Some(&agent.id),
-            json!({"stream": id, "target": target, "transport": conn.transport}),
+            json!({"stream": id, "target": target, "transport": conn.transport,
+                   "tls_sha256": tls.as_ref().map(|t| t.cert_sha256.clone())}),
         )
         .await;
+    let stream = FlowStream::new(stream, id, flow);
     Ok(OpenStream {
-        stream: FlowStream::new(stream, id, flow),
-        agent_id: agent.id,
-        target,
-        actor: req.actor.clone(),
-        opened: Instant::now(),
-        _permit: permit,
+        record: StreamRecord {
+            agent_id: agent.id,
+            target,
+            actor: req.actor.clone(),
+            opened: Instant::now(),
+            id,
+            stats: stream.stats(),
+            _permit: permit,
+        },
+        stream,
+        tls,
     })
 }
 
 impl OpenStream {
+    /// Closes the stream and writes its close record.
+    pub async fn finish(self, relay: &Relay, error: Option<String>) {
+        drop(self.stream);
+        self.record.finish(relay, error).await;
+    }
+}
+
+impl StreamRecord {
     /// Writes the close record: bytes each way and duration.
     pub async fn finish(self, relay: &Relay, error: Option<String>) {
-        let stats = self.stream.stats();
-        let id = self.stream.id();
-        drop(self.stream);
+        let (stats, id) = (self.stats, self.id);
         relay
             .audit
             .record(

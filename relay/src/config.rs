@@ -26,6 +26,51 @@ pub struct RelayConfig {
     pub limits: Limits,
     #[serde(default)]
     pub keepalive: KeepaliveSection,
+    #[serde(default)]
+    pub web: WebSection,
+}
+
+/// Device Web Access sessions and the dealer API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    /// A web session ends this long after it was created, whatever happens.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// ... or after this long without a request.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Proxied requests per session and second, and the burst above it.
+    pub requests_per_second: u32,
+    pub request_burst: u32,
+    /// Web sessions a user may create per minute.
+    pub sessions_per_minute: u32,
+    /// Live web sessions on the relay.
+    pub max_sessions: usize,
+    /// Connections to the printer per session (embedded web servers are
+    /// small: a browser's six plus a few).
+    pub printer_connections: usize,
+    /// Log-in attempts per source address and minute.
+    pub logins_per_minute: u32,
+    /// A log-in session (cookie) lasts this long.
+    #[serde(with = "humantime_serde")]
+    pub login_lifetime: Duration,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        Self {
+            max_duration: Duration::from_secs(30 * 60),
+            idle_timeout: Duration::from_secs(5 * 60),
+            requests_per_second: 200,
+            request_burst: 1000,
+            sessions_per_minute: 10,
+            max_sessions: 1000,
+            printer_connections: 16,
+            logins_per_minute: 30,
+            login_lifetime: Duration::from_secs(12 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -42,6 +87,10 @@ pub struct SshSection {
 #[serde(deny_unknown_fields)]
 pub struct HttpsSection {
     pub listen: SocketAddr,
+    /// Port in the URLs the relay hands out (portal, web sessions) when it
+    /// differs from `listen` (behind NAT or a load balancer).
+    #[serde(default)]
+    pub public_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,9 +145,13 @@ impl RelayConfig {
                 listen: ssh,
                 public_port: None,
             },
-            https: HttpsSection { listen: https },
+            https: HttpsSection {
+                listen: https,
+                public_port: None,
+            },
             limits: Limits::default(),
             keepalive: KeepaliveSection::default(),
+            web: WebSection::default(),
         }
     }
 
@@ -144,6 +197,37 @@ impl RelayConfig {
         }
         if self.keepalive.interval < Duration::from_secs(1) || self.keepalive.max == 0 {
             return bad("keepalive", "interval must be ≥ 1s and max ≥ 1");
+        }
+        let w = &self.web;
+        if w.max_duration < Duration::from_secs(10)
+            || w.max_duration > Duration::from_secs(24 * 3600)
+        {
+            return bad("web.max_duration", "must be 10s..=24h");
+        }
+        if w.idle_timeout < Duration::from_secs(1) || w.idle_timeout > w.max_duration {
+            return bad(
+                "web.idle_timeout",
+                "must be at least 1s and at most web.max_duration",
+            );
+        }
+        for (k, v) in [
+            ("web.requests_per_second", w.requests_per_second),
+            ("web.request_burst", w.request_burst),
+            ("web.sessions_per_minute", w.sessions_per_minute),
+            ("web.logins_per_minute", w.logins_per_minute),
+        ] {
+            if v == 0 {
+                return bad(k, "must be at least 1");
+            }
+        }
+        if w.max_sessions == 0 || w.printer_connections == 0 || w.printer_connections > 256 {
+            return bad(
+                "web.max_sessions / web.printer_connections",
+                "must be ≥ 1 (printer_connections ≤ 256)",
+            );
+        }
+        if w.login_lifetime < Duration::from_secs(60) {
+            return bad("web.login_lifetime", "must be at least 60s");
         }
         Ok(())
     }

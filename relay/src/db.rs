@@ -365,4 +365,103 @@ impl Db {
                 .await?;
         Ok(n > 0)
     }
+
+    /// A device with the customer it belongs to (through its agent).
+    pub async fn device_target(&self, id: i64) -> Result<crate::web::session::DeviceTarget> {
+        let r = sqlx::query(
+            "SELECT d.id, d.name, d.address, d.agent_id, a.customer_id FROM devices d \
+             JOIN agents a ON a.id = d.agent_id WHERE d.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| RelayError::NotFound(format!("no device {id}")))?;
+        Ok(crate::web::session::DeviceTarget {
+            id: r.get("id"),
+            name: r.get("name"),
+            address: r.get("address"),
+            agent_id: r.get("agent_id"),
+            customer_id: r.get("customer_id"),
+        })
+    }
+
+    /// Devices with their customer, optionally only those of `customers`.
+    pub async fn device_targets(
+        &self,
+        customers: Option<&[i64]>,
+    ) -> Result<Vec<crate::web::session::DeviceTarget>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.name, d.address, d.agent_id, a.customer_id FROM devices d \
+             JOIN agents a ON a.id = d.agent_id ORDER BY d.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| crate::web::session::DeviceTarget {
+                id: r.get("id"),
+                name: r.get("name"),
+                address: r.get("address"),
+                agent_id: r.get("agent_id"),
+                customer_id: r.get("customer_id"),
+            })
+            .filter(|d| customers.is_none_or(|c| c.contains(&d.customer_id)))
+            .collect())
+    }
+
+    /// Records the certificate seen on a device's HTTPS port: returns when
+    /// it was first seen, and the previous one if it changed.
+    pub async fn note_device_cert(
+        &self,
+        device: i64,
+        port: u16,
+        sha256: &str,
+    ) -> Result<(String, Option<String>)> {
+        let now = now_rfc3339();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let old = sqlx::query(
+            "SELECT cert_sha256, first_seen FROM device_tls WHERE device_id = ? AND port = ?",
+        )
+        .bind(device)
+        .bind(i64::from(port))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let out = match old {
+            Some(r) if r.get::<String, _>("cert_sha256") == sha256 => {
+                sqlx::query("UPDATE device_tls SET last_seen = ? WHERE device_id = ? AND port = ?")
+                    .bind(&now)
+                    .bind(device)
+                    .bind(i64::from(port))
+                    .execute(&mut *tx)
+                    .await?;
+                (r.get("first_seen"), None)
+            }
+            Some(r) => {
+                // Trust on first use, with notice: the new certificate is
+                // recorded, the change is flagged by the caller.
+                sqlx::query("UPDATE device_tls SET cert_sha256 = ?, first_seen = ?, last_seen = ? WHERE device_id = ? AND port = ?")
+                    .bind(sha256)
+                    .bind(&now)
+                    .bind(&now)
+                    .bind(device)
+                    .bind(i64::from(port))
+                    .execute(&mut *tx)
+                    .await?;
+                (now.clone(), Some(r.get("cert_sha256")))
+            }
+            None => {
+                sqlx::query("INSERT INTO device_tls (device_id, port, cert_sha256, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)")
+                    .bind(device)
+                    .bind(i64::from(port))
+                    .bind(sha256)
+                    .bind(&now)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
+                (now.clone(), None)
+            }
+        };
+        tx.commit().await?;
+        Ok(out)
+    }
 }

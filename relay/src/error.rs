@@ -24,6 +24,12 @@ pub enum RelayError {
     Invalid(String),
     #[error("refused: {0}")]
     Refused(String),
+    /// Not logged in, or the credentials are wrong (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Too many requests (429); retry after this many seconds.
+    #[error("{msg}")]
+    RateLimited { msg: String, retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
     #[error("TLS: {0}")]

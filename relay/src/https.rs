@@ -21,6 +21,8 @@ use tracing::Instrument;
 
 use crate::error::RelayError;
 use crate::state::Relay;
+use crate::web::proxy;
+use crate::web::session::session_id_from_host;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,11 +30,6 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
-
-#[derive(Clone)]
-struct AppState {
-    relay: Relay,
-}
 
 /// The API's error body: `{"error": "...", "code": "..."}`.
 pub fn api_error(status: StatusCode, code: &str, msg: impl Into<String>) -> Response {
@@ -45,8 +42,15 @@ pub fn api_error(status: StatusCode, code: &str, msg: impl Into<String>) -> Resp
 
 impl IntoResponse for RelayError {
     fn into_response(self) -> Response {
+        if let RelayError::RateLimited { msg, retry_after } = &self {
+            let mut r = api_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg.clone());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            return r;
+        }
         let (status, code) = match &self {
             RelayError::Refused(_) => (StatusCode::FORBIDDEN, "refused"),
+            RelayError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             RelayError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             RelayError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             RelayError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
@@ -62,22 +66,32 @@ impl IntoResponse for RelayError {
 }
 
 pub fn router(relay: Relay) -> Router {
-    let state = AppState { relay };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/v1/enroll", post(enroll))
         .route(WS_PATH, get(agent_ws))
+        .merge(crate::api::routes())
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(16 * 1024))
-        .with_state(state)
+        .with_state(relay)
+}
+
+/// The host a request names (Host header, else the URI's authority),
+/// lowercased.
+fn request_host(req: &hyper::Request<hyper::body::Incoming>) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .map(str::to_ascii_lowercase)
 }
 
 async fn enroll(
-    State(st): State<AppState>,
+    State(relay): State<Relay>,
     axum::Extension(PeerAddr(peer)): axum::Extension<PeerAddr>,
     body: Result<Json<EnrollRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if st.relay.enroll_rate.check_key(&peer.ip()).is_err() {
+    if relay.enroll_rate.check_key(&peer.ip()).is_err() {
         let mut r = api_error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -91,7 +105,7 @@ async fn enroll(
         Ok(b) => b,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "invalid", e.body_text()),
     };
-    match crate::enroll::enroll(&st.relay, req, &peer.to_string()).await {
+    match crate::enroll::enroll(&relay, req, &peer.to_string()).await {
         Ok(resp) => Json(resp).into_response(),
         Err(e) => e.into_response(),
     }
@@ -106,7 +120,7 @@ fn header_has(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
 }
 
 /// Upgrades to a WebSocket and runs an SSH session over it.
-async fn agent_ws(State(st): State<AppState>, mut req: Request) -> Response {
+async fn agent_ws(State(relay): State<Relay>, mut req: Request) -> Response {
     let h = req.headers();
     let key = h.get(header::SEC_WEBSOCKET_KEY).cloned();
     let ok = header_has(h, header::UPGRADE, "websocket")
@@ -127,7 +141,7 @@ async fn agent_ws(State(st): State<AppState>, mut req: Request) -> Response {
         );
     };
     // The WebSocket outlives this HTTP exchange: it holds its own slot.
-    let Ok(slot) = st.relay.connections.clone().try_acquire_owned() else {
+    let Ok(slot) = relay.connections.clone().try_acquire_owned() else {
         return api_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -135,7 +149,7 @@ async fn agent_ws(State(st): State<AppState>, mut req: Request) -> Response {
         );
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let relay = st.relay.clone();
+    let relay = relay.clone();
     relay.tracker.spawn(
         {
             let relay = relay.clone();
@@ -177,6 +191,7 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
         let app = app.clone();
         let shutdown = relay.shutdown.clone();
         let audit = relay.audit.clone();
+        let relay2 = relay.clone();
         relay.tracker.spawn(
             async move {
                 let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
@@ -200,16 +215,46 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
                     }
                     Err(_) => return,
                 };
+                // A connection whose TLS name is a session host belongs to
+                // that session: it lives as long as the session, no longer.
+                let domain = relay2.cfg.domain.clone();
+                let bound = tls
+                    .get_ref()
+                    .1
+                    .server_name()
+                    .and_then(|h| session_id_from_host(&h.to_ascii_lowercase(), &domain));
+                let session = bound.as_ref().and_then(|id| relay2.web.get(id));
+                let relay3 = relay2.clone();
                 let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(PeerAddr(peer));
                     let app = app.clone();
+                    let relay = relay3.clone();
+                    let named = request_host(&req).and_then(|h| session_id_from_host(&h, &relay.cfg.domain));
+                    let bound = bound.clone();
                     async move {
-                        // A body that trickles in (or never comes) cannot
-                        // hold a connection slot for long.
-                        let call = app.oneshot(req.map(axum::body::Body::new));
-                        match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
-                            Ok(r) => r,
-                            Err(_) => Ok(api_error(StatusCode::REQUEST_TIMEOUT, "timeout", "request not completed in time")),
+                        match (named, bound) {
+                            (Some(id), None) => {
+                                let s = relay.web.get(&id);
+                                Ok(proxy::serve(relay, s, req.map(axum::body::Body::new)).await)
+                            }
+                            (Some(id), Some(b)) if b == id => {
+                                let s = relay.web.get(&id);
+                                Ok(proxy::serve(relay, s, req.map(axum::body::Body::new)).await)
+                            }
+                            (_, Some(_)) => Ok(proxy::page(
+                                StatusCode::MISDIRECTED_REQUEST,
+                                "Misdirected request",
+                                "This connection belongs to another host.",
+                            )),
+                            (None, None) => {
+                                // A body that trickles in (or never comes)
+                                // cannot hold a connection slot for long.
+                                let call = app.oneshot(req.map(axum::body::Body::new));
+                                match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+                                    Ok(r) => r,
+                                    Err(_) => Ok(api_error(StatusCode::REQUEST_TIMEOUT, "timeout", "request not completed in time")),
+                                }
+                            }
                         }
                     }
                 });
@@ -221,9 +266,20 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
                 // A plain HTTP connection (keep-alive included) holds its slot
                 // for at most CONNECTION_LIFETIME; an upgraded one leaves this
                 // future at the upgrade and holds its own slot.
+                let (lifetime, ended) = match &session {
+                    Some(s) if s.ended().is_none() => (None, s.cancel.clone()),
+                    _ => (Some(CONNECTION_LIFETIME), tokio_util::sync::CancellationToken::new()),
+                };
+                let lifetime = async move {
+                    match lifetime {
+                        Some(l) => tokio::time::sleep(l).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     r = conn => if let Err(e) = r { tracing::debug!(error = %e, "HTTP connection ended with an error") },
-                    _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+                    _ = lifetime => {}
+                    _ = ended.cancelled() => {}
                     _ = shutdown.cancelled() => {}
                 }
                 drop(permit);

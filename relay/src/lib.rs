@@ -11,12 +11,18 @@
 //! - [`ssh`]: the russh server adapter and the per-connection lifecycle.
 //! - [`agents`]: the registry of live agent sessions and relay-opened streams.
 //! - [`https`]: rustls + hyper endpoint: enrollment, SSH over WebSocket.
+//! - [`auth`]: log-in sessions, API tokens, the caller ([`auth::Principal`])
+//!   and its permission checks.
+//! - [`api`]: the dealer API under `/api/v1`.
+//! - [`web`]: Device Web Access sessions and the session-host proxy.
 //! - [`admin`]: the local admin socket the CLI uses to reach the server.
 //! - [`serve`]: wiring, start and stop.
 
 pub mod admin;
 pub mod agents;
+pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod enroll;
@@ -27,5 +33,6 @@ pub mod serve;
 pub mod ssh;
 pub mod state;
 pub mod util;
+pub mod web;
 
 pub use error::{RelayError, Result};

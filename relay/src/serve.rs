@@ -28,7 +28,7 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
         .map_err(|e| RelayError::Config(format!("https.listen {}: {e}", cfg.https.listen)))?;
     let ssh_addr = ssh.local_addr()?;
     let https_addr = https.local_addr()?;
-    let relay = RelayState::load(dir.clone(), ssh_addr.port()).await?;
+    let relay = RelayState::load(dir.clone(), ssh_addr.port(), https_addr.port()).await?;
     crate::admin::listen(relay.clone(), &dir.path(ADMIN_SOCKET)).await?;
     relay.tracker.spawn(
         crate::ssh::listen_tcp(relay.clone(), ssh).instrument(tracing::info_span!("ssh_listener")),
@@ -47,6 +47,8 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
                     _ = tick.tick() => {
                         r.conn_rate.retain_recent();
                         r.enroll_rate.retain_recent();
+                        r.login_rate.retain_recent();
+                        r.session_rate.retain_recent();
                     }
                     _ = r.shutdown.cancelled() => break,
                 }

@@ -316,6 +316,7 @@ async fn control_loop(
                     None => tracing::debug!("denial report for a stream not being opened; ignored"),
                 }
             }
+            ControlEvent::Msg(ControlMsg::TlsInfo(t)) => conn.deliver_tls(t),
             ControlEvent::Msg(_) => {}
             ControlEvent::Error(e) => {
                 relay
@@ -419,6 +420,19 @@ pub async fn serve_connection(relay: Relay, io: BoxIo, peer: SocketAddr, transpo
                        "reason": result, "replaced": !current}),
             )
             .await;
+        // The agent is gone (not replaced by its own new session): its web
+        // sessions cannot go on.
+        if current {
+            for s in relay.web.live_where(|s| s.device.agent_id == conn.agent_id) {
+                crate::web::proxy::end(
+                    &relay,
+                    &s,
+                    crate::web::session::EndReason::AgentGone,
+                    "relay",
+                )
+                .await;
+            }
+        }
     }
 }
 

@@ -36,6 +36,15 @@ pub struct RelayState {
     pub conn_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
     /// Enrollment attempts per source address: 10 a minute, bursts of 10.
     pub enroll_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// Log-in attempts per source address (`web.logins_per_minute`).
+    pub login_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// Web sessions created per user (`web.sessions_per_minute`).
+    pub session_rate: Arc<governor::DefaultKeyedRateLimiter<i64>>,
+    /// HTTPS port in the URLs we hand out: `https.public_port`, else the bound one.
+    pub https_port: u16,
+    pub web: crate::web::session::WebSessions,
+    /// A password hash to verify against for unknown users (equal timing).
+    pub dummy_hash: String,
 }
 
 /// 20 new connections a second per source address, bursts of 200: enough
@@ -46,7 +55,20 @@ fn conn_quota() -> governor::Quota {
     governor::Quota::per_second(per_sec).allow_burst(burst)
 }
 
+fn per_minute(n: u32) -> governor::Quota {
+    governor::Quota::per_minute(std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN))
+}
+
 impl RelayState {
+    /// The portal's origin, as browsers send it in `Origin`.
+    pub fn portal_origin(&self) -> String {
+        if self.https_port == 443 {
+            format!("https://{}", self.cfg.domain)
+        } else {
+            format!("https://{}:{}", self.cfg.domain, self.https_port)
+        }
+    }
+
     /// Whether a new connection from `ip` is within its rate.
     pub fn admit(&self, ip: std::net::IpAddr) -> bool {
         self.conn_rate.check_key(&ip).is_ok()
@@ -56,7 +78,7 @@ impl RelayState {
 pub type Relay = Arc<RelayState>;
 
 impl RelayState {
-    pub async fn load(dir: DataDir, bound_ssh_port: u16) -> Result<Relay> {
+    pub async fn load(dir: DataDir, bound_ssh_port: u16, bound_https_port: u16) -> Result<Relay> {
         let cfg = RelayConfig::load(&dir.0)?;
         let db = Db::open(&dir, false).await?;
         let key = load_host_key(&dir)?;
@@ -68,9 +90,16 @@ impl RelayState {
             connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
             handshakes: Arc::new(Semaphore::new(cfg.limits.max_handshakes)),
             conn_rate: Arc::new(governor::RateLimiter::keyed(conn_quota())),
-            enroll_rate: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
-                std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN),
+            enroll_rate: Arc::new(governor::RateLimiter::keyed(per_minute(10))),
+            login_rate: Arc::new(governor::RateLimiter::keyed(per_minute(
+                cfg.web.logins_per_minute,
             ))),
+            session_rate: Arc::new(governor::RateLimiter::keyed(per_minute(
+                cfg.web.sessions_per_minute,
+            ))),
+            https_port: cfg.https.public_port.unwrap_or(bound_https_port),
+            web: Default::default(),
+            dummy_hash: crate::init::hash_password(&crate::util::random_password())?,
             audit: Audit::new(db.clone()),
             agents: AgentRegistry::default(),
             dir,

@@ -50,3 +50,18 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
         ))
     })
 }
+
+/// `bytes` random bytes from the OS CSPRNG, lowercase hex: session ids,
+/// tickets, cookies and API tokens (16 bytes = 128 bits at least).
+pub fn random_secret(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// SHA-256 of a secret, lowercase hex: what the store keeps instead of it.
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}

@@ -18,6 +18,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 
+pub mod browser;
+
 pub const SSH_PORT: u16 = 2222;
 pub const HTTPS_PORT: u16 = 8443;
 
@@ -89,6 +91,8 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
 pub struct Relay {
     _tmp: tempfile::TempDir,
     pub data: PathBuf,
+    /// The admin's one-time password from `init`.
+    pub admin_password: String,
     pub net: String,
     child: Option<Child>,
     log: PathBuf,
@@ -114,6 +118,11 @@ impl Relay {
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let admin_password = report["admin_password"]
+            .as_str()
+            .expect("init prints the admin password")
+            .to_string();
         let cfg_path = data.join("relay.toml");
         let mut cfg = std::fs::read_to_string(&cfg_path).expect("relay.toml");
         edit(&mut cfg);
@@ -122,6 +131,7 @@ impl Relay {
         Self {
             _tmp: tmp,
             data,
+            admin_password,
             net,
             child: None,
             log,
@@ -300,8 +310,11 @@ impl Relay {
         (relay, agent, ip)
     }
 
-    pub fn add_device(&self, agent: &Agent, address: &str) {
-        self.ok(&["device", "add", "--agent", &agent.id, "--address", address]);
+    /// Registers a device; returns its id.
+    pub fn add_device(&self, agent: &Agent, address: &str) -> i64 {
+        self.ok(&["device", "add", "--agent", &agent.id, "--address", address])["id"]
+            .as_i64()
+            .expect("device id")
     }
 
     /// Opens a stream through the running relay (its admin socket).

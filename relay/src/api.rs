@@ -1,0 +1,300 @@
+//! The dealer API under `/api/v1` (JSON): log-in, tokens, devices, web
+//! sessions. Every handler authenticates the caller ([`Principal`]) and
+//! checks its permission for the customer concerned.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use dwa_policy::roles::{Action, Role};
+use dwa_proto::audit::kind;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{LoginRequest, Principal, SESSION_COOKIE};
+use crate::error::{RelayError, Result};
+use crate::https::PeerAddr;
+use crate::state::Relay;
+use crate::web::proxy;
+use crate::web::session::{EndReason, NewSession, WebSession};
+
+pub fn routes() -> Router<Relay> {
+    Router::new()
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/logout", post(logout))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/tokens", post(create_token))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/devices", get(devices))
+        .route(
+            "/api/v1/devices/{id}/web-sessions",
+            post(create_web_session),
+        )
+        .route("/api/v1/web-sessions", get(list_web_sessions))
+        .route(
+            "/api/v1/web-sessions/{id}",
+            get(get_web_session).delete(delete_web_session),
+        )
+}
+
+/// JSON body or a 400 that says what is wrong with it.
+type Body<T> = std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn json_body<T>(b: Body<T>) -> Result<T> {
+    b.map(|Json(v)| v)
+        .map_err(|e| RelayError::Invalid(e.body_text()))
+}
+
+fn limited(msg: &str, retry_after: u64) -> RelayError {
+    RelayError::RateLimited {
+        msg: msg.into(),
+        retry_after,
+    }
+}
+
+async fn login(
+    State(relay): State<Relay>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    body: Body<LoginRequest>,
+) -> Result<Response> {
+    if relay.login_rate.check_key(&peer.ip()).is_err() {
+        return Err(limited("too many log-in attempts; retry later", 60));
+    }
+    let req = json_body(body)?;
+    let ok = crate::auth::login(&relay, &req, &peer.to_string()).await?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+        ok.cookie,
+        relay.cfg.web.login_lifetime.as_secs()
+    );
+    let mut r = Json(json!({
+        "user": ok.principal.username, "role": ok.principal.role.as_str(),
+        "expires_at": ok.expires_at,
+    }))
+    .into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(|e| RelayError::Invalid(e.to_string()))?,
+    );
+    Ok(r)
+}
+
+async fn logout(State(relay): State<Relay>, p: Principal) -> Result<Response> {
+    let Some(login) = p.login_session() else {
+        return Err(RelayError::Invalid(
+            "log-out ends a cookie session; revoke an API token with DELETE /api/v1/tokens/{id}"
+                .into(),
+        ));
+    };
+    crate::auth::logout(&relay, login).await?;
+    // Everything opened under this log-in ends with it.
+    for s in relay.web.live_where(|s| s.login.as_deref() == Some(login)) {
+        proxy::end(&relay, &s, EndReason::Logout, &p.actor()).await;
+    }
+    relay
+        .audit
+        .record(kind::USER_LOGOUT, &p.actor(), None, json!({}))
+        .await;
+    let mut r = Json(json!({"ok": true})).into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "dwa_session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    Ok(r)
+}
+
+async fn me(p: Principal) -> Json<serde_json::Value> {
+    Json(json!({"user": p.username, "role": p.role.as_str(), "customers": p.customers}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    name: String,
+}
+
+async fn create_token(
+    State(relay): State<Relay>,
+    p: Principal,
+    body: Body<TokenRequest>,
+) -> Result<Response> {
+    let req = json_body(body)?;
+    let (id, token) = crate::auth::create_token(&relay, &p, &req.name).await?;
+    relay
+        .audit
+        .record(
+            kind::TOKEN_CREATE,
+            &p.actor(),
+            None,
+            json!({"id": id, "name": req.name}),
+        )
+        .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "name": req.name, "token": token})),
+    )
+        .into_response())
+}
+
+async fn revoke_token(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>> {
+    crate::auth::revoke_token(&relay, &p, id).await?;
+    relay
+        .audit
+        .record(kind::TOKEN_REVOKE, &p.actor(), None, json!({"id": id}))
+        .await;
+    Ok(Json(json!({"ok": true})))
+}
+
+async fn devices(State(relay): State<Relay>, p: Principal) -> Result<Json<serde_json::Value>> {
+    let scope = (p.role != Role::Admin).then_some(p.customers.as_slice());
+    let list = relay.db.device_targets(scope).await?;
+    Ok(Json(json!(list)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebSessionRequest {
+    port: u16,
+    #[serde(default)]
+    tls: Option<bool>,
+}
+
+async fn create_web_session(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(device): Path<i64>,
+    body: Body<WebSessionRequest>,
+) -> Result<Response> {
+    let req = json_body(body)?;
+    let target = relay.db.device_target(device).await?;
+    if let Err(e) = p.require(Action::WebSession, Some(target.customer_id)) {
+        relay
+            .audit
+            .record(
+                kind::WEB_SESSION_REFUSED,
+                &p.actor(),
+                Some(&target.agent_id),
+                json!({"device": device, "port": req.port, "reason": e.to_string()}),
+            )
+            .await;
+        return Err(e);
+    }
+    if req.port == 0 {
+        return Err(RelayError::Invalid("port must be 1..=65535".into()));
+    }
+    if relay.session_rate.check_key(&p.user_id).is_err() {
+        return Err(limited(
+            "too many web sessions created; retry in a minute",
+            60,
+        ));
+    }
+    let w = &relay.cfg.web;
+    let (s, ticket) = WebSession::new(NewSession {
+        domain: relay.cfg.domain.clone(),
+        https_port: relay.https_port,
+        device: target,
+        port: req.port,
+        tls: req.tls.unwrap_or(req.port == 443),
+        user_id: p.user_id,
+        actor: p.actor(),
+        login: p.login_session().map(str::to_string),
+        max_duration: w.max_duration,
+        idle: w.idle_timeout,
+        requests_per_second: w.requests_per_second,
+        request_burst: w.request_burst,
+        printer_connections: w.printer_connections,
+    });
+    if let Err(e) = proxy::prewarm(&relay, &s).await {
+        relay
+            .audit
+            .record(
+                kind::WEB_SESSION_REFUSED,
+                &p.actor(),
+                Some(&s.device.agent_id),
+                json!({"device": device, "port": req.port, "reason": e.to_string()}),
+            )
+            .await;
+        s.end(EndReason::Deleted);
+        return Err(e);
+    }
+    if !relay.web.insert(s.clone(), w.max_sessions) {
+        s.end(EndReason::Deleted);
+        return Err(RelayError::Unavailable(
+            "the relay carries its maximum of web sessions".into(),
+        ));
+    }
+    proxy::spawn_watchdog(&relay, s.clone());
+    let view = s.view();
+    relay
+        .audit
+        .record(
+            kind::WEB_SESSION_CREATE,
+            &p.actor(),
+            Some(&s.device.agent_id),
+            json!({"session": s.id, "device": s.device.id, "address": s.device.address, "port": s.port,
+                   "tls": s.tls, "certificate": view["certificate"], "expires_at": view["expires_at"]}),
+        )
+        .await;
+    let body = json!({
+        "id": s.id, "url": s.entry_url(&ticket), "expires_at": view["expires_at"],
+        "host": s.host, "tls": s.tls, "certificate": view["certificate"],
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The session if it exists and the caller may see it (its creator, or
+/// someone allowed web sessions for that customer).
+fn visible(relay: &Relay, p: &Principal, id: &str) -> Result<std::sync::Arc<WebSession>> {
+    let s = relay
+        .web
+        .get(id)
+        .ok_or_else(|| RelayError::NotFound(format!("no web session {id}")))?;
+    if s.user_id != p.user_id {
+        p.require(Action::WebSession, Some(s.device.customer_id))?;
+    }
+    Ok(s)
+}
+
+async fn get_web_session(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    Ok(Json(visible(&relay, &p, &id)?.view()))
+}
+
+async fn list_web_sessions(State(relay): State<Relay>, p: Principal) -> Json<serde_json::Value> {
+    let list: Vec<_> = relay
+        .web
+        .live_where(|s| {
+            s.user_id == p.user_id
+                || p.require(Action::WebSession, Some(s.device.customer_id))
+                    .is_ok()
+        })
+        .iter()
+        .map(|s| s.view())
+        .collect();
+    Json(json!(list))
+}
+
+async fn delete_web_session(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    let s = visible(&relay, &p, &id)?;
+    if s.ended().is_some() {
+        return Err(RelayError::Conflict(format!(
+            "web session {id} already ended"
+        )));
+    }
+    proxy::end(&relay, &s, EndReason::Deleted, &p.actor()).await;
+    Ok(Json(s.view()))
+}

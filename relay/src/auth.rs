@@ -1,0 +1,309 @@
+//! Who is calling the API. A password log-in (argon2id) opens a cookie
+//! session; scripts use per-user API tokens (`Authorization: Bearer`).
+//! Either way the caller becomes a [`Principal`], and every handler asks
+//! `dwa_policy::roles` whether it may act for the customer concerned.
+//! Two-factor and lockout slot into [`login`] without changing its callers.
+
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, Method};
+use dwa_policy::roles::{permit, Action, Role, Scope};
+use serde::Deserialize;
+use sqlx::Row;
+
+use crate::error::{RelayError, Result};
+use crate::state::Relay;
+use crate::util::{now_rfc3339, random_secret, sha256_hex, unix_now};
+
+/// The portal's log-in cookie (host-only: no Domain attribute).
+pub const SESSION_COOKIE: &str = "dwa_session";
+
+/// API tokens start with this, so leaked ones are recognisable.
+pub const TOKEN_PREFIX: &str = "dwat_";
+
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// A log-in session, by the SHA-256 of its cookie.
+    Session(String),
+    /// An API token, by id.
+    Token(i64),
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: i64,
+    pub username: String,
+    pub role: Role,
+    /// Customers the user is assigned to (ids).
+    pub customers: Vec<i64>,
+    pub via: Via,
+}
+
+impl Principal {
+    /// "Who" in the audit log.
+    pub fn actor(&self) -> String {
+        format!("user:{}", self.username)
+    }
+
+    /// Refuses (403, with the reason) unless the role allows `action` for
+    /// `customer`.
+    pub fn require(&self, action: Action, customer: Option<i64>) -> Result<()> {
+        let p = permit(
+            self.role,
+            &Scope {
+                customers: &self.customers,
+            },
+            action,
+            customer,
+        );
+        if p.allowed {
+            Ok(())
+        } else {
+            Err(RelayError::Refused(p.reason))
+        }
+    }
+
+    /// The log-in session this principal came through, if any.
+    pub fn login_session(&self) -> Option<&str> {
+        match &self.via {
+            Via::Session(h) => Some(h),
+            Via::Token(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+    /// Two-factor code; accepted and ignored until two-factor exists.
+    #[serde(default)]
+    pub totp: Option<String>,
+}
+
+/// A successful log-in: the cookie value (shown once) and when it expires.
+pub struct LoginOk {
+    pub principal: Principal,
+    pub cookie: String,
+    pub expires_at: i64,
+}
+
+async fn load_principal(relay: &Relay, user_id: i64, via: Via) -> Result<Principal> {
+    let row = sqlx::query("SELECT username, role FROM users WHERE id = ?")
+        .bind(user_id)
+        .fetch_optional(&relay.db.pool)
+        .await?
+        .ok_or_else(|| RelayError::Unauthorized("the account no longer exists".into()))?;
+    let role: String = row.get("role");
+    let customers: Vec<i64> =
+        sqlx::query_scalar("SELECT customer_id FROM user_customers WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_all(&relay.db.pool)
+            .await?;
+    Ok(Principal {
+        user_id,
+        username: row.get("username"),
+        role: role
+            .parse()
+            .map_err(|e: String| RelayError::Invalid(format!("stored role: {e}")))?,
+        customers,
+        via,
+    })
+}
+
+/// Checks a password; on success opens a log-in session. Every attempt is
+/// audited; the answer never says whether the user exists.
+pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<LoginOk> {
+    let refused = || RelayError::Unauthorized("invalid username or password".into());
+    let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = ?")
+        .bind(&req.username)
+        .fetch_optional(&relay.db.pool)
+        .await?;
+    // Verify against a real hash even for unknown users, so the timing does
+    // not tell which user names exist.
+    let (user_id, stored) = match &row {
+        Some(r) => (
+            Some(r.get::<i64, _>("id")),
+            r.get::<String, _>("password_hash"),
+        ),
+        None => (None, relay.dummy_hash.clone()),
+    };
+    let password = req.password.clone();
+    let ok = tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&stored)
+            .map(|h| {
+                argon2::Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false);
+    let Some(user_id) = user_id.filter(|_| ok) else {
+        relay
+            .audit
+            .record(
+                dwa_proto::audit::kind::USER_LOGIN_FAILED,
+                &format!("user:{}", req.username),
+                None,
+                serde_json::json!({"peer": peer}),
+            )
+            .await;
+        return Err(refused());
+    };
+    let cookie = random_secret(32);
+    let expires_at = unix_now() + relay.cfg.web.login_lifetime.as_secs() as i64;
+    sqlx::query(
+        "INSERT INTO login_sessions (id_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(sha256_hex(&cookie))
+    .bind(user_id)
+    .bind(now_rfc3339())
+    .bind(expires_at)
+    .execute(&relay.db.pool)
+    .await?;
+    sqlx::query("UPDATE users SET last_login = ? WHERE id = ?")
+        .bind(now_rfc3339())
+        .bind(user_id)
+        .execute(&relay.db.pool)
+        .await?;
+    let principal = load_principal(relay, user_id, Via::Session(sha256_hex(&cookie))).await?;
+    relay
+        .audit
+        .record(
+            dwa_proto::audit::kind::USER_LOGIN,
+            &principal.actor(),
+            None,
+            serde_json::json!({"peer": peer, "role": principal.role.as_str()}),
+        )
+        .await;
+    Ok(LoginOk {
+        principal,
+        cookie,
+        expires_at,
+    })
+}
+
+/// Ends a log-in session (the user's logout). Returns whether it was live.
+pub async fn logout(relay: &Relay, id_hash: &str) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE login_sessions SET ended_at = ? WHERE id_hash = ? AND ended_at IS NULL",
+    )
+    .bind(now_rfc3339())
+    .bind(id_hash)
+    .execute(&relay.db.pool)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// A new API token for the principal's own account; the token is shown once.
+pub async fn create_token(relay: &Relay, p: &Principal, name: &str) -> Result<(i64, String)> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(RelayError::Invalid(
+            "token name must be 1..=100 characters".into(),
+        ));
+    }
+    let token = format!("{TOKEN_PREFIX}{}", random_secret(32));
+    let id = sqlx::query(
+        "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(p.user_id)
+    .bind(name)
+    .bind(sha256_hex(&token))
+    .bind(now_rfc3339())
+    .execute(&relay.db.pool)
+    .await?
+    .last_insert_rowid();
+    Ok((id, token))
+}
+
+/// Revokes one of the principal's tokens (admins: anyone's).
+pub async fn revoke_token(relay: &Relay, p: &Principal, id: i64) -> Result<()> {
+    let r = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL AND (user_id = ? OR ?)",
+    )
+    .bind(now_rfc3339())
+    .bind(id)
+    .bind(p.user_id)
+    .bind(p.role == Role::Admin)
+    .execute(&relay.db.pool)
+    .await?;
+    if r.rows_affected() == 0 {
+        return Err(RelayError::NotFound(format!("no live token {id} of yours")));
+    }
+    Ok(())
+}
+
+fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Resolves the caller of an API request.
+pub async fn authenticate(relay: &Relay, parts: &Parts) -> Result<Principal> {
+    if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
+        let token = h
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                RelayError::Unauthorized("expected Authorization: Bearer <token>".into())
+            })?;
+        let row = sqlx::query(
+            "SELECT id, user_id FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(sha256_hex(token))
+        .fetch_optional(&relay.db.pool)
+        .await?
+        .ok_or_else(|| RelayError::Unauthorized("unknown or revoked API token".into()))?;
+        return load_principal(relay, row.get("user_id"), Via::Token(row.get("id"))).await;
+    }
+    let Some(cookie) = cookie_value(parts, SESSION_COOKIE) else {
+        return Err(RelayError::Unauthorized(
+            "log in first (POST /api/v1/login) or send an API token".into(),
+        ));
+    };
+    // A cookie rides along on requests other sites trigger: state-changing
+    // ones must come from the portal itself (a JSON body already forces a
+    // CORS preflight, which we never grant; this covers the rest).
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        if let Some(origin) = parts.headers.get(header::ORIGIN) {
+            if origin.as_bytes() != relay.portal_origin().as_bytes() {
+                return Err(RelayError::Refused(
+                    "cross-origin request refused (Origin is not the portal)".into(),
+                ));
+            }
+        }
+    }
+    let id_hash = sha256_hex(cookie);
+    let user_id: i64 = sqlx::query_scalar(
+        "SELECT user_id FROM login_sessions WHERE id_hash = ? AND ended_at IS NULL AND expires_at > ?",
+    )
+    .bind(&id_hash)
+    .bind(unix_now())
+    .fetch_optional(&relay.db.pool)
+    .await?
+    .ok_or_else(|| RelayError::Unauthorized("the log-in session ended; log in again".into()))?;
+    load_principal(relay, user_id, Via::Session(id_hash)).await
+}
+
+impl FromRequestParts<Relay> for Principal {
+    type Rejection = RelayError;
+
+    async fn from_request_parts(parts: &mut Parts, relay: &Relay) -> Result<Self> {
+        authenticate(relay, parts).await
+    }
+}

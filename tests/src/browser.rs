@@ -1,0 +1,272 @@
+//! An HTTP client that behaves like a browser, for web-session tests: it
+//! resolves every name under the relay's domain to the relay, trusts the
+//! relay's certificate, keeps cookies per host, follows redirects itself and
+//! sends the Referer (and, on POST, the Origin) of the page it is on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, LOCATION, ORIGIN, REFERER};
+use reqwest::{Method, StatusCode, Url};
+
+use crate::{Relay, HTTPS_PORT};
+
+/// Every name resolves to the relay (as `*.localhost` does in browsers).
+struct ToRelay(SocketAddr);
+
+impl reqwest::dns::Resolve for ToRelay {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addr = self.0;
+        Box::pin(async move {
+            let it: reqwest::dns::Addrs = Box::new(std::iter::once(addr));
+            Ok(it)
+        })
+    }
+}
+
+pub struct Page {
+    pub url: Url,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Page {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub struct Browser {
+    pub client: reqwest::Client,
+    /// The cookie jar, per host as a browser keeps it.
+    pub jar: Arc<reqwest::cookie::Jar>,
+    /// The page the browser is on: Referer and Origin come from it.
+    pub page: Option<Url>,
+    /// Every URL visited, redirects included.
+    pub visited: Vec<Url>,
+}
+
+/// The relay's own certificate, from its data directory.
+pub fn relay_cert(relay: &Relay) -> reqwest::Certificate {
+    let pem = std::fs::read(relay.data.join("tls_cert.pem")).expect("tls_cert.pem");
+    reqwest::Certificate::from_pem(&pem).expect("relay certificate")
+}
+
+impl Browser {
+    pub fn new(relay: &Relay) -> Self {
+        let addr: SocketAddr = format!("{}:{HTTPS_PORT}", relay.ip(1))
+            .parse()
+            .expect("relay address");
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(ToRelay(addr)))
+            .add_root_certificate(relay_cert(relay))
+            .tls_built_in_root_certs(false)
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("browser client");
+        Self {
+            client,
+            jar,
+            page: None,
+            visited: vec![],
+        }
+    }
+
+    fn origin_of(u: &Url) -> String {
+        u.origin().ascii_serialization()
+    }
+
+    /// One request, with the page's Referer (and Origin when `origin`), then
+    /// the redirects, as a browser follows them.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        url: &str,
+        form: Option<&[(&str, &str)]>,
+    ) -> Page {
+        let mut url = match &self.page {
+            Some(p) => p.join(url).expect("url"),
+            None => Url::parse(url).expect("url"),
+        };
+        let mut method = method;
+        let mut form = form.map(|f| f.to_vec());
+        for _ in 0..10 {
+            self.visited.push(url.clone());
+            let mut req = self.client.request(method.clone(), url.clone());
+            if let Some(p) = &self.page {
+                req = req.header(REFERER, p.as_str());
+                if method == Method::POST {
+                    req = req.header(ORIGIN, Self::origin_of(p));
+                }
+            }
+            if let Some(f) = &form {
+                req = req.form(f);
+            }
+            let resp = req
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            if status.is_redirection() {
+                if let Some(loc) = headers.get(LOCATION).and_then(|l| l.to_str().ok()) {
+                    url = url.join(loc).expect("Location");
+                    // 303 (and 301/302 after POST, as browsers do) turn into GET.
+                    if status != StatusCode::TEMPORARY_REDIRECT
+                        && status != StatusCode::PERMANENT_REDIRECT
+                    {
+                        method = Method::GET;
+                        form = None;
+                    }
+                    continue;
+                }
+            }
+            let body = resp.bytes().await.unwrap_or_default();
+            self.page = Some(url.clone());
+            return Page {
+                url,
+                status,
+                headers,
+                body,
+            };
+        }
+        panic!("too many redirects: {:?}", self.visited);
+    }
+
+    pub async fn get(&mut self, url: &str) -> Page {
+        self.request(Method::GET, url, None).await
+    }
+
+    pub async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> Page {
+        self.request(Method::POST, url, Some(form)).await
+    }
+
+    /// The Cookie header the browser would send to `url`.
+    pub fn cookies_for(&self, url: &str) -> String {
+        use reqwest::cookie::CookieStore;
+        let u = Url::parse(url).expect("url");
+        self.jar
+            .cookies(&u)
+            .and_then(|v| v.to_str().ok().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// A WebSocket to `url` (wss://), with this browser's cookies and the
+    /// Origin of its page, over TLS to the relay.
+    pub async fn websocket(&self, relay: &Relay, url: &str) -> Result<WebSocket, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let u = Url::parse(url).map_err(|e| e.to_string())?;
+        let host = u.host_str().ok_or("no host")?.to_string();
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(relay.data.join("tls_cert.pem")).map_err(|e| e.to_string())?;
+        for c in rustls_pemfile_certs(&pem) {
+            roots.add(c).map_err(|e| e.to_string())?;
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(format!("{}:{HTTPS_PORT}", relay.ip(1)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+        let cookie = self.cookies_for(&url.replacen("wss://", "https://", 1));
+        if !cookie.is_empty() {
+            req.headers_mut()
+                .insert("cookie", cookie.parse().map_err(|_| "cookie header")?);
+        }
+        if let Some(p) = &self.page {
+            req.headers_mut().insert(
+                "origin",
+                Self::origin_of(p).parse().map_err(|_| "origin header")?,
+            );
+        }
+        let (ws, _) = tokio_tungstenite::client_async(req, tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ws)
+    }
+}
+
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// The certificates of a PEM file.
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// A client for the JSON API (not a browser: no Referer games), holding the
+/// log-in cookie.
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(relay: &Relay) -> Self {
+        let addr: SocketAddr = format!("{}:{HTTPS_PORT}", relay.ip(1))
+            .parse()
+            .expect("relay address");
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(ToRelay(addr)))
+            .add_root_certificate(relay_cert(relay))
+            .tls_built_in_root_certs(false)
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("api client");
+        Self {
+            client,
+            base: format!("https://dwa.localhost:{HTTPS_PORT}/api/v1"),
+        }
+    }
+
+    /// Logged in as `user`.
+    pub async fn login(relay: &Relay, user: &str, password: &str) -> Self {
+        let api = Self::new(relay);
+        let (status, body) = api
+            .call(
+                Method::POST,
+                "/login",
+                Some(serde_json::json!({"username": user, "password": password})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login as {user}: {body}");
+        api
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("API request");
+        let status = resp.status();
+        let v = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, v)
+    }
+}
