@@ -13,6 +13,8 @@
 //! - [`https`]: rustls + hyper endpoint: enrollment, SSH over WebSocket.
 //! - [`admin`]: the local admin socket the CLI uses to reach the server.
 //! - [`serve`]: wiring, start and stop.
+//! - [`web`]: web sessions' rewriting of headers and bodies between the
+//!   session's host and a printer's embedded web server (pure, no sockets).
 
 pub mod admin;
 pub mod agents;
@@ -27,5 +29,6 @@ pub mod serve;
 pub mod ssh;
 pub mod state;
 pub mod util;
+pub mod web;
 
 pub use error::{RelayError, Result};
