@@ -26,7 +26,8 @@
 //!
 //! [`rewrite_body`] wraps a response body: decodes it per [`Encoding`]
 //! (streaming, 16 KiB of decoded output at a time, so a decompression bomb
-//! costs time, not memory), rewrites, yields data frames. **Decision**:
+//! costs time, not memory), rewrites, yields data frames. A gzip body is one
+//! member; bytes after its end are ignored, as Chromium does. **Decision**:
 //! trailers of the printer's body are dropped — `Trailer` is hop-by-hop and
 //! removed from the response headers anyway, and embedded web servers do not
 //! send them.
@@ -493,5 +494,551 @@ impl Body for RewriteBody {
 
     fn is_end_stream(&self) -> bool {
         matches!(self.state, State::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use http_body_util::combinators::BoxBody;
+    use http_body_util::StreamBody;
+
+    use super::*;
+    use crate::web::rewrite::{PrinterOrigin, Scheme, SessionOrigin};
+
+    fn rw(scheme: Scheme, host: &str, port: u16) -> Rewriter {
+        Rewriter::new(
+            PrinterOrigin {
+                scheme,
+                host: host.into(),
+                port,
+            },
+            SessionOrigin {
+                host: "s-abc.dwa.localhost".into(),
+                port: 8443,
+            },
+            "dwa_session",
+        )
+    }
+
+    fn http80() -> Rewriter {
+        rw(Scheme::Http, "10.0.0.5", 80)
+    }
+
+    const S: &str = "https://s-abc.dwa.localhost:8443";
+
+    /// Several patterns, escaped and not, near misses, and one at the very
+    /// end of the stream.
+    const SAMPLE: &str = concat!(
+        "<a href=\"http://10.0.0.5/x\">a</a>\n",
+        "<img src=\"HTTPS://10.0.0.5:80/y.png\">\n",
+        "<script>var u = \"http:\\/\\/10.0.0.5\\/api\";",
+        " new WebSocket(\"ws://10.0.0.5/sock\");</script>\n",
+        "wss://10.0.0.5:80/s hhttp wwws http:/ http:\\/ ws:/\n",
+        "http://10.0.0.50/no http://10.0.0.5.evil.com/no http://10.0.0.5:8080/no\n",
+        "http://10.0.0.5@evil.com/no http://10.0.0.5:80@evil.com/no http://10.0.0.5_x/no\n",
+        "http://10.0.0.5:000080/no http://10.0.0.5:/no\n",
+        "myhttp://10.0.0.5/no xws://10.0.0.5/no\n",
+        "(http://10.0.0.5) 'https://10.0.0.5:80' http://10.0.0.5?q http://10.0.0.5#f\n",
+        "http://10.0.0.5",
+    );
+
+    fn expected_sample() -> String {
+        [
+            format!("<a href=\"{S}/x\">a</a>\n"),
+            format!("<img src=\"{S}/y.png\">\n"),
+            "<script>var u = \"https:\\/\\/s-abc.dwa.localhost:8443\\/api\";".into(),
+            " new WebSocket(\"wss://s-abc.dwa.localhost:8443/sock\");</script>\n".into(),
+            "wss://s-abc.dwa.localhost:8443/s hhttp wwws http:/ http:\\/ ws:/\n".into(),
+            "http://10.0.0.50/no http://10.0.0.5.evil.com/no http://10.0.0.5:8080/no\n".into(),
+            "http://10.0.0.5@evil.com/no http://10.0.0.5:80@evil.com/no http://10.0.0.5_x/no\n"
+                .into(),
+            "http://10.0.0.5:000080/no http://10.0.0.5:/no\n".into(),
+            "myhttp://10.0.0.5/no xws://10.0.0.5/no\n".into(),
+            format!("({S}) '{S}' {S}?q {S}#f\n"),
+            S.into(),
+        ]
+        .concat()
+    }
+
+    /// Feeds `chunks` one by one, checking the held-back bytes stay bounded.
+    fn run(rw: &Rewriter, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut s = StreamRewriter::new(rw);
+        let mut out = BytesMut::new();
+        for chunk in chunks {
+            s.feed(chunk, &mut out);
+            assert!(s.buffered() <= s.max_buffered(), "{}", s.buffered());
+        }
+        s.finish(&mut out);
+        assert_eq!(s.buffered(), 0);
+        out.to_vec()
+    }
+
+    fn run_str(rw: &Rewriter, input: &str) -> String {
+        String::from_utf8(run(rw, &[input.as_bytes()])).unwrap()
+    }
+
+    #[test]
+    fn rewrites_every_pattern_in_one_chunk() {
+        assert_eq!(run_str(&http80(), SAMPLE), expected_sample());
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_output() {
+        let r = http80();
+        let input = SAMPLE.as_bytes();
+        let whole = run(&r, &[input]);
+        assert_eq!(whole, expected_sample().as_bytes());
+        for i in 0..=input.len() {
+            let (a, b) = input.split_at(i);
+            assert_eq!(run(&r, &[a, b]), whole, "split at {i}");
+        }
+        for size in 1..=40 {
+            let chunks: Vec<&[u8]> = input.chunks(size).collect();
+            assert_eq!(run(&r, &chunks), whole, "chunks of {size}");
+        }
+        // Two splits around every pattern-sized window, and empty chunks.
+        for i in 0..input.len() {
+            for j in i..(i + 40).min(input.len()) {
+                let chunks = [&input[..i], &[][..], &input[i..j], &input[j..]];
+                assert_eq!(run(&r, &chunks), whole, "splits at {i}, {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_pattern_the_output_is_the_input() {
+        let r = http80();
+        let mut input = Vec::new();
+        for i in 0..20_000u32 {
+            // Every byte value, and lots of h, w and near misses.
+            input.push((i.wrapping_mul(2_654_435_761) >> 24) as u8);
+            if i % 97 == 0 {
+                input.extend_from_slice(b"http://10.0.0.");
+            }
+            if i % 89 == 0 {
+                input.extend_from_slice(b"wss:\\/");
+            }
+        }
+        input.extend_from_slice(b"http://10.0.0.");
+        assert_eq!(run(&r, &[&input]), input);
+        let chunks: Vec<&[u8]> = input.chunks(13).collect();
+        assert_eq!(run(&r, &chunks), input);
+        let chunks: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(run(&r, &chunks), input);
+    }
+
+    #[test]
+    fn boundaries_and_ports() {
+        let r = http80();
+        let same = [
+            "http://10.0.0.50",
+            "http://10.0.0.5.",
+            "http://10.0.0.5-x",
+            "http://10.0.0.5A",
+            "http://10.0.0.5:8080",
+            "http://10.0.0.5:800",
+            "http://10.0.0.5:8",
+            "http://10.0.0.5:",
+            "http://10.0.0.5:x",
+            "http://10.0.0.5:80:",
+            "http://10.0.0.5:80a",
+            "http://10.0.0.5:443",
+            "ftp://10.0.0.5/",
+            "http://110.0.0.5/",
+            "1http://10.0.0.5/",
+            "+http://10.0.0.5/",
+            "http//10.0.0.5/",
+            "https:/\\/10.0.0.5/",
+        ];
+        for input in same {
+            assert_eq!(run_str(&r, input), input, "{input}");
+            assert_eq!(run_str(&r, &format!("{input} ")), format!("{input} "));
+        }
+        let cases = [
+            ("http://10.0.0.5", S.to_owned()),
+            ("http://10.0.0.5:80", S.to_owned()),
+            ("http://10.0.0.5:80/", format!("{S}/")),
+            ("https://10.0.0.5\"", format!("{S}\"")),
+            ("http://10.0.0.5,", format!("{S},")),
+            ("HtTp://10.0.0.5/", format!("{S}/")),
+            ("\"http://10.0.0.5\"", format!("\"{S}\"")),
+            ("=http://10.0.0.5/", format!("={S}/")),
+            ("/http://10.0.0.5/", format!("/{S}/")),
+            ("url(http://10.0.0.5/a.png)", format!("url({S}/a.png)")),
+            ("http://10.0.0.5\\/", format!("{S}\\/")),
+            (
+                "https:\\/\\/10.0.0.5",
+                "https:\\/\\/s-abc.dwa.localhost:8443".into(),
+            ),
+            (
+                "ws:\\/\\/10.0.0.5:80",
+                "wss:\\/\\/s-abc.dwa.localhost:8443".into(),
+            ),
+            ("http://10.0.0.5/http://10.0.0.5/", format!("{S}/{S}/")),
+        ];
+        for (input, want) in cases {
+            assert_eq!(run_str(&r, input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn non_default_port_printer() {
+        let r = rw(Scheme::Https, "Printer.Local", 8443);
+        let input = "https://printer.local:8443/a http://PRINTER.LOCAL:8443/b \
+                     https://printer.local/c http://printer.local/d https://printer.local:443/e";
+        assert_eq!(
+            run_str(&r, input),
+            format!(
+                "{S}/a {S}/b https://printer.local/c http://printer.local/d \
+                 https://printer.local:443/e"
+            )
+        );
+    }
+
+    #[test]
+    fn ipv6_printer() {
+        let r = rw(Scheme::Http, "2001:0DB8::5", 80);
+        let input = "http://[2001:0db8::5]/a http://[2001:db8::5]:80/b \
+                     http://[2001:db8::50]/c http://2001:db8::5/d http://[2001:db8::5]:81/e";
+        assert_eq!(
+            run_str(&r, input),
+            format!(
+                "{S}/a {S}/b http://[2001:db8::50]/c http://2001:db8::5/d \
+                 http://[2001:db8::5]:81/e"
+            )
+        );
+    }
+
+    #[test]
+    fn session_on_443_has_no_port() {
+        let r = Rewriter::new(
+            PrinterOrigin {
+                scheme: Scheme::Http,
+                host: "10.0.0.5".into(),
+                port: 80,
+            },
+            SessionOrigin {
+                host: "s-abc.dwa.example".into(),
+                port: 443,
+            },
+            "dwa_session",
+        );
+        assert_eq!(
+            run_str(&r, "http://10.0.0.5/a ws://10.0.0.5/b"),
+            "https://s-abc.dwa.example/a wss://s-abc.dwa.example/b"
+        );
+    }
+
+    #[test]
+    fn held_back_bytes_stay_small_whatever_the_input() {
+        let r = rw(Scheme::Http, "printer.example.com", 80);
+        let mut s = StreamRewriter::new(&r);
+        let bound = s.max_buffered();
+        assert!(bound < 64, "{bound}");
+        let mut out = BytesMut::new();
+        // Long runs of almost-patterns, fed byte by byte and in big chunks.
+        let nasty = b"https:\\/\\/printer.example.com:0000".repeat(1000);
+        for b in &nasty {
+            s.feed(std::slice::from_ref(b), &mut out);
+            assert!(s.buffered() <= bound);
+        }
+        s.feed(&nasty, &mut out);
+        assert!(s.buffered() <= bound);
+        s.finish(&mut out);
+        assert_eq!(out.len(), 2 * nasty.len());
+    }
+
+    fn body_of(chunks: Vec<Vec<u8>>) -> StreamBody<impl Stream<Item = io::Result<Frame<Bytes>>>> {
+        StreamBody::new(stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, io::Error>(Frame::data(Bytes::from(c)))),
+        ))
+    }
+
+    fn chunked(data: &[u8], size: usize) -> Vec<Vec<u8>> {
+        data.chunks(size).map(<[u8]>::to_vec).collect()
+    }
+
+    async fn collect(mut body: RewriteBody) -> Result<Vec<u8>, BodyError> {
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                out.extend_from_slice(&data);
+            }
+        }
+        assert!(body.is_end_stream());
+        Ok(out)
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn raw_deflate(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn brotli(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        {
+            let mut w = ::brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            w.write_all(data).unwrap();
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn identity_body_is_rewritten_in_any_framing() {
+        let r = http80();
+        for size in [1, 3, 7, 64, 100_000] {
+            let body = body_of(chunked(SAMPLE.as_bytes(), size));
+            let out = collect(rewrite_body(body, &r, Encoding::Identity))
+                .await
+                .unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), expected_sample(), "{size}");
+        }
+    }
+
+    #[tokio::test]
+    async fn encoded_bodies_are_decoded_and_rewritten() {
+        let r = http80();
+        let page = SAMPLE.repeat(50);
+        // The last URL of one copy is followed by the next copy's `<`.
+        let want = expected_sample().repeat(50);
+        let plain = collect(rewrite_body(
+            body_of(vec![page.clone().into_bytes()]),
+            &r,
+            Encoding::Identity,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(String::from_utf8(plain).unwrap(), want);
+        let encoded = [
+            (Encoding::Gzip, gzip(page.as_bytes())),
+            (Encoding::Deflate, zlib(page.as_bytes())),
+            (Encoding::Deflate, raw_deflate(page.as_bytes())),
+            (Encoding::Brotli, brotli(page.as_bytes())),
+        ];
+        for (encoding, data) in encoded {
+            assert_ne!(data, page.as_bytes());
+            for size in [1, 2, 7, 1000, 1 << 20] {
+                let body = body_of(chunked(&data, size));
+                let out = collect(rewrite_body(body, &r, encoding)).await;
+                let out = out.unwrap_or_else(|e| panic!("{encoding:?} by {size}: {e}"));
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    want,
+                    "{encoding:?} by {size}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn zlib_and_raw_deflate_are_told_apart() {
+        for level in 0..=9 {
+            let c = flate2::Compression::new(level);
+            for data in [&b""[..], b"x", b"<html>hello</html>", &[0u8; 70_000]] {
+                let mut e = flate2::write::ZlibEncoder::new(Vec::new(), c);
+                e.write_all(data).unwrap();
+                let z = e.finish().unwrap();
+                assert!(looks_like_zlib(&z), "zlib level {level}");
+                assert!(looks_like_zlib(&z[..1]), "zlib level {level}");
+                let mut e = flate2::write::DeflateEncoder::new(Vec::new(), c);
+                e.write_all(data).unwrap();
+                let d = e.finish().unwrap();
+                assert!(!looks_like_zlib(&d), "raw level {level} {:x?}", &d[..2]);
+                assert!(!looks_like_zlib(&d[..1]), "raw level {level}");
+            }
+        }
+    }
+
+    async fn decode_error(encoding: Encoding, chunks: Vec<Vec<u8>>) {
+        match collect(rewrite_body(body_of(chunks), &http80(), encoding)).await {
+            Err(BodyError::Decode { encoding: e, .. }) => assert_eq!(e, encoding),
+            other => panic!("{encoding:?}: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn corrupt_or_truncated_bodies_fail_cleanly() {
+        let page = SAMPLE.repeat(20);
+        let gz = gzip(page.as_bytes());
+        // Not gzip at all.
+        decode_error(Encoding::Gzip, vec![b"<html>plain</html>".to_vec()]).await;
+        // Corrupt in the middle (the CRC or the stream itself fails).
+        let mut bad = gz.clone();
+        let mid = bad.len() / 2;
+        for b in &mut bad[mid..mid + 8] {
+            *b ^= 0x5a;
+        }
+        decode_error(Encoding::Gzip, chunked(&bad, 5)).await;
+        // Truncated: the trailer is missing.
+        decode_error(Encoding::Gzip, vec![gz[..gz.len() - 4].to_vec()]).await;
+        decode_error(Encoding::Gzip, vec![gz[..20].to_vec()]).await;
+        // Deflate and brotli.
+        let z = zlib(page.as_bytes());
+        decode_error(Encoding::Deflate, vec![z[..z.len() / 2].to_vec()]).await;
+        decode_error(Encoding::Deflate, vec![vec![0x78, 0x9c, 0xff, 0xff, 0xff]]).await;
+        decode_error(Encoding::Deflate, vec![vec![0xff; 64]]).await;
+        let br = brotli(page.as_bytes());
+        decode_error(Encoding::Brotli, vec![br[..br.len() / 2].to_vec()]).await;
+        decode_error(Encoding::Brotli, vec![b"\xff\xff\xff\xff garbage".to_vec()]).await;
+        // Random garbage in every coding: an error, never a panic.
+        let mut x = 0x1234_5678u32;
+        let garbage: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        for encoding in [Encoding::Gzip, Encoding::Deflate, Encoding::Brotli] {
+            decode_error(encoding, chunked(&garbage, 100)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_bodies_stay_empty_in_any_coding() {
+        for encoding in [
+            Encoding::Identity,
+            Encoding::Gzip,
+            Encoding::Deflate,
+            Encoding::Brotli,
+        ] {
+            let out = collect(rewrite_body(body_of(vec![]), &http80(), encoding)).await;
+            assert_eq!(out.unwrap(), b"", "{encoding:?}");
+            let out = collect(rewrite_body(body_of(vec![vec![]]), &http80(), encoding)).await;
+            assert_eq!(out.unwrap(), b"", "{encoding:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn upstream_errors_are_reported_as_such() {
+        for encoding in [Encoding::Identity, Encoding::Gzip] {
+            let first = match encoding {
+                Encoding::Identity => b"<html>http://10.0.0.5/".to_vec(),
+                _ => gzip(b"<html>http://10.0.0.5/")[..10].to_vec(),
+            };
+            let body = StreamBody::new(stream::iter(vec![
+                Ok(Frame::data(Bytes::from(first))),
+                Err(io::Error::other("tunnel closed")),
+            ]));
+            match collect(rewrite_body(body, &http80(), encoding)).await {
+                Err(BodyError::Upstream(e)) => assert_eq!(e.to_string(), "tunnel closed"),
+                other => panic!("{encoding:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn trailers_are_dropped() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", http::HeaderValue::from_static("1"));
+        let body = StreamBody::new(stream::iter(vec![
+            Ok::<_, io::Error>(Frame::data(Bytes::from_static(b"http://10.0.0.5/a"))),
+            Ok(Frame::trailers(trailers)),
+        ]));
+        let mut body = rewrite_body(body, &http80(), Encoding::Identity);
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap());
+        }
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].data_ref().unwrap(), format!("{S}/a").as_bytes());
+    }
+
+    /// A body of `count` copies of `chunk`, made on the fly.
+    struct Repeat {
+        chunk: Bytes,
+        count: usize,
+    }
+
+    impl Body for Repeat {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if self.count == 0 {
+                return Poll::Ready(None);
+            }
+            self.count -= 1;
+            Poll::Ready(Some(Ok(Frame::data(self.chunk.clone()))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_64_mib_body_streams_with_bounded_buffering() {
+        // Each chunk ends in the middle of a URL that the next one ends, and
+        // holds another one whole.
+        let mut chunk = b".0.5/ <a href=\"http://10.0.0.5/a\">".to_vec();
+        chunk.resize(4093 - b"http://10.0".len(), b' ');
+        chunk.extend_from_slice(b"http://10.0");
+        let count = (64 << 20) / chunk.len() + 1;
+        let body = Repeat {
+            chunk: Bytes::from(chunk.clone()),
+            count,
+        };
+        let mut body = rewrite_body(body, &http80(), Encoding::Identity);
+        let bound = body.max_buffered();
+        assert!(bound < 64);
+        let (mut total, mut frames, mut largest) = (0usize, 0usize, 0usize);
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            assert!(body.buffered() <= bound, "{}", body.buffered());
+            total += data.len();
+            largest = largest.max(data.len());
+            frames += 1;
+        }
+        let delta = S.len() - "http://10.0.0.5".len();
+        assert_eq!(total, count * chunk.len() + (2 * count - 1) * delta);
+        assert!(frames >= count - 1, "{frames} frames for {count} chunks");
+        assert!(largest <= chunk.len() + bound + 2 * delta, "{largest}");
+    }
+
+    #[tokio::test]
+    async fn a_decompression_bomb_is_streamed_in_small_frames() {
+        let size = 64 << 20;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let zeros = vec![0u8; 1 << 16];
+        for _ in 0..size / zeros.len() {
+            e.write_all(&zeros).unwrap();
+        }
+        let bomb = e.finish().unwrap();
+        assert!(bomb.len() < size / 500, "{}", bomb.len());
+        let mut body = rewrite_body(body_of(vec![bomb]), &http80(), Encoding::Gzip);
+        let (mut total, mut largest) = (0usize, 0usize);
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            total += data.len();
+            largest = largest.max(data.len());
+        }
+        assert_eq!(total, size);
+        assert!(largest <= DECODE_CHUNK, "{largest}");
+    }
+
+    #[test]
+    fn usable_with_hyper_bodies_and_box_body() {
+        fn wrap(body: hyper::body::Incoming, rw: &Rewriter) -> BoxBody<Bytes, BodyError> {
+            BoxBody::new(rewrite_body(body, rw, Encoding::Gzip))
+        }
+        let _: fn(hyper::body::Incoming, &Rewriter) -> BoxBody<Bytes, BodyError> = wrap;
     }
 }
