@@ -712,6 +712,13 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_printer_host_matches_nothing() {
+        let r = rw(Scheme::Http, " ", 80);
+        assert_eq!(r.rewrite_url("http:///x"), None);
+        assert_eq!(run_str(&r, "http:///x http://"), "http:///x http://");
+    }
+
+    #[test]
     fn session_on_443_has_no_port() {
         let r = Rewriter::new(
             PrinterOrigin {

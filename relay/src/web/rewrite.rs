@@ -288,7 +288,11 @@ impl Rewriter {
 
     /// The spellings of the printer's host searched for in bodies, lowercase;
     /// an IPv6 literal in brackets, registered and canonical spellings.
+    /// Empty for an empty host (which nothing should match).
     pub(crate) fn body_host_forms(&self) -> Vec<String> {
+        if self.host.is_empty() {
+            return Vec::new();
+        }
         match self.host_v6 {
             Some(addr) => {
                 let mut forms = vec![format!("[{}]", self.host)];
