@@ -320,3 +320,408 @@ async fn websockets_https_printers_and_certificate_changes() {
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert_eq!(changed[0]["detail"]["previous_sha256"], want.as_str());
 }
+
+/// Polls the API until the session reports an end reason.
+async fn ended_reason(api: &Api, id: &str) -> Option<String> {
+    let (_, v) = api
+        .call(Method::GET, &format!("/web-sessions/{id}"), None)
+        .await;
+    v["ended"].as_str().map(str::to_string)
+}
+
+async fn wait_ended(api: &Api, id: &str, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(r) = ended_reason(api, id).await {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session {id} did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// After a session ends, its pages say so and the printer sees nothing.
+async fn nothing_reaches_the_printer(f: &Fixture, b: &mut Browser) {
+    let before = f.printer().stats.bytes_received();
+    let page = b.get("/status.html").await;
+    assert_eq!(page.status, StatusCode::GONE, "{}", page.text());
+    assert!(page.text().contains("Session ended"), "{}", page.text());
+    let r = b
+        .client
+        .post(b.page.clone().expect("page").join("/upload").expect("url"))
+        .body(vec![1u8; 100_000])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::GONE);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        f.printer().stats.bytes_received(),
+        before,
+        "bytes reached the printer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_idle_logout_and_agent_loss_end_sessions() {
+    let mut f = fixture(|c| *c = c.replace("idle_timeout = \"5m\"", "idle_timeout = \"3s\"")).await;
+
+    // DELETE: the page, a WebSocket and the printer connections all close.
+    let s = f.session(HTTP, None).await;
+    let id = s["id"].as_str().expect("id").to_string();
+    let mut b = Browser::new(&f.relay);
+    assert_eq!(b.get(&url_of(&s)).await.status, StatusCode::OK);
+    let ws_url = format!("{}/ws", origin_of(&s).replacen("https://", "wss://", 1));
+    let mut ws = b.websocket(&f.relay, &ws_url).await.expect("websocket");
+    let _ = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    let (status, v) = f
+        .api
+        .call(Method::DELETE, &format!("/web-sessions/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => break,
+                Some(Ok(m)) if m.is_close() => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the WebSocket outlived its session");
+    nothing_reaches_the_printer(&f, &mut b).await;
+    let (status, _) = f
+        .api
+        .call(Method::DELETE, &format!("/web-sessions/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "a second DELETE");
+
+    // Idle: 3 s without a request.
+    let s = f.session(HTTP, None).await;
+    let id = s["id"].as_str().expect("id").to_string();
+    let mut b = Browser::new(&f.relay);
+    assert_eq!(b.get(&url_of(&s)).await.status, StatusCode::OK);
+    assert_eq!(
+        wait_ended(&f.api, &id, Duration::from_secs(10)).await,
+        "idle"
+    );
+    nothing_reaches_the_printer(&f, &mut b).await;
+
+    // Logout ends what that log-in opened.
+    let other = Api::login(&f.relay, "admin", &f.relay.admin_password).await;
+    let (status, s) = other
+        .call(
+            Method::POST,
+            &format!("/devices/{}/web-sessions", f.device),
+            Some(json!({"port": HTTP})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let id = s["id"].as_str().expect("id").to_string();
+    let mut b = Browser::new(&f.relay);
+    assert_eq!(b.get(&url_of(&s)).await.status, StatusCode::OK);
+    let (status, _) = other.call(Method::POST, "/logout", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = other.call(Method::GET, "/me", None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the cookie still works after logout"
+    );
+    assert_eq!(
+        wait_ended(&f.api, &id, Duration::from_secs(5)).await,
+        "logout"
+    );
+    nothing_reaches_the_printer(&f, &mut b).await;
+
+    // The agent goes away.
+    let s = f.session(HTTP, None).await;
+    let id = s["id"].as_str().expect("id").to_string();
+    let mut b = Browser::new(&f.relay);
+    assert_eq!(b.get(&url_of(&s)).await.status, StatusCode::OK);
+    f._agent.kill9();
+    assert_eq!(
+        wait_ended(&f.api, &id, Duration::from_secs(60)).await,
+        "agent_gone"
+    );
+    nothing_reaches_the_printer(&f, &mut b).await;
+
+    let ends = f.relay.audit_kind("web.session_end");
+    let reasons: Vec<&str> = ends
+        .iter()
+        .filter_map(|r| r["detail"]["reason"].as_str())
+        .collect();
+    for want in ["deleted", "idle", "logout", "agent_gone"] {
+        assert!(reasons.contains(&want), "{want} missing from {reasons:?}");
+    }
+    let deleted = ends
+        .iter()
+        .find(|r| r["detail"]["reason"] == "deleted")
+        .expect("deleted");
+    assert!(
+        deleted["detail"]["bytes_down"].as_u64().unwrap_or(0) > 0,
+        "{deleted}"
+    );
+    assert!(deleted["detail"]["duration_ms"].is_u64(), "{deleted}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_ends_at_its_maximum_duration() {
+    let f = fixture(|c| {
+        *c = c
+            .replace("max_duration = \"30m\"", "max_duration = \"10s\"")
+            .replace("idle_timeout = \"5m\"", "idle_timeout = \"10s\"")
+    })
+    .await;
+    let s = f.session(HTTP, None).await;
+    let id = s["id"].as_str().expect("id").to_string();
+    let mut b = Browser::new(&f.relay);
+    assert_eq!(b.get(&url_of(&s)).await.status, StatusCode::OK);
+    // Busy all along: it is the maximum duration that ends it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if ended_reason(&f.api, &id).await.is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ended");
+        let _ = b.get("/small").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(ended_reason(&f.api, &id).await.as_deref(), Some("expired"));
+    nothing_reaches_the_printer(&f, &mut b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tickets_are_single_use_and_bound_to_their_host() {
+    let f = fixture(|_| {}).await;
+    let a = f.session(HTTP, None).await;
+    let b_session = f.session(HTTP, None).await;
+    let requests = f.printer().stats.requests();
+
+    let mut first = Browser::new(&f.relay);
+    assert_eq!(first.get(&url_of(&a)).await.status, StatusCode::OK);
+
+    // The same link again, in another browser: refused.
+    let mut replay = Browser::new(&f.relay);
+    let p = replay.get(&url_of(&a)).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.text());
+    assert!(replay.get("/status.html").await.status == StatusCode::UNAUTHORIZED);
+
+    // B's ticket on A's host: refused, and B's link still works on B's host.
+    let b_url = url_of(&b_session);
+    let ticket = b_url.split("ticket=").nth(1).expect("ticket");
+    let wrong = format!("{}/__dwa/enter?ticket={ticket}", origin_of(&a));
+    let mut cross = Browser::new(&f.relay);
+    assert_eq!(cross.get(&wrong).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        Browser::new(&f.relay).get(&b_url).await.status,
+        StatusCode::OK
+    );
+
+    // The first browser's cookie is for A's host only.
+    let cookies_b = first.cookies_for(&format!("{}/", origin_of(&b_session)));
+    assert!(
+        cookies_b.is_empty(),
+        "cookie leaked to another session host: {cookies_b}"
+    );
+    // Two requests (`/` and its redirect to the log-in page) for each of the
+    // two successful entries; none for the refusals.
+    assert_eq!(f.printer().stats.requests(), requests + 4);
+    assert!(f.relay.audit_kind("web.ticket_refused").len() >= 2);
+
+    // A made-up session host: a clear page, nothing forwarded.
+    let mut lost = Browser::new(&f.relay);
+    let p = lost
+        .get(&format!(
+            "https://s-{}.dwa.localhost:{HTTPS_PORT}/",
+            "0".repeat(32)
+        ))
+        .await;
+    assert_eq!(p.status, StatusCode::NOT_FOUND);
+    assert!(p.text().contains("No such session"), "{}", p.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_checks_who_asks() {
+    let f = fixture(|_| {}).await;
+    let url = format!("/devices/{}/web-sessions", f.device);
+
+    // Nobody.
+    let anon = Api::new(&f.relay);
+    let (status, v) = anon
+        .call(Method::POST, &url, Some(json!({"port": HTTP})))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (status, _) = anon
+        .call(
+            Method::POST,
+            "/login",
+            Some(json!({"username": "admin", "password": "wrong"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.relay.audit_kind("user.login_failed").len(), 1);
+
+    // A technician of another customer: 403, audited.
+    f.relay.ok(&["customer", "add", "other"]);
+    let tech = f.relay.ok(&[
+        "user",
+        "add",
+        "tina",
+        "--role",
+        "technician",
+        "--customer",
+        "other",
+    ]);
+    let tina = Api::login(
+        &f.relay,
+        "tina",
+        tech["password"].as_str().expect("password"),
+    )
+    .await;
+    let (status, v) = tina
+        .call(Method::POST, &url, Some(json!({"port": HTTP})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let refused = f.relay.audit_kind("web.session_refused");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["actor"], "user:tina");
+    // ... and cannot end or see someone else's session.
+    let s = f.session(HTTP, None).await;
+    let (status, _) = tina
+        .call(
+            Method::DELETE,
+            &format!("/web-sessions/{}", s["id"].as_str().unwrap_or("")),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A technician of this customer may; a viewer may not.
+    let acme_tech = f.relay.ok(&[
+        "user",
+        "add",
+        "ted",
+        "--role",
+        "technician",
+        "--customer",
+        "acme",
+    ]);
+    let ted = Api::login(
+        &f.relay,
+        "ted",
+        acme_tech["password"].as_str().expect("password"),
+    )
+    .await;
+    let (status, v) = ted
+        .call(Method::POST, &url, Some(json!({"port": HTTP})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let viewer = f.relay.ok(&[
+        "user",
+        "add",
+        "vic",
+        "--role",
+        "viewer",
+        "--customer",
+        "acme",
+    ]);
+    let vic = Api::login(
+        &f.relay,
+        "vic",
+        viewer["password"].as_str().expect("password"),
+    )
+    .await;
+    let (status, _) = vic
+        .call(Method::POST, &url, Some(json!({"port": HTTP})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // API tokens: work as Bearer, stop when revoked.
+    let (status, t) = ted
+        .call(Method::POST, "/tokens", Some(json!({"name": "script"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    let token = t["token"].as_str().expect("token").to_string();
+    let bearer = |tok: &str| {
+        let c = anon.client.clone();
+        let u = format!("{}/devices", anon.base);
+        let tok = tok.to_string();
+        async move {
+            c.get(u)
+                .bearer_auth(tok)
+                .send()
+                .await
+                .expect("get")
+                .status()
+        }
+    };
+    assert_eq!(bearer(&token).await, StatusCode::OK);
+    assert_eq!(bearer("dwat_forged").await, StatusCode::UNAUTHORIZED);
+    let (status, _) = ted
+        .call(Method::DELETE, &format!("/tokens/{}", t["id"]), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bearer(&token).await, StatusCode::UNAUTHORIZED);
+
+    // A cookie-authenticated write from another origin is refused.
+    let r = ted
+        .client
+        .post(format!("{}/devices/{}/web-sessions", ted.base, f.device))
+        .header("origin", "https://evil.example")
+        .json(&json!({"port": HTTP}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_reader_does_not_slow_another_session() {
+    let f = fixture(|_| {}).await;
+    let stalled = f.session(HTTP, None).await;
+    let mut b1 = Browser::new(&f.relay);
+    b1.get(&url_of(&stalled)).await;
+    // A 1 GiB download read once, then left unread.
+    let mut slow = b1
+        .client
+        .get(format!(
+            "{}/download?size={}",
+            origin_of(&stalled),
+            1u64 << 30
+        ))
+        .send()
+        .await
+        .expect("download");
+    let _ = slow.chunk().await.expect("first chunk");
+
+    let fast = f.session(HTTP, None).await;
+    let mut b2 = Browser::new(&f.relay);
+    b2.get(&url_of(&fast)).await;
+    let size = 64u64 << 20;
+    let t = std::time::Instant::now();
+    let body = tokio::time::timeout(
+        Duration::from_secs(60),
+        b2.client
+            .get(format!("{}/download?size={size}", origin_of(&fast)))
+            .send(),
+    )
+    .await
+    .expect("response in time")
+    .expect("download");
+    let bytes = tokio::time::timeout(Duration::from_secs(60), body.bytes())
+        .await
+        .expect("body in time")
+        .expect("body");
+    assert_eq!(bytes.len() as u64, size);
+    assert_eq!(
+        hex::encode(Sha256::digest(&bytes)),
+        dwa_sim::download_sha256(size)
+    );
+    eprintln!("64 MiB beside a stalled session: {:?}", t.elapsed());
+    drop(slow);
+}
