@@ -160,10 +160,10 @@ async fn devices(State(relay): State<Relay>, p: Principal) -> Result<Json<serde_
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WebSessionRequest {
-    port: u16,
+pub struct WebSessionRequest {
+    pub port: u16,
     #[serde(default)]
-    tls: Option<bool>,
+    pub tls: Option<bool>,
 }
 
 async fn create_web_session(
@@ -173,6 +173,19 @@ async fn create_web_session(
     body: Body<WebSessionRequest>,
 ) -> Result<Response> {
     let req = json_body(body)?;
+    let v = open_web_session(&relay, &p, device, &req).await?;
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// Opens a web session to `device` for `p`: permission, rate, a first
+/// printer connection (errors show here, not in the browser), then the
+/// session's `{id, url, expires_at, ...}`.
+pub async fn open_web_session(
+    relay: &Relay,
+    p: &Principal,
+    device: i64,
+    req: &WebSessionRequest,
+) -> Result<serde_json::Value> {
     let target = relay.db.device_target(device).await?;
     if let Err(e) = p.require(Action::WebSession, Some(target.customer_id)) {
         relay
@@ -211,7 +224,7 @@ async fn create_web_session(
         request_burst: w.request_burst,
         printer_connections: w.printer_connections,
     });
-    if let Err(e) = proxy::prewarm(&relay, &s).await {
+    if let Err(e) = proxy::prewarm(relay, &s).await {
         relay
             .audit
             .record(
@@ -230,7 +243,7 @@ async fn create_web_session(
             "the relay carries its maximum of web sessions".into(),
         ));
     }
-    proxy::spawn_watchdog(&relay, s.clone());
+    proxy::spawn_watchdog(relay, s.clone());
     let view = s.view();
     relay
         .audit
@@ -242,11 +255,10 @@ async fn create_web_session(
                    "tls": s.tls, "certificate": view["certificate"], "expires_at": view["expires_at"]}),
         )
         .await;
-    let body = json!({
+    Ok(json!({
         "id": s.id, "url": s.entry_url(&ticket), "expires_at": view["expires_at"],
         "host": s.host, "tls": s.tls, "certificate": view["certificate"],
-    });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    }))
 }
 
 /// The session if it exists and the caller may see it (its creator, or

@@ -28,6 +28,8 @@ pub enum Via {
     Session(String),
     /// An API token, by id.
     Token(i64),
+    /// The relay's own commands on this host (`demo`).
+    Local,
 }
 
 /// An authenticated caller.
@@ -69,7 +71,7 @@ impl Principal {
     pub fn login_session(&self) -> Option<&str> {
         match &self.via {
             Via::Session(h) => Some(h),
-            Via::Token(_) => None,
+            Via::Token(_) | Via::Local => None,
         }
     }
 }
@@ -89,6 +91,16 @@ pub struct LoginOk {
     pub principal: Principal,
     pub cookie: String,
     pub expires_at: i64,
+}
+
+/// The user `username` acting through the relay's own commands.
+pub async fn local_principal(relay: &Relay, username: &str) -> Result<Principal> {
+    let id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
+        .bind(username)
+        .fetch_optional(&relay.db.pool)
+        .await?
+        .ok_or_else(|| RelayError::NotFound(format!("no user {username:?}")))?;
+    load_principal(relay, id, Via::Local).await
 }
 
 async fn load_principal(relay: &Relay, user_id: i64, via: Via) -> Result<Principal> {

@@ -8,12 +8,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use dwa_proto::audit::kind;
-use dwa_proto::enroll::EnrollToken;
 use dwa_relay::admin::{local_actor, AdminRequest};
 use dwa_relay::audit::{to_csv, to_jsonl, Audit};
-use dwa_relay::config::{DataDir, ADMIN_SOCKET, TLS_CERT_FILE};
+use dwa_relay::config::{DataDir, ADMIN_SOCKET};
 use dwa_relay::db::Db;
-use dwa_relay::util::{parse_duration, random_password, unix_now};
+use dwa_relay::util::{parse_duration, random_password};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -51,6 +50,27 @@ enum Cmd {
     },
     /// Run the relay until Ctrl-C or SIGTERM.
     Serve,
+    /// Relay, agent and a simulated printer fleet on loopback, with a ready
+    /// web-session link. Ctrl-C stops everything.
+    Demo {
+        /// Keep the demo's data here (default: a temporary directory, removed at exit;
+        /// the global --data-dir is not used).
+        #[arg(long)]
+        keep_data: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:2222")]
+        ssh_listen: SocketAddr,
+        /// Browsers resolve *.localhost to loopback: session hosts work as is.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        https_listen: SocketAddr,
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=200))]
+        printers: u8,
+        #[arg(long, default_value = "127.31.0.1")]
+        first_printer: std::net::Ipv4Addr,
+        #[arg(long, default_value_t = 8080)]
+        printer_http_port: u16,
+        #[arg(long, default_value_t = 8443)]
+        printer_https_port: u16,
+    },
     /// Manage customers.
     Customer {
         #[command(subcommand)]
@@ -225,6 +245,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ),
             );
         }
+        Cmd::Demo {
+            keep_data,
+            ssh_listen,
+            https_listen,
+            printers,
+            first_printer,
+            printer_http_port,
+            printer_https_port,
+        } => {
+            dwa_relay::demo::run(dwa_relay::demo::DemoOptions {
+                data_dir: keep_data,
+                ssh_listen,
+                https_listen,
+                printers,
+                first_printer,
+                http_port: printer_http_port,
+                https_port: printer_https_port,
+                json: j,
+            })
+            .await?;
+        }
         Cmd::Serve => {
             open(&dir).await?;
             let b = dwa_relay::serve::start(dir).await?;
@@ -333,19 +374,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("--ttl must be between 1s and 30d");
             }
             let cid = db.customer_id(&customer).await?;
-            let tls = dwa_relay::init::load_tls(&dir)?;
-            let fp: [u8; 32] = hex::decode(&tls.fingerprint)?
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("bad certificate fingerprint in {TLS_CERT_FILE}"))?;
-            let mut secret = [0u8; 16];
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
-            let token = EnrollToken {
-                secret,
-                tls_fingerprint: fp,
-            };
-            let expires = unix_now() + ttl.as_secs() as i64;
-            db.create_token(&token.secret_hash(), cid, i64::from(uses), expires, &actor)
-                .await?;
+            let (token, expires) =
+                dwa_relay::enroll::issue_token(&dir, &db, cid, uses, ttl.as_secs() as i64, &actor)
+                    .await?;
             let exp_text = humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires as u64),
             )
@@ -355,10 +386,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await?;
             print(
                 j,
-                json!({"token": token.encode(), "customer": customer, "uses": uses, "expires_at": exp_text}),
+                json!({"token": token, "customer": customer, "uses": uses, "expires_at": exp_text}),
                 format!(
-                    "{}\n(customer {customer}; up to {uses} enrollments; expires {exp_text})",
-                    token.encode()
+                    "{token}\n(customer {customer}; up to {uses} enrollments; expires {exp_text})"
                 ),
             );
         }

@@ -9,6 +9,40 @@ use crate::db::TokenCheck;
 use crate::error::{RelayError, Result};
 use crate::state::Relay;
 
+/// A new enrollment token for customer `customer_id`: at most `uses` uses,
+/// valid `ttl_secs`; it carries the relay certificate's fingerprint. Returns
+/// the token text (shown once; only its hash is stored) and its expiry.
+pub async fn issue_token(
+    dir: &crate::config::DataDir,
+    db: &crate::db::Db,
+    customer_id: i64,
+    uses: u8,
+    ttl_secs: i64,
+    actor: &str,
+) -> Result<(String, i64)> {
+    let tls = crate::init::load_tls(dir)?;
+    let fp: [u8; 32] = hex::decode(&tls.fingerprint)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| RelayError::Tls("bad certificate fingerprint".into()))?;
+    let mut secret = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+    let token = dwa_proto::enroll::EnrollToken {
+        secret,
+        tls_fingerprint: fp,
+    };
+    let expires = crate::util::unix_now() + ttl_secs;
+    db.create_token(
+        &token.secret_hash(),
+        customer_id,
+        i64::from(uses),
+        expires,
+        actor,
+    )
+    .await?;
+    Ok((token.encode(), expires))
+}
+
 fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253

@@ -17,6 +17,7 @@
 //! - [`web`]: Device Web Access sessions and the session-host proxy.
 //! - [`admin`]: the local admin socket the CLI uses to reach the server.
 //! - [`serve`]: wiring, start and stop.
+//! - [`demo`]: relay + agent + simulated fleet on loopback, in one command.
 
 pub mod admin;
 pub mod agents;
@@ -25,6 +26,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod enroll;
 pub mod error;
 pub mod https;

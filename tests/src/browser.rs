@@ -60,10 +60,17 @@ impl Browser {
         let addr: SocketAddr = format!("{}:{HTTPS_PORT}", relay.ip(1))
             .parse()
             .expect("relay address");
+        Self::at(addr, &relay.data.join("tls_cert.pem"))
+    }
+
+    /// A browser for the relay at `addr` whose certificate is in `cert_pem`.
+    pub fn at(addr: SocketAddr, cert_pem: &std::path::Path) -> Self {
+        let pem = std::fs::read(cert_pem).expect("relay certificate file");
+        let cert = reqwest::Certificate::from_pem(&pem).expect("relay certificate");
         let jar = Arc::new(reqwest::cookie::Jar::default());
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(ToRelay(addr)))
-            .add_root_certificate(relay_cert(relay))
+            .add_root_certificate(cert)
             .tls_built_in_root_certs(false)
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())

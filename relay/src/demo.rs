@@ -1,0 +1,224 @@
+//! `dwa-relay demo`: the whole product on one machine — a relay, one agent
+//! (the real `dwa-agent` binary next to this one), and a simulated printer
+//! fleet on loopback — with a ready web-session link. Ctrl-C stops all of it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use dwa_sim::{Fleet, FleetConfig};
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+
+use crate::api::{open_web_session, WebSessionRequest};
+use crate::config::DataDir;
+use crate::error::{RelayError, Result};
+
+pub struct DemoOptions {
+    /// Kept after the demo when given; a temporary directory otherwise.
+    pub data_dir: Option<PathBuf>,
+    pub ssh_listen: SocketAddr,
+    pub https_listen: SocketAddr,
+    pub printers: u8,
+    /// First printer address; the others follow.
+    pub first_printer: Ipv4Addr,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub json: bool,
+}
+
+const CUSTOMER: &str = "Demo Customer";
+
+fn fail(what: &str, e: impl std::fmt::Display) -> RelayError {
+    RelayError::Unavailable(format!("{what}: {e}"))
+}
+
+/// Runs until Ctrl-C / SIGTERM.
+pub async fn run(o: DemoOptions) -> Result<()> {
+    let agent_bin = std::env::current_exe()?.with_file_name("dwa-agent");
+    if !agent_bin.exists() {
+        return Err(RelayError::NotFound(format!(
+            "{} not found: the demo runs the real agent (build both with `cargo build --bins`)",
+            agent_bin.display()
+        )));
+    }
+    let tmp;
+    let dir = match &o.data_dir {
+        Some(d) => DataDir(d.clone()),
+        None => {
+            tmp = tempfile::tempdir()?;
+            DataDir(tmp.path().join("relay"))
+        }
+    };
+    let report = crate::init::init(&dir, "dwa.localhost", o.ssh_listen, o.https_listen).await?;
+
+    // The fleet first: the agent's policy allows exactly its addresses.
+    let addrs: Vec<IpAddr> = (0..o.printers.max(1))
+        .map(|i| IpAddr::V4(Ipv4Addr::from(u32::from(o.first_printer) + u32::from(i))))
+        .collect();
+    let fleet = Fleet::start(FleetConfig {
+        addresses: addrs.clone(),
+        http_port: o.http_port,
+        https_port: Some(o.https_port),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| fail("starting the simulated printers", e))?;
+
+    let bound = crate::serve::start(dir.clone()).await?;
+    let relay = bound.relay.clone();
+    let result = async {
+        let cid = relay.db.add_customer(CUSTOMER).await?;
+        let (token, _) = crate::enroll::issue_token(&dir, &relay.db, cid, 1, 600, "demo").await?;
+        let agent_toml = dir.path("demo-agent.toml");
+        let relay_url = format!("https://{}", bound.https);
+        let mut enroll = tokio::process::Command::new(&agent_bin);
+        enroll
+            .args([
+                "--json",
+                "enroll",
+                "--relay",
+                &relay_url,
+                "--token",
+                &token,
+                "--transport",
+                "ssh",
+                "--config",
+            ])
+            .arg(&agent_toml)
+            .args([
+                "--port",
+                &o.http_port.to_string(),
+                "--port",
+                &o.https_port.to_string(),
+            ]);
+        for a in &addrs {
+            enroll.args(["--allow", &format!("{a}/32")]);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(30), enroll.output())
+            .await
+            .map_err(|_| fail("enrolling the agent", "timed out"))??;
+        if !out.status.success() {
+            return Err(fail(
+                "enrolling the agent",
+                String::from_utf8_lossy(&out.stderr).trim(),
+            ));
+        }
+        let enrolled: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| fail("reading the agent's enrollment", e))?;
+        let agent_id = enrolled["agent_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let log = std::fs::File::create(dir.path("demo-agent.log"))?;
+        let mut agent = tokio::process::Command::new(&agent_bin)
+            .args(["run", "--config"])
+            .arg(&agent_toml)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        let r = serve_demo(&relay, &o, &report, &agent_id, &addrs, &dir).await;
+        // SIGTERM, then a bounded wait; kill_on_drop covers the rest.
+        if let Some(pid) = agent.id() {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(5), agent.wait())
+            .await
+            .is_err()
+        {
+            let _ = agent.kill().await;
+        }
+        r
+    }
+    .await;
+    fleet.shutdown().await;
+    crate::serve::stop(&relay).await;
+    result
+}
+
+async fn serve_demo(
+    relay: &crate::state::Relay,
+    o: &DemoOptions,
+    report: &crate::init::InitReport,
+    agent_id: &str,
+    addrs: &[IpAddr],
+    dir: &DataDir,
+) -> Result<()> {
+    // Wait for the agent's session (its Hello included) before opening.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while relay
+        .agents
+        .get(agent_id)
+        .and_then(|c| c.native())
+        .is_none()
+    {
+        if tokio::time::Instant::now() > deadline {
+            return Err(fail(
+                "the agent did not connect",
+                format!("see {}", dir.path("demo-agent.log").display()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut devices = vec![];
+    for (i, a) in addrs.iter().enumerate() {
+        let id = relay
+            .db
+            .add_device(
+                agent_id,
+                &a.to_string(),
+                Some(&format!("Printer {}", i + 1)),
+            )
+            .await?;
+        devices.push(id);
+    }
+    let admin = crate::auth::local_principal(relay, &report.admin_user).await?;
+    let req = WebSessionRequest {
+        port: o.http_port,
+        tls: None,
+    };
+    let link = |v: &serde_json::Value| v["url"].as_str().unwrap_or_default().to_string();
+    let first = open_web_session(relay, &admin, devices[0], &req).await?;
+    let portal = format!("{}/", relay.portal_origin());
+    if o.json {
+        println!(
+            "{}",
+            json!({"portal": portal, "api": format!("{portal}api/v1"), "username": report.admin_user,
+                   "password": report.admin_password, "web_session": link(&first),
+                   "printers": addrs, "device_ids": devices, "data_dir": dir.0})
+        );
+    } else {
+        println!(
+            "DWA demo running (data in {}).\n\n  Portal:     {portal}   (API under {portal}api/v1)\n  Log in:     {} / {}\n  Printers:   {} simulated, {}..  (web {}, https {})\n  Web session for Printer 1 (one-time link, valid 60 s; your browser will warn about the demo's self-signed certificate):\n    {}\n\nPress Enter for a new web-session link; Ctrl-C stops everything.",
+            dir.0.display(),
+            report.admin_user,
+            report.admin_password,
+            addrs.len(),
+            addrs[0],
+            o.http_port,
+            o.https_port,
+            link(&first)
+        );
+    }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            _ = crate::serve::shutdown_signal() => return Ok(()),
+            l = lines.next_line(), if stdin_open => match l {
+                Ok(Some(_)) => match open_web_session(relay, &admin, devices[0], &req).await {
+                    Ok(v) if o.json => println!("{}", json!({"web_session": link(&v)})),
+                    Ok(v) => println!("  {}", link(&v)),
+                    Err(e) => eprintln!("  web session: {e}"),
+                },
+                // No terminal (or it closed): keep running until a signal.
+                _ => stdin_open = false,
+            },
+        }
+    }
+}
