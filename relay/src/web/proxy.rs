@@ -121,25 +121,66 @@ pub async fn serve(
     session: Option<Arc<WebSession>>,
     req: Request<Body>,
 ) -> Response<Body> {
+    match gate(&relay, session, req).await {
+        Ok(r) => r,
+        Err((page, body)) => {
+            drain(body).await;
+            page
+        }
+    }
+}
+
+/// Reads and drops up to `DRAIN_MAX` of a request body we answer ourselves,
+/// so a browser's form post gets our page rather than a reset connection.
+const DRAIN_MAX: u64 = 1 << 20;
+
+async fn drain(mut body: Body) {
+    use http_body_util::BodyExt;
+    let mut n = 0u64;
+    let read = async {
+        while let Some(Ok(f)) = body.frame().await {
+            n += f.data_ref().map_or(0, |d| d.len() as u64);
+            if n > DRAIN_MAX {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+}
+
+/// Our own answer, with the request body still to drain.
+type Early = (Response<Body>, Body);
+
+async fn gate(
+    relay: &Relay,
+    session: Option<Arc<WebSession>>,
+    req: Request<Body>,
+) -> Result<Response<Body>, Early> {
+    let relay = relay.clone();
+    let early = |p: Response<Body>, req: Request<Body>| Err((p, req.into_body()));
     let Some(s) = session else {
-        return page(
+        return early(page(
             StatusCode::NOT_FOUND,
             "No such session",
             "This Device Web Access session does not exist (it may have ended before the relay restarted). Open the device again from the portal.",
-        );
+        ), req);
     };
     if let Some(r) = s.ended() {
-        return ended_page(r);
+        return early(ended_page(r), req);
     }
     if req.uri().path() == ENTER_PATH {
         let query = req.uri().query().unwrap_or("").to_string();
-        return enter(&relay, &s, &query).await;
+        let p = enter(&relay, &s, &query).await;
+        return early(p, req);
     }
     if !cookie(&req, SESSION_COOKIE).is_some_and(|c| s.cookie_ok(c)) {
-        return page(
-            StatusCode::UNAUTHORIZED,
-            "Not signed in to this session",
-            "Open this device from the portal: each session is entered with a one-time link.",
+        return early(
+            page(
+                StatusCode::UNAUTHORIZED,
+                "Not signed in to this session",
+                "Open this device from the portal: each session is entered with a one-time link.",
+            ),
+            req,
         );
     }
     if !s.admit_request() {
@@ -150,14 +191,14 @@ pub async fn serve(
         );
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+        return early(r, req);
     }
     s.touch();
     s.requests.fetch_add(1, Ordering::Relaxed);
     if is_upgrade(&req) {
-        return websocket(relay, s, req).await;
+        return Ok(websocket(relay, s, req).await);
     }
-    forward(relay, s, req).await
+    Ok(forward(relay, s, req).await)
 }
 
 /// The ticket exchange: a host-only cookie, then `/`.
