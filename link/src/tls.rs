@@ -29,9 +29,14 @@ impl std::fmt::Display for PinMismatch {
 
 impl std::error::Error for PinMismatch {}
 
+/// Accepts the certificate with the pinned SHA-256, or any certificate when
+/// there is no pin: printers serve self-signed ones with no name that could
+/// be checked, and trust there is "the same certificate as last time",
+/// decided by the relay. The handshake signature is verified either way, so
+/// the session is bound to the certificate whose fingerprint is recorded.
 #[derive(Debug)]
 pub struct PinnedCert {
-    pin: String,
+    pin: Option<String>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -44,8 +49,11 @@ impl ServerCertVerifier for PinnedCert {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pin) = &self.pin else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let got = fingerprint(end_entity);
-        if got.eq_ignore_ascii_case(&self.pin) {
+        if got.eq_ignore_ascii_case(pin) {
             Ok(ServerCertVerified::assertion())
         } else {
             // InvalidCertificate makes rustls send a bad_certificate alert,
@@ -53,7 +61,7 @@ impl ServerCertVerifier for PinnedCert {
             let msg = format!(
                 "relay certificate fingerprint is sha256:{got}, expected the pinned sha256:{} \
                  (wrong relay, interception, or the relay's certificate changed: re-enroll)",
-                self.pin
+                pin
             );
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Other(rustls::OtherError(std::sync::Arc::new(
@@ -98,67 +106,12 @@ impl ServerCertVerifier for PinnedCert {
     }
 }
 
-/// Accepts any certificate: printers serve self-signed ones with no name
-/// that could be checked. The handshake signature is still verified, so the
-/// session is bound to the certificate whose fingerprint we record; trust is
-/// "same certificate as last time", decided by the relay.
-#[derive(Debug)]
-pub struct AnyCert {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// Client config for a printer's HTTPS port: any certificate (see
-/// [`AnyCert`]), TLS 1.2 and 1.3.
+/// [`PinnedCert`]), TLS 1.2 and 1.3.
 pub fn any_cert_client_config() -> Result<rustls::ClientConfig, crate::LinkError> {
     let provider = provider();
-    let verifier = Arc::new(AnyCert {
+    let verifier = Arc::new(PinnedCert {
+        pin: None,
         provider: provider.clone(),
     });
     rustls::ClientConfig::builder_with_provider(provider)
@@ -180,10 +133,12 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub fn pinned_client_config(pin_hex: &str) -> Result<rustls::ClientConfig, crate::LinkError> {
     let provider = provider();
     let verifier = Arc::new(PinnedCert {
-        pin: pin_hex
-            .trim()
-            .trim_start_matches("sha256:")
-            .to_ascii_lowercase(),
+        pin: Some(
+            pin_hex
+                .trim()
+                .trim_start_matches("sha256:")
+                .to_ascii_lowercase(),
+        ),
         provider: provider.clone(),
     });
     let cfg = rustls::ClientConfig::builder_with_provider(provider)

@@ -251,18 +251,6 @@ pub async fn revoke_token(relay: &Relay, p: &Principal, id: i64) -> Result<()> {
     Ok(())
 }
 
-fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 /// Resolves the caller of an API request.
 pub async fn authenticate(relay: &Relay, parts: &Parts) -> Result<Principal> {
     if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
@@ -283,7 +271,7 @@ pub async fn authenticate(relay: &Relay, parts: &Parts) -> Result<Principal> {
         .ok_or_else(|| RelayError::Unauthorized("unknown or revoked API token".into()))?;
         return load_principal(relay, row.get("user_id"), Via::Token(row.get("id"))).await;
     }
-    let Some(cookie) = cookie_value(parts, SESSION_COOKIE) else {
+    let Some(cookie) = crate::util::cookie_value(&parts.headers, SESSION_COOKIE) else {
         return Err(RelayError::Unauthorized(
             "log in first (POST /api/v1/login) or send an API token".into(),
         ));

@@ -293,7 +293,20 @@ impl Relay {
     /// allows exactly `.10` on `ports`, registered as a device. Returns the
     /// relay, the agent and the target address.
     pub fn with_agent(ports: &[u16]) -> (Relay, Agent, String) {
-        let relay = Relay::start_new();
+        let (relay, agent, ip) = Self::with_agent_config(|_| {}, ports);
+        relay.add_device(&agent, &ip);
+        (relay, agent, ip)
+    }
+
+    /// [`Relay::with_agent`] with relay.toml edited by `edit` first, and the
+    /// target not yet registered as a device.
+    pub fn with_agent_config(
+        edit: impl FnOnce(&mut String),
+        ports: &[u16],
+    ) -> (Relay, Agent, String) {
+        let mut relay = Relay::init_with(edit);
+        relay.start();
+        relay.ok(&["customer", "add", "acme"]);
         let ip = relay.ip(10);
         let allow = format!("{ip}/32");
         let mut agent = Agent::enroll(
@@ -306,7 +319,6 @@ impl Relay {
         );
         agent.start();
         relay.wait_connected(&agent);
-        relay.add_device(&agent, &ip);
         (relay, agent, ip)
     }
 
