@@ -54,21 +54,7 @@ impl Fixture {
 /// Relay (relay.toml edited by `edit`), an agent allowing the printer's two
 /// ports, a simulated printer at `.10`, and an admin API client.
 async fn fixture(edit: impl FnOnce(&mut String)) -> Fixture {
-    let mut relay = Relay::init_with(edit);
-    relay.start();
-    relay.ok(&["customer", "add", "acme"]);
-    let ip = relay.ip(10);
-    let allow = format!("{ip}/32");
-    let mut agent = Agent::enroll(
-        &relay,
-        EnrollArgs {
-            allow: &[&allow],
-            ports: &[HTTP, HTTPS],
-            transport: "ssh",
-        },
-    );
-    agent.start();
-    relay.wait_connected(&agent);
+    let (relay, agent, ip) = Relay::with_agent_config(edit, &[HTTP, HTTPS]);
     let device = relay.add_device(&agent, &ip);
     let fleet = Fleet::start(FleetConfig {
         addresses: vec![ip.parse().expect("ip")],
@@ -224,6 +210,23 @@ async fn a_dealer_logs_in_to_a_printer_through_a_session() {
     assert_eq!(r["bytes"], up.len());
     assert_eq!(r["sha256"], hex::encode(Sha256::digest(&up)));
 
+    // Keep-alive: sequential requests reuse the printer connection.
+    let conns = f.printer().stats.connections();
+    for _ in 0..20 {
+        let r = b
+            .client
+            .get(format!("{origin}/small"))
+            .send()
+            .await
+            .expect("small");
+        assert_eq!(r.bytes().await.expect("body").len(), 1024);
+    }
+    let opened = f.printer().stats.connections() - conns;
+    assert!(
+        opened <= 1,
+        "{opened} new printer connections for 20 requests"
+    );
+
     // Audit: the session and each request, query values redacted.
     let created = f.relay.audit_kind("web.session_create");
     assert_eq!(created.len(), 1);
@@ -245,6 +248,7 @@ async fn a_dealer_logs_in_to_a_printer_through_a_session() {
         .find(|r| r["detail"]["path"] == "/download?size=&token=")
         .expect("download record");
     assert_eq!(dl["detail"]["status"], 200);
+    assert_eq!(dl["detail"]["complete"], true, "{dl}");
     assert_eq!(dl["detail"]["bytes_down"], size);
 }
 

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::agents::{open_stream, StreamRecord, StreamRequest};
 use crate::error::RelayError;
 use crate::state::Relay;
-use crate::web::pool::Sender;
+use crate::web::pool::{Sender, Wait};
 use crate::web::rewrite::{BodyPlan, PrinterOrigin, Rewriter, Scheme, SessionOrigin};
 use crate::web::session::{EndReason, TicketError, WebSession, ENTER_PATH, SESSION_COOKIE};
 
@@ -74,17 +74,6 @@ fn rewriter(s: &WebSession, https_port: u16) -> Rewriter {
     )
 }
 
-fn cookie<'a>(req: &'a Request<Body>, name: &str) -> Option<&'a str> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 /// The path with query values replaced by nothing: `/a?user=&page=`.
 pub fn redacted_path(uri: &axum::http::Uri) -> String {
     let path = uri.path();
@@ -123,7 +112,8 @@ pub async fn serve(
 ) -> Response<Body> {
     match gate(&relay, session, req).await {
         Ok(r) => r,
-        Err((page, body)) => {
+        Err(early) => {
+            let (page, body) = *early;
             drain(body).await;
             page
         }
@@ -149,7 +139,7 @@ async fn drain(mut body: Body) {
 }
 
 /// Our own answer, with the request body still to drain.
-type Early = (Response<Body>, Body);
+type Early = Box<(Response<Body>, Body)>;
 
 async fn gate(
     relay: &Relay,
@@ -157,7 +147,7 @@ async fn gate(
     req: Request<Body>,
 ) -> Result<Response<Body>, Early> {
     let relay = relay.clone();
-    let early = |p: Response<Body>, req: Request<Body>| Err((p, req.into_body()));
+    let early = |p: Response<Body>, req: Request<Body>| Err(Box::new((p, req.into_body())));
     let Some(s) = session else {
         return early(page(
             StatusCode::NOT_FOUND,
@@ -173,7 +163,7 @@ async fn gate(
         let p = enter(&relay, &s, &query).await;
         return early(p, req);
     }
-    if !cookie(&req, SESSION_COOKIE).is_some_and(|c| s.cookie_ok(c)) {
+    if !crate::util::cookie_value(req.headers(), SESSION_COOKIE).is_some_and(|c| s.cookie_ok(c)) {
         return early(
             page(
                 StatusCode::UNAUTHORIZED,
@@ -251,11 +241,11 @@ async fn enter(relay: &Relay, s: &WebSession, query: &str) -> Response<Body> {
 /// task drives it; it ends when the connection closes or the session ends.
 /// If the caller keeps the receiver, the stream's close record is handed
 /// to it when the connection is upgraded (a WebSocket lives on).
-async fn connect(relay: &Relay, s: &Arc<WebSession>) -> Result<Connected, RelayError> {
-    let slot =
-        s.pool.slot(SLOT_WAIT).await.ok_or_else(|| {
-            RelayError::Unavailable("the printer's connections are all busy".into())
-        })?;
+async fn connect(
+    relay: &Relay,
+    s: &Arc<WebSession>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> Result<Connected, RelayError> {
     let os = open_stream(
         relay,
         &StreamRequest {
@@ -351,14 +341,34 @@ pub async fn note_certificate(relay: &Relay, s: &WebSession, info: &dwa_proto::c
 
 /// A ready connection: an idle one, else a new one.
 async fn sender(relay: &Relay, s: &Arc<WebSession>) -> Result<Sender, RelayError> {
-    if let Some(c) = s.pool.take() {
+    let deadline = tokio::time::Instant::now() + SLOT_WAIT;
+    loop {
+        if let Some(mut c) = s.pool.take() {
+            // Its last response was read to the end: hyper marks it ready
+            // a moment later.
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), c.ready()).await {
+                return Ok(c);
+            }
+            continue;
+        }
+        let slot = match s.pool.try_slot() {
+            Some(p) => p,
+            None => match tokio::time::timeout_at(deadline, s.pool.wait()).await {
+                Ok(Wait::Slot(p)) => p,
+                Ok(Wait::Returned) => continue,
+                Err(_) => {
+                    return Err(RelayError::Unavailable(
+                        "the printer's connections are all busy".into(),
+                    ))
+                }
+            },
+        };
+        let (c, tls, _done) = connect(relay, s, slot).await?;
+        if let Some(info) = tls {
+            note_certificate(relay, s, &info).await;
+        }
         return Ok(c);
     }
-    let (c, tls, _done) = connect(relay, s).await?;
-    if let Some(info) = tls {
-        note_certificate(relay, s, &info).await;
-    }
-    Ok(c)
 }
 
 /// Opens the session's first printer connection at creation: errors show at
@@ -429,7 +439,7 @@ impl Finish {
 
 /// A body that counts its bytes into the session and, at its end (or when
 /// dropped early), hands its record to [`Finish`].
-struct Tracked<B> {
+struct Tracked<B: HttpBody> {
     inner: B,
     session: Arc<WebSession>,
     down: u64,
@@ -458,6 +468,13 @@ where
                         .fetch_add(d.len() as u64, Ordering::Relaxed);
                     this.session.touch();
                 }
+                // hyper's server stops polling once the body says it has
+                // ended, so this is where a complete response is seen.
+                if this.inner.is_end_stream() {
+                    if let Some(f) = this.finish.take() {
+                        f.done(this.down, true);
+                    }
+                }
             }
             Poll::Ready(None) => {
                 if let Some(f) = this.finish.take() {
@@ -483,10 +500,11 @@ where
     }
 }
 
-impl<B> Drop for Tracked<B> {
+impl<B: HttpBody> Drop for Tracked<B> {
     fn drop(&mut self) {
         if let Some(f) = self.finish.take() {
-            f.done(self.down, false);
+            // An empty body (a redirect, a 304) is never polled at all.
+            f.done(self.down, self.inner.is_end_stream());
         }
     }
 }
@@ -615,7 +633,19 @@ async fn websocket(relay: Relay, s: Arc<WebSession>, mut req: Request<Body>) -> 
     if let Some(pq) = parts.uri.path_and_query().cloned() {
         parts.uri = pq.into();
     }
-    let (mut conn, _tls, done) = match connect(&relay, &s).await {
+    let slot = match s.pool.try_slot() {
+        Some(p) => p,
+        None => match tokio::time::timeout(SLOT_WAIT, s.pool.wait()).await {
+            Ok(Wait::Slot(p)) => p,
+            // WebSockets never share a connection: only a slot will do.
+            _ => {
+                return bad_gateway(&RelayError::Unavailable(
+                    "the printer's connections are all busy".into(),
+                ))
+            }
+        },
+    };
+    let (mut conn, _tls, done) = match connect(&relay, &s, slot).await {
         Ok(c) => c,
         Err(e) => return bad_gateway(&e),
     };
