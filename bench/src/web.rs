@@ -604,7 +604,8 @@ fn report(
             row(
                 &format!("{label} {qn}, µs"),
                 [opt(v[0], 1), opt(v[1], 1), opt(v[2], 1)],
-                opt(v[0].zip(v[1]).map(|(d, x)| x - d), 1),
+                v[0].zip(v[1])
+                    .map_or("-".into(), |(d, x)| format!("{:+.1}", x - d)),
                 ratio(v[2].zip(v[1]).map(|(o, x)| x / o)),
             );
         }
@@ -612,7 +613,11 @@ fn report(
         let add = |i: usize| p50[0].zip(p50[i]).map(|(d, x)| x - d);
         row(
             &format!("{label} added p50, µs"),
-            ["-".into(), opt(add(1), 1), opt(add(2), 1)],
+            [
+                "-".into(),
+                add(1).map_or("-".into(), |v| format!("{v:+.1}")),
+                add(2).map_or("-".into(), |v| format!("{v:+.1}")),
+            ],
             String::new(),
             String::new(),
         );
