@@ -653,6 +653,26 @@ fn report(
         }
     }
     println!();
+    println!("latency distribution (µs; mean and max show a tail the percentiles hide):");
+    for (label, lat) in [
+        ("c=1".to_string(), seq),
+        (format!("c={}", args.concurrency), conc),
+    ] {
+        for (i, r) in lat.iter().enumerate() {
+            if let Some(Ok(l)) = r {
+                let mut v = l.ns.clone();
+                let mean = v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 / 1000.0;
+                let p999 = measure::percentile_us(&mut v, 0.999);
+                let max = measure::percentile_us(&mut v, 1.0);
+                let slow = v.iter().filter(|&&n| n > 100_000_000).count();
+                println!(
+                    "  {label:<5} {:<8} mean {mean:>9.1}  p99.9 {p999:>10.1}  max {max:>10.1}  over 100 ms: {slow}",
+                    PATHS[i]
+                );
+            }
+        }
+    }
+    println!();
     println!("request rates (all connections together) and CPU µs per request, per process:");
     for (label, lat) in [
         ("c=1".to_string(), seq),
