@@ -1,11 +1,15 @@
 //! `bench`: throughput and latency of the DWA tunnel (relay → SSH → agent →
-//! target) against a direct loopback connection and OpenSSH's `ssh -L`, all
-//! on this machine's loopback. See docs/performance.md.
+//! target) against a direct loopback connection and OpenSSH's `ssh -L`, and
+//! (`bench web`) of a printer's web server through a DWA web session against
+//! direct HTTP and OpenSSH's `ssh -R`; all on this machine's loopback. See
+//! docs/performance.md.
 
+mod http;
 mod measure;
 mod procs;
 mod setup;
 mod target;
+mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,51 +18,78 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::procs::{clock_ticks, cpu_ticks, own_cpu_ticks, Procs};
 
 #[derive(Parser)]
 #[command(
     name = "bench",
-    about = "DWA tunnel vs direct TCP vs OpenSSH ssh -L, on loopback"
+    about = "DWA on loopback: the tunnel vs direct TCP vs OpenSSH ssh -L (default), \
+             or `bench web`: a printer's web server through a web session vs direct HTTP vs OpenSSH ssh -R",
+    after_help = "Examples:\n  \
+                  bench                       tunnel bench with the defaults\n  \
+                  bench web                   web-session bench with the defaults\n  \
+                  bench web --size-mib 64 --openssh-cipher aes256-gcm@openssh.com"
 )]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The tunnel bench (also what runs without a subcommand): TCP direct vs
+    /// `dwa-relay forward` vs `ssh -L`.
+    Tunnel,
+    /// The web-session bench: a simulated printer's web server reached by
+    /// plain HTTP direct, through a DWA web session (HTTPS to the relay, SSH
+    /// to the agent, HTTP to the printer), and through `ssh -R` (plain HTTP
+    /// to the forwarded port on the sshd side).
+    Web(web::WebArgs),
+}
+
+/// Options (`global`: accepted before or after the subcommand); each says
+/// which bench uses it when only one does.
+#[derive(clap::Args)]
 struct Args {
     /// Bytes per throughput measurement, in MiB.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, global = true)]
     size_mib: u64,
-    /// Sequential 1 KiB round trips on one connection.
-    #[arg(long, default_value_t = 5000)]
+    /// Sequential 1 KiB round trips on one connection (tunnel bench).
+    #[arg(long, default_value_t = 5000, global = true)]
     rtt_count: usize,
-    /// Parallel connections for the concurrent round-trip test.
-    #[arg(long, default_value_t = 64)]
+    /// Parallel connections for the concurrent latency test.
+    #[arg(long, default_value_t = 64, global = true)]
     concurrency: usize,
-    /// Round trips per connection in the concurrent test.
-    #[arg(long, default_value_t = 200)]
+    /// Round trips per connection in the concurrent test (tunnel bench).
+    #[arg(long, default_value_t = 200, global = true)]
     concurrent_rtts: usize,
-    /// Fresh connections in the connection-setup test.
-    #[arg(long, default_value_t = 200)]
+    /// Fresh connections in the connection-setup test (tunnel bench).
+    #[arg(long, default_value_t = 200, global = true)]
     connects: usize,
     /// Runs of each throughput measurement; the median is reported.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, global = true)]
     repeat: usize,
     /// Agent transport: ssh, websocket or auto.
-    #[arg(long, default_value = "ssh", value_parser = ["ssh", "websocket", "auto"])]
+    #[arg(long, default_value = "ssh", value_parser = ["ssh", "websocket", "auto"], global = true)]
     transport: String,
     /// Cipher for the OpenSSH reference (ssh -c); default: OpenSSH's choice.
-    #[arg(long)]
+    #[arg(long, global = true)]
     openssh_cipher: Option<String>,
     /// Skip the OpenSSH reference.
-    #[arg(long)]
+    #[arg(long, global = true)]
     no_openssh: bool,
     /// Directory holding dwa-relay and dwa-agent (default: next to this binary).
-    #[arg(long)]
+    #[arg(long, global = true)]
     bin_dir: Option<PathBuf>,
     /// Time limit of each single measurement, in seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, global = true)]
     timeout_secs: u64,
     /// Keep the scratch directory (configs, logs) after the run.
-    #[arg(long)]
+    #[arg(long, global = true)]
     keep: bool,
 }
 
@@ -77,7 +108,7 @@ struct Path {
 
 /// Result of one measurement on one path.
 #[derive(Clone)]
-enum Fig {
+pub(crate) enum Fig {
     /// Median MiB/s, every run's MiB/s, and CPU seconds per run of each
     /// tunnel process and of the bench (client + target server).
     Rate {
@@ -95,7 +126,7 @@ enum Fig {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let Cli { cmd, args } = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,8 +147,14 @@ fn main() -> ExitCode {
             }
         };
         // Dropping `run` (on a signal) drops its Procs guard: children die.
+        let bench = async move {
+            match cmd {
+                Some(Cmd::Web(w)) => web::run(args, w).await,
+                Some(Cmd::Tunnel) | None => run(args).await,
+            }
+        };
         tokio::select! {
-            r = run(args) => match r {
+            r = bench => match r {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -132,7 +169,7 @@ fn main() -> ExitCode {
     code
 }
 
-fn machine_info() -> Vec<(String, String)> {
+pub(crate) fn machine_info() -> Vec<(String, String)> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -195,33 +232,111 @@ async fn latency(kind: LatKind, addr: SocketAddr, args: &Args) -> Result<(Vec<u6
 }
 
 /// The 1/5/15-minute load averages; other work on the machine skews figures.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Where dwa-relay and dwa-agent are: --bin-dir, else next to this binary.
+pub(crate) fn bin_dir(args: &Args) -> Result<PathBuf> {
+    Ok(match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no parent dir of the bench binary")?
+            .to_path_buf(),
+    })
+}
+
+/// Prints the machine block both benches start with.
+pub(crate) fn print_machine(title: &str) {
+    println!("{title}");
+    println!("machine:");
+    for (k, v) in machine_info() {
+        println!("  {k:<8} {v}");
+    }
+    println!("  (a load average well above 0 means other work is running: figures will be noisy)");
+}
+
+/// Throughput runs of one path, and the CPU each process used during them.
+pub(crate) struct RateAcc {
+    all: Vec<f64>,
+    ticks: Vec<u64>,
+    own: u64,
+    err: Option<String>,
+}
+
+impl RateAcc {
+    pub(crate) fn new(pids: &[(String, u32)]) -> Self {
+        Self {
+            all: Vec::new(),
+            ticks: vec![0; pids.len()],
+            own: 0,
+            err: None,
+        }
+    }
+
+    /// One run of `units` (MiB, MB, ...) timed by `f`; after a failure the
+    /// path's further runs are skipped.
+    pub(crate) async fn run(
+        &mut self,
+        pids: &[(String, u32)],
+        units: f64,
+        f: impl Future<Output = Result<Duration>>,
+    ) {
+        if self.err.is_some() {
+            return;
+        }
+        let before: Vec<u64> = pids.iter().map(|(_, pid)| cpu_ticks(&[*pid])).collect();
+        let own_before = own_cpu_ticks();
+        let r = f.await;
+        for ((t, (_, pid)), b) in self.ticks.iter_mut().zip(pids).zip(before) {
+            *t += cpu_ticks(&[*pid]).saturating_sub(b);
+        }
+        self.own += own_cpu_ticks().saturating_sub(own_before);
+        match r {
+            Ok(d) => self.all.push(units / d.as_secs_f64()),
+            Err(e) => self.err = Some(format!("{e:#}")),
+        }
+    }
+
+    /// The median, every run, and CPU seconds per run of each process.
+    pub(crate) fn fig(self, pids: &[(String, u32)]) -> Fig {
+        let ticks = clock_ticks() as f64;
+        let n = self.all.len().max(1) as f64;
+        let per_run = |t: u64| t as f64 / ticks / n;
+        let mut cpu: Vec<(String, f64)> = pids
+            .iter()
+            .zip(&self.ticks)
+            .map(|((name, _), t)| (name.clone(), per_run(*t)))
+            .collect();
+        cpu.push(("bench".into(), per_run(self.own)));
+        match self.err {
+            Some(e) => Fig::Failed(e),
+            None => {
+                let mut s = self.all.clone();
+                s.sort_by(f64::total_cmp);
+                Fig::Rate {
+                    mib_s: s[s.len() / 2],
+                    all: self.all,
+                    cpu,
+                }
+            }
+        }
+    }
+}
+
 /// Runs `f` under the per-measurement time limit.
-async fn bounded<T>(limit: Duration, f: impl Future<Output = Result<T>>) -> Result<T> {
+pub(crate) async fn bounded<T>(limit: Duration, f: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::time::timeout(limit, f)
         .await
         .with_context(|| format!("timed out after {limit:?}"))?
 }
 
 async fn run(args: Args) -> Result<ExitCode> {
-    println!("DWA tunnel benchmark (loopback only)");
-    println!("machine:");
-    for (k, v) in machine_info() {
-        println!("  {k:<8} {v}");
-    }
-    println!("  (a load average well above 0 means other work is running: figures will be noisy)");
-    let bins = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no parent dir of the bench binary")?
-            .to_path_buf(),
-    };
+    print_machine("DWA tunnel benchmark (loopback only)");
+    let bins = bin_dir(&args)?;
     let limit = Duration::from_secs(args.timeout_secs);
     let size = args.size_mib * 1024 * 1024;
     let mut procs = Procs::new(args.keep)?;
@@ -295,7 +410,6 @@ async fn run(args: Args) -> Result<ExitCode> {
         "measuring ({} MiB per transfer, median of {} runs; {} round trips; {}x{} concurrent; {} connects)...",
         args.size_mib, args.repeat, args.rtt_count, args.concurrency, args.concurrent_rtts, args.connects
     );
-    let ticks = clock_ticks() as f64;
     let mut rows: Vec<(String, [Fig; 3])> = Vec::new();
     let throughput: [(&str, u8); 3] = [
         ("download (G), MiB/s", b'G'),
@@ -305,67 +419,23 @@ async fn run(args: Args) -> Result<ExitCode> {
     for (label, mode) in throughput {
         // Runs interleave the paths (direct, dwa, openssh, direct, ...) so
         // that a noisy moment on the machine does not hit one path only.
-        struct Acc {
-            all: Vec<f64>,
-            ticks: Vec<u64>,
-            own: u64,
-            err: Option<String>,
-        }
-        let mut acc: Vec<Acc> = paths
-            .iter()
-            .map(|p| Acc {
-                all: Vec::new(),
-                ticks: vec![0; p.pids.len()],
-                own: 0,
-                err: None,
-            })
-            .collect();
+        let mut acc: Vec<RateAcc> = paths.iter().map(|p| RateAcc::new(&p.pids)).collect();
         for _ in 0..args.repeat.max(1) {
             for (p, a) in paths.iter().zip(acc.iter_mut()) {
-                if a.err.is_some() {
-                    continue;
-                }
-                let before: Vec<u64> = p.pids.iter().map(|(_, pid)| cpu_ticks(&[*pid])).collect();
-                let own_before = own_cpu_ticks();
-                let r = match mode {
-                    b'G' => bounded(limit, measure::download(p.addr, size)).await,
-                    b'S' => bounded(limit, measure::upload(p.addr, size)).await,
-                    _ => bounded(limit, measure::echo(p.addr, size)).await,
+                let f = async {
+                    match mode {
+                        b'G' => bounded(limit, measure::download(p.addr, size)).await,
+                        b'S' => bounded(limit, measure::upload(p.addr, size)).await,
+                        _ => bounded(limit, measure::echo(p.addr, size)).await,
+                    }
                 };
-                for ((t, (_, pid)), b) in a.ticks.iter_mut().zip(&p.pids).zip(before) {
-                    *t += cpu_ticks(&[*pid]).saturating_sub(b);
-                }
-                a.own += own_cpu_ticks().saturating_sub(own_before);
-                match r {
-                    Ok(d) => a.all.push(args.size_mib as f64 / d.as_secs_f64()),
-                    Err(e) => a.err = Some(format!("{e:#}")),
-                }
+                a.run(&p.pids, args.size_mib as f64, f).await;
             }
         }
         let mut figs = [Fig::Skipped, Fig::Skipped, Fig::Skipped];
         for (p, a) in paths.iter().zip(acc) {
             let i = PATHS.iter().position(|n| *n == p.name).unwrap_or(0);
-            let n = a.all.len().max(1) as f64;
-            let per_run = |t: u64| t as f64 / ticks / n;
-            let mut cpu: Vec<(String, f64)> = p
-                .pids
-                .iter()
-                .zip(&a.ticks)
-                .map(|((name, _), t)| (name.clone(), per_run(*t)))
-                .collect();
-            cpu.push(("bench".into(), per_run(a.own)));
-            figs[i] = match a.err {
-                Some(e) => Fig::Failed(e),
-                None => {
-                    let mut s = a.all.clone();
-                    s.sort_by(f64::total_cmp);
-                    Fig::Rate {
-                        mib_s: s[s.len() / 2],
-                        all: a.all,
-                        cpu,
-                    }
-                }
-            };
+            figs[i] = a.fig(&p.pids);
         }
         rows.push((label.to_string(), figs));
     }
@@ -416,7 +486,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     })
 }
 
-fn cell(f: &Fig) -> String {
+pub(crate) fn cell(f: &Fig) -> String {
     match f {
         Fig::Rate { mib_s, .. } => format!("{mib_s:.0}"),
         Fig::Lat { us, .. } => format!("{us:.1}"),
@@ -425,7 +495,7 @@ fn cell(f: &Fig) -> String {
     }
 }
 
-fn value(f: &Fig) -> Option<f64> {
+pub(crate) fn value(f: &Fig) -> Option<f64> {
     match f {
         Fig::Rate { mib_s, .. } => Some(*mib_s),
         Fig::Lat { us, .. } => Some(*us),

@@ -1,7 +1,9 @@
-//! Bringing up the two tunnels under test: the DWA relay + agent with a
-//! `dwa-relay forward`, and OpenSSH's sshd + `ssh -N -L` as the reference.
+//! Bringing up the paths under test: the DWA relay + agent (with a
+//! `dwa-relay forward` for the tunnel bench, or web sessions for the web
+//! bench), and OpenSSH's sshd with `ssh -N -L` or `ssh -N -R` as the
+//! reference.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -25,12 +27,67 @@ pub struct Dwa {
     pub agent_id: String,
 }
 
+/// A running relay with one connected agent.
+pub struct RelayAgent {
+    pub bin: PathBuf,
+    pub data: PathBuf,
+    pub https: SocketAddr,
+    pub domain: String,
+    pub agent_id: String,
+    pub admin_password: String,
+}
+
+impl RelayAgent {
+    fn data_s(&self) -> String {
+        self.data.to_string_lossy().to_string()
+    }
+
+    /// The relay's self-signed certificate (PEM).
+    pub fn cert_pem(&self) -> PathBuf {
+        self.data.join("tls_cert.pem")
+    }
+}
+
+/// relay.toml `[web]` values the web bench sets between `init` and `serve`,
+/// so that the per-session rate limits do not cap the measurement.
+pub struct WebTuning {
+    pub requests_per_second: u32,
+    pub request_burst: u32,
+    pub sessions_per_minute: u32,
+    /// `None`: the relay's default.
+    pub printer_connections: Option<usize>,
+}
+
 fn json_line(line: &str, what: &str) -> Result<Value> {
     serde_json::from_str(line.trim()).with_context(|| format!("{what}: not JSON: {line:?}"))
 }
 
 fn tcmd(bin: &Path) -> tokio::process::Command {
     tokio::process::Command::new(bin)
+}
+
+/// Rewrites relay.toml's `[web]` section with `t`'s values.
+fn tune_web(path: &Path, t: &WebTuning) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let mut doc: toml::Table = text
+        .parse()
+        .with_context(|| format!("parse {}", path.display()))?;
+    let web = doc
+        .entry("web")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .context("relay.toml: [web] is not a table")?;
+    let mut set = |k: &str, v: i64| {
+        web.insert(k.to_string(), toml::Value::Integer(v));
+    };
+    set("requests_per_second", t.requests_per_second.into());
+    set("request_burst", t.request_burst.into());
+    set("sessions_per_minute", t.sessions_per_minute.into());
+    if let Some(n) = t.printer_connections {
+        set("printer_connections", n as i64);
+    }
+    std::fs::write(path, toml::to_string(&doc)?)
+        .with_context(|| format!("write {}", path.display()))
 }
 
 /// Relay, enrollment, agent, device registration and the forward.
@@ -40,6 +97,24 @@ pub async fn dwa(
     target: SocketAddr,
     transport: &str,
 ) -> Result<Dwa> {
+    let ra = relay_agent(procs, bins, &[target.port()], transport, None).await?;
+    device_add(&ra, target.ip()).await?;
+    let listen = forward(procs, &ra, target).await?;
+    Ok(Dwa {
+        listen,
+        agent_id: ra.agent_id,
+    })
+}
+
+/// Relay (init, `tuning` applied, serve), a customer, an enrollment token,
+/// and an agent allowed 127.77.1.0/24 on `ports`, enrolled and connected.
+pub async fn relay_agent(
+    procs: &mut Procs,
+    bins: &Path,
+    ports: &[u16],
+    transport: &str,
+    tuning: Option<&WebTuning>,
+) -> Result<RelayAgent> {
     let relay = bins.join("dwa-relay");
     let agent = bins.join("dwa-agent");
     for b in [&relay, &agent] {
@@ -59,7 +134,7 @@ pub async fn dwa(
             break p;
         }
     };
-    run(
+    let init = run(
         "dwa-relay init",
         tcmd(&relay).args([
             "--data-dir",
@@ -74,6 +149,18 @@ pub async fn dwa(
         STARTUP,
     )
     .await?;
+    let init = json_line(&init, "init")?;
+    let admin_password = init["admin_password"]
+        .as_str()
+        .context("init: no \"admin_password\" field")?
+        .to_string();
+    let domain = init["domain"]
+        .as_str()
+        .context("init: no \"domain\" field")?
+        .to_string();
+    if let Some(t) = tuning {
+        tune_web(&data.join("relay.toml"), t)?;
+    }
     run(
         "dwa-relay customer add",
         tcmd(&relay).args(["--data-dir", &data_s, "customer", "add", "bench"]),
@@ -118,22 +205,26 @@ pub async fn dwa(
     let agent_toml_s = agent_toml.to_string_lossy().to_string();
     let enrolled = run(
         "dwa-agent enroll",
-        tcmd(&agent).args([
-            "--json",
-            "enroll",
-            "--relay",
-            &format!("https://{RELAY_IP}:{https_port}"),
-            "--token",
-            &token,
-            "--config",
-            &agent_toml_s,
-            "--allow",
-            "127.77.1.0/24",
-            "--port",
-            &target.port().to_string(),
-            "--transport",
-            transport,
-        ]),
+        tcmd(&agent)
+            .args([
+                "--json",
+                "enroll",
+                "--relay",
+                &format!("https://{RELAY_IP}:{https_port}"),
+                "--token",
+                &token,
+                "--config",
+                &agent_toml_s,
+                "--allow",
+                "127.77.1.0/24",
+                "--transport",
+                transport,
+            ])
+            .args(
+                ports
+                    .iter()
+                    .flat_map(|p| ["--port".to_string(), p.to_string()]),
+            ),
         STARTUP,
     )
     .await?;
@@ -175,32 +266,50 @@ pub async fn dwa(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("  agent {agent_id} connected");
+    Ok(RelayAgent {
+        bin: relay,
+        data,
+        https: format!("{RELAY_IP}:{https_port}").parse()?,
+        domain,
+        agent_id,
+        admin_password,
+    })
+}
 
-    run(
+/// Registers a device at `ip` behind the agent; returns its id.
+pub async fn device_add(ra: &RelayAgent, ip: IpAddr) -> Result<i64> {
+    let out = run(
         "dwa-relay device add",
-        tcmd(&relay).args([
+        tcmd(&ra.bin).args([
             "--data-dir",
-            &data_s,
+            &ra.data_s(),
+            "--json",
             "device",
             "add",
             "--agent",
-            &agent_id,
+            &ra.agent_id,
             "--address",
-            &target.ip().to_string(),
+            &ip.to_string(),
         ]),
         STARTUP,
     )
     .await?;
+    json_line(&out, "device add")?["id"]
+        .as_i64()
+        .context("device add: no \"id\" field")
+}
 
+/// `dwa-relay forward` to `target`; returns where it listens.
+async fn forward(procs: &mut Procs, ra: &RelayAgent, target: SocketAddr) -> Result<SocketAddr> {
     let mut fwd = procs.spawn(
         "forward",
-        Command::new(&relay).args([
+        Command::new(&ra.bin).args([
             "--data-dir",
-            &data_s,
+            &ra.data_s(),
             "--json",
             "forward",
             "--agent",
-            &agent_id,
+            &ra.agent_id,
             "--target",
             &target.to_string(),
             "--listen",
@@ -218,7 +327,7 @@ pub async fn dwa(
         .parse()
         .context("forward: bad listen address")?;
     println!("  dwa-relay forward listening on {listen} -> {target}");
-    Ok(Dwa { listen, agent_id })
+    Ok(listen)
 }
 
 pub struct OpenSsh {
@@ -281,6 +390,56 @@ pub async fn openssh(
     target: SocketAddr,
     cipher: Option<&str>,
 ) -> Result<OpenSsh> {
+    let sshd = sshd(procs).await?;
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")?).parse()?;
+    let spec = format!("{listen}:{}:{}", target.ip(), target.port());
+    let cipher = ssh_client(procs, &sshd, "-L", &spec, listen, cipher).await?;
+    println!(
+        "  ssh -L listening on {listen} -> {target} via sshd {} (cipher {})",
+        sshd.addr,
+        cipher.as_deref().unwrap_or("unknown")
+    );
+    Ok(OpenSsh {
+        listen,
+        version: sshd.version,
+        cipher,
+    })
+}
+
+/// sshd on 127.77.0.2 and, from the "site", `ssh -N -R` so that a port on
+/// the sshd side reaches `printer`: OpenSSH's way to put a LAN device on a
+/// cloud host.
+pub async fn openssh_reverse(
+    procs: &mut Procs,
+    printer: SocketAddr,
+    cipher: Option<&str>,
+) -> Result<OpenSsh> {
+    let sshd = sshd(procs).await?;
+    // sshd binds the forwarded port itself; GatewayPorts clientspecified
+    // lets it bind the address asked for.
+    let listen: SocketAddr = format!("{SSHD_IP}:{}", free_port(SSHD_IP)?).parse()?;
+    let spec = format!("{listen}:{}:{}", printer.ip(), printer.port());
+    let cipher = ssh_client(procs, &sshd, "-R", &spec, listen, cipher).await?;
+    println!(
+        "  ssh -R: sshd {} listening on {listen} -> {printer} (cipher {})",
+        sshd.addr,
+        cipher.as_deref().unwrap_or("unknown")
+    );
+    Ok(OpenSsh {
+        listen,
+        version: sshd.version,
+        cipher,
+    })
+}
+
+/// A running sshd and the client key it accepts.
+struct Sshd {
+    addr: SocketAddr,
+    client_key: PathBuf,
+    version: String,
+}
+
+async fn sshd(procs: &mut Procs) -> Result<Sshd> {
     let dir: PathBuf = procs.dir.join("openssh");
     std::fs::create_dir_all(&dir)?;
     // sshd refuses to start without its privilege-separation directory.
@@ -303,6 +462,7 @@ pub async fn openssh(
              UsePAM no\n\
              StrictModes no\n\
              AllowTcpForwarding yes\n\
+             GatewayPorts clientspecified\n\
              PubkeyAuthentication yes\n\
              PasswordAuthentication no\n\
              KbdInteractiveAuthentication no\n\
@@ -333,21 +493,36 @@ pub async fn openssh(
         Command::new(SSHD).args(["-D", "-e", "-f", &config_s]),
         false,
     )?;
-    let sshd_addr: SocketAddr = format!("{SSHD_IP}:{port}").parse()?;
+    let addr: SocketAddr = format!("{SSHD_IP}:{port}").parse()?;
     {
         let p = &mut *procs;
-        wait_connectable(sshd_addr, STARTUP, || p.check_alive("sshd")).await?;
+        wait_connectable(addr, STARTUP, || p.check_alive("sshd")).await?;
     }
+    Ok(Sshd {
+        addr,
+        client_key,
+        version,
+    })
+}
 
-    let lport = free_port("127.0.0.1")?;
+/// `ssh -v -N <flag> <spec>` to `sshd`, waiting until `listen` accepts;
+/// returns the negotiated cipher as `ssh -v` logs it.
+async fn ssh_client(
+    procs: &mut Procs,
+    sshd: &Sshd,
+    flag: &str,
+    spec: &str,
+    listen: SocketAddr,
+    cipher: Option<&str>,
+) -> Result<Option<String>> {
     let mut cmd = Command::new("ssh");
     cmd.args([
         "-v",
         "-N",
-        "-L",
-        &format!("127.0.0.1:{lport}:{}:{}", target.ip(), target.port()),
+        flag,
+        spec,
         "-i",
-        &client_key.to_string_lossy(),
+        &sshd.client_key.to_string_lossy(),
         "-o",
         "StrictHostKeyChecking=no",
         "-o",
@@ -359,30 +534,20 @@ pub async fn openssh(
         "-F",
         "/dev/null",
         "-p",
-        &port.to_string(),
+        &sshd.addr.port().to_string(),
     ]);
     if let Some(c) = cipher {
         cmd.args(["-c", c]);
     }
-    cmd.arg(format!("{}@{SSHD_IP}", current_user()));
+    cmd.arg(format!("{}@{}", current_user(), sshd.addr.ip()));
     procs.spawn("ssh", &mut cmd, false)?;
-    let listen: SocketAddr = format!("127.0.0.1:{lport}").parse()?;
     {
         let p = &mut *procs;
         wait_connectable(listen, STARTUP, || p.check_alive("ssh")).await?;
     }
     let log = std::fs::read_to_string(procs.dir.join("ssh.log")).unwrap_or_default();
-    let cipher = log
+    Ok(log
         .lines()
         .find_map(|l| l.split("server->client cipher: ").nth(1))
-        .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string());
-    println!(
-        "  ssh -L listening on {listen} -> {target} via sshd {sshd_addr} (cipher {})",
-        cipher.as_deref().unwrap_or("unknown")
-    );
-    Ok(OpenSsh {
-        listen,
-        version,
-        cipher,
-    })
+        .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string()))
 }
