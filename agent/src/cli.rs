@@ -59,8 +59,10 @@ enum Cmd {
     },
     /// One-shot SNMP scan; prints the printers found.
     ///
-    /// SNMPv3 pass phrases are read from an environment variable or a
-    /// file, never from the command line (other users see it in ps).
+    /// Credentials: the --v3-* user and --community values given here;
+    /// with neither, those of --config's [scan] section; else community
+    /// "public". SNMPv3 pass phrases are read from an environment variable
+    /// or a file, never from the command line (other users see it in ps).
     Scan {
         /// CIDR (192.168.1.0/24), single address, or a.b.c.x-y within one /24.
         #[arg(required = true)]
@@ -69,8 +71,13 @@ enum Cmd {
         /// a v3 user is given.
         #[arg(long = "community")]
         communities: Vec<String>,
-        #[arg(long, default_value_t = 161)]
-        port: u16,
+        /// Default 161, or [scan] snmp_port of --config.
+        #[arg(long)]
+        port: Option<u16>,
+        /// agent.toml whose [scan] section (communities, [[scan.v3]] users,
+        /// snmp_port) applies when no credentials are given here.
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[command(flatten)]
         v3: V3Args,
         /// Per-request timeout.
@@ -279,6 +286,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ranges,
             communities,
             port,
+            config,
             v3,
             timeout,
             retries,
@@ -293,14 +301,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 "csv" => scan::Format::Csv,
                 _ => scan::Format::Table,
             };
+            let cfg = config.as_deref().map(AgentConfig::load).transpose()?;
             let cli_v3 = v3.security()?;
-            // A v3 user alone means v3 only.
-            let communities = if communities.is_empty() && cli_v3.is_none() {
-                vec!["public".to_string()]
+            // Credentials given here replace the config's; a v3 user alone
+            // means v3 only.
+            let (v3, communities) = if cli_v3.is_some() || !communities.is_empty() {
+                (cli_v3.into_iter().collect(), communities)
+            } else if let Some(cfg) = &cfg {
+                (cfg.scan.v3_security()?, cfg.scan.effective_communities())
             } else {
-                communities
+                (vec![], vec!["public".to_string()])
             };
-            let v3: Vec<V3Security> = cli_v3.into_iter().collect();
+            let port = port
+                .or(cfg.as_ref().map(|c| c.scan.snmp_port))
+                .unwrap_or(161);
             let opts = scan::ScanOptions {
                 v3,
                 communities,
