@@ -1,7 +1,9 @@
 //! A small SNMP v1/v2c/v3 client over `snmp2` for the collector: probe,
 //! then bounded subtree walks into a [`Walk`].
 //!
-//! `snmp2` has no timeout, no retry and no walk. Every call here runs under a
+//! `snmp2` is built with `heap_buffers`: its two 64 KiB buffers per session
+//! would otherwise sit in every future and stack frame that holds one.
+//! It has no timeout, no retry and no walk. Every call here runs under a
 //! timeout; every failed attempt is followed by a fresh session (a fresh UDP
 //! socket), so a late answer to an abandoned attempt can never be taken for
 //! the next one. A response whose request id does not match counts as a
@@ -144,16 +146,16 @@ pub struct Client {
 /// the network's, not the credentials').
 #[derive(Default)]
 struct V3State {
-    session: Mutex<Option<Box<AsyncSession>>>,
+    session: Mutex<Option<AsyncSession>>,
     verified: AtomicBool,
 }
 
 impl V3State {
-    fn take(&self) -> Option<Box<AsyncSession>> {
+    fn take(&self) -> Option<AsyncSession> {
         self.session.lock().ok()?.take()
     }
 
-    fn keep(&self, s: Box<AsyncSession>) {
+    fn keep(&self, s: AsyncSession) {
         if let Ok(mut g) = self.session.lock() {
             *g = Some(s);
         }
@@ -342,12 +344,10 @@ impl Client {
 
     /// A fresh v3 session after engine discovery (under the timeout).
     /// `Err(None)`: no answer.
-    async fn discover(&self, sec: &V3Security) -> Result<Box<AsyncSession>, Option<snmp2::Error>> {
-        let mut session = Box::new(
-            AsyncSession::new_v3(self.addr, next_req_id(), sec.to_snmp2())
-                .await
-                .map_err(|_| Some(snmp2::Error::Send))?,
-        );
+    async fn discover(&self, sec: &V3Security) -> Result<AsyncSession, Option<snmp2::Error>> {
+        let mut session = AsyncSession::new_v3(self.addr, next_req_id(), sec.to_snmp2())
+            .await
+            .map_err(|_| Some(snmp2::Error::Send))?;
         match tokio::time::timeout(self.timeout, session.init()).await {
             Ok(Ok(())) => Ok(session),
             Ok(Err(e)) => Err(Some(e)),
