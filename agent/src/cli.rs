@@ -189,7 +189,6 @@ impl V3Args {
         let sec = input.build().map_err(|e| {
             let flag = match e.field {
                 V3Field::User => "--v3-user",
-                V3Field::Level => "--v3-level",
                 V3Field::AuthProtocol => "--v3-auth",
                 V3Field::AuthPassword => "--v3-auth-password-env/-file",
                 V3Field::PrivProtocol => "--v3-priv",

@@ -164,7 +164,6 @@ impl V3UserConfig {
         input.build().map_err(|e| {
             let key = match e.field {
                 V3Field::User => "user",
-                V3Field::Level => "level",
                 V3Field::AuthProtocol => "auth_protocol",
                 V3Field::AuthPassword => "auth_password",
                 V3Field::PrivProtocol => "priv_protocol",

@@ -406,8 +406,11 @@ impl Client {
             Some(V3Class::Report) if sec.level() == SecurityLevel::NoAuthNoPriv => {
                 V3Failure::UnknownUser
             }
+            Some(V3Class::Report) => V3Failure::Other("unexpected Report PDU".into()),
             Some(V3Class::TimeWindow) => V3Failure::NotInTimeWindow,
-            Some(_) => V3Failure::Other(last.map(|e| e.to_string()).unwrap_or_default()),
+            Some(V3Class::Other) => {
+                V3Failure::Other(last.map(|e| e.to_string()).unwrap_or_default())
+            }
         };
         Err(v3_error(sec, failure))
     }

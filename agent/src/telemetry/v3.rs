@@ -166,7 +166,6 @@ pub struct V3Security {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum V3Field {
     User,
-    Level,
     AuthProtocol,
     AuthPassword,
     PrivProtocol,
@@ -356,14 +355,6 @@ pub enum V3Failure {
 }
 
 impl V3Failure {
-    /// The credentials are wrong (or not allowed): retrying cannot help.
-    pub fn is_refusal(&self) -> bool {
-        !matches!(
-            self,
-            Self::NoAnswer | Self::Other(_) | Self::NotInTimeWindow
-        )
-    }
-
     /// One line, naming the user and the likely cause.
     pub fn describe(&self, sec: &V3Security) -> String {
         let user = sec.user();
