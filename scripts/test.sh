@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs the test peers first when they
-# are missing (Debian packages): OpenSSH client and server.
+# are missing (Debian packages): OpenSSH client and server, net-snmp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,18 @@ if ! command -v snmpget >/dev/null 2>&1; then
   if ! { $sudo apt-get update -qq &&
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends snmp; }; then
     echo "WARNING: installing the snmp package failed (only needed for manual checks)" >&2
+  fi
+fi
+# net-snmp's agent for agent/tests/scan_snmpv3.rs (those tests skip without
+# it). The tests start their own snmpd on loopback; the package's service
+# is not needed (installing it may start one on UDP 161).
+if [ ! -x /usr/sbin/snmpd ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing net-snmp agent (snmpd)"
+  if ! { $sudo apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends snmpd; }; then
+    echo "WARNING: installing the snmpd package failed; the SNMPv3 scan tests will skip" >&2
   fi
 fi
 

@@ -5,11 +5,14 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use dwa_agent::config::{AgentConfig, TransportMode};
+use dwa_agent::config::{AgentConfig, Secret, TransportMode};
 use dwa_agent::enroll::{enroll, EnrollOptions};
 use dwa_agent::session::Agent;
+use dwa_agent::telemetry::v3::{
+    AuthProtocol, PrivProtocol, SecurityLevel, V3Field, V3Input, V3Security,
+};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -55,15 +58,28 @@ enum Cmd {
         config: PathBuf,
     },
     /// One-shot SNMP scan; prints the printers found.
+    ///
+    /// Credentials: the --v3-* user and --community values given here;
+    /// with neither, those of --config's [scan] section; else community
+    /// "public". SNMPv3 pass phrases are read from an environment variable
+    /// or a file, never from the command line (other users see it in ps).
     Scan {
         /// CIDR (192.168.1.0/24), single address, or a.b.c.x-y within one /24.
         #[arg(required = true)]
         ranges: Vec<String>,
-        /// Community to try, in order (repeatable); default "public".
+        /// Community to try, in order (repeatable); default "public" unless
+        /// a v3 user is given.
         #[arg(long = "community")]
         communities: Vec<String>,
-        #[arg(long, default_value_t = 161)]
-        port: u16,
+        /// Default 161, or [scan] snmp_port of --config.
+        #[arg(long)]
+        port: Option<u16>,
+        /// agent.toml whose [scan] section (communities, [[scan.v3]] users,
+        /// snmp_port) applies when no credentials are given here.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        v3: V3Args,
         /// Per-request timeout.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
@@ -80,6 +96,108 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+}
+
+/// One SNMPv3 user for `scan`, tried before any community.
+#[derive(clap::Args)]
+struct V3Args {
+    /// SNMPv3 user name.
+    #[arg(long)]
+    v3_user: Option<String>,
+    /// noAuthNoPriv, authNoPriv or authPriv; default: from the keys given.
+    #[arg(long, requires = "v3_user")]
+    v3_level: Option<SecurityLevel>,
+    /// Auth protocol: md5, sha, sha224, sha256, sha384, sha512.
+    #[arg(long, value_name = "PROTOCOL", requires = "v3_user")]
+    v3_auth: Option<AuthProtocol>,
+    /// Environment variable holding the auth pass phrase.
+    #[arg(long, value_name = "VAR", requires = "v3_user")]
+    v3_auth_password_env: Option<String>,
+    /// File holding the auth pass phrase (one trailing newline is ignored).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "v3_user",
+        conflicts_with = "v3_auth_password_env"
+    )]
+    v3_auth_password_file: Option<PathBuf>,
+    /// Privacy protocol: des, aes (AES-128), aes192, aes256, aes192c, aes256c.
+    #[arg(long, value_name = "PROTOCOL", requires = "v3_user")]
+    v3_priv: Option<PrivProtocol>,
+    /// Environment variable holding the privacy pass phrase.
+    #[arg(long, value_name = "VAR", requires = "v3_user")]
+    v3_priv_password_env: Option<String>,
+    /// File holding the privacy pass phrase.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "v3_user",
+        conflicts_with = "v3_priv_password_env"
+    )]
+    v3_priv_password_file: Option<PathBuf>,
+}
+
+/// A pass phrase from an environment variable or a file, never argv.
+fn read_secret(
+    env: Option<&str>,
+    file: Option<&std::path::Path>,
+    flag: &str,
+) -> Result<Option<Secret>> {
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(v) => Ok(Some(Secret(v))),
+            Err(std::env::VarError::NotPresent) => {
+                bail!("--{flag}-env: environment variable {var} is not set")
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                bail!("--{flag}-env: environment variable {var} is not UTF-8")
+            }
+        };
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--{flag}-file: cannot read {}", path.display()))?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        return Ok(Some(Secret(text.to_string())));
+    }
+    Ok(None)
+}
+
+impl V3Args {
+    /// The user given on the command line, checked; errors name the flag.
+    fn security(&self) -> Result<Option<V3Security>> {
+        let Some(user) = &self.v3_user else {
+            return Ok(None);
+        };
+        let input = V3Input {
+            user: user.clone(),
+            level: self.v3_level,
+            auth_protocol: self.v3_auth,
+            auth_password: read_secret(
+                self.v3_auth_password_env.as_deref(),
+                self.v3_auth_password_file.as_deref(),
+                "v3-auth-password",
+            )?,
+            priv_protocol: self.v3_priv,
+            priv_password: read_secret(
+                self.v3_priv_password_env.as_deref(),
+                self.v3_priv_password_file.as_deref(),
+                "v3-priv-password",
+            )?,
+        };
+        let sec = input.build().map_err(|e| {
+            let flag = match e.field {
+                V3Field::User => "--v3-user",
+                V3Field::AuthProtocol => "--v3-auth",
+                V3Field::AuthPassword => "--v3-auth-password-env/-file",
+                V3Field::PrivProtocol => "--v3-priv",
+                V3Field::PrivPassword => "--v3-priv-password-env/-file",
+            };
+            anyhow::anyhow!("{flag}: {}", e.message)
+        })?;
+        Ok(Some(sec))
+    }
 }
 
 #[derive(Subcommand)]
@@ -167,6 +285,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ranges,
             communities,
             port,
+            config,
+            v3,
             timeout,
             retries,
             concurrency,
@@ -180,12 +300,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 "csv" => scan::Format::Csv,
                 _ => scan::Format::Table,
             };
-            let communities = if communities.is_empty() {
-                vec!["public".to_string()]
+            let cfg = config.as_deref().map(AgentConfig::load).transpose()?;
+            let cli_v3 = v3.security()?;
+            // Credentials given here replace the config's; a v3 user alone
+            // means v3 only.
+            let (v3, communities) = if cli_v3.is_some() || !communities.is_empty() {
+                (cli_v3.into_iter().collect(), communities)
+            } else if let Some(cfg) = &cfg {
+                (cfg.scan.v3_security()?, cfg.scan.effective_communities())
             } else {
-                communities
+                (vec![], vec!["public".to_string()])
             };
+            let port = port
+                .or(cfg.as_ref().map(|c| c.scan.snmp_port))
+                .unwrap_or(161);
             let opts = scan::ScanOptions {
+                v3,
                 communities,
                 port,
                 timeout,
@@ -193,8 +323,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 concurrency: concurrency as usize,
                 progress: true,
             };
-            let records = scan::scan(addrs, opts).await;
-            print!("{}", scan::render(&records, format));
+            let report = scan::scan(addrs, opts).await;
+            for (ip, why) in &report.refused {
+                eprintln!("warning: {ip}: {why}");
+            }
+            print!("{}", scan::render(&report.devices, format));
         }
         Cmd::Policy {
             cmd: PolicyCmd::Check { target, config },

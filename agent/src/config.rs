@@ -10,6 +10,7 @@ use dwa_policy::agent::{AgentPolicy, PolicyConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AgentError, Result};
+use crate::telemetry::v3::{V3Field, V3Input, V3Security};
 
 /// A secret that never shows in logs or debug output.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -75,7 +76,13 @@ pub struct ScanConfig {
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     pub snmp_port: u16,
-    pub communities: Vec<Secret>,
+    /// v1/v2c communities, tried in order after the v3 users. When absent:
+    /// "public", unless `[[scan.v3]]` users are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub communities: Option<Vec<Secret>>,
+    /// `[[scan.v3]]`: SNMPv3 users, tried in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub v3: Vec<V3UserConfig>,
 }
 
 impl Default for ScanConfig {
@@ -84,8 +91,86 @@ impl Default for ScanConfig {
             ranges: vec![],
             interval: Duration::from_secs(300),
             snmp_port: 161,
-            communities: vec![Secret("public".into())],
+            communities: None,
+            v3: vec![],
         }
+    }
+}
+
+impl ScanConfig {
+    /// The communities to try (see [`ScanConfig::communities`]).
+    pub fn effective_communities(&self) -> Vec<String> {
+        match &self.communities {
+            Some(c) => c.iter().map(|s| s.0.clone()).collect(),
+            None if self.v3.is_empty() => vec!["public".into()],
+            None => vec![],
+        }
+    }
+
+    /// The v3 users, checked; the error names the key.
+    pub fn v3_security(&self) -> Result<Vec<V3Security>> {
+        self.v3
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                u.security()
+                    .map_err(|(k, why)| AgentError::Config(format!("scan.v3[{i}].{k}: {why}")))
+            })
+            .collect()
+    }
+}
+
+/// One `[[scan.v3]]` user. Level and protocol names stay strings here so
+/// that `validate` can name the key of a bad one (net-snmp's spellings, any
+/// case: `authPriv`, `SHA-256`, `AES`...).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct V3UserConfig {
+    pub user: String,
+    /// noAuthNoPriv, authNoPriv or authPriv.
+    pub level: String,
+    /// md5, sha (SHA-1), sha224, sha256, sha384, sha512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_password: Option<Secret>,
+    /// des, aes (AES-128), aes192, aes256, aes192c, aes256c.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priv_protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priv_password: Option<Secret>,
+}
+
+impl V3UserConfig {
+    /// The checked credentials, or (key, reason).
+    pub fn security(&self) -> std::result::Result<V3Security, (&'static str, String)> {
+        fn parse<T: std::str::FromStr<Err = String>>(
+            key: &'static str,
+            v: &Option<String>,
+        ) -> std::result::Result<Option<T>, (&'static str, String)> {
+            v.as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| (key, e))
+        }
+        let input = V3Input {
+            user: self.user.clone(),
+            level: Some(self.level.parse().map_err(|e| ("level", e))?),
+            auth_protocol: parse("auth_protocol", &self.auth_protocol)?,
+            auth_password: self.auth_password.clone(),
+            priv_protocol: parse("priv_protocol", &self.priv_protocol)?,
+            priv_password: self.priv_password.clone(),
+        };
+        input.build().map_err(|e| {
+            let key = match e.field {
+                V3Field::User => "user",
+                V3Field::AuthProtocol => "auth_protocol",
+                V3Field::AuthPassword => "auth_password",
+                V3Field::PrivProtocol => "priv_protocol",
+                V3Field::PrivPassword => "priv_password",
+            };
+            (key, e.message)
+        })
     }
 }
 
@@ -166,6 +251,7 @@ impl AgentConfig {
         if self.scan.snmp_port == 0 {
             return bad("scan.snmp_port", "must be 1..=65535".into());
         }
+        self.scan.v3_security()?;
         if self.link.max_streams == 0 || self.link.keepalive_max == 0 {
             return bad(
                 "link",

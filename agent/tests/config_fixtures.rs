@@ -57,3 +57,37 @@ fn secrets_are_redacted_in_debug_output() {
     let dbg = format!("{cfg:?}");
     assert!(!dbg.contains("s3cret") && dbg.contains("redacted"), "{dbg}");
 }
+
+#[test]
+fn snmpv3_users_load_in_order_and_stay_secret() {
+    use dwa_agent::telemetry::v3::SecurityLevel;
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/valid/snmpv3.toml");
+    let text = std::fs::read_to_string(&f).expect("read");
+    let cfg = AgentConfig::parse(&text).expect("load");
+    let users = cfg.scan.v3_security().expect("v3 users");
+    let got: Vec<(&str, SecurityLevel)> = users.iter().map(|u| (u.user(), u.level())).collect();
+    assert_eq!(
+        got,
+        [
+            ("printer-ro", SecurityLevel::AuthPriv),
+            ("legacy", SecurityLevel::AuthNoPriv),
+            ("strong", SecurityLevel::AuthPriv),
+            ("cisco-style", SecurityLevel::AuthPriv),
+            ("old", SecurityLevel::AuthPriv),
+            ("public-ro", SecurityLevel::NoAuthNoPriv),
+        ]
+    );
+    let dbg = format!("{cfg:?} {users:?}");
+    assert!(!dbg.contains("s3cret") && dbg.contains("redacted"), "{dbg}");
+
+    // Communities as written; when absent, none beside v3 users, and
+    // "public" only when there are no v3 users either.
+    assert_eq!(cfg.scan.effective_communities(), ["public"]);
+    let no_communities = text.replace("communities = [\"public\"]", "");
+    let cfg = AgentConfig::parse(&no_communities).expect("load");
+    assert!(cfg.scan.effective_communities().is_empty());
+    let minimal =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/valid/minimal.toml");
+    let cfg = AgentConfig::load(&minimal).expect("load");
+    assert_eq!(cfg.scan.effective_communities(), ["public"]);
+}

@@ -3,14 +3,16 @@
 //! - [`snmprec`]: the `OID|type|value` walk format and the ordered [`Walk`].
 //! - [`decode`]: pure decoding of a walk (standard MIBs first, vendor MIBs as
 //!   fallback); every field that cannot be decoded becomes a `FieldError`.
-//!
-//! No network I/O here: the SNMP client feeds a [`Walk`] later.
+//! - [`snmp`]: the v1/v2c/v3 client (timeouts, retries, bounded walks).
+//! - [`v3`]: SNMPv3 credentials and the reasons an agent refuses them.
+//! - [`scan`]: the one-shot scan of address ranges.
 
 pub mod decode;
 pub mod scan;
 pub mod snmp;
 pub mod snmprec;
 mod text;
+pub mod v3;
 
 pub use decode::decode;
 pub use snmprec::{Oid, ParseError, Value, Walk};

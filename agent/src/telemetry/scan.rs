@@ -12,7 +12,8 @@ use dwa_proto::telemetry::{DeviceRecord, Level, SupplyClass};
 use ipnetwork::Ipv4Network;
 
 use super::decode::decode;
-use super::snmp::{answered, Client, Version, WALK_ROOTS};
+use super::snmp::{answered, Client, SnmpError, Version, WALK_ROOTS};
+use super::v3::V3Security;
 
 /// Most addresses one scan may cover.
 pub const MAX_ADDRESSES: u64 = 65_536;
@@ -119,6 +120,9 @@ pub fn expand_ranges<S: AsRef<str>>(ranges: &[S]) -> Result<Vec<IpAddr>, RangeEr
 /// Scan settings.
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
+    /// SNMPv3 users, tried in order before the communities.
+    pub v3: Vec<V3Security>,
+    /// Tried in order, each with v2c then v1.
     pub communities: Vec<String>,
     pub port: u16,
     pub timeout: Duration,
@@ -127,39 +131,78 @@ pub struct ScanOptions {
     pub progress: bool,
 }
 
-/// Probe one address: each community, v2c then v1; the first that answers
-/// is walked. `None` when nothing answers or the device is no printer.
-pub async fn scan_one(ip: IpAddr, opts: &ScanOptions) -> Option<DeviceRecord> {
+/// What one address turned out to be.
+#[derive(Debug)]
+pub enum Outcome {
+    Printer(Box<DeviceRecord>),
+    /// An SNMP agent answered, but it is no printer.
+    NotPrinter,
+    /// An SNMPv3 engine answered but refused every v3 user (and no
+    /// community worked): the last refusal, one line.
+    Refused(String),
+    Silent,
+}
+
+async fn walk_and_decode(ip: IpAddr, client: &Client) -> Outcome {
+    let (walk, err) = client.walk(WALK_ROOTS, MAX_VARBINDS).await;
+    if let Some(e) = err {
+        tracing::debug!(%ip, "walk cut short: {e}");
+    }
+    let rec = decode(&ip.to_string(), &walk);
+    match rec.printer_index {
+        Some(_) => Outcome::Printer(Box::new(rec)),
+        None => Outcome::NotPrinter,
+    }
+}
+
+/// Probe one address: each v3 user, then each community (v2c then v1);
+/// the first that answers is walked.
+pub async fn scan_one(ip: IpAddr, opts: &ScanOptions) -> Outcome {
     let addr = SocketAddr::new(ip, opts.port);
+    let mut refused = None;
+    for sec in &opts.v3 {
+        let client = Client::new(addr, Version::V3(sec.clone()), opts.timeout, opts.retries);
+        match client.probe().await {
+            Ok(resp) if answered(&resp) => return walk_and_decode(ip, &client).await,
+            Ok(_) => {}
+            Err(SnmpError::V3 { message, .. }) => {
+                tracing::debug!(%ip, "{message}");
+                refused = Some(message);
+            }
+            // No v3 engine answered discovery: other users cannot fare better.
+            Err(e) => {
+                tracing::debug!(%ip, user = sec.user(), "no answer: {e}");
+                break;
+            }
+        }
+    }
     for community in &opts.communities {
         for version in [Version::V2c, Version::V1] {
-            let client = Client {
-                addr,
-                community: community.as_bytes().to_vec(),
-                version,
-                timeout: opts.timeout,
-                retries: opts.retries,
-            };
+            let client = Client::new(addr, version.clone(), opts.timeout, opts.retries)
+                .with_community(community.as_bytes());
             match client.probe().await {
-                Ok(resp) if answered(&resp) => {
-                    let (walk, err) = client.walk(WALK_ROOTS, MAX_VARBINDS).await;
-                    if let Some(e) = err {
-                        tracing::debug!(%ip, "walk cut short: {e}");
-                    }
-                    let rec = decode(&ip.to_string(), &walk);
-                    return rec.printer_index.is_some().then_some(rec);
-                }
+                Ok(resp) if answered(&resp) => return walk_and_decode(ip, &client).await,
                 Ok(_) => {}
                 Err(e) => tracing::debug!(%ip, ?version, "no answer: {e}"),
             }
         }
     }
-    None
+    match refused {
+        Some(r) => Outcome::Refused(r),
+        None => Outcome::Silent,
+    }
 }
 
-/// Scan every address with at most `opts.concurrency` in flight; devices
-/// are returned in address order.
-pub async fn scan(addrs: Vec<IpAddr>, opts: ScanOptions) -> Vec<DeviceRecord> {
+/// The printers found, in address order, and the addresses whose SNMPv3
+/// engine refused the credentials.
+#[derive(Debug, Default)]
+pub struct ScanReport {
+    pub devices: Vec<DeviceRecord>,
+    pub refused: Vec<(IpAddr, String)>,
+}
+
+/// Scan every address with at most `opts.concurrency` in flight.
+pub async fn scan(addrs: Vec<IpAddr>, opts: ScanOptions) -> ScanReport {
     let bar = if opts.progress && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(addrs.len() as u64);
         b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -179,21 +222,30 @@ pub async fn scan(addrs: Vec<IpAddr>, opts: ScanOptions) -> Vec<DeviceRecord> {
         let (opts, sem, bar) = (opts.clone(), sem.clone(), bar.clone());
         set.spawn(async move {
             let _permit = sem.acquire_owned().await.ok()?;
-            let rec = scan_one(ip, &opts).await;
+            let outcome = scan_one(ip, &opts).await;
             bar.inc(1);
-            rec.map(|r| (ip, r))
+            Some((ip, outcome))
         });
     }
     let mut found = Vec::new();
+    let mut refused = Vec::new();
     while let Some(res) = set.join_next().await {
-        if let Ok(Some(r)) = res {
-            bar.set_message(format!("{} found", found.len() + 1));
-            found.push(r);
+        match res {
+            Ok(Some((ip, Outcome::Printer(r)))) => {
+                bar.set_message(format!("{} found", found.len() + 1));
+                found.push((ip, *r));
+            }
+            Ok(Some((ip, Outcome::Refused(why)))) => refused.push((ip, why)),
+            _ => {}
         }
     }
     bar.finish_and_clear();
     found.sort_by_key(|(ip, _)| *ip);
-    found.into_iter().map(|(_, r)| r).collect()
+    refused.sort();
+    ScanReport {
+        devices: found.into_iter().map(|(_, r)| r).collect(),
+        refused,
+    }
 }
 
 // ------------------------------------------------------------------ output

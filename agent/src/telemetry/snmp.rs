@@ -1,24 +1,39 @@
-//! A small SNMP v1/v2c client over `snmp2` for the collector: probe, then
-//! bounded subtree walks into a [`Walk`].
+//! A small SNMP v1/v2c/v3 client over `snmp2` for the collector: probe,
+//! then bounded subtree walks into a [`Walk`].
 //!
-//! `snmp2` has no timeout, no retry and no walk. Every call here runs under a
-//! timeout; every attempt uses a fresh session (a fresh UDP socket), so a late
-//! answer to an abandoned attempt can never be taken for the next one. A
-//! response whose request id does not match counts as a failed attempt.
+//! `snmp2` is built with `heap_buffers`: its two 64 KiB buffers per session
+//! would otherwise sit in every future and stack frame that holds one.
+//! It has no timeout, no retry and no walk. Every call here runs under a
+//! timeout; every failed attempt is followed by a fresh session (a fresh UDP
+//! socket), so a late answer to an abandoned attempt can never be taken for
+//! the next one. A response whose request id does not match counts as a
+//! failed attempt.
+//!
+//! v1/v2c open a session per attempt. v3 first discovers the agent's engine
+//! (id, boots, time; RFC 3414 section 4) and derives the localized keys,
+//! which costs a round trip and about 2 MB of hashing, so its session is
+//! kept while requests succeed and dropped on the first failure.
+//! `snmp2` reports every unauthenticated Report PDU (unknown user, wrong
+//! digest, unsupported level, decryption error) as one `NotAuthenticated`,
+//! and agents drop requests they cannot decrypt; [`Client`] tells these
+//! apart with one request at a lower level (see `diagnose`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use snmp2::AsyncSession;
 
 use super::snmprec::{Oid, Value, Walk};
+use super::v3::{SecurityLevel, V3Failure, V3Security};
 
-/// SNMP protocol version of a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// SNMP protocol version of a session; v3 carries its USM credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Version {
     V1,
     V2c,
+    V3(V3Security),
 }
 
 /// Why a request got no usable answer.
@@ -28,6 +43,9 @@ pub enum SnmpError {
     Timeout(Duration, u32),
     #[error("snmp: {0}")]
     Protocol(String),
+    /// An SNMPv3 engine answered but did not accept these credentials.
+    #[error("{message}")]
+    V3 { failure: V3Failure, message: String },
 }
 
 /// One varbind copied out of a response PDU.
@@ -90,6 +108,8 @@ pub const WALK_ROOTS: &[&[u32]] = &[
 
 const SYS_DESCR: [u32; 9] = [1, 3, 6, 1, 2, 1, 1, 1, 0];
 const SYS_OBJECT_ID: [u32; 9] = [1, 3, 6, 1, 2, 1, 1, 2, 0];
+/// error-status authorizationError (RFC 3416): VACM refused the request.
+const AUTHORIZATION_ERROR: u32 = 16;
 /// GETBULK max-repetitions: small enough for one UDP datagram of printer data.
 const MAX_REPETITIONS: u32 = 20;
 
@@ -109,14 +129,89 @@ fn next_req_id() -> i32 {
     id & 0x3fff_ffff
 }
 
-/// One agent, one community, one version.
+/// One agent, one community (v1/v2c) or user (v3), one version.
 #[derive(Debug, Clone)]
 pub struct Client {
     pub addr: SocketAddr,
+    /// v1/v2c only.
     pub community: Vec<u8>,
     pub version: Version,
     pub timeout: Duration,
     pub retries: u32,
+    v3: V3State,
+}
+
+/// v3 only: the session whose engine discovery is done, and whether a
+/// request with these credentials ever succeeded (later failures are then
+/// the network's, not the credentials').
+#[derive(Default)]
+struct V3State {
+    session: Mutex<Option<AsyncSession>>,
+    verified: AtomicBool,
+}
+
+impl V3State {
+    fn take(&self) -> Option<AsyncSession> {
+        self.session.lock().ok()?.take()
+    }
+
+    fn keep(&self, s: AsyncSession) {
+        if let Ok(mut g) = self.session.lock() {
+            *g = Some(s);
+        }
+        self.verified.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A clone has its own socket: sessions are never shared.
+impl Clone for V3State {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for V3State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("V3State")
+    }
+}
+
+/// How an `snmp2` v3 error reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum V3Class {
+    /// An unauthenticated Report where an authenticated answer was due.
+    Unauthenticated,
+    /// A Report PDU that `snmp2` parsed (noAuthNoPriv) and refused as the
+    /// wrong message type.
+    Report,
+    /// Engine boots/time outside the window.
+    TimeWindow,
+    Other,
+}
+
+fn classify(e: &snmp2::Error) -> V3Class {
+    use snmp2::v3::AuthErrorKind as K;
+    match e {
+        snmp2::Error::AuthFailure(
+            K::NotAuthenticated | K::SignatureMismatch | K::UsernameMismatch,
+        ) => V3Class::Unauthenticated,
+        snmp2::Error::AuthFailure(
+            K::EngineTimeMismatch | K::EngineBootsMismatch | K::EngineBootsNotProvided,
+        ) => V3Class::TimeWindow,
+        snmp2::Error::AsnWrongType => V3Class::Report,
+        _ => V3Class::Other,
+    }
+}
+
+/// Result of one diagnostic request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trial {
+    /// Any Response, error-status included: the agent accepted the message.
+    Answered,
+    Unauthenticated,
+    Report,
+    Silent,
+    Other,
 }
 
 fn to_snmp_oid(oid: &[u32]) -> Result<snmp2::Oid<'static>, SnmpError> {
@@ -161,42 +256,76 @@ fn copy_pdu(pdu: &snmp2::Pdu<'_>) -> Response {
     }
 }
 
+/// One request on `session`; the PDU is copied out before the session's
+/// receive buffer (which it borrows) is used again.
+async fn run_op(session: &mut AsyncSession, op: &Op<'_>) -> Result<Response, snmp2::Error> {
+    match op {
+        Op::Get(oids) => {
+            let oids = oids
+                .iter()
+                .map(|o| to_snmp_oid(o))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| snmp2::Error::ValueOutOfRange)?;
+            let refs: Vec<&snmp2::Oid<'_>> = oids.iter().collect();
+            session.get_many(&refs).await.map(|p| copy_pdu(&p))
+        }
+        Op::GetNext(oid) => {
+            let oid = to_snmp_oid(oid).map_err(|_| snmp2::Error::ValueOutOfRange)?;
+            session.getnext(&oid).await.map(|p| copy_pdu(&p))
+        }
+        Op::GetBulk(oid, reps) => {
+            let oid = to_snmp_oid(oid).map_err(|_| snmp2::Error::ValueOutOfRange)?;
+            session
+                .getbulk(&[&oid], 0, *reps)
+                .await
+                .map(|p| copy_pdu(&p))
+        }
+    }
+}
+
+/// A v3 request. `AuthUpdated` means the answer only refreshed the engine
+/// boots/time (RFC 3414 section 3.2, step 7): ask once more.
+async fn run_v3(session: &mut AsyncSession, op: &Op<'_>) -> Result<Response, snmp2::Error> {
+    match run_op(session, op).await {
+        Err(snmp2::Error::AuthUpdated) => run_op(session, op).await,
+        r => r,
+    }
+}
+
 impl Client {
-    /// One attempt on a fresh session; the PDU is copied out before the
-    /// session (and the buffer it borrows) goes away.
+    pub fn new(addr: SocketAddr, version: Version, timeout: Duration, retries: u32) -> Self {
+        Self {
+            addr,
+            community: Vec::new(),
+            version,
+            timeout,
+            retries,
+            v3: V3State::default(),
+        }
+    }
+
+    pub fn with_community(mut self, community: &[u8]) -> Self {
+        self.community = community.to_vec();
+        self
+    }
+
+    /// One v1/v2c attempt on a fresh session.
     async fn attempt(&self, op: &Op<'_>) -> Result<Response, snmp2::Error> {
         let community = self.community.as_slice();
-        let mut session = match self.version {
+        let mut session = match &self.version {
             Version::V1 => AsyncSession::new_v1(self.addr, community, next_req_id()).await,
             Version::V2c => AsyncSession::new_v2c(self.addr, community, next_req_id()).await,
+            Version::V3(_) => return Err(snmp2::Error::UnsupportedVersion),
         }
         .map_err(|_| snmp2::Error::Send)?;
-        match op {
-            Op::Get(oids) => {
-                let oids = oids
-                    .iter()
-                    .map(|o| to_snmp_oid(o))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| snmp2::Error::ValueOutOfRange)?;
-                let refs: Vec<&snmp2::Oid<'_>> = oids.iter().collect();
-                session.get_many(&refs).await.map(|p| copy_pdu(&p))
-            }
-            Op::GetNext(oid) => {
-                let oid = to_snmp_oid(oid).map_err(|_| snmp2::Error::ValueOutOfRange)?;
-                session.getnext(&oid).await.map(|p| copy_pdu(&p))
-            }
-            Op::GetBulk(oid, reps) => {
-                let oid = to_snmp_oid(oid).map_err(|_| snmp2::Error::ValueOutOfRange)?;
-                session
-                    .getbulk(&[&oid], 0, *reps)
-                    .await
-                    .map(|p| copy_pdu(&p))
-            }
-        }
+        run_op(&mut session, op).await
     }
 
     /// Up to `retries + 1` attempts, each under the timeout.
     async fn request(&self, op: &Op<'_>) -> Result<Response, SnmpError> {
+        if let Version::V3(sec) = &self.version {
+            return self.request_v3(sec, op).await;
+        }
         let attempts = self.retries.saturating_add(1);
         let mut last = None;
         for _ in 0..attempts {
@@ -213,9 +342,132 @@ impl Client {
         })
     }
 
-    /// GET sysObjectID and sysDescr: does this agent answer this community?
+    /// A fresh v3 session after engine discovery (under the timeout).
+    /// `Err(None)`: no answer.
+    async fn discover(&self, sec: &V3Security) -> Result<AsyncSession, Option<snmp2::Error>> {
+        let mut session = AsyncSession::new_v3(self.addr, next_req_id(), sec.to_snmp2())
+            .await
+            .map_err(|_| Some(snmp2::Error::Send))?;
+        match tokio::time::timeout(self.timeout, session.init()).await {
+            Ok(Ok(())) => Ok(session),
+            Ok(Err(e)) => Err(Some(e)),
+            Err(_) => Err(None),
+        }
+    }
+
+    /// Up to `retries + 1` attempts; discovery and the request each under
+    /// the timeout. Refused credentials end the attempts at once.
+    async fn request_v3(&self, sec: &V3Security, op: &Op<'_>) -> Result<Response, SnmpError> {
+        let attempts = self.retries.saturating_add(1);
+        let mut engine_answered = false;
+        // The last attempt's failure; `None` = no answer.
+        let mut last: Option<snmp2::Error> = None;
+        for _ in 0..attempts {
+            let mut session = match self.v3.take() {
+                Some(s) => s,
+                None => match self.discover(sec).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        last = e;
+                        continue;
+                    }
+                },
+            };
+            engine_answered = true;
+            match tokio::time::timeout(self.timeout, run_v3(&mut session, op)).await {
+                Ok(Ok(resp)) => {
+                    self.v3.keep(session);
+                    return Ok(resp);
+                }
+                Ok(Err(e)) => {
+                    let refused =
+                        matches!(classify(&e), V3Class::Unauthenticated | V3Class::Report);
+                    last = Some(e);
+                    if refused {
+                        break;
+                    }
+                }
+                Err(_) => last = None,
+            }
+        }
+        if !engine_answered || self.v3.verified.load(Ordering::Relaxed) {
+            // No v3 engine here, or credentials already proven: not theirs.
+            return Err(match last {
+                None => SnmpError::Timeout(self.timeout, attempts),
+                Some(e) => SnmpError::Protocol(e.to_string()),
+            });
+        }
+        let failure = match last.as_ref().map(classify) {
+            None if sec.level() == SecurityLevel::AuthPriv => self.diagnose(sec, false).await,
+            None => V3Failure::NoAnswer,
+            Some(V3Class::Unauthenticated) => self.diagnose(sec, true).await,
+            // Only a noAuthNoPriv request gets a Report this far; for a
+            // known user the agent would have answered (or denied access).
+            Some(V3Class::Report) if sec.level() == SecurityLevel::NoAuthNoPriv => {
+                V3Failure::UnknownUser
+            }
+            Some(V3Class::Report) => V3Failure::Other("unexpected Report PDU".into()),
+            Some(V3Class::TimeWindow) => V3Failure::NotInTimeWindow,
+            Some(V3Class::Other) => {
+                V3Failure::Other(last.map(|e| e.to_string()).unwrap_or_default())
+            }
+        };
+        Err(v3_error(sec, failure))
+    }
+
+    /// Which part of the credentials was refused: the same user once at
+    /// authNoPriv (does the auth key work?) and once at noAuthNoPriv (does
+    /// the agent know the user? An unknown one gets a Report, a known one
+    /// an answer, usually authorizationError). `refused`: the original
+    /// request got an unauthenticated Report rather than silence.
+    async fn diagnose(&self, sec: &V3Security, refused: bool) -> V3Failure {
+        if sec.level() == SecurityLevel::AuthPriv {
+            match self.trial(&sec.downgraded(SecurityLevel::AuthNoPriv)).await {
+                Trial::Answered => return V3Failure::Privacy,
+                Trial::Unauthenticated => {}
+                _ if refused => return V3Failure::AuthRefused,
+                _ => return V3Failure::NoAnswer,
+            }
+        }
+        match self
+            .trial(&sec.downgraded(SecurityLevel::NoAuthNoPriv))
+            .await
+        {
+            Trial::Report => V3Failure::UnknownUser,
+            Trial::Answered => V3Failure::WrongAuth,
+            _ => V3Failure::AuthRefused,
+        }
+    }
+
+    /// One GET of sysObjectID with `sec` on its own session, no retry.
+    async fn trial(&self, sec: &V3Security) -> Trial {
+        let Ok(mut session) = self.discover(sec).await else {
+            return Trial::Silent;
+        };
+        let op = Op::Get(&[&SYS_OBJECT_ID]);
+        match tokio::time::timeout(self.timeout, run_v3(&mut session, &op)).await {
+            Ok(Ok(_)) => Trial::Answered,
+            Ok(Err(e)) => match classify(&e) {
+                V3Class::Unauthenticated => Trial::Unauthenticated,
+                V3Class::Report => Trial::Report,
+                _ => Trial::Other,
+            },
+            Err(_) => Trial::Silent,
+        }
+    }
+
+    /// GET sysObjectID and sysDescr: does this agent answer this community
+    /// (or v3 user)?
     pub async fn probe(&self) -> Result<Response, SnmpError> {
-        self.request(&Op::Get(&[&SYS_OBJECT_ID, &SYS_DESCR])).await
+        let resp = self
+            .request(&Op::Get(&[&SYS_OBJECT_ID, &SYS_DESCR]))
+            .await?;
+        if let Version::V3(sec) = &self.version {
+            if resp.error_status == AUTHORIZATION_ERROR {
+                return Err(v3_error(sec, V3Failure::AccessDenied));
+            }
+        }
+        Ok(resp)
     }
 
     /// Walk one subtree into `walk`, spending at most `*budget` varbinds.
@@ -230,7 +482,7 @@ impl Client {
         let mut current: Vec<u32> = root.to_vec();
         while *budget > 0 {
             let resp = match self.version {
-                Version::V2c => {
+                Version::V2c | Version::V3(_) => {
                     let reps = MAX_REPETITIONS.min(u32::try_from(*budget).unwrap_or(u32::MAX));
                     self.request(&Op::GetBulk(&current, reps)).await?
                 }
@@ -277,6 +529,13 @@ impl Client {
             }
         }
         (walk, None)
+    }
+}
+
+fn v3_error(sec: &V3Security, failure: V3Failure) -> SnmpError {
+    SnmpError::V3 {
+        message: failure.describe(sec),
+        failure,
     }
 }
 
@@ -382,13 +641,7 @@ mod tests {
     }
 
     fn client(addr: SocketAddr) -> Client {
-        Client {
-            addr,
-            community: b"public".to_vec(),
-            version: Version::V2c,
-            timeout: Duration::from_secs(2),
-            retries: 0,
-        }
+        Client::new(addr, Version::V2c, Duration::from_secs(2), 0).with_community(b"public")
     }
 
     #[tokio::test]
@@ -427,6 +680,41 @@ mod tests {
         assert!(
             sock.recv(&mut [0u8; 1500]).is_ok(),
             "the requests were sent"
+        );
+    }
+
+    #[tokio::test]
+    async fn silent_v3_agent_is_a_timeout_not_a_refusal() {
+        // Engine discovery gets no answer: a plain timeout after the retries
+        // (the scan then skips the other v3 users), with requests sent.
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sec = crate::telemetry::v3::V3Input {
+            user: "u".into(),
+            ..Default::default()
+        }
+        .build()
+        .unwrap();
+        let c = Client::new(
+            sock.local_addr().unwrap(),
+            Version::V3(sec),
+            Duration::from_millis(100),
+            1,
+        );
+        let t = std::time::Instant::now();
+        let e = c.probe().await.unwrap_err();
+        assert!(matches!(e, SnmpError::Timeout(_, 2)), "{e:?}");
+        assert!(t.elapsed() < Duration::from_millis(1000));
+        let mut buf = [0u8; 1500];
+        let n = sock.recv(&mut buf).unwrap();
+        let msg = snmp2::AsnReader::from_bytes(&buf[..n])
+            .read_raw(snmp2::asn1::TYPE_SEQUENCE)
+            .unwrap();
+        assert_eq!(
+            snmp2::AsnReader::from_bytes(msg)
+                .read_asn_integer()
+                .unwrap(),
+            3,
+            "an SNMPv3 message"
         );
     }
 
