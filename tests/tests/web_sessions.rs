@@ -729,3 +729,34 @@ async fn a_slow_reader_does_not_slow_another_session() {
     eprintln!("64 MiB beside a stalled session: {:?}", t.elapsed());
     drop(slow);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_and_ticket_guesses_are_rate_limited_per_session() {
+    let f = fixture(|c| {
+        *c = c
+            .replace("requests_per_second = 200", "requests_per_second = 1")
+            .replace("request_burst = 1000", "request_burst = 5")
+    })
+    .await;
+    let s = f.session(HTTP, None).await;
+    let origin = origin_of(&s);
+    // Guesses at the ticket count against the session's rate too.
+    let mut guesser = Browser::new(&f.relay);
+    let mut statuses = vec![];
+    for i in 0..8 {
+        let p = guesser
+            .get(&format!("{origin}/__dwa/enter?ticket=guess{i}"))
+            .await;
+        statuses.push(p.status);
+        if p.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(p.headers.get("retry-after").is_some());
+        }
+    }
+    assert!(
+        statuses.contains(&StatusCode::FORBIDDEN)
+            && statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    let refused = f.relay.audit_kind("web.ticket_refused").len();
+    assert!(refused <= 5, "{refused} refusals audited beyond the burst");
+}

@@ -158,6 +158,18 @@ async fn gate(
     if let Some(r) = s.ended() {
         return early(ended_page(r), req);
     }
+    // First, so that neither ticket guesses nor cookie-less requests (each
+    // answered, the former audited) are unbounded.
+    if !s.admit_request() {
+        let mut r = page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests",
+            "Slow down, then reload.",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return early(r, req);
+    }
     if req.uri().path() == ENTER_PATH {
         let query = req.uri().query().unwrap_or("").to_string();
         let p = enter(&relay, &s, &query).await;
@@ -172,16 +184,6 @@ async fn gate(
             ),
             req,
         );
-    }
-    if !s.admit_request() {
-        let mut r = page(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many requests",
-            "Slow down, then reload.",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return early(r, req);
     }
     s.touch();
     s.requests.fetch_add(1, Ordering::Relaxed);

@@ -334,6 +334,11 @@ impl WebSessions {
             Some((_, at)) => at.elapsed() < TOMBSTONE,
             None => true,
         });
+        // Many short sessions in an hour: forget the ended ones early
+        // rather than grow (their hosts then say "no such session").
+        if m.len() >= max.saturating_mul(4) {
+            m.retain(|_, v| v.ended().is_none());
+        }
         if m.values().filter(|v| v.ended().is_none()).count() >= max {
             return false;
         }
