@@ -164,6 +164,9 @@ pub struct WebSessionRequest {
     pub port: u16,
     #[serde(default)]
     pub tls: Option<bool>,
+    /// Rewrite the printer's URLs in HTML/CSS/JavaScript (default true).
+    #[serde(default)]
+    pub rewrite: Option<bool>,
 }
 
 async fn create_web_session(
@@ -215,6 +218,7 @@ pub async fn open_web_session(
         device: target,
         port: req.port,
         tls: req.tls.unwrap_or(req.port == 443),
+        rewrite_bodies: req.rewrite.unwrap_or(true),
         user_id: p.user_id,
         actor: p.actor(),
         login: p.login_session().map(str::to_string),

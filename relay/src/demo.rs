@@ -181,6 +181,7 @@ async fn serve_demo(
     let req = WebSessionRequest {
         port: o.http_port,
         tls: None,
+        rewrite: None,
     };
     let link = |v: &serde_json::Value| v["url"].as_str().unwrap_or_default().to_string();
     let first = open_web_session(relay, &admin, devices[0], &req).await?;

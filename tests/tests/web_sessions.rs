@@ -288,6 +288,20 @@ async fn websockets_https_printers_and_certificate_changes() {
         }
     }
     assert!(echoed, "no echo");
+    // Body rewriting is on by default and can be turned off per session.
+    let (status, plain) = f
+        .api
+        .call(
+            Method::POST,
+            &format!("/devices/{}/web-sessions", f.device),
+            Some(json!({"port": HTTP, "rewrite": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plain}");
+    let mut pb = Browser::new(&f.relay);
+    pb.get(&url_of(&plain)).await;
+    let js = pb.get("/app.js").await.text();
+    assert!(js.contains(&f.printer().http_origin()), "{js}");
     // Without the session cookie, no WebSocket.
     let stranger = Browser::new(&f.relay);
     assert!(stranger.websocket(&f.relay, &ws_url).await.is_err());

@@ -60,7 +60,7 @@ pub fn ended_page(reason: EndReason) -> Response<Body> {
 }
 
 fn rewriter(s: &WebSession, https_port: u16) -> Rewriter {
-    Rewriter::new(
+    let rw = Rewriter::new(
         PrinterOrigin {
             scheme: if s.tls { Scheme::Https } else { Scheme::Http },
             host: s.device.address.clone(),
@@ -71,7 +71,12 @@ fn rewriter(s: &WebSession, https_port: u16) -> Rewriter {
             port: https_port,
         },
         SESSION_COOKIE,
-    )
+    );
+    if s.rewrite_bodies {
+        rw
+    } else {
+        rw.without_body_rewriting()
+    }
 }
 
 /// The path with query values replaced by nothing: `/a?user=&page=`.

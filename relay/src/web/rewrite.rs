@@ -211,6 +211,8 @@ pub struct Rewriter {
     session_origin: String,
     session_ws_origin: String,
     host_header: HeaderValue,
+    /// Rewrite HTML/CSS/JavaScript bodies (on by default).
+    bodies: bool,
 }
 
 /// `host` with brackets if it is an IPv6 literal, then `:port` unless it is
@@ -266,7 +268,15 @@ impl Rewriter {
             session_port: session.port,
             cookie: our_cookie.to_owned(),
             host_header,
+            bodies: true,
         }
+    }
+
+    /// Leaves every body as the printer sent it (headers are still
+    /// rewritten): for a page the literal rewriting would break.
+    pub fn without_body_rewriting(mut self) -> Self {
+        self.bodies = false;
+        self
     }
 
     /// The `Host` header sent to the printer: `192.168.1.50`,
@@ -586,7 +596,11 @@ impl Rewriter {
         headers.remove(header::STRICT_TRANSPORT_SECURITY);
         headers.remove(header::ALT_SVC);
 
-        let plan = body_plan(status, headers);
+        let plan = if self.bodies {
+            body_plan(status, headers)
+        } else {
+            BodyPlan::PassThrough
+        };
         if let BodyPlan::Rewrite { .. } = plan {
             for name in [
                 "content-length",
@@ -1575,5 +1589,45 @@ mod tests {
         assert_eq!(p, BodyPlan::PassThrough);
         assert_eq!(one(&h, "content-encoding").unwrap(), "zstd");
         assert_eq!(one(&h, "content-length").unwrap(), "99");
+    }
+
+    #[test]
+    fn body_rewriting_can_be_turned_off() {
+        let rw = Rewriter::new(
+            PrinterOrigin {
+                scheme: Scheme::Http,
+                host: "10.0.0.5".into(),
+                port: 80,
+            },
+            SessionOrigin {
+                host: "s-abc.dwa.test".into(),
+                port: 8443,
+            },
+            "__Host-dwa_ws",
+        )
+        .without_body_rewriting();
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("http://10.0.0.5/x"),
+        );
+        assert!(matches!(
+            rw.response_headers(StatusCode::FOUND, &mut h),
+            BodyPlan::PassThrough
+        ));
+        assert_eq!(
+            h[header::CONTENT_ENCODING],
+            "gzip",
+            "the body stays encoded"
+        );
+        assert_eq!(h[header::CONTENT_LENGTH], "10");
+        assert_eq!(
+            h[header::LOCATION],
+            "https://s-abc.dwa.test:8443/x",
+            "headers still rewritten"
+        );
     }
 }
