@@ -507,20 +507,7 @@ mod tests {
     use super::*;
     use crate::web::rewrite::{PrinterOrigin, Scheme, SessionOrigin};
 
-    fn rw(scheme: Scheme, host: &str, port: u16) -> Rewriter {
-        Rewriter::new(
-            PrinterOrigin {
-                scheme,
-                host: host.into(),
-                port,
-            },
-            SessionOrigin {
-                host: "s-abc.dwa.localhost".into(),
-                port: 8443,
-            },
-            "dwa_session",
-        )
-    }
+    use crate::web::rewrite::tests::rw;
 
     fn http80() -> Rewriter {
         rw(Scheme::Http, "10.0.0.5", 80)

@@ -856,12 +856,14 @@ fn split_authority(after_scheme: &str, had_scheme: bool) -> Option<Authority<'_>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const COOKIE: &str = "dwa_session";
 
-    fn rw(scheme: Scheme, host: &str, port: u16) -> Rewriter {
+    /// A rewriter for a printer at `scheme://host:port` behind the session
+    /// host `s-abc.dwa.localhost:8443` (shared with `body`'s tests).
+    pub(crate) fn rw(scheme: Scheme, host: &str, port: u16) -> Rewriter {
         Rewriter::new(
             PrinterOrigin {
                 scheme,
@@ -1593,19 +1595,7 @@ mod tests {
 
     #[test]
     fn body_rewriting_can_be_turned_off() {
-        let rw = Rewriter::new(
-            PrinterOrigin {
-                scheme: Scheme::Http,
-                host: "10.0.0.5".into(),
-                port: 80,
-            },
-            SessionOrigin {
-                host: "s-abc.dwa.test".into(),
-                port: 8443,
-            },
-            "__Host-dwa_ws",
-        )
-        .without_body_rewriting();
+        let rw = rw(Scheme::Http, "10.0.0.5", 80).without_body_rewriting();
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -1626,7 +1616,7 @@ mod tests {
         assert_eq!(h[header::CONTENT_LENGTH], "10");
         assert_eq!(
             h[header::LOCATION],
-            "https://s-abc.dwa.test:8443/x",
+            "https://s-abc.dwa.localhost:8443/x",
             "headers still rewritten"
         );
     }
