@@ -352,14 +352,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     println!("  target server on {target_addr}");
 
     let dwa = setup::dwa(&mut procs, &bins, target_addr, &args.transport).await?;
-    let relay_version = procs::run(
-        "dwa-relay --version",
-        tokio::process::Command::new(bins.join("dwa-relay")).arg("--version"),
-        Duration::from_secs(30),
-    )
-    .await
-    .map(|s| s.trim().to_string())
-    .unwrap_or_default();
+    let relay_version = setup::relay_version(&bins).await;
 
     let ossh = if args.no_openssh {
         println!("  OpenSSH reference skipped (--no-openssh)");

@@ -551,3 +551,15 @@ async fn ssh_client(
         .find_map(|l| l.split("server->client cipher: ").nth(1))
         .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string()))
 }
+
+/// `dwa-relay --version` of the binaries under test ("" if it fails).
+pub async fn relay_version(bins: &std::path::Path) -> String {
+    crate::procs::run(
+        "dwa-relay --version",
+        tokio::process::Command::new(bins.join("dwa-relay")).arg("--version"),
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .map(|s| s.trim().to_string())
+    .unwrap_or_default()
+}

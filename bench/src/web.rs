@@ -346,14 +346,7 @@ pub async fn run(args: Args, w: WebArgs) -> Result<ExitCode> {
             .map_or("relay default".to_string(), |n| n.to_string())
     );
     let device = setup::device_add(&ra, ip).await?;
-    let relay_version = crate::procs::run(
-        "dwa-relay --version",
-        tokio::process::Command::new(bins.join("dwa-relay")).arg("--version"),
-        Duration::from_secs(30),
-    )
-    .await
-    .map(|s| s.trim().to_string())
-    .unwrap_or_default();
+    let relay_version = setup::relay_version(&bins).await;
 
     let ossh = if args.no_openssh {
         println!("  OpenSSH reference skipped (--no-openssh)");

@@ -22,7 +22,7 @@ use crate::agents::{open_stream, StreamRecord, StreamRequest};
 use crate::error::RelayError;
 use crate::state::Relay;
 use crate::web::pool::{Sender, Wait};
-use crate::web::rewrite::{BodyPlan, PrinterOrigin, Rewriter, Scheme, SessionOrigin};
+use crate::web::rewrite::BodyPlan;
 use crate::web::session::{EndReason, TicketError, WebSession, ENTER_PATH, SESSION_COOKIE};
 
 /// How long a request waits for a free printer connection.
@@ -57,26 +57,6 @@ pub fn ended_page(reason: EndReason) -> Response<Body> {
             reason.describe()
         ),
     )
-}
-
-fn rewriter(s: &WebSession, https_port: u16) -> Rewriter {
-    let rw = Rewriter::new(
-        PrinterOrigin {
-            scheme: if s.tls { Scheme::Https } else { Scheme::Http },
-            host: s.device.address.clone(),
-            port: s.port,
-        },
-        SessionOrigin {
-            host: s.host.clone(),
-            port: https_port,
-        },
-        SESSION_COOKIE,
-    );
-    if s.rewrite_bodies {
-        rw
-    } else {
-        rw.without_body_rewriting()
-    }
 }
 
 /// The path with query values replaced by nothing: `/a?user=&page=`.
@@ -555,7 +535,7 @@ impl HttpBody for Counted {
 
 async fn forward(relay: Relay, s: Arc<WebSession>, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
-    let rw = rewriter(&s, relay.https_port);
+    let rw = &s.rewriter;
     let method = req.method().to_string();
     let path = redacted_path(req.uri());
     let (mut parts, body) = req.into_parts();
@@ -622,7 +602,7 @@ async fn forward(relay: Relay, s: Arc<WebSession>, req: Request<Body>) -> Respon
                 down: 0,
                 finish: Some(finish),
             },
-            &rw,
+            rw,
             encoding,
         )),
     };
@@ -632,7 +612,7 @@ async fn forward(relay: Relay, s: Arc<WebSession>, req: Request<Body>) -> Respon
 /// A WebSocket: a connection of its own to the printer, upgraded on both
 /// sides, then bytes copied until either side closes or the session ends.
 async fn websocket(relay: Relay, s: Arc<WebSession>, mut req: Request<Body>) -> Response<Body> {
-    let rw = rewriter(&s, relay.https_port);
+    let rw = &s.rewriter;
     let path = redacted_path(req.uri());
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, _) = req.into_parts();

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::util::{random_secret, sha256_hex};
 use crate::web::pool::PrinterPool;
+use crate::web::rewrite::{PrinterOrigin, Rewriter, Scheme, SessionOrigin};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -95,6 +96,8 @@ pub struct WebSession {
     pub tls: bool,
     /// HTML/CSS/JavaScript bodies rewritten (on by default).
     pub rewrite_bodies: bool,
+    /// Built once: every request of the session uses it.
+    pub rewriter: Rewriter,
     pub user_id: i64,
     pub actor: String,
     /// The log-in session that created it (ends with its logout).
@@ -152,7 +155,25 @@ impl WebSession {
         let nz = |v: u32| std::num::NonZeroU32::new(v).unwrap_or(std::num::NonZeroU32::MIN);
         let quota =
             governor::Quota::per_second(nz(n.requests_per_second)).allow_burst(nz(n.request_burst));
+        let rewriter = Rewriter::new(
+            PrinterOrigin {
+                scheme: if n.tls { Scheme::Https } else { Scheme::Http },
+                host: n.device.address.clone(),
+                port: n.port,
+            },
+            SessionOrigin {
+                host: host.clone(),
+                port: n.https_port,
+            },
+            SESSION_COOKIE,
+        );
+        let rewriter = if n.rewrite_bodies {
+            rewriter
+        } else {
+            rewriter.without_body_rewriting()
+        };
         let s = Arc::new(Self {
+            rewriter,
             id,
             host,
             url_base,
