@@ -11,10 +11,12 @@
 //! - [`control`]: the control channel (hello, credits, denials, heartbeats).
 //! - [`ssh`]: SSH settings shared by both ends (ciphers, packet size,
 //!   keepalives).
+//! - [`agent_auth`]: agent requests signed with the enrollment key (SSHSIG).
 //! - [`backoff`]: reconnect delays with exponential growth and jitter.
 //! - [`cli`]: what both binaries' `main` share.
 //! - [`fs`]: writing keys and configs: owner-only, atomically.
 
+pub mod agent_auth;
 pub mod backoff;
 pub mod cli;
 pub mod control;

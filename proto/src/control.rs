@@ -35,6 +35,17 @@ pub enum ControlMsg {
     /// Agent → relay: the TLS session the agent opened toward the target of
     /// a TLS stream; sent before the channel is accepted.
     TlsInfo(TlsInfo),
+    /// Relay → agent: run a telemetry scan now (`request` is echoed in the
+    /// agent's log and in the scan's `trigger`).
+    ScanNow {
+        request: String,
+    },
+    /// Relay → agent: scan settings made on the relay; sent after `Welcome`
+    /// and whenever they change. `None` keeps the agent's own setting. The
+    /// agent never scans outside its local ceiling (`policy.allow`).
+    ScanConfig(ScanSettings),
+    /// Agent → relay: what the agent made of the last `ScanConfig`.
+    ScanConfigApplied(ScanApplied),
     /// Application heartbeat, either direction.
     Ping {
         seq: u64,
@@ -55,6 +66,21 @@ pub struct Hello {
     pub allow: Vec<String>,
     /// Receive window the agent grants per stream.
     pub window: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ScanSettings {
+    pub ranges: Option<Vec<String>>,
+    pub interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ScanApplied {
+    /// The ranges the agent now scans.
+    pub ranges: Vec<String>,
+    pub interval_secs: u64,
+    /// Requested ranges the agent refused, each with one reason line.
+    pub refused: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

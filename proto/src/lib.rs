@@ -7,11 +7,15 @@
 //! - [`audit`]: audit event kinds, the canonical record form and the hash
 //!   chain (compute and verify).
 //! - [`stream`]: how a relay-opened stream is named on the SSH channel.
-//! - [`telemetry`]: device records (identity, counters, supplies, status).
+//! - [`snmprec`]: the snmpsim `OID|type|value` walk format (agent tests,
+//!   fleet simulator).
+//! - [`telemetry`]: device records (identity, counters, supplies, status)
+//!   and the upload contract (items, batches, acks).
 
 pub mod audit;
 pub mod control;
 pub mod enroll;
+pub mod snmprec;
 pub mod stream;
 pub mod telemetry;
 

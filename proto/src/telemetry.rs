@@ -276,3 +276,174 @@ pub struct FieldError {
     pub field: String,
     pub error: String,
 }
+
+// ---------------------------------------------------------------- upload
+
+/// Where agents upload spooled telemetry, on the relay's HTTPS port.
+pub const INGEST_PATH: &str = "/agent/v1/ingest";
+/// Most items in one upload; the agent sends at most this many.
+pub const MAX_BATCH_ITEMS: usize = 256;
+/// Largest accepted upload body (a reading is typically 2–10 KiB).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// One spooled unit of telemetry. Ids are random (128-bit hex) and chosen by
+/// the agent when the item is spooled, so a retried upload is recognised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum IngestItem {
+    Reading(Reading),
+    /// Sent after the readings of a scan: lets the relay tell which known
+    /// devices were not seen (the "silent for N scans" alert).
+    ScanDone(ScanDone),
+}
+
+impl IngestItem {
+    pub fn id(&self) -> &str {
+        match self {
+            IngestItem::Reading(r) => &r.id,
+            IngestItem::ScanDone(s) => &s.id,
+        }
+    }
+}
+
+/// One device as read by one scan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    pub id: String,
+    /// Id of the scan that took it (the `ScanDone` item's id).
+    pub scan: String,
+    /// RFC 3339 UTC, agent's clock.
+    pub taken_at: String,
+    pub record: DeviceRecord,
+}
+
+/// The end of one scan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanDone {
+    pub id: String,
+    pub started_at: String,
+    pub finished_at: String,
+    /// `schedule`, `relay` (scan now) or `startup`.
+    pub trigger: String,
+    /// The ranges scanned, as configured (after the ceiling).
+    pub ranges: Vec<String>,
+    /// Addresses probed and printers found.
+    pub addresses: u32,
+    pub found: u32,
+}
+
+/// Body of `POST INGEST_PATH`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestBatch {
+    pub items: Vec<IngestItem>,
+}
+
+/// The relay's answer to a batch (HTTP 200). Every item of the batch is in
+/// exactly one list; the agent deletes both kinds from its spool. An item
+/// already stored before (a retried upload) is `accepted` again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IngestAck {
+    pub accepted: Vec<String>,
+    /// Items that can never be stored (invalid); retrying would not help.
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub id: String,
+    pub error: String,
+}
+
+/// How a device is recognised across scans and address changes:
+/// manufacturer + serial where known, else MAC, else the address (which the
+/// relay scopes to the agent).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Identity {
+    Serial(String),
+    Mac(String),
+    Address(String),
+}
+
+impl Identity {
+    /// Stable text form, e.g. `serial:hp:CNB1234567`, `mac:00:1b:a9:0b:a7:52`.
+    pub fn key(&self) -> String {
+        match self {
+            Identity::Serial(s) => format!("serial:{s}"),
+            Identity::Mac(m) => format!("mac:{m}"),
+            Identity::Address(a) => format!("address:{a}"),
+        }
+    }
+}
+
+fn usable(s: &Option<String>) -> Option<&str> {
+    let t = s.as_deref()?.trim();
+    // Placeholders some devices report instead of a serial or MAC.
+    let junk = t.is_empty()
+        || t.chars()
+            .all(|c| c == '0' || c == ':' || c == '-' || c == ' ')
+        || t.eq_ignore_ascii_case("unknown")
+        || t.eq_ignore_ascii_case("n/a");
+    (!junk).then_some(t)
+}
+
+impl DeviceRecord {
+    pub fn identity(&self) -> Identity {
+        if let Some(serial) = usable(&self.serial) {
+            let vendor = usable(&self.manufacturer)
+                .map(|m| m.to_ascii_lowercase())
+                .unwrap_or_default();
+            return Identity::Serial(format!("{vendor}:{serial}"));
+        }
+        if let Some(mac) = usable(&self.mac) {
+            return Identity::Mac(mac.to_ascii_lowercase());
+        }
+        Identity::Address(self.address.clone())
+    }
+}
+
+#[cfg(test)]
+mod upload_tests {
+    use super::*;
+
+    #[test]
+    fn identity_prefers_serial_then_mac_then_address() {
+        let mut r = DeviceRecord {
+            address: "10.0.0.5".into(),
+            ..Default::default()
+        };
+        assert_eq!(r.identity().key(), "address:10.0.0.5");
+        r.mac = Some("00:00:00:00:00:00".into());
+        assert_eq!(
+            r.identity().key(),
+            "address:10.0.0.5",
+            "zero MAC is no identity"
+        );
+        r.mac = Some("00:1B:A9:0B:A7:52".into());
+        assert_eq!(r.identity().key(), "mac:00:1b:a9:0b:a7:52");
+        r.serial = Some("  ".into());
+        assert_eq!(r.identity().key(), "mac:00:1b:a9:0b:a7:52");
+        r.serial = Some("CNB1234567".into());
+        r.manufacturer = Some("HP".into());
+        assert_eq!(r.identity().key(), "serial:hp:CNB1234567");
+    }
+
+    #[test]
+    fn items_round_trip_with_their_type_tag() {
+        let item = IngestItem::ScanDone(ScanDone {
+            id: "ab".into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: "2026-01-01T00:00:05Z".into(),
+            trigger: "schedule".into(),
+            ranges: vec!["10.0.0.0/24".into()],
+            addresses: 254,
+            found: 3,
+        });
+        let text = serde_json::to_string(&item).unwrap();
+        assert!(text.contains("\"type\":\"scan_done\""), "{text}");
+        let back: IngestItem = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, item);
+        assert_eq!(back.id(), "ab");
+    }
+}

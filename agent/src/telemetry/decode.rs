@@ -21,8 +21,8 @@ use dwa_proto::telemetry::{
     Alert, Counters, DeviceRecord, ErrorState, FieldError, Level, Supply, SupplyClass, SupplyKind,
 };
 
-use super::snmprec::{Oid, Value, Walk};
 use super::text::{display_string, strip_leading_controls};
+use dwa_proto::snmprec::{Oid, Value, Walk};
 
 const SYS: [u32; 7] = [1, 3, 6, 1, 2, 1, 1];
 const IF_TYPE: [u32; 10] = [1, 3, 6, 1, 2, 1, 2, 2, 1, 3];

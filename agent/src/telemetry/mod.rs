@@ -1,6 +1,7 @@
 //! Printer telemetry: from an SNMP walk to a [`dwa_proto::telemetry::DeviceRecord`].
 //!
-//! - [`snmprec`]: the `OID|type|value` walk format and the ordered [`Walk`].
+//! - [`snmprec`] (re-exported from `dwa_proto`): the `OID|type|value` walk
+//!   format and the ordered [`Walk`].
 //! - [`decode`]: pure decoding of a walk (standard MIBs first, vendor MIBs as
 //!   fallback); every field that cannot be decoded becomes a `FieldError`.
 //! - [`snmp`]: the v1/v2c/v3 client (timeouts, retries, bounded walks).
@@ -10,9 +11,10 @@
 pub mod decode;
 pub mod scan;
 pub mod snmp;
-pub mod snmprec;
 mod text;
 pub mod v3;
 
 pub use decode::decode;
+/// The walk format lives in `dwa_proto` (pure; the fleet simulator reads it too).
+pub use dwa_proto::snmprec;
 pub use snmprec::{Oid, ParseError, Value, Walk};

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use snmp2::AsyncSession;
 
-use super::snmprec::{Oid, Value, Walk};
 use super::v3::{SecurityLevel, V3Failure, V3Security};
+use dwa_proto::snmprec::{Oid, Value, Walk};
 
 /// SNMP protocol version of a session; v3 carries its USM credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
