@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use dwa_agent::config::{AgentConfig, Secret, TransportMode};
 use dwa_agent::enroll::{enroll, EnrollOptions};
 use dwa_agent::session::Agent;
+use dwa_agent::telemetry::spool::{Limits, Spool};
 use dwa_agent::telemetry::v3::{
     AuthProtocol, PrivProtocol, SecurityLevel, V3Field, V3Input, V3Security,
 };
@@ -95,6 +96,20 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         cmd: PolicyCmd,
+    },
+    /// The telemetry spool: readings waiting for the relay.
+    Spool {
+        #[command(subcommand)]
+        cmd: SpoolCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolCmd {
+    /// Items pending, and counts of items spooled, acknowledged and dropped.
+    Status {
+        #[arg(long, env = "DWA_AGENT_CONFIG", default_value = "agent.toml")]
+        config: PathBuf,
     },
 }
 
@@ -263,7 +278,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
-            let agent = Agent::load(cfg, &config)?;
+            let mut agent = Agent::load(cfg, &config)?.with_telemetry(&config).await?;
             let shutdown = CancellationToken::new();
             let s = shutdown.clone();
             tokio::spawn(async move {
@@ -328,6 +343,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("warning: {ip}: {why}");
             }
             print!("{}", scan::render(&report.devices, format));
+        }
+        Cmd::Spool {
+            cmd: SpoolCmd::Status { config },
+        } => {
+            let cfg = AgentConfig::load(&config)?;
+            let path = cfg.spool_path(&config);
+            if !path.exists() {
+                bail!(
+                    "{}: no spool yet (it is created by `dwa-agent run`)",
+                    path.display()
+                );
+            }
+            let spool = Spool::open(
+                &path,
+                Limits {
+                    max_items: cfg.spool.max_items,
+                    max_bytes: cfg.spool.max_bytes,
+                },
+            )
+            .await?;
+            let st = spool.stats().await?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&st)?);
+            } else {
+                println!(
+                    "pending {} items ({} bytes); spooled {}, acknowledged {}, dropped when full {}",
+                    st.pending, st.pending_bytes, st.spooled, st.acknowledged, st.dropped
+                );
+            }
         }
         Cmd::Policy {
             cmd: PolicyCmd::Check { target, config },

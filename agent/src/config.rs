@@ -54,6 +54,8 @@ pub struct AgentConfig {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub link: LinkConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
 }
 
 fn default_key_file() -> PathBuf {
@@ -83,6 +85,12 @@ pub struct ScanConfig {
     /// `[[scan.v3]]`: SNMPv3 users, tried in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub v3: Vec<V3UserConfig>,
+    /// Per SNMP request; each request is retried `retries` times.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub retries: u32,
+    /// Addresses probed at the same time.
+    pub concurrency: usize,
 }
 
 impl Default for ScanConfig {
@@ -93,6 +101,34 @@ impl Default for ScanConfig {
             snmp_port: 161,
             communities: None,
             v3: vec![],
+            timeout: Duration::from_secs(1),
+            retries: 1,
+            concurrency: 64,
+        }
+    }
+}
+
+/// `[spool]`: where readings wait for the relay, and its bounds (see
+/// `telemetry::spool` for the policy when full).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// SQLite file, relative to this file's directory.
+    pub path: PathBuf,
+    pub max_items: u64,
+    pub max_bytes: u64,
+    /// Items per upload (1..=256).
+    pub batch_items: usize,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("spool.db"),
+            // About 3 days of 5-minute scans of 200 printers.
+            max_items: 200_000,
+            max_bytes: 512 * 1024 * 1024,
+            batch_items: dwa_proto::telemetry::MAX_BATCH_ITEMS,
         }
     }
 }
@@ -245,8 +281,33 @@ impl AgentConfig {
                 );
             }
         }
-        if self.scan.interval < Duration::from_secs(10) {
-            return bad("scan.interval", "must be at least 10s".into());
+        // Short intervals are for labs and tests; the relay cannot push
+        // anything below a minute (see `telemetry::collector`).
+        if self.scan.interval < Duration::from_secs(1) {
+            return bad("scan.interval", "must be at least 1s".into());
+        }
+        if self.scan.timeout < Duration::from_millis(10)
+            || self.scan.timeout > Duration::from_secs(60)
+        {
+            return bad("scan.timeout", "must be between 10ms and 60s".into());
+        }
+        if self.scan.retries > 10 {
+            return bad("scan.retries", "must be at most 10".into());
+        }
+        if !(1..=4096).contains(&self.scan.concurrency) {
+            return bad("scan.concurrency", "must be 1..=4096".into());
+        }
+        if self.spool.max_items == 0 || self.spool.max_bytes < 1024 * 1024 {
+            return bad(
+                "spool",
+                "max_items must be at least 1 and max_bytes at least 1 MiB".into(),
+            );
+        }
+        if !(1..=dwa_proto::telemetry::MAX_BATCH_ITEMS).contains(&self.spool.batch_items) {
+            return bad(
+                "spool.batch_items",
+                format!("must be 1..={}", dwa_proto::telemetry::MAX_BATCH_ITEMS),
+            );
         }
         if self.scan.snmp_port == 0 {
             return bad("scan.snmp_port", "must be 1..=65535".into());
@@ -296,14 +357,20 @@ impl AgentConfig {
 
     /// `key_file` resolved against the config file's directory.
     pub fn key_path(&self, config_path: &Path) -> PathBuf {
-        if self.key_file.is_absolute() {
-            self.key_file.clone()
-        } else {
-            config_path
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join(&self.key_file)
-        }
+        beside(config_path, &self.key_file)
+    }
+
+    /// `spool.path` resolved against the config file's directory.
+    pub fn spool_path(&self, config_path: &Path) -> PathBuf {
+        beside(config_path, &self.spool.path)
+    }
+}
+
+fn beside(config_path: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        config_path.parent().unwrap_or(Path::new(".")).join(p)
     }
 }
 

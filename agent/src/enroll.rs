@@ -3,17 +3,14 @@
 //! SSH host key, write agent.toml. Nothing is written unless all of it worked.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use dwa_policy::agent::PolicyConfig;
 use dwa_proto::enroll::{EnrollRequest, EnrollResponse, EnrollToken};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
 
-use crate::config::{AgentConfig, LinkConfig, Pins, ScanConfig, TransportMode};
+use crate::config::{AgentConfig, LinkConfig, Pins, ScanConfig, SpoolConfig, TransportMode};
 use crate::error::{AgentError, Result};
+use crate::relay_http::{error_text, RelayHttp};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -46,49 +43,14 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 async fn post_enroll(relay: &url::Url, pin: &str, req: &EnrollRequest) -> Result<EnrollResponse> {
-    let host = relay
-        .host_str()
-        .ok_or_else(|| AgentError::Config("relay URL has no host".into()))?
-        .trim_matches(['[', ']'])
-        .to_string();
-    let port = relay.port_or_known_default().unwrap_or(443);
-    let tls = Arc::new(dwa_link::tls::pinned_client_config(pin)?);
-    let addr = crate::config::join_host_port(&host, port);
-    let stream = dwa_link::transport::tls_connect(&addr, &host, tls, TIMEOUT)
-        .await
-        .map_err(|e| AgentError::Enroll(format!("cannot reach the relay at {addr}: {e}")))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| AgentError::Enroll(format!("HTTP: {e}")))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let http = RelayHttp::new(relay, pin, TIMEOUT)?;
     let body = serde_json::to_vec(req).map_err(|e| AgentError::Enroll(e.to_string()))?;
-    let request = hyper::Request::post("/api/v1/enroll")
-        .header(
-            hyper::header::HOST,
-            crate::config::join_host_port(&host, port),
-        )
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| AgentError::Enroll(e.to_string()))?;
-    let resp = tokio::time::timeout(TIMEOUT, sender.send_request(request))
+    let (status, bytes) = http
+        .post_json("/api/v1/enroll", &[], body)
         .await
-        .map_err(|_| AgentError::Enroll("the relay did not answer in time".into()))?
-        .map_err(|e| AgentError::Enroll(format!("HTTP: {e}")))?;
-    let status = resp.status();
-    // Bounded: a hostile or broken server cannot make us buffer much.
-    let bytes = tokio::time::timeout(TIMEOUT, Limited::new(resp.into_body(), 64 * 1024).collect())
-        .await
-        .map_err(|_| AgentError::Enroll("the relay's answer timed out".into()))?
-        .map_err(|e| AgentError::Enroll(format!("reading the answer: {e}")))?
-        .to_bytes();
+        .map_err(|e| AgentError::Enroll(e.0))?;
     if !status.is_success() {
-        let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("HTTP {status}"));
-        return Err(AgentError::EnrollRefused(msg));
+        return Err(AgentError::EnrollRefused(error_text(status, &bytes)));
     }
     serde_json::from_slice(&bytes)
         .map_err(|e| AgentError::Enroll(format!("unexpected answer from the relay: {e}")))
@@ -148,6 +110,7 @@ pub async fn enroll(o: EnrollOptions) -> Result<Enrolled> {
         scan: ScanConfig::default(),
         policy,
         link: LinkConfig::default(),
+        spool: SpoolConfig::default(),
     };
     config.validate()?;
     if let Some(dir) = o.config_path.parent().filter(|d| !d.as_os_str().is_empty()) {

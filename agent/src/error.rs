@@ -24,6 +24,10 @@ pub enum AgentError {
     Policy(#[from] dwa_policy::PolicyError),
     #[error(transparent)]
     Proto(#[from] dwa_proto::ProtoError),
+    #[error("spool: {0}")]
+    Spool(String),
+    #[error("upload: {0}")]
+    Upload(String),
 }
 
 impl AgentError {

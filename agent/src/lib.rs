@@ -3,6 +3,7 @@
 //! - [`config`]: agent.toml (unknown keys rejected; the policy section
 //!   compiles into the allowlist at load, so errors name their key).
 //! - [`enroll`]: one-time enrollment with a token over pinned HTTPS.
+//! - [`relay_http`]: pinned HTTPS requests to the relay's web port.
 //! - [`session`]: the persistent outbound SSH session, its russh adapter,
 //!   transports and reconnect loop.
 //! - [`streams`]: relay-opened streams: resolve, decide, connect, carry.
@@ -11,6 +12,7 @@
 pub mod config;
 pub mod enroll;
 pub mod error;
+pub mod relay_http;
 pub mod session;
 pub mod streams;
 pub mod telemetry;

@@ -22,13 +22,22 @@ use dwa_proto::{CONTROL_SUBSYSTEM, PROTOCOL_VERSION};
 use russh::client::{ChannelOpenHandle, Msg, Session};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{Channel, ChannelOpenFailure};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{join_host_port, AgentConfig, TransportMode};
 use crate::error::{AgentError, Result};
+use crate::relay_http::RelayHttp;
 use crate::streams::StreamService;
+use crate::telemetry::collector::{Collector, Plan};
+use crate::telemetry::scan::ScanOptions;
+use crate::telemetry::spool::{Limits, Spool};
+use crate::telemetry::upload::Uploader;
+
+/// One upload request, connect to answer.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A session that lasted this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(30);
@@ -178,6 +187,15 @@ pub struct Agent {
     key: Arc<PrivateKey>,
     pinned: PublicKey,
     policy: Arc<AgentPolicy>,
+    telemetry: Option<Telemetry>,
+}
+
+/// The scheduled telemetry of `run`: the collector scans into the spool,
+/// the uploader drains it over HTTPS, whatever state the tunnel is in.
+struct Telemetry {
+    collector: Arc<Collector>,
+    uploader: Option<Uploader>,
+    relay_up: Arc<Notify>,
 }
 
 impl Agent {
@@ -193,7 +211,61 @@ impl Agent {
             key: Arc::new(key),
             pinned,
             policy,
+            telemetry: None,
         })
+    }
+
+    /// Opens the spool and prepares the collector and the uploader; they
+    /// start with [`Agent::run`].
+    pub async fn with_telemetry(mut self, config_path: &Path) -> Result<Self> {
+        let scan = &self.cfg.scan;
+        let spool = Spool::open(
+            &self.cfg.spool_path(config_path),
+            Limits {
+                max_items: self.cfg.spool.max_items,
+                max_bytes: self.cfg.spool.max_bytes,
+            },
+        )
+        .await?;
+        let options = ScanOptions {
+            v3: scan.v3_security()?,
+            communities: scan.effective_communities(),
+            port: scan.snmp_port,
+            timeout: scan.timeout,
+            retries: scan.retries,
+            concurrency: scan.concurrency,
+            progress: false,
+        };
+        let wake = Arc::new(Notify::new());
+        let relay_up = Arc::new(Notify::new());
+        let relay = url::Url::parse(&self.cfg.relay)
+            .map_err(|e| AgentError::Config(format!("relay: {e}")))?;
+        let uploader = Uploader {
+            spool: spool.clone(),
+            http: RelayHttp::new(&relay, &self.cfg.pins.tls_fingerprint, UPLOAD_TIMEOUT)?,
+            agent_id: self.cfg.agent_id.clone(),
+            key: self.key.clone(),
+            batch_items: self.cfg.spool.batch_items,
+            wake: wake.clone(),
+            relay_up: relay_up.clone(),
+        };
+        let plan = Plan {
+            ranges: scan.ranges.clone(),
+            interval: scan.interval,
+        };
+        let collector = Arc::new(Collector::new(
+            plan,
+            self.policy.clone(),
+            options,
+            spool,
+            wake,
+        ));
+        self.telemetry = Some(Telemetry {
+            collector,
+            uploader: Some(uploader),
+            relay_up,
+        });
+        Ok(self)
     }
 
     async fn connect_transport(&self) -> Result<(BoxIo, &'static str)> {
@@ -312,6 +384,18 @@ impl Agent {
                     Some(ControlEvent::Msg(ControlMsg::Ping { seq })) => { control.send(ControlMsg::Pong { seq }); }
                     Some(ControlEvent::Msg(ControlMsg::Welcome { relay_version, .. })) => {
                         tracing::info!(%relay_version, "relay welcomed us");
+                        if let Some(t) = &self.telemetry {
+                            t.relay_up.notify_one();
+                        }
+                    }
+                    Some(ControlEvent::Msg(ControlMsg::ScanNow { request })) => match &self.telemetry {
+                        Some(t) => t.collector.scan_now(request),
+                        None => tracing::warn!("scan requested, but telemetry is not running"),
+                    },
+                    Some(ControlEvent::Msg(ControlMsg::ScanConfig(settings))) => {
+                        if let Some(t) = &self.telemetry {
+                            control.send(ControlMsg::ScanConfigApplied(t.collector.configure(&settings)));
+                        }
                     }
                     Some(ControlEvent::Msg(_)) => {}
                     Some(ControlEvent::Error(e)) => {
@@ -335,13 +419,35 @@ impl Agent {
         }
     }
 
-    /// Runs until `shutdown`, reconnecting after any failure.
-    pub async fn run(&self, shutdown: CancellationToken) {
+    /// Runs until `shutdown`, reconnecting after any failure; telemetry
+    /// (when prepared) runs alongside, independent of the session.
+    pub async fn run(&mut self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        if let Some(t) = &mut self.telemetry {
+            tracker.spawn(
+                t.collector
+                    .clone()
+                    .run(shutdown.clone())
+                    .instrument(tracing::info_span!("collector")),
+            );
+            if let Some(u) = t.uploader.take() {
+                tracker.spawn(
+                    u.run(shutdown.clone())
+                        .instrument(tracing::info_span!("uploader")),
+                );
+            }
+        }
+        tracker.close();
+        self.sessions(&shutdown).await;
+        tracker.wait().await;
+    }
+
+    async fn sessions(&self, shutdown: &CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         loop {
             let started = Instant::now();
             let r = self
-                .session(&shutdown)
+                .session(shutdown)
                 .instrument(tracing::info_span!("session"))
                 .await;
             if shutdown.is_cancelled() {

@@ -501,6 +501,19 @@ impl AgentPolicy {
         self.allow.clone()
     }
 
+    /// Whether every address of `net` is inside one allow entry: the test a
+    /// scan range pushed by the relay must pass (it may narrow the agent's
+    /// ceiling, never widen it).
+    pub fn covers(&self, net: IpNetwork) -> bool {
+        let (first, last) = match net {
+            IpNetwork::V4(n) => (IpAddr::V4(n.network()), IpAddr::V4(n.broadcast())),
+            IpNetwork::V6(n) => (IpAddr::V6(n.network()), IpAddr::V6(n.broadcast())),
+        };
+        self.allow
+            .iter()
+            .any(|a| a.contains(first) && a.contains(last))
+    }
+
     /// Deny entries in config order (normalized).
     pub fn deny(&self) -> Vec<IpNetwork> {
         self.deny.clone()
@@ -592,6 +605,23 @@ impl AgentPolicy {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn covers_only_ranges_inside_one_allow_entry() {
+        let cfg = PolicyConfig {
+            allow: vec!["10.1.0.0/16".into(), "192.168.5.7".into()],
+            ..PolicyConfig::default()
+        };
+        let p = AgentPolicy::from_config(&cfg, vec![]).unwrap();
+        let n = |s: &str| s.parse::<IpNetwork>().unwrap();
+        assert!(p.covers(n("10.1.2.0/24")));
+        assert!(p.covers(n("10.1.0.0/16")));
+        assert!(p.covers(n("192.168.5.7/32")));
+        assert!(!p.covers(n("10.0.0.0/8")), "wider than the ceiling");
+        assert!(!p.covers(n("10.2.0.0/24")));
+        assert!(!p.covers(n("192.168.5.0/24")));
+        assert!(!p.covers(n("::/0")));
+    }
     use super::*;
 
     fn ip(s: &str) -> IpAddr {

@@ -290,6 +290,9 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// the agent when the item is spooled, so a retried upload is recognised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Items are built once per device per scan and serialized at once; boxing
+// the reading would buy nothing measurable.
+#[allow(clippy::large_enum_variant)]
 pub enum IngestItem {
     Reading(Reading),
     /// Sent after the readings of a scan: lets the relay tell which known

@@ -7,11 +7,18 @@
 //! - [`snmp`]: the v1/v2c/v3 client (timeouts, retries, bounded walks).
 //! - [`v3`]: SNMPv3 credentials and the reasons an agent refuses them.
 //! - [`scan`]: the one-shot scan of address ranges.
+//! - [`spool`]: readings on disk (SQLite) until the relay acknowledges them.
+//! - [`upload`]: signed, batched, idempotent uploads with backoff.
+//! - [`collector`]: the schedule of `run`, scan-now, relay-pushed settings
+//!   within the local ceiling.
 
+pub mod collector;
 pub mod decode;
 pub mod scan;
 pub mod snmp;
+pub mod spool;
 mod text;
+pub mod upload;
 pub mod v3;
 
 pub use decode::decode;

@@ -1,0 +1,278 @@
+//! Scheduled telemetry in `dwa-agent run`: scan the configured ranges every
+//! `scan.interval` (and when the relay says "scan now"), spool each scan's
+//! readings and its end marker in one transaction, nudge the uploader.
+//!
+//! Settings pushed by the relay (`ScanConfig`) may change the ranges and the
+//! interval, within the agent's own rules: every range must lie inside the
+//! local ceiling (`policy.allow`, which defaults to the local scan ranges),
+//! and the relay cannot make the agent scan more often than once a minute.
+//! Credentials (communities, SNMPv3 users) never come from the relay. Pushed
+//! settings live in memory: the relay sends them again after every
+//! (re)connect, and until then the local configuration applies.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use dwa_policy::agent::AgentPolicy;
+use dwa_proto::control::{ScanApplied, ScanSettings};
+use dwa_proto::telemetry::{IngestItem, Reading, ScanDone};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::scan::{self, ScanOptions};
+use super::spool::Spool;
+use crate::error::{AgentError, Result};
+
+/// Bounds on an interval pushed by the relay.
+pub const MIN_PUSHED_INTERVAL: Duration = Duration::from_secs(60);
+pub const MAX_PUSHED_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What to scan and how often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub ranges: Vec<String>,
+    pub interval: Duration,
+}
+
+/// Applies relay settings to the local plan. Pure: the ceiling decides.
+pub fn apply(local: &Plan, policy: &AgentPolicy, s: &ScanSettings) -> (Plan, ScanApplied) {
+    let mut refused = Vec::new();
+    let ranges = match &s.ranges {
+        None => local.ranges.clone(),
+        Some(wanted) => wanted
+            .iter()
+            .filter(|r| {
+                let net = r
+                    .parse::<ipnetwork::IpNetwork>()
+                    .ok()
+                    .or_else(|| r.parse::<IpAddr>().ok().map(ipnetwork::IpNetwork::from));
+                let why = match net {
+                    None => Some("not an address or CIDR network".to_string()),
+                    Some(n) if !policy.covers(n) => Some(
+                        "outside this agent's ceiling (policy.allow in agent.toml)".to_string(),
+                    ),
+                    Some(_) => None,
+                };
+                match why {
+                    Some(why) => {
+                        refused.push(((*r).clone(), why));
+                        false
+                    }
+                    None => true,
+                }
+            })
+            .cloned()
+            .collect(),
+    };
+    let interval = match s.interval_secs {
+        None => local.interval,
+        Some(secs) => Duration::from_secs(secs).clamp(MIN_PUSHED_INTERVAL, MAX_PUSHED_INTERVAL),
+    };
+    let applied = ScanApplied {
+        ranges: ranges.clone(),
+        interval_secs: interval.as_secs(),
+        refused,
+    };
+    (Plan { ranges, interval }, applied)
+}
+
+fn random_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+pub struct Collector {
+    local: Plan,
+    policy: Arc<AgentPolicy>,
+    /// Template for each scan (credentials, port, timeouts, concurrency).
+    options: ScanOptions,
+    spool: Spool,
+    /// The uploader's nudge.
+    uploader: Arc<Notify>,
+    plan: Mutex<Plan>,
+    /// Pending "scan now" request, if any.
+    now: Mutex<Option<String>>,
+    wake: Notify,
+}
+
+impl Collector {
+    pub fn new(
+        local: Plan,
+        policy: Arc<AgentPolicy>,
+        options: ScanOptions,
+        spool: Spool,
+        uploader: Arc<Notify>,
+    ) -> Collector {
+        Collector {
+            plan: Mutex::new(local.clone()),
+            local,
+            policy,
+            options,
+            spool,
+            uploader,
+            now: Mutex::new(None),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn plan(&self) -> Plan {
+        self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Relay settings: adopt what the ceiling allows, say what was refused.
+    pub fn configure(&self, s: &ScanSettings) -> ScanApplied {
+        let (plan, applied) = apply(&self.local, &self.policy, s);
+        for (range, why) in &applied.refused {
+            tracing::warn!(%range, "scan range from the relay refused: {why}");
+        }
+        tracing::info!(ranges = ?plan.ranges, interval = ?plan.interval, "scan settings from the relay");
+        *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = plan;
+        self.wake.notify_one();
+        applied
+    }
+
+    /// The relay asked for a scan now.
+    pub fn scan_now(&self, request: String) {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner()) = Some(request);
+        self.wake.notify_one();
+    }
+
+    /// Scans at start, then on schedule or request, until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut trigger = "startup".to_string();
+        loop {
+            let plan = self.plan();
+            let started = Instant::now();
+            if plan.ranges.is_empty() {
+                tracing::info!("no scan ranges configured: telemetry idle");
+            } else {
+                let scan = self.scan_once(&plan, &trigger);
+                tokio::select! {
+                    r = scan => if let Err(e) = r {
+                        tracing::error!(error = %e, "scan could not be spooled");
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+            // Wait for the next scan: the schedule (counted from this scan's
+            // start, re-read when the settings change) or a request.
+            trigger = loop {
+                if let Some(req) = self.now.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    break format!("relay:{req}");
+                }
+                let due = started + self.plan().interval;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due.into()) => break "schedule".to_string(),
+                    _ = self.wake.notified() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            };
+        }
+    }
+
+    /// One scan: readings and the end marker go to the spool together.
+    pub async fn scan_once(&self, plan: &Plan, trigger: &str) -> Result<ScanDone> {
+        let addrs = scan::expand_ranges(&plan.ranges).map_err(|e| AgentError::Config(e.0))?;
+        let started_at = now_text();
+        let addresses = addrs.len() as u32;
+        let report = scan::scan(addrs, self.options.clone()).await;
+        for (ip, why) in &report.refused {
+            tracing::warn!(%ip, "SNMPv3 refused: {why}");
+        }
+        let scan_id = random_id();
+        let taken_at = now_text();
+        let done = ScanDone {
+            id: scan_id.clone(),
+            started_at,
+            finished_at: taken_at.clone(),
+            trigger: trigger.to_string(),
+            ranges: plan.ranges.clone(),
+            addresses,
+            found: report.devices.len() as u32,
+        };
+        let mut items: Vec<IngestItem> = report
+            .devices
+            .into_iter()
+            .map(|record| {
+                IngestItem::Reading(Reading {
+                    id: random_id(),
+                    scan: scan_id.clone(),
+                    taken_at: taken_at.clone(),
+                    record,
+                })
+            })
+            .collect();
+        items.push(IngestItem::ScanDone(done.clone()));
+        self.spool.push(&items).await?;
+        tracing::info!(scan = %scan_id, trigger, addresses, found = done.found, "scan spooled");
+        self.uploader.notify_one();
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dwa_policy::agent::PolicyConfig;
+
+    fn policy(allow: &[&str]) -> AgentPolicy {
+        let cfg = PolicyConfig {
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            ..PolicyConfig::default()
+        };
+        AgentPolicy::from_config(&cfg, vec![]).unwrap()
+    }
+
+    fn local() -> Plan {
+        Plan {
+            ranges: vec!["10.1.0.0/24".into()],
+            interval: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn relay_settings_narrow_but_never_widen() {
+        let p = policy(&["10.1.0.0/16"]);
+        let s = ScanSettings {
+            ranges: Some(vec![
+                "10.1.7.0/24".into(),
+                "10.0.0.0/8".into(),
+                "192.168.1.0/24".into(),
+                "10.1.9.9".into(),
+                "nonsense".into(),
+            ]),
+            interval_secs: Some(120),
+        };
+        let (plan, applied) = apply(&local(), &p, &s);
+        assert_eq!(plan.ranges, ["10.1.7.0/24", "10.1.9.9"]);
+        assert_eq!(plan.interval, Duration::from_secs(120));
+        let refused: Vec<_> = applied.refused.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(refused, ["10.0.0.0/8", "192.168.1.0/24", "nonsense"]);
+        assert!(applied.refused[0].1.contains("ceiling"));
+        assert_eq!(applied.ranges, plan.ranges);
+    }
+
+    #[test]
+    fn absent_settings_keep_local_ones_and_intervals_are_clamped() {
+        let p = policy(&["10.1.0.0/16"]);
+        let (plan, applied) = apply(&local(), &p, &ScanSettings::default());
+        assert_eq!(plan, local());
+        assert!(applied.refused.is_empty());
+        let fast = ScanSettings {
+            ranges: None,
+            interval_secs: Some(1),
+        };
+        assert_eq!(apply(&local(), &p, &fast).0.interval, MIN_PUSHED_INTERVAL);
+        let slow = ScanSettings {
+            ranges: Some(vec![]),
+            interval_secs: Some(u64::MAX / 2),
+        };
+        let (plan, _) = apply(&local(), &p, &slow);
+        assert_eq!(plan.interval, MAX_PUSHED_INTERVAL);
+        assert!(plan.ranges.is_empty(), "the relay may stop scanning");
+    }
+}
