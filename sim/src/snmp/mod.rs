@@ -31,8 +31,8 @@ pub use responder::{Responder, MAX_RESPONSE, MIN_RESPONSE};
 use crate::SimError;
 
 /// Misbehaviour of one simulated device, for robustness tests of a
-/// collector. Protocol faults hit answers that touch the Printer-MIB
-/// (`1.3.6.1.2.1.43`), so the device is found but cannot be read fully.
+/// collector. Protocol faults hit answers to requests for Printer-MIB OIDs
+/// (`1.3.6.1.2.1.43...`), so the device is found but cannot be read fully.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fault {
     /// Answers about the Printer-MIB are cut in half (broken BER).

@@ -14,9 +14,9 @@ use rasn_snmp::{v1, v2, v2c};
 use super::profile::{Dynamic, Instance};
 use super::Fault;
 
-/// Printer-MIB: the protocol faults hit answers about it only, so that
-/// discovery works and the collector gets as far as a real broken device
-/// would let it.
+/// Printer-MIB: the protocol faults hit answers to requests for it only,
+/// so that discovery works and the collector gets as far as a real broken
+/// device would let it.
 const PRT: [u32; 7] = [1, 3, 6, 1, 2, 1, 43];
 
 /// Smallest and largest answer we will build: RFC 3417's minimum message
@@ -201,12 +201,10 @@ impl Responder {
                     .collect(),
             },
         };
-        let touches_prt = answer
-            .varbinds
-            .iter()
-            .map(|(o, _)| o)
-            .chain(req.oids.iter())
-            .any(|o| o.starts_with(&PRT));
+        // Requests *for* the Printer-MIB only: a GETBULK of an earlier
+        // subtree that runs on into it still gets a clean answer, so a
+        // collector that walks subtree by subtree reads everything else.
+        let touches_prt = req.oids.iter().any(|o| o.starts_with(&PRT));
         let request_id = match self.fault {
             Some(Fault::WrongRequestId) if touches_prt => req.request_id.wrapping_add(1),
             _ => req.request_id,
