@@ -479,3 +479,152 @@ fn decode_request(datagram: &[u8]) -> Option<Request> {
         oids,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::snmp::profile;
+
+    fn responder(max: usize) -> Responder {
+        let p = profile::by_name("ricoh_color_mfp").expect("profile");
+        let inst = p
+            .instantiate("127.21.9.1".parse().expect("ip"), None)
+            .expect("instance");
+        Responder::new(inst, b"public", None, max)
+    }
+
+    fn request(version: i64, pdu: v2::Pdus) -> Vec<u8> {
+        rasn::ber::encode(&v2c::Message {
+            version: Integer::from(version),
+            community: OctetString::from(b"public".to_vec()),
+            data: pdu,
+        })
+        .expect("encode")
+    }
+
+    fn pdu(oids: &[&[u32]]) -> v2::Pdu {
+        v2::Pdu {
+            request_id: 42,
+            error_status: 0,
+            error_index: 0,
+            variable_bindings: oids
+                .iter()
+                .map(|o| v2::VarBind {
+                    name: oid_of(o),
+                    value: v2::VarBindValue::Unspecified,
+                })
+                .collect(),
+        }
+    }
+
+    /// Random bytes and mutations of valid requests: never a panic, and
+    /// whatever is answered decodes.
+    #[test]
+    fn random_datagrams_never_panic() {
+        let r = responder(1472);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let valid = [
+            request(
+                1,
+                v2::Pdus::GetNextRequest(v2::GetNextRequest(pdu(&[&[1, 3, 6, 1]]))),
+            ),
+            request(
+                0,
+                v2::Pdus::GetRequest(v2::GetRequest(pdu(&[&[1, 3, 6, 1, 2, 1, 1, 1, 0]]))),
+            ),
+            request(
+                1,
+                v2::Pdus::GetBulkRequest(v2::GetBulkRequest(v2::BulkPdu {
+                    request_id: 1,
+                    non_repeaters: 1,
+                    max_repetitions: 50,
+                    variable_bindings: pdu(&[&[1, 3, 6, 1, 2, 1, 1], &[1, 3, 6, 1, 2, 1, 43]])
+                        .variable_bindings,
+                })),
+            ),
+        ];
+        let mut answered = 0;
+        for i in 0..20_000 {
+            let mut d = if i % 4 == 0 {
+                let n = rng.gen_range(0..200);
+                (0..n).map(|_| rng.gen()).collect::<Vec<u8>>()
+            } else {
+                valid[i % valid.len()].clone()
+            };
+            if !d.is_empty() {
+                for _ in 0..rng.gen_range(1..4) {
+                    let at = rng.gen_range(0..d.len());
+                    d[at] = rng.gen();
+                }
+                if rng.gen_bool(0.2) {
+                    d.truncate(rng.gen_range(0..d.len()));
+                }
+            }
+            if let Some(a) = r.respond(&d) {
+                answered += 1;
+                assert!(a.len() <= 1472);
+                let _: v2c::Message<v2::Pdus> = rasn::ber::decode(&a).expect("answer decodes");
+            }
+        }
+        // Mutations that only touch values or ids still make requests.
+        assert!(answered > 0);
+    }
+
+    #[test]
+    fn v1_and_v2c_answers_and_errors() {
+        let r = responder(1472);
+        let sys_descr: &[u32] = &[1, 3, 6, 1, 2, 1, 1, 1, 0];
+        let unknown: &[u32] = &[1, 3, 6, 1, 2, 1, 1, 99, 0];
+        // v1 GET with an unknown OID: noSuchName at index 2.
+        let a = r
+            .respond(&request(
+                0,
+                v2::Pdus::GetRequest(v2::GetRequest(pdu(&[sys_descr, unknown]))),
+            ))
+            .expect("answer");
+        let m: v1::Message<v1::Pdus> = rasn::ber::decode(&a).expect("v1 answer");
+        let v1::Pdus::GetResponse(p) = m.data else {
+            panic!("not a response")
+        };
+        assert_eq!(p.0.error_status, Integer::from(2));
+        assert_eq!(p.0.error_index, Integer::from(2));
+        // v1 GETBULK does not exist: silence. Unknown version: silence.
+        let bulk = v2::Pdus::GetBulkRequest(v2::GetBulkRequest(v2::BulkPdu {
+            request_id: 1,
+            non_repeaters: 0,
+            max_repetitions: 5,
+            variable_bindings: pdu(&[sys_descr]).variable_bindings,
+        }));
+        assert!(r.respond(&request(0, bulk.clone())).is_none());
+        assert!(r.respond(&request(3, bulk.clone())).is_none());
+        // A GET too big for the response size: tooBig, no varbinds.
+        let many: Vec<&[u32]> = std::iter::repeat(sys_descr).take(200).collect();
+        let a = r
+            .respond(&request(
+                1,
+                v2::Pdus::GetRequest(v2::GetRequest(pdu(&many))),
+            ))
+            .expect("answer");
+        let m: v2c::Message<v2::Pdus> = rasn::ber::decode(&a).expect("answer");
+        let v2::Pdus::Response(p) = m.data else {
+            panic!("not a response")
+        };
+        assert_eq!(p.0.error_status, 1);
+        assert!(p.0.variable_bindings.is_empty());
+        // The largest response size lets the same GET through.
+        let big = responder(MAX_RESPONSE);
+        let a = big
+            .respond(&request(
+                1,
+                v2::Pdus::GetRequest(v2::GetRequest(pdu(&many))),
+            ))
+            .expect("answer");
+        let m: v2c::Message<v2::Pdus> = rasn::ber::decode(&a).expect("answer");
+        let v2::Pdus::Response(p) = m.data else {
+            panic!("not a response")
+        };
+        assert_eq!((p.0.error_status, p.0.variable_bindings.len()), (0, 200));
+    }
+}
