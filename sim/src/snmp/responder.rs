@@ -600,7 +600,7 @@ mod tests {
         assert!(r.respond(&request(0, bulk.clone())).is_none());
         assert!(r.respond(&request(3, bulk.clone())).is_none());
         // A GET too big for the response size: tooBig, no varbinds.
-        let many: Vec<&[u32]> = std::iter::repeat(sys_descr).take(200).collect();
+        let many: Vec<&[u32]> = std::iter::repeat_n(sys_descr, 200).collect();
         let a = r
             .respond(&request(
                 1,
