@@ -1,13 +1,15 @@
 //! `bench`: throughput and latency of the DWA tunnel (relay → SSH → agent →
 //! target) against a direct loopback connection and OpenSSH's `ssh -L`, and
 //! (`bench web`) of a printer's web server through a DWA web session against
-//! direct HTTP and OpenSSH's `ssh -R`; all on this machine's loopback. See
+//! direct HTTP and OpenSSH's `ssh -R`, and (`bench sweep`) of the SNMP telemetry
+//! sweep against net-snmp; all on this machine's loopback. See
 //! docs/performance.md.
 
 mod http;
 mod measure;
 mod procs;
 mod setup;
+mod sweep;
 mod target;
 mod web;
 
@@ -30,6 +32,7 @@ use crate::procs::{clock_ticks, cpu_ticks, own_cpu_ticks, Procs};
     after_help = "Examples:\n  \
                   bench                       tunnel bench with the defaults\n  \
                   bench web                   web-session bench with the defaults\n  \
+                  bench sweep                 telemetry sweep: dwa-agent scan vs snmpbulkwalk\n  \
                   bench web --size-mib 64 --openssh-cipher aes256-gcm@openssh.com"
 )]
 struct Cli {
@@ -49,6 +52,10 @@ enum Cmd {
     /// to the agent, HTTP to the printer), and through `ssh -R` (plain HTTP
     /// to the forwarded port on the sshd side).
     Web(web::WebArgs),
+    /// The telemetry sweep: `dwa-agent scan` over a /20 of loopback
+    /// addresses holding simulated SNMP printers (dead addresses silent),
+    /// against net-snmp's snmpbulkwalk over the live printers.
+    Sweep(sweep::SweepArgs),
 }
 
 /// Options (`global`: accepted before or after the subcommand); each says
@@ -150,6 +157,7 @@ fn main() -> ExitCode {
         let bench = async move {
             match cmd {
                 Some(Cmd::Web(w)) => web::run(args, w).await,
+                Some(Cmd::Sweep(s)) => sweep::run(args, s).await,
                 Some(Cmd::Tunnel) | None => run(args).await,
             }
         };

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::app::{self, PrinterState, Site};
+use crate::snmp::{self, SnmpDevice, SnmpOptions, SnmpStats};
 use crate::stats::{CountingIo, Stats};
 use crate::{tls, SimError};
 
@@ -39,6 +40,11 @@ pub struct FleetConfig {
     pub https_port: Option<u16>,
     pub username: String,
     pub password: String,
+    /// `None`: no SNMP. `Some(0)`: one free port, shared by every printer
+    /// (a collector scans one port). Otherwise this port on every address.
+    pub snmp_port: Option<u16>,
+    /// Community, profiles, faults, black hole (see [`SnmpOptions`]).
+    pub snmp: SnmpOptions,
 }
 
 impl Default for FleetConfig {
@@ -49,6 +55,8 @@ impl Default for FleetConfig {
             https_port: Some(443),
             username: "admin".to_string(),
             password: "admin".to_string(),
+            snmp_port: None,
+            snmp: SnmpOptions::default(),
         }
     }
 }
@@ -63,6 +71,8 @@ pub struct Printer {
     pub stats: Arc<Stats>,
     /// SHA-256 of the HTTPS certificate's DER, lowercase hex; `None` without HTTPS.
     pub cert_sha256: Option<String>,
+    /// The SNMP agent and who it says it is; `None` without SNMP.
+    pub snmp: Option<SnmpDevice>,
 }
 
 impl Printer {
@@ -102,6 +112,10 @@ fn origin(scheme: &str, addr: IpAddr, port: u16, default: u16) -> String {
 #[derive(Debug)]
 pub struct Fleet {
     pub printers: Vec<Printer>,
+    /// The UDP port of every printer's SNMP agent, when SNMP runs.
+    pub snmp_port: Option<u16>,
+    /// Datagrams the black hole swallowed, when there is one.
+    pub black_hole: Option<Arc<SnmpStats>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -164,12 +178,40 @@ impl Fleet {
                 https_port,
                 stats: state.stats.clone(),
                 cert_sha256,
+                snmp: None,
             });
             bound.push(Bound {
                 state,
                 http: (http, http_port),
                 https,
             });
+        }
+        // SNMP: bound before anything serves, like the TCP listeners.
+        let mut snmp_port = None;
+        let mut black_hole = None;
+        let mut snmp_sockets = Vec::new();
+        let mut hole_sockets = Vec::new();
+        if let Some(port) = cfg.snmp_port {
+            let sockets = snmp::bind_all(&cfg.addresses, port)?;
+            let devices = snmp::devices(&cfg.snmp, &sockets)?;
+            let chosen = sockets.first().map(|s| s.port()).unwrap_or(port);
+            if let Some(hole) = &cfg.snmp.black_hole {
+                hole_sockets = snmp::bind_black_hole(hole, chosen)?;
+                black_hole = Some(Arc::new(SnmpStats::default()));
+            }
+            for (p, d) in printers.iter_mut().zip(devices) {
+                p.snmp = Some(d);
+            }
+            snmp_sockets = sockets;
+            snmp_port = Some(chosen);
+        }
+        for (p, s) in printers.iter().zip(snmp_sockets) {
+            if let Some(d) = &p.snmp {
+                snmp::spawn_device(d, s, cancel.clone(), &tracker);
+            }
+        }
+        if let Some(stats) = &black_hole {
+            snmp::spawn_black_hole(hole_sockets, stats.clone(), cancel.clone(), &tracker);
         }
         for b in bound {
             let (http, port) = b.http;
@@ -186,6 +228,8 @@ impl Fleet {
         tracing::info!(printers = printers.len(), "fleet started");
         Ok(Fleet {
             printers,
+            snmp_port,
+            black_hole,
             cancel,
             tracker,
         })
@@ -286,8 +330,10 @@ where
     }
 }
 
-/// One JSON line per printer: `{"address", "http", "https", "cert_sha256"}`
-/// (`https` and `cert_sha256` null without HTTPS) — what `dwa-sim` prints.
+/// One JSON line per printer: `{"address", "http", "https", "cert_sha256",
+/// "snmp"}` (`https` and `cert_sha256` null without HTTPS; `snmp` null
+/// without SNMP, else address, community, profile, serial, mac, vendor,
+/// model) — what `dwa-sim` prints.
 pub fn describe(fleet: &Fleet) -> Vec<String> {
     fleet
         .printers
@@ -298,6 +344,16 @@ pub fn describe(fleet: &Fleet) -> Vec<String> {
                 "http": p.http_addr().to_string(),
                 "https": p.https_addr().map(|a| a.to_string()),
                 "cert_sha256": p.cert_sha256,
+                "snmp": p.snmp.as_ref().map(|s| serde_json::json!({
+                    "address": s.addr.to_string(),
+                    "community": s.community,
+                    "profile": s.identity.profile,
+                    "serial": s.identity.serial,
+                    "mac": s.identity.mac,
+                    "vendor": s.identity.vendor,
+                    "model": s.identity.model,
+                    "fault": s.fault.map(|f| format!("{f:?}")),
+                })),
             })
             .to_string()
         })

@@ -14,6 +14,9 @@
 //! - [`download`]: deterministic streamed download content, [`download_sha256`].
 //! - [`stats`]: [`Stats`], [`RequestLog`], and the byte-counting socket wrapper.
 //! - `tls`: each printer's fresh self-signed certificate.
+//! - [`snmp`]: each printer's SNMP v1/v2c agent answering from a device
+//!   profile (`sim/profiles/*.snmprec`, templated per address), faults for
+//!   robustness tests, and the black hole that keeps empty addresses silent.
 //! - [`addrs`]: address specs (`A`, `A-B`, CIDR) for the `dwa-sim` binary.
 
 pub mod addrs;
@@ -21,6 +24,7 @@ mod app;
 pub mod download;
 pub mod fleet;
 mod pages;
+pub mod snmp;
 pub mod stats;
 mod tls;
 mod ws;
@@ -28,6 +32,7 @@ mod ws;
 pub use addrs::parse_addresses;
 pub use download::download_sha256;
 pub use fleet::{Fleet, FleetConfig, Printer};
+pub use snmp::{BlackHole, Fault, SnmpOptions};
 pub use stats::{RequestLog, Stats};
 
 /// Everything the simulator library can fail at.
@@ -47,4 +52,12 @@ pub enum SimError {
     Address { spec: String, reason: String },
     #[error("more than {0} addresses")]
     TooManyAddresses(usize),
+    #[error("no SNMP profile called {0:?}")]
+    UnknownProfile(String),
+    #[error("SNMP profile {profile}, line {line}: {reason}")]
+    Profile {
+        profile: &'static str,
+        line: usize,
+        reason: String,
+    },
 }

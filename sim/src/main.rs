@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use dwa_sim::{parse_addresses, Fleet, FleetConfig};
+use dwa_sim::{parse_addresses, BlackHole, Fault, Fleet, FleetConfig, SnmpOptions};
 
 #[derive(Parser, Debug)]
 #[command(name = "dwa-sim", version, about = "Printer fleet simulator")]
@@ -26,6 +26,36 @@ struct Args {
     username: String,
     #[arg(long, default_value = "admin")]
     password: String,
+    /// Run an SNMP v1/v2c agent on this UDP port of every address (0: one
+    /// free port for all). Without it, no SNMP.
+    #[arg(long)]
+    snmp_port: Option<u16>,
+    /// SNMP community the agents answer to.
+    #[arg(long, default_value = "public")]
+    community: String,
+    /// Device profiles used in turn (repeatable; default: every printer
+    /// profile): hp_color_mfp, kyocera_mono, ricoh_color_mfp,
+    /// brother_inkjet, switch.
+    #[arg(long = "profile")]
+    profiles: Vec<String>,
+    /// Misbehave at one address: ADDR=FAULT, FAULT one of truncated-ber,
+    /// wrong-request-id, huge-table, non-utf8-strings, wrong-types,
+    /// counters-backwards (repeatable).
+    #[arg(long = "fault", value_parser = parse_fault)]
+    faults: Vec<(std::net::IpAddr, Fault)>,
+    /// Swallow SNMP sent to every other IPv4 address on the SNMP port, as
+    /// a LAN does (instead of the ICMP port-unreachable of loopback).
+    #[arg(long, requires = "snmp_port")]
+    black_hole: bool,
+    /// Largest SNMP answer in bytes (484..=65507).
+    #[arg(long, default_value_t = 1472)]
+    snmp_max_response: usize,
+}
+
+fn parse_fault(s: &str) -> Result<(std::net::IpAddr, Fault), String> {
+    let (addr, fault) = s.split_once('=').ok_or("expected ADDR=FAULT")?;
+    let addr = addr.parse().map_err(|_| format!("bad address {addr:?}"))?;
+    Ok((addr, fault.parse()?))
 }
 
 #[tokio::main]
@@ -43,8 +73,20 @@ async fn main() -> anyhow::Result<()> {
         https_port: (!args.no_https).then_some(args.https_port),
         username: args.username,
         password: args.password,
+        snmp_port: args.snmp_port,
+        snmp: SnmpOptions {
+            community: args.community,
+            profiles: args.profiles,
+            profile_of: Vec::new(),
+            faults: args.faults,
+            max_response: args.snmp_max_response,
+            black_hole: args.black_hole.then_some(BlackHole::Wildcard),
+        },
     };
     let fleet = Fleet::start(cfg).await.context("starting the fleet")?;
+    if let Some(port) = fleet.snmp_port {
+        tracing::info!(port, "SNMP agents listening");
+    }
     for line in dwa_sim::fleet::describe(&fleet) {
         println!("{line}");
     }
