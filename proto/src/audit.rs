@@ -44,6 +44,15 @@ pub mod kind {
     /// A device's HTTPS certificate differs from the one seen before.
     pub const TLS_CERT_CHANGED: &str = "tls.cert_changed";
     pub const PROTOCOL_ERROR: &str = "protocol.error";
+    /// A telemetry upload whose signature or agent was refused.
+    pub const TELEMETRY_AUTH_REFUSED: &str = "telemetry.auth_refused";
+    /// Scan settings of an agent changed on the relay.
+    pub const TELEMETRY_SCAN_CONFIG: &str = "telemetry.scan_config";
+    /// What the agent made of the scan settings it was sent.
+    pub const TELEMETRY_SCAN_CONFIG_APPLIED: &str = "telemetry.scan_config_applied";
+    pub const TELEMETRY_SCAN_NOW: &str = "telemetry.scan_now";
+    /// A customer's alert rules changed.
+    pub const TELEMETRY_ALERT_RULES: &str = "telemetry.alert_rules";
 }
 
 /// The fields a record is made of, before it is chained.

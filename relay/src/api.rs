@@ -7,7 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
-use dwa_policy::roles::{Action, Role};
+use dwa_policy::roles::Action;
 use dwa_proto::audit::kind;
 use serde::Deserialize;
 use serde_json::json;
@@ -26,7 +26,6 @@ pub fn routes() -> Router<Relay> {
         .route("/api/v1/me", get(me))
         .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
-        .route("/api/v1/devices", get(devices))
         .route(
             "/api/v1/devices/{id}/web-sessions",
             post(create_web_session),
@@ -36,6 +35,8 @@ pub fn routes() -> Router<Relay> {
             "/api/v1/web-sessions/{id}",
             get(get_web_session).delete(delete_web_session),
         )
+        // Devices, readings, reports, agents, alerts.
+        .merge(crate::telemetry::api::routes())
 }
 
 /// JSON body or a 400 that says what is wrong with it.
@@ -150,12 +151,6 @@ async fn revoke_token(
         .record(kind::TOKEN_REVOKE, &p.actor(), None, json!({"id": id}))
         .await;
     Ok(Json(json!({"ok": true})))
-}
-
-async fn devices(State(relay): State<Relay>, p: Principal) -> Result<Json<serde_json::Value>> {
-    let scope = (p.role != Role::Admin).then_some(p.customers.as_slice());
-    let list = relay.db.device_targets(scope).await?;
-    Ok(Json(json!(list)))
 }
 
 #[derive(Deserialize)]

@@ -28,6 +28,70 @@ pub struct RelayConfig {
     pub keepalive: KeepaliveSection,
     #[serde(default)]
     pub web: WebSection,
+    #[serde(default)]
+    pub alerts: AlertsSection,
+}
+
+/// A secret from the config: shown as `***` in logs and debug output.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Telemetry alerts and their webhook (one receiver for the relay; the
+/// payload names the customer).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    /// `http://` or `https://` URL that gets every alert raised and
+    /// resolved; none: alerts are only kept and listed.
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key of `X-DWA-Signature` (16 characters at least).
+    pub webhook_secret: Option<Secret>,
+    /// One delivery attempt, connect to last byte.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per event before it is marked failed.
+    pub max_attempts: u32,
+    /// Wait after the first failure; doubles per attempt up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Undelivered events kept at most; newer ones are dropped beyond it.
+    pub outbox_max: usize,
+    /// Roots for an `https://` webhook.
+    pub ca_file: PathBuf,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            webhook_secret: None,
+            timeout: Duration::from_secs(10),
+            // 10 s, 20 s ... capped at 15 min: ten attempts over about an hour.
+            max_attempts: 10,
+            retry_base: Duration::from_secs(10),
+            retry_max: Duration::from_secs(15 * 60),
+            outbox_max: 10_000,
+            ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+        }
+    }
 }
 
 /// Device Web Access sessions and the dealer API.
@@ -152,6 +216,7 @@ impl RelayConfig {
             limits: Limits::default(),
             keepalive: KeepaliveSection::default(),
             web: WebSection::default(),
+            alerts: AlertsSection::default(),
         }
     }
 
@@ -229,6 +294,36 @@ impl RelayConfig {
         if w.login_lifetime < Duration::from_secs(60) {
             return bad("web.login_lifetime", "must be at least 60s");
         }
+        let a = &self.alerts;
+        if let Some(u) = &a.webhook_url {
+            let ok = u.parse::<http::Uri>().is_ok_and(|x| {
+                matches!(x.scheme_str(), Some("http" | "https")) && x.host().is_some()
+            });
+            if !ok {
+                return bad("alerts.webhook_url", "must be an http:// or https:// URL");
+            }
+            if a.webhook_secret.as_ref().is_none_or(|s| s.0.len() < 16) {
+                return bad(
+                    "alerts.webhook_secret",
+                    "must be set (16 characters at least) when webhook_url is",
+                );
+            }
+        }
+        if a.timeout < Duration::from_secs(1) || a.timeout > Duration::from_secs(120) {
+            return bad("alerts.timeout", "must be 1s..=120s");
+        }
+        if a.max_attempts == 0 || a.max_attempts > 100 {
+            return bad("alerts.max_attempts", "must be 1..=100");
+        }
+        if a.retry_base < Duration::from_secs(1) || a.retry_max < a.retry_base {
+            return bad(
+                "alerts.retry_base / retry_max",
+                "retry_base ≥ 1s and retry_max ≥ retry_base",
+            );
+        }
+        if a.outbox_max == 0 || a.outbox_max > 1_000_000 {
+            return bad("alerts.outbox_max", "must be 1..=1000000");
+        }
         Ok(())
     }
 
@@ -275,5 +370,22 @@ mod tests {
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = RelayConfig::parse(&text.replace("dwa.localhost", "bad domain!")).unwrap_err();
         assert!(e.to_string().contains("domain"), "{e}");
+    }
+
+    #[test]
+    fn webhook_needs_a_secret_that_debug_hides() {
+        let base = "domain = \"d.localhost\"\n[ssh]\nlisten = \"127.0.0.1:1\"\n[https]\nlisten = \"127.0.0.1:2\"\n";
+        let e = RelayConfig::parse(&format!(
+            "{base}[alerts]\nwebhook_url = \"http://127.0.0.1:9/h\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("webhook_secret"), "{e}");
+        let e = RelayConfig::parse(&format!(
+            "{base}[alerts]\nwebhook_url = \"ftp://x/h\"\nwebhook_secret = \"0123456789abcdef\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("webhook_url"), "{e}");
+        let c = RelayConfig::parse(&format!("{base}[alerts]\nwebhook_url = \"https://x.example/h\"\nwebhook_secret = \"0123456789abcdef\"\n")).unwrap();
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
     }
 }

@@ -69,6 +69,11 @@ pub fn router(relay: Relay) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/v1/enroll", post(enroll))
+        // Reads its own body, up to MAX_BATCH_BYTES (not the 16 KiB below).
+        .route(
+            dwa_proto::telemetry::INGEST_PATH,
+            post(crate::telemetry::ingest::handler),
+        )
         .route(WS_PATH, get(agent_ws))
         .merge(crate::api::routes())
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "no such route") })

@@ -15,6 +15,8 @@
 //!   and its permission checks.
 //! - [`api`]: the dealer API under `/api/v1`.
 //! - [`web`]: Device Web Access sessions and the session-host proxy.
+//! - [`telemetry`]: agents' uploads, the device inventory, alerts and their
+//!   webhook, the CSV report.
 //! - [`admin`]: the local admin socket the CLI uses to reach the server.
 //! - [`serve`]: wiring, start and stop.
 //! - [`demo`]: relay + agent + simulated fleet on loopback, in one command.
@@ -34,6 +36,7 @@ pub mod init;
 pub mod serve;
 pub mod ssh;
 pub mod state;
+pub mod telemetry;
 pub mod util;
 pub mod web;
 

@@ -37,6 +37,7 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
         crate::https::listen(relay.clone(), https)
             .instrument(tracing::info_span!("https_listener")),
     );
+    crate::telemetry::webhook::spawn(relay.clone())?;
     // Forget idle rate-limit keys so the table does not grow without bound.
     let r = relay.clone();
     relay.tracker.spawn(

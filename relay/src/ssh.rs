@@ -302,6 +302,11 @@ async fn control_loop(
                     control: control.clone(),
                     hello: h,
                 });
+                // Scan settings made on the relay follow the agent across
+                // reconnects: sent after every Welcome.
+                if let Err(e) = crate::telemetry::settings::push(&relay, &conn.agent_id).await {
+                    tracing::error!(error = %e, "sending scan settings");
+                }
             }
             ControlEvent::Msg(ControlMsg::Denied(d)) => {
                 let detail = json!({"stream": d.stream, "target": format!("{}:{}", d.host, d.port),
@@ -317,6 +322,9 @@ async fn control_loop(
                 }
             }
             ControlEvent::Msg(ControlMsg::TlsInfo(t)) => conn.deliver_tls(t),
+            ControlEvent::Msg(ControlMsg::ScanConfigApplied(a)) => {
+                crate::telemetry::settings::applied(&relay, &conn.agent_id, &a).await
+            }
             ControlEvent::Msg(_) => {}
             ControlEvent::Error(e) => {
                 relay

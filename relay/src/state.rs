@@ -43,6 +43,7 @@ pub struct RelayState {
     /// HTTPS port in the URLs we hand out: `https.public_port`, else the bound one.
     pub https_port: u16,
     pub web: crate::web::session::WebSessions,
+    pub telemetry: crate::telemetry::Telemetry,
     /// A password hash to verify against for unknown users (equal timing).
     pub dummy_hash: String,
 }
@@ -99,6 +100,7 @@ impl RelayState {
             ))),
             https_port: cfg.https.public_port.unwrap_or(bound_https_port),
             web: Default::default(),
+            telemetry: Default::default(),
             dummy_hash: crate::init::hash_password(&crate::util::random_password())?,
             audit: Audit::new(db.clone()),
             agents: AgentRegistry::default(),

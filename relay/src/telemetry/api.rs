@@ -1,0 +1,313 @@
+//! The telemetry part of the dealer API (`/api/v1`): devices, readings,
+//! the CSV report, agents and their scan settings, alerts and alert rules.
+//! Every handler authenticates the caller; customer-scoped roles see only
+//! their customers' devices, agents and alerts.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use dwa_policy::roles::{Action, Role};
+use dwa_proto::audit::kind;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use super::{alerts, inventory, report, settings};
+use crate::auth::Principal;
+use crate::error::{RelayError, Result};
+use crate::state::Relay;
+
+pub fn routes() -> Router<Relay> {
+    Router::new()
+        .route("/api/v1/devices", get(devices))
+        .route("/api/v1/devices.csv", get(devices_csv))
+        .route("/api/v1/devices/{id}", get(device))
+        .route("/api/v1/devices/{id}/readings", get(readings))
+        .route("/api/v1/agents", get(agents))
+        .route("/api/v1/agents/{id}/scan", put(put_scan))
+        .route("/api/v1/agents/{id}/scan-now", post(scan_now))
+        .route("/api/v1/alerts", get(list_alerts))
+        .route(
+            "/api/v1/customers/{id}/alert-rules",
+            get(get_rules).put(put_rules),
+        )
+}
+
+type Q<T> = std::result::Result<Query<T>, axum::extract::rejection::QueryRejection>;
+type Body<T> = std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn query<T>(q: Q<T>) -> Result<T> {
+    q.map(|Query(v)| v)
+        .map_err(|e| RelayError::Invalid(e.body_text()))
+}
+
+/// The customers the caller may see: None for an admin (all).
+fn scope(p: &Principal) -> Option<&[i64]> {
+    (p.role != Role::Admin).then_some(p.customers.as_slice())
+}
+
+async fn devices(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
+    let list = inventory::list(&relay.db, scope(&p)).await?;
+    Ok(Json(json!(list
+        .iter()
+        .map(|d| d.summary())
+        .collect::<Vec<_>>())))
+}
+
+async fn devices_csv(State(relay): State<Relay>, p: Principal) -> Result<Response> {
+    let list = inventory::list(&relay.db, scope(&p)).await?;
+    let body = report::to_csv(&list)?;
+    let mut r = body.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"devices.csv\""),
+    );
+    Ok(r)
+}
+
+/// The device, if the caller may view its telemetry.
+async fn visible_device(relay: &Relay, p: &Principal, id: i64) -> Result<inventory::DeviceView> {
+    let d = inventory::get(&relay.db, id)
+        .await?
+        .ok_or_else(|| RelayError::NotFound(format!("no device {id}")))?;
+    p.require(Action::ViewTelemetry, Some(d.customer_id))?;
+    Ok(d)
+}
+
+async fn device(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>> {
+    let d = visible_device(&relay, &p, id).await?;
+    let mut v = d.detail();
+    v["alerts"] = json!(alerts::list(
+        &relay.db,
+        "active",
+        Some(&[d.customer_id]),
+        alerts::MAX_LIST
+    )
+    .await?
+    .into_iter()
+    .filter(|a| a["device"]["id"] == id)
+    .collect::<Vec<_>>());
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    limit: Option<i64>,
+    since: Option<String>,
+}
+
+async fn readings(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+    q: Q<HistoryQuery>,
+) -> Result<Json<Value>> {
+    let q = query(q)?;
+    visible_device(&relay, &p, id).await?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=inventory::MAX_HISTORY).contains(&limit) {
+        return Err(RelayError::Invalid(format!(
+            "limit must be 1..={}",
+            inventory::MAX_HISTORY
+        )));
+    }
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| super::normalize_time("since", s))
+        .transpose()?;
+    let list = inventory::readings(&relay.db, id, since.as_deref(), limit).await?;
+    Ok(Json(json!(list)))
+}
+
+async fn agents(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
+    let rows = sqlx::query(
+        "SELECT a.id, a.name, a.customer_id, c.name AS customer, a.hostname, a.last_seen, a.revoked_at, \
+         s.ranges, s.interval_secs, s.updated_at, s.applied, s.applied_at \
+         FROM agents a JOIN customers c ON c.id = a.customer_id \
+         LEFT JOIN agent_scan_settings s ON s.agent_id = a.id ORDER BY a.created_at",
+    )
+    .fetch_all(&relay.db.pool)
+    .await?;
+    let scope = scope(&p);
+    let list: Vec<Value> = rows
+        .iter()
+        .filter(|r| scope.is_none_or(|s| s.contains(&r.get::<i64, _>("customer_id"))))
+        .map(|r| {
+            let id: String = r.get("id");
+            let parse = |c: &str| {
+                r.get::<Option<String>, _>(c)
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            };
+            json!({
+                "id": id, "name": r.get::<String, _>("name"),
+                "customer": r.get::<String, _>("customer"), "customer_id": r.get::<i64, _>("customer_id"),
+                "hostname": r.get::<String, _>("hostname"),
+                "connected": relay.agents.get(&id).is_some(),
+                "last_seen": r.get::<Option<String>, _>("last_seen"),
+                "revoked": r.get::<Option<String>, _>("revoked_at").is_some(),
+                "scan": {
+                    "ranges": parse("ranges"),
+                    "interval_secs": r.get::<Option<i64>, _>("interval_secs"),
+                    "updated_at": r.get::<Option<String>, _>("updated_at"),
+                    "applied": parse("applied"),
+                    "applied_at": r.get::<Option<String>, _>("applied_at"),
+                },
+            })
+        })
+        .collect();
+    Ok(Json(json!(list)))
+}
+
+/// The agent's customer, once the caller may operate it: scan settings and
+/// scan-now are operational actions, for the roles allowed diagnostics
+/// (admin, technician) on that customer.
+async fn operable_agent(relay: &Relay, p: &Principal, id: &str) -> Result<i64> {
+    let customer: i64 = sqlx::query_scalar("SELECT customer_id FROM agents WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&relay.db.pool)
+        .await?
+        .ok_or_else(|| RelayError::NotFound(format!("no agent {id}")))?;
+    p.require(Action::Diagnostics, Some(customer))?;
+    Ok(customer)
+}
+
+async fn put_scan(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<String>,
+    body: Body<settings::ScanInput>,
+) -> Result<Json<Value>> {
+    operable_agent(&relay, &p, &id).await?;
+    let input = body
+        .map(|Json(v)| v)
+        .map_err(|e| RelayError::Invalid(e.body_text()))?;
+    let s = settings::validate(&input)?;
+    settings::store(&relay.db, &id, &s, &p.actor()).await?;
+    let pushed = settings::push(&relay, &id).await?;
+    relay
+        .audit
+        .record(
+            kind::TELEMETRY_SCAN_CONFIG,
+            &p.actor(),
+            Some(&id),
+            json!({"ranges": s.ranges, "interval_secs": s.interval_secs, "pushed": pushed}),
+        )
+        .await;
+    Ok(Json(
+        json!({"agent": id, "ranges": s.ranges, "interval_secs": s.interval_secs, "pushed": pushed}),
+    ))
+}
+
+async fn scan_now(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    operable_agent(&relay, &p, &id).await?;
+    let request = settings::scan_now(&relay, &id, &p.actor()).await?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({"agent": id, "request": request})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertQuery {
+    state: Option<String>,
+    customer: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn list_alerts(
+    State(relay): State<Relay>,
+    p: Principal,
+    q: Q<AlertQuery>,
+) -> Result<Json<Value>> {
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=alerts::MAX_LIST).contains(&limit) {
+        return Err(RelayError::Invalid(format!(
+            "limit must be 1..={}",
+            alerts::MAX_LIST
+        )));
+    }
+    let only;
+    let customers = match q.customer {
+        Some(c) => {
+            p.require(Action::ViewTelemetry, Some(c))?;
+            only = [c];
+            Some(&only[..])
+        }
+        None => scope(&p),
+    };
+    let list = alerts::list(
+        &relay.db,
+        q.state.as_deref().unwrap_or("active"),
+        customers,
+        limit,
+    )
+    .await?;
+    Ok(Json(json!(list)))
+}
+
+async fn customer_exists(relay: &Relay, id: i64) -> Result<()> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE id = ?")
+        .bind(id)
+        .fetch_one(&relay.db.pool)
+        .await?;
+    if n == 0 {
+        return Err(RelayError::NotFound(format!("no customer {id}")));
+    }
+    Ok(())
+}
+
+async fn get_rules(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>> {
+    customer_exists(&relay, id).await?;
+    p.require(Action::ViewTelemetry, Some(id))?;
+    let mut conn = relay.db.pool.acquire().await?;
+    Ok(Json(alerts::load_rules(&mut conn, id).await?.view()))
+}
+
+async fn put_rules(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+    body: Body<Vec<alerts::RuleInput>>,
+) -> Result<Json<Value>> {
+    customer_exists(&relay, id).await?;
+    // Rules decide who gets woken at night: the relay's administrators.
+    p.require(Action::Administer, Some(id))?;
+    let rules = body
+        .map(|Json(v)| v)
+        .map_err(|e| RelayError::Invalid(e.body_text()))?;
+    alerts::store_rules(&relay.db, id, &rules).await?;
+    relay
+        .audit
+        .record(
+            kind::TELEMETRY_ALERT_RULES,
+            &p.actor(),
+            None,
+            json!({"customer": id, "rules": rules.iter().map(|r| json!({"kind": r.kind, "enabled": r.enabled, "threshold": r.threshold})).collect::<Vec<_>>()}),
+        )
+        .await;
+    let mut conn = relay.db.pool.acquire().await?;
+    Ok(Json(alerts::load_rules(&mut conn, id).await?.view()))
+}
