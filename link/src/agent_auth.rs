@@ -87,7 +87,7 @@ impl Signed {
         if agent.len() > 64
             || !agent
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Err(AuthError::Malformed("agent id"));
         }
@@ -143,6 +143,9 @@ mod tests {
         let h = sign(&k, "agent-1", "POST", "/agent/v1/ingest", 1000, b"{}").unwrap();
         let s = Signed::parse(&h).unwrap();
         assert_eq!((s.agent.as_str(), s.ts), ("agent-1", 1000));
+        // The relay's own id form (`agt_…`) parses.
+        let real = sign(&k, "agt_3f9a", "POST", "/p", 1, b"").unwrap();
+        assert_eq!(Signed::parse(&real).unwrap().agent, "agt_3f9a");
         let pk = k.public_key();
         assert_eq!(
             s.verify(pk, "POST", "/agent/v1/ingest", b"{}", 1100),
