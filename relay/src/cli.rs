@@ -70,6 +70,9 @@ enum Cmd {
         printer_http_port: u16,
         #[arg(long, default_value_t = 8443)]
         printer_https_port: u16,
+        /// The printers' SNMP agents (unprivileged: not 161).
+        #[arg(long, default_value_t = 1161)]
+        printer_snmp_port: u16,
     },
     /// Manage customers.
     Customer {
@@ -253,6 +256,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             first_printer,
             printer_http_port,
             printer_https_port,
+            printer_snmp_port,
         } => {
             dwa_relay::demo::run(dwa_relay::demo::DemoOptions {
                 data_dir: keep_data,
@@ -262,6 +266,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 first_printer,
                 http_port: printer_http_port,
                 https_port: printer_https_port,
+                snmp_port: printer_snmp_port,
                 json: j,
             })
             .await?;

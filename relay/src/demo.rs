@@ -25,6 +25,8 @@ pub struct DemoOptions {
     pub first_printer: Ipv4Addr,
     pub http_port: u16,
     pub https_port: u16,
+    /// UDP port of the printers' SNMP agents (the agent scans it).
+    pub snmp_port: u16,
     pub json: bool,
 }
 
@@ -61,6 +63,7 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         addresses: addrs.clone(),
         http_port: o.http_port,
         https_port: Some(o.https_port),
+        snmp_port: Some(o.snmp_port),
         ..Default::default()
     })
     .await
@@ -107,6 +110,7 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         }
         let enrolled: serde_json::Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| fail("reading the agent's enrollment", e))?;
+        scan_fleet(&agent_toml, &addrs, o.snmp_port)?;
         let agent_id = enrolled["agent_id"]
             .as_str()
             .unwrap_or_default()
@@ -139,6 +143,23 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     fleet.shutdown().await;
     crate::serve::stop(&relay).await;
     result
+}
+
+/// Points the demo agent's telemetry at the simulated printers: their
+/// addresses, their SNMP port, a scan a minute.
+fn scan_fleet(agent_toml: &std::path::Path, addrs: &[IpAddr], snmp_port: u16) -> Result<()> {
+    let text = std::fs::read_to_string(agent_toml)?;
+    let mut cfg: toml::Table =
+        toml::from_str(&text).map_err(|e| fail("reading the agent's configuration", e))?;
+    let mut scan = toml::Table::new();
+    let ranges: Vec<toml::Value> = addrs.iter().map(|a| toml::Value::from(a.to_string())).collect();
+    scan.insert("ranges".into(), ranges.into());
+    scan.insert("snmp_port".into(), i64::from(snmp_port).into());
+    scan.insert("interval".into(), "1m".into());
+    cfg.insert("scan".into(), scan.into());
+    let text = toml::to_string(&cfg).map_err(|e| fail("writing the agent's configuration", e))?;
+    crate::util::write_private(agent_toml, text.as_bytes())?;
+    Ok(())
 }
 
 async fn serve_demo(
@@ -195,7 +216,7 @@ async fn serve_demo(
         );
     } else {
         println!(
-            "DWA demo running (data in {}).\n\n  Portal:     {portal}   (API under {portal}api/v1)\n  Log in:     {} / {}\n  Printers:   {} simulated, {}..  (web {}, https {})\n  Web session for Printer 1 (one-time link, valid 60 s; your browser will warn about the demo's self-signed certificate):\n    {}\n\nPress Enter for a new web-session link; Ctrl-C stops everything.",
+            "DWA demo running (data in {}).\n\n  Portal:     {portal}   (API under {portal}api/v1)\n  Log in:     {} / {}\n  Printers:   {} simulated, {}..  (web {}, https {}, SNMP {})\n  Telemetry:  the agent scans them every minute: {portal}api/v1/devices, {portal}api/v1/devices.csv\n  Web session for Printer 1 (one-time link, valid 60 s; your browser will warn about the demo's self-signed certificate):\n    {}\n\nPress Enter for a new web-session link; Ctrl-C stops everything.",
             dir.0.display(),
             report.admin_user,
             report.admin_password,
@@ -203,6 +224,7 @@ async fn serve_demo(
             addrs[0],
             o.http_port,
             o.https_port,
+            o.snmp_port,
             link(&first)
         );
     }
