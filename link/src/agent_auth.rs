@@ -87,7 +87,8 @@ impl Signed {
         if agent.len() > 64
             || !agent
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                // Relay agent ids are `agt_` + base32 (util::random_id).
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Err(AuthError::Malformed("agent id"));
         }
@@ -169,6 +170,12 @@ mod tests {
                 1000 + MAX_SKEW_SECS + 1
             ),
             Err(AuthError::Skew(MAX_SKEW_SECS + 1))
+        );
+        // Real agent ids have an underscore (`agt_...`).
+        let h2 = sign(&k, "agt_abc234", "POST", "/agent/v1/ingest", 1000, b"{}").unwrap();
+        assert_eq!(
+            Signed::parse(&h2).map(|s| s.agent),
+            Ok("agt_abc234".to_string())
         );
         // Another agent id with the same signature.
         let forged = h.replacen("agent-1", "agent-2", 1);
