@@ -164,7 +164,15 @@ async fn signed_uploads_feed_inventory_reports_and_alert_webhook() {
     });
     relay.start();
     relay.ok(&["customer", "add", "acme"]);
-    let agent = Agent::enroll(&relay, EnrollArgs::default());
+    let allow = format!("{}/32", relay.ip(10));
+    let mut agent = Agent::enroll(
+        &relay,
+        EnrollArgs {
+            allow: &[&allow],
+            ports: &[80],
+            transport: "ssh",
+        },
+    );
     let key = russh::keys::load_secret_key(agent.key_path(), None).expect("agent key");
     let anon = Api::new(&relay);
     let admin = Api::login(&relay, "admin", &relay.admin_password).await;
@@ -346,6 +354,29 @@ async fn signed_uploads_feed_inventory_reports_and_alert_webhook() {
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert_eq!(relay.audit_kind("telemetry.scan_config").len(), 1);
+    // Connected: settings are pushed at once, scan-now is sent.
+    agent.start();
+    relay.wait_connected(&agent);
+    let (s, v) = admin
+        .call(
+            Method::PUT,
+            &path,
+            Some(serde_json::json!({"interval": 300})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["pushed"], true, "{v}");
+    let (s, v) = admin
+        .call(
+            Method::POST,
+            &format!("/agents/{}/scan-now", agent.id),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(relay.audit_kind("telemetry.scan_now").len(), 1);
+    let (_, agents) = admin.call(Method::GET, "/agents", None).await;
+    assert_eq!(agents[0]["connected"], true);
 
     // A user of another customer sees none of it.
     relay.ok(&["customer", "add", "other"]);
