@@ -397,6 +397,21 @@ fn row_json(r: &sqlx::sqlite::SqliteRow) -> Value {
     })
 }
 
+const ALERT_SELECT: &str = "SELECT x.id, x.kind, x.subject, x.message, x.value, x.raised_at, x.resolved_at, \
+    x.customer_id, c.name AS customer, d.id AS device_id, d.name AS device_name, d.address, d.agent_id \
+    FROM alerts x JOIN devices d ON d.id = x.device_id JOIN customers c ON c.id = x.customer_id";
+
+/// A device's active alerts (at most one per kind and subject: few).
+pub async fn active_for_device(db: &crate::db::Db, device: i64) -> Result<Vec<Value>> {
+    let rows = sqlx::query(&format!(
+        "{ALERT_SELECT} WHERE x.device_id = ? AND x.resolved_at IS NULL ORDER BY x.id"
+    ))
+    .bind(device)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows.iter().map(row_json).collect())
+}
+
 /// Most alerts one list request returns.
 pub const MAX_LIST: i64 = 1000;
 

@@ -87,16 +87,7 @@ async fn device(
 ) -> Result<Json<Value>> {
     let d = visible_device(&relay, &p, id).await?;
     let mut v = d.detail();
-    v["alerts"] = json!(alerts::list(
-        &relay.db,
-        "active",
-        Some(&[d.customer_id]),
-        alerts::MAX_LIST
-    )
-    .await?
-    .into_iter()
-    .filter(|a| a["device"]["id"] == id)
-    .collect::<Vec<_>>());
+    v["alerts"] = json!(alerts::active_for_device(&relay.db, id).await?);
     Ok(Json(v))
 }
 

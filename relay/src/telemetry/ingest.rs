@@ -230,12 +230,12 @@ pub async fn store_batch(
 ) -> Result<(IngestAck, usize)> {
     // Dropped (rolled back) on any error: nothing of the batch stays.
     let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await?;
-    let rules = alerts::load_rules(&mut *tx, agent.customer_id).await?;
+    let rules = alerts::load_rules(&mut tx, agent.customer_id).await?;
     let mut ack = IngestAck::default();
     let mut events = 0;
     for item in items {
         let id = item.id();
-        match store_item(&mut *tx, alerts_cfg, agent, &rules, item).await {
+        match store_item(&mut tx, alerts_cfg, agent, &rules, item).await {
             Ok(n) => {
                 events += n;
                 ack.accepted.push(id.to_string());
