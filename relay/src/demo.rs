@@ -152,7 +152,10 @@ fn scan_fleet(agent_toml: &std::path::Path, addrs: &[IpAddr], snmp_port: u16) ->
     let mut cfg: toml::Table =
         toml::from_str(&text).map_err(|e| fail("reading the agent's configuration", e))?;
     let mut scan = toml::Table::new();
-    let ranges: Vec<toml::Value> = addrs.iter().map(|a| toml::Value::from(a.to_string())).collect();
+    let ranges: Vec<toml::Value> = addrs
+        .iter()
+        .map(|a| toml::Value::from(a.to_string()))
+        .collect();
     scan.insert("ranges".into(), ranges.into());
     scan.insert("snmp_port".into(), i64::from(snmp_port).into());
     scan.insert("interval".into(), "1m".into());
