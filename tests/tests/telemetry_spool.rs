@@ -7,12 +7,17 @@
 //! - The agent is killed with SIGKILL while it uploads, then restarted: the
 //!   same, although the relay has stored batches the agent never saw
 //!   acknowledged.
+//! - Scan settings made on the relay reach the running agent, which keeps
+//!   them inside its own ceiling; "scan now" runs a scan at once.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
+use dwa_e2e_tests::browser::Api;
 use dwa_e2e_tests::{assert_eventually, bins, Agent, EnrollArgs, Relay};
 use dwa_sim::{Fleet, FleetConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
 use serde_json::Value;
 use sqlx::Row;
 
@@ -240,4 +245,86 @@ async fn agent_killed_mid_upload_loses_and_duplicates_nothing() {
     assert!(pending > 0, "items were left to upload after the kill");
     s.agent.start();
     drained_exactly_once(&mut s).await;
+}
+
+/// The latest scan the relay stored for `agent`: (trigger, ranges, found).
+async fn latest_scan(relay: &Relay, agent: &str) -> Option<(String, String, i64)> {
+    let url = format!("sqlite://{}?mode=ro", relay.data.join("dwa.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.ok()?;
+    let row = sqlx::query(
+        "SELECT trigger, ranges, found FROM scans WHERE agent_id = ? ORDER BY received_at DESC, rowid DESC LIMIT 1",
+    )
+    .bind(agent)
+    .fetch_optional(&pool)
+    .await
+    .ok()??;
+    pool.close().await;
+    Some((row.get(0), row.get(1), row.get(2)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_settings_and_scan_now_reach_the_running_agent() {
+    // An hour between scheduled scans: only the startup scan and the one
+    // the relay asks for can happen during the test.
+    let mut s = site("1h", 256).await;
+    s.agent.start();
+    s.relay.wait_connected(&s.agent);
+    assert_eventually!(
+        stored(&s.relay, &s.agent.id).await.2 == 1,
+        Duration::from_secs(30),
+        "the startup scan did not arrive"
+    );
+    let admin = Api::login(&s.relay, "admin", &s.relay.admin_password).await;
+    let net = s.relay.net.clone();
+    let narrow = format!("{net}.20/31");
+    let path = format!("/agents/{}/scan", s.agent.id);
+    let (status, v) = admin
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"ranges": [narrow, "10.9.0.0/16"], "interval": "2h"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["pushed"], true, "{v}");
+    // The agent takes the narrower range, refuses the one outside its
+    // ceiling, and says so.
+    let mut applied = Value::Null;
+    for _ in 0..200 {
+        let (_, agents) = admin.call(Method::GET, "/agents", None).await;
+        applied = agents[0]["scan"]["applied"].clone();
+        if !applied.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(applied["ranges"], json!([narrow]), "{applied}");
+    assert_eq!(applied["interval_secs"], 7200, "{applied}");
+    assert_eq!(applied["refused"][0][0], "10.9.0.0/16", "{applied}");
+    assert!(
+        applied["refused"][0][1]
+            .as_str()
+            .is_some_and(|r| r.contains("ceiling")),
+        "{applied}"
+    );
+
+    let (status, v) = admin
+        .call(
+            Method::POST,
+            &format!("/agents/{}/scan-now", s.agent.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(s.relay.audit_kind("telemetry.scan_now").len(), 1);
+    assert_eventually!(
+        stored(&s.relay, &s.agent.id).await.2 == 2,
+        Duration::from_secs(30),
+        "the requested scan did not arrive\n{}",
+        s.agent.logs()
+    );
+    let (trigger, ranges, found) = latest_scan(&s.relay, &s.agent.id).await.expect("a scan");
+    assert!(trigger.starts_with("relay:"), "{trigger}");
+    assert_eq!(ranges, json!([narrow]).to_string());
+    assert_eq!(found, 2, "two printers in {narrow}");
 }
