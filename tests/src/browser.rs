@@ -232,9 +232,16 @@ impl Api {
         let addr: SocketAddr = format!("{}:{HTTPS_PORT}", relay.ip(1))
             .parse()
             .expect("relay address");
+        Self::at(addr, &relay.data.join("tls_cert.pem"))
+    }
+
+    /// An API client for the relay at `addr` whose certificate is in `cert_pem`.
+    pub fn at(addr: SocketAddr, cert_pem: &std::path::Path) -> Self {
+        let pem = std::fs::read(cert_pem).expect("relay certificate file");
+        let cert = reqwest::Certificate::from_pem(&pem).expect("relay certificate");
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(ToRelay(addr)))
-            .add_root_certificate(relay_cert(relay))
+            .add_root_certificate(cert)
             .tls_built_in_root_certs(false)
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
@@ -249,7 +256,12 @@ impl Api {
 
     /// Logged in as `user`.
     pub async fn login(relay: &Relay, user: &str, password: &str) -> Self {
-        let api = Self::new(relay);
+        Self::new(relay).log_in(user, password).await
+    }
+
+    /// This client, logged in as `user`.
+    pub async fn log_in(self, user: &str, password: &str) -> Self {
+        let api = self;
         let (status, body) = api
             .call(
                 Method::POST,

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dwa_e2e_tests::browser::Browser;
+use dwa_e2e_tests::browser::{Api, Browser};
 use dwa_e2e_tests::*;
 use reqwest::StatusCode;
 
@@ -58,6 +58,37 @@ async fn demo_serves_a_printer_page_and_stops_on_ctrl_c() {
     let page = b.get(v["web_session"].as_str().expect("link")).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text());
     assert!(page.text().contains("Log in"), "{}", page.text());
+    // Telemetry: the demo agent scans the printers over SNMP and the
+    // devices list fills in with what they report.
+    let api = Api::at(addr, &data.join("tls_cert.pem"))
+        .log_in("admin", v["password"].as_str().expect("password"))
+        .await;
+    let mut devices = serde_json::Value::Null;
+    for _ in 0..600 {
+        let (_, list) = api.call(reqwest::Method::GET, "/devices", None).await;
+        let read = list
+            .as_array()
+            .map(|l| l.iter().filter(|d| d["serial"].is_string()).count())
+            .unwrap_or(0);
+        devices = list;
+        if read == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = devices.as_array().expect("device list");
+    assert_eq!(
+        list.len(),
+        3,
+        "the three printers, claimed by their readings: {devices}"
+    );
+    for d in list {
+        assert!(
+            d["serial"].is_string() && d["manufacturer"].is_string(),
+            "{d}"
+        );
+        assert!(d["counters_total"].as_u64().is_some_and(|t| t > 0), "{d}");
+    }
     let agent_cfg = data.join("demo-agent.toml");
     let needle = agent_cfg.to_string_lossy().to_string();
     assert_eq!(processes_with(&needle), 1, "the demo's agent runs");
