@@ -8,12 +8,13 @@
 //!   same, although the relay has stored batches the agent never saw
 //!   acknowledged.
 //! - Scan settings made on the relay reach the running agent, which keeps
-//!   them inside its own ceiling; "scan now" runs a scan at once.
+//!   them inside its own ceiling; "scan now" runs a scan at once; a
+//!   discovered device is a web-session target.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use dwa_e2e_tests::browser::Api;
+use dwa_e2e_tests::browser::{Api, Browser};
 use dwa_e2e_tests::{assert_eventually, bins, Agent, EnrollArgs, Relay};
 use dwa_sim::{Fleet, FleetConfig};
 use reqwest::{Method, StatusCode};
@@ -22,6 +23,8 @@ use serde_json::Value;
 use sqlx::Row;
 
 const PRINTERS: u8 = 4;
+/// The simulated printers' web port, allowed by the agent's policy.
+const WEB_PORT: u16 = 8080;
 
 struct Site {
     relay: Relay,
@@ -40,7 +43,7 @@ async fn site(interval: &str, batch: usize) -> Site {
         .collect();
     let fleet = Fleet::start(FleetConfig {
         addresses,
-        http_port: 0,
+        http_port: WEB_PORT,
         https_port: None,
         snmp_port: Some(0),
         ..FleetConfig::default()
@@ -53,7 +56,7 @@ async fn site(interval: &str, batch: usize) -> Site {
         &relay,
         EnrollArgs {
             allow: &[&range],
-            ports: &[80],
+            ports: &[WEB_PORT],
             transport: "ssh",
         },
     );
@@ -327,4 +330,26 @@ async fn relay_settings_and_scan_now_reach_the_running_agent() {
     assert!(trigger.starts_with("relay:"), "{trigger}");
     assert_eq!(ranges, json!([narrow]).to_string());
     assert_eq!(found, 2, "two printers in {narrow}");
+
+    // A device the agent discovered (nobody registered it) is a web-session
+    // target like a hand-added one.
+    let (_, devices) = admin.call(Method::GET, "/devices", None).await;
+    let list = devices.as_array().expect("devices");
+    assert_eq!(list.len(), usize::from(PRINTERS), "{devices}");
+    let device = &list[0];
+    assert!(device["serial"].is_string(), "{device}");
+    let (status, session) = admin
+        .call(
+            Method::POST,
+            &format!("/devices/{}/web-sessions", device["id"]),
+            Some(json!({"port": WEB_PORT})),
+        )
+        .await;
+    assert!(status.is_success(), "{status}: {session}");
+    let mut browser = Browser::new(&s.relay);
+    let page = browser
+        .get(session["url"].as_str().expect("session url"))
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    assert!(page.text().contains("Log in"), "{}", page.text());
 }
