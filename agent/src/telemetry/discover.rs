@@ -533,3 +533,333 @@ fn handle(
         finish(i, st, stats);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Fake agents on 127.41.1.x / 127.41.2.x (std sockets in threads),
+    //! speaking through rasn like the simulator.
+
+    use std::net::UdpSocket as StdSocket;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use rasn_smi::v2::{ObjectSyntax, SimpleSyntax};
+
+    use super::*;
+
+    #[derive(Clone, Copy)]
+    enum Behave {
+        /// Answer these versions (0 = v1, 1 = v2c) for this community,
+        /// after ignoring the first `drop_first` datagrams.
+        Agent {
+            versions: &'static [i64],
+            community: &'static [u8],
+            drop_first: usize,
+            /// Before each real answer: garbage, an answer with an unknown
+            /// id, and one with the id of the address `spoof` probes
+            /// further on (a silent one); a stray socket also sends the
+            /// right id from a wrong source.
+            spoof: Option<i32>,
+        },
+        V3Engine,
+        Silent,
+    }
+
+    struct Fake {
+        port: u16,
+        received: Arc<AtomicUsize>,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn oid(c: &[u32]) -> ObjectIdentifier {
+        ObjectIdentifier::new(c.to_vec()).expect("oid")
+    }
+
+    fn response(version: i64, community: &[u8], id: i32) -> Vec<u8> {
+        rasn::ber::encode(&v2c::Message {
+            version: Integer::from(version),
+            community: OctetString::from(community.to_vec()),
+            data: v2::Pdus::Response(v2::Response(v2::Pdu {
+                request_id: id,
+                error_status: 0,
+                error_index: 0,
+                variable_bindings: vec![v2::VarBind {
+                    name: oid(&SYS_OBJECT_ID),
+                    value: v2::VarBindValue::Value(ObjectSyntax::Simple(SimpleSyntax::ObjectId(
+                        oid(&[1, 3, 6, 1, 4, 1, 11]),
+                    ))),
+                }],
+            })),
+        })
+        .expect("encode")
+    }
+
+    fn report(req: &v3::Message) -> Vec<u8> {
+        let mut msg = v3::Message {
+            version: Integer::from(3),
+            global_data: v3::HeaderData {
+                message_id: req.global_data.message_id.clone(),
+                max_size: Integer::from(1472),
+                flags: OctetString::from(vec![0]),
+                security_model: Integer::from(3),
+            },
+            security_parameters: OctetString::default(),
+            scoped_data: v3::ScopedPduData::CleartextPdu(v3::ScopedPdu {
+                engine_id: OctetString::from(b"\x80\x00\x1f\x88\x04fake".to_vec()),
+                name: OctetString::default(),
+                data: v2::Pdus::Report(v2::Report(v2::Pdu {
+                    request_id: 0,
+                    error_status: 0,
+                    error_index: 0,
+                    variable_bindings: Vec::new(),
+                })),
+            }),
+        };
+        let usm = v3::USMSecurityParameters {
+            authoritative_engine_id: OctetString::from(b"\x80\x00\x1f\x88\x04fake".to_vec()),
+            authoritative_engine_boots: Integer::from(1),
+            authoritative_engine_time: Integer::from(100),
+            user_name: OctetString::default(),
+            authentication_parameters: OctetString::default(),
+            privacy_parameters: OctetString::default(),
+        };
+        if let Err(e) = msg.encode_security_parameters(rasn::Codec::Ber, &usm) {
+            panic!("usm: {e}");
+        }
+        rasn::ber::encode(&msg).expect("encode")
+    }
+
+    fn fake(ip: &str, port: u16, behave: Behave) -> Fake {
+        let ip: IpAddr = ip.parse().expect("ip");
+        let sock = StdSocket::bind(SocketAddr::new(ip, port)).expect("bind fake agent");
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let port = sock.local_addr().expect("addr").port();
+        let stray = StdSocket::bind("127.41.2.99:0").expect("bind stray");
+        let received = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (received.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let seen = r.fetch_add(1, Ordering::Relaxed);
+                let d = &buf[..n];
+                match behave {
+                    Behave::Silent => {}
+                    Behave::V3Engine => {
+                        if let Ok(m) = rasn::ber::decode::<v3::Message>(d) {
+                            let _ = sock.send_to(&report(&m), peer);
+                        }
+                    }
+                    Behave::Agent {
+                        versions,
+                        community,
+                        drop_first,
+                        spoof,
+                    } => {
+                        let Ok(m) = rasn::ber::decode::<v2c::Message<v2::Pdus>>(d) else {
+                            continue;
+                        };
+                        let v2::Pdus::GetRequest(g) = &m.data else {
+                            continue;
+                        };
+                        let version = i64::try_from(&m.version).unwrap_or(-1);
+                        let id = g.0.request_id;
+                        if seen < drop_first
+                            || !versions.contains(&version)
+                            || m.community.as_ref() != community
+                        {
+                            continue;
+                        }
+                        if let Some(offset) = spoof {
+                            let _ = sock.send_to(b"\x30\x03\x02\x01", peer);
+                            let _ =
+                                sock.send_to(&response(version, community, id + 1_000_000), peer);
+                            let _ = sock.send_to(&response(version, community, id + offset), peer);
+                            let _ = stray.send_to(&response(version, community, id), peer);
+                        }
+                        let _ = sock.send_to(&response(version, community, id), peer);
+                    }
+                }
+            }
+        });
+        Fake {
+            port,
+            received,
+            stop,
+        }
+    }
+
+    fn range(prefix: &str, from: u8, to: u8) -> Vec<IpAddr> {
+        (from..=to)
+            .map(|i| format!("{prefix}.{i}").parse().expect("ip"))
+            .collect()
+    }
+
+    async fn run(addrs: &[IpAddr], opts: &DiscoverOptions) -> (Vec<Discovered>, DiscoverStats) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let stats = discover(addrs, opts, tx).await.expect("discovery runs");
+        let mut out = Vec::new();
+        while let Some(d) = rx.recv().await {
+            out.push(d);
+        }
+        (out, stats)
+    }
+
+    fn answer_of(found: &[Discovered], ip: &str) -> Option<Answer> {
+        let ip: IpAddr = ip.parse().expect("ip");
+        let hits: Vec<_> = found.iter().filter(|d| d.ip == ip).collect();
+        assert_eq!(hits.len(), 1, "{ip} reported once");
+        hits[0].answer.clone()
+    }
+
+    #[tokio::test]
+    async fn finds_responders_and_ignores_strays() {
+        // communities ["public", "other"] + v3: 5 probes per address, so
+        // id + 3 × 5 is the same probe to the address 3 further on (.4).
+        let agent = |community, versions, spoof| Behave::Agent {
+            versions,
+            community,
+            drop_first: 0,
+            spoof,
+        };
+        let a = fake("127.41.1.1", 0, agent(b"public", &[0, 1], Some(15)));
+        let port = a.port;
+        let _v1 = fake("127.41.1.2", port, agent(b"public", &[0], None));
+        let _v3 = fake("127.41.1.3", port, Behave::V3Engine);
+        let _other = fake("127.41.1.5", port, agent(b"other", &[0, 1], None));
+        let opts = DiscoverOptions {
+            communities: vec!["public".into(), "other".into()],
+            v3: true,
+            port,
+            timeout: Duration::from_millis(200),
+            retries: 1,
+            rate: SEND_RATE,
+        };
+        let addrs = range("127.41.1", 1, 8);
+        let (found, stats) = run(&addrs, &opts).await;
+        assert_eq!(found.len(), addrs.len());
+        let v2c = |c| Some((CommunityVersion::V2c, c));
+        assert_eq!(
+            answer_of(&found, "127.41.1.1"),
+            Some(Answer {
+                community: v2c(0),
+                v3: false
+            })
+        );
+        assert_eq!(
+            answer_of(&found, "127.41.1.2"),
+            Some(Answer {
+                community: Some((CommunityVersion::V1, 0)),
+                v3: false
+            }),
+            "a v1-only device"
+        );
+        assert_eq!(
+            answer_of(&found, "127.41.1.3"),
+            Some(Answer {
+                community: None,
+                v3: true
+            }),
+            "an SNMPv3 engine"
+        );
+        // Spoofed answers with .4's ids came from .1 and from a stray.
+        assert_eq!(answer_of(&found, "127.41.1.4"), None);
+        assert_eq!(
+            answer_of(&found, "127.41.1.5"),
+            Some(Answer {
+                community: v2c(1),
+                v3: false
+            }),
+            "the second community"
+        );
+        for silent in ["127.41.1.6", "127.41.1.7", "127.41.1.8"] {
+            assert_eq!(answer_of(&found, silent), None);
+        }
+        assert_eq!(stats.responders, 4);
+        // Per answer of .1 (v2c, v1): garbage, unknown id, .4's id, stray.
+        assert!(stats.ignored >= 8, "{stats:?}");
+    }
+
+    #[tokio::test]
+    async fn silence_costs_the_timeout_once_and_retries_only_the_silent() {
+        let a = fake(
+            "127.41.2.1",
+            0,
+            Behave::Agent {
+                versions: &[0, 1],
+                community: b"public",
+                drop_first: 0,
+                spoof: None,
+            },
+        );
+        let port = a.port;
+        // Loses the first attempt's two datagrams: found on a retry.
+        let late = fake(
+            "127.41.2.2",
+            port,
+            Behave::Agent {
+                versions: &[1],
+                community: b"public",
+                drop_first: 2,
+                spoof: None,
+            },
+        );
+        let silent = fake("127.41.2.3", port, Behave::Silent);
+        let timeout = Duration::from_millis(150);
+        let opts = DiscoverOptions {
+            communities: vec!["public".into()],
+            v3: false,
+            port,
+            timeout,
+            retries: 2,
+            rate: SEND_RATE,
+        };
+        // 60 addresses, 58 of them silent (nothing bound but .3).
+        let addrs = range("127.41.2", 1, 60);
+        let started = std::time::Instant::now();
+        let (found, stats) = run(&addrs, &opts).await;
+        let took = started.elapsed();
+        // Address by address this would be 58 × 2 × 3 × 150 ms; here it is
+        // three timeouts for the whole sweep, plus sending.
+        assert!(took >= timeout * 3, "{took:?}");
+        assert!(took < timeout * 3 + Duration::from_millis(600), "{took:?}");
+        assert_eq!(found.len(), 60);
+        assert_eq!(stats.responders, 2);
+        assert!(answer_of(&found, "127.41.2.1").is_some());
+        assert_eq!(
+            answer_of(&found, "127.41.2.2").and_then(|a| a.community),
+            Some((CommunityVersion::V2c, 0))
+        );
+        // Give the fake threads a moment to count.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(a.received.load(Ordering::Relaxed), 2, "answered: no resend");
+        assert_eq!(late.received.load(Ordering::Relaxed), 4, "two attempts");
+        assert_eq!(
+            silent.received.load(Ordering::Relaxed),
+            6,
+            "3 attempts × (v2c, v1)"
+        );
+        assert_eq!(stats.sent, 2 + 4 + 58 * 6);
+    }
+
+    #[test]
+    fn ids_map_back_and_reject_others() {
+        let ids = Ids::new(10, 3).expect("ids");
+        assert_eq!(ids.lookup(i64::from(ids.id(7, 2))), Some((7, 2)));
+        assert_eq!(ids.lookup(i64::from(ids.id(0, 0))), Some((0, 0)));
+        assert_eq!(ids.lookup(i64::from(ids.id(9, 2)) + 1), None);
+        assert_eq!(ids.lookup(i64::from(ids.base) - 1), None);
+        assert!(parse(b"\x30\x03\x02\x01").is_none());
+        assert!(parse(&[]).is_none());
+    }
+}
