@@ -15,9 +15,9 @@
 //! `timeout × attempts` of the whole sweep, not of its own slot.
 //!
 //! Each address is reported on the channel as soon as its result is final:
-//! at once when the preferred answer arrives (v2c with the first community;
-//! or the v3 engine, when v3 users are configured), otherwise when its last
-//! attempt's deadline passes. The caller walks responders meanwhile.
+//! at once when the preferred answer arrives (v2c with the first community,
+//! and the v3 engine too when v3 users are configured), otherwise when its
+//! attempt's deadline passes (no further attempts once anything answered). The caller walks responders meanwhile.
 //!
 //! BER comes from `rasn-snmp` (as in the simulator), never by hand.
 
@@ -527,9 +527,11 @@ fn handle(
             st.best = Some(st.best.map_or(probe, |b| b.min(probe)));
         }
     }
-    // Nothing better can come: final now, so its walk starts now.
-    let v3_wanted = opts.v3;
-    if (st.v3 && v3_wanted) || (!v3_wanted && st.best == Some(0)) {
+    // Nothing better can come: final now, so its walk starts now. With v3
+    // users, both the engine and the community must have answered: an
+    // engine that refuses every user falls back to the community, as
+    // `scan_one` does, and must not be reported before its answer is in.
+    if st.best == Some(0) && (st.v3 || !opts.v3) {
         finish(i, st, stats);
     }
 }
@@ -561,7 +563,10 @@ mod tests {
             /// right id from a wrong source.
             spoof: Option<i32>,
         },
-        V3Engine,
+        /// An SNMPv3 engine; `also_v2c`: and a v2c agent for `public`.
+        V3Engine {
+            also_v2c: bool,
+        },
         Silent,
     }
 
@@ -655,9 +660,18 @@ mod tests {
                 let d = &buf[..n];
                 match behave {
                     Behave::Silent => {}
-                    Behave::V3Engine => {
+                    Behave::V3Engine { also_v2c } => {
                         if let Ok(m) = rasn::ber::decode::<v3::Message>(d) {
                             let _ = sock.send_to(&report(&m), peer);
+                        } else if let Ok(m) = rasn::ber::decode::<v2c::Message<v2::Pdus>>(d) {
+                            if let (true, v2::Pdus::GetRequest(g)) = (also_v2c, &m.data) {
+                                if m.version == Integer::from(1)
+                                    && m.community.as_ref() == b"public"
+                                {
+                                    let _ =
+                                        sock.send_to(&response(1, b"public", g.0.request_id), peer);
+                                }
+                            }
                         }
                     }
                     Behave::Agent {
@@ -735,7 +749,8 @@ mod tests {
         let a = fake("127.41.1.1", 0, agent(b"public", &[0, 1], Some(15)));
         let port = a.port;
         let _v1 = fake("127.41.1.2", port, agent(b"public", &[0], None));
-        let _v3 = fake("127.41.1.3", port, Behave::V3Engine);
+        let _v3 = fake("127.41.1.3", port, Behave::V3Engine { also_v2c: false });
+        let _both = fake("127.41.1.6", port, Behave::V3Engine { also_v2c: true });
         let _other = fake("127.41.1.5", port, agent(b"other", &[0, 1], None));
         let opts = DiscoverOptions {
             communities: vec!["public".into(), "other".into()],
@@ -782,10 +797,18 @@ mod tests {
             }),
             "the second community"
         );
-        for silent in ["127.41.1.6", "127.41.1.7", "127.41.1.8"] {
+        assert_eq!(
+            answer_of(&found, "127.41.1.6"),
+            Some(Answer {
+                community: v2c(0),
+                v3: true
+            }),
+            "an engine that also takes a community"
+        );
+        for silent in ["127.41.1.7", "127.41.1.8"] {
             assert_eq!(answer_of(&found, silent), None);
         }
-        assert_eq!(stats.responders, 4);
+        assert_eq!(stats.responders, 5);
         // Per answer of .1 (v2c, v1): garbage, unknown id, .4's id, stray.
         assert!(stats.ignored >= 8, "{stats:?}");
     }
