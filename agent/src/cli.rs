@@ -86,7 +86,8 @@ enum Cmd {
         timeout: std::time::Duration,
         #[arg(long, default_value_t = 1)]
         retries: u32,
-        /// Addresses probed at the same time.
+        /// Devices walked at the same time. Discovery, which finds them, covers
+        /// the whole range over one paced socket regardless.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
         concurrency: u32,
         #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]

@@ -89,7 +89,8 @@ pub struct ScanConfig {
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     pub retries: u32,
-    /// Addresses probed at the same time.
+    /// Devices walked at the same time. Discovery, which finds them, covers
+    /// the whole range over one paced socket regardless.
     pub concurrency: usize,
 }
 

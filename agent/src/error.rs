@@ -28,6 +28,8 @@ pub enum AgentError {
     Spool(String),
     #[error("upload: {0}")]
     Upload(String),
+    #[error("SNMP discovery: {0}")]
+    Discovery(String),
 }
 
 impl AgentError {

@@ -489,15 +489,47 @@ async fn scan_survives_hostile_devices() {
         .base_total;
     assert!(rec.counters.total.is_some_and(|t| t <= base));
 
-    // Broken answers to Printer-MIB requests: the walk stops there, what
-    // came before (system group, interfaces, hrDeviceTable) is reported.
-    for (i, a) in [(0, "127.20.1.1"), (1, "127.20.1.2")] {
+    // The huge table ran the budget out: the record says so.
+    let walk_errors = |r: &DeviceRecord| -> Vec<String> {
+        r.field_errors
+            .iter()
+            .filter(|e| e.field == "walk")
+            .map(|e| e.error.clone())
+            .collect()
+    };
+    let huge = find("127.20.1.3").expect("huge-table printer reported");
+    assert_eq!(
+        walk_errors(huge),
+        ["stopped after 5000 values"],
+        "{:?}",
+        huge.field_errors
+    );
+
+    // Broken answers to Printer-MIB requests: that root fails and leaves a
+    // trace; what came before (system group, interfaces, hrDeviceTable)
+    // and the vendor subtrees after it are still read.
+    for (i, a, why) in [
+        (0, "127.20.1.1", "snmp: "),
+        (1, "127.20.1.2", "RequestIdMismatch"),
+    ] {
         let r = find(a).unwrap_or_else(|| panic!("{a}: not reported"));
         let id = &f.printers[i].snmp.as_ref().expect("snmp").identity;
         assert_eq!(r.model.as_deref(), id.model, "{a}");
         assert_eq!(r.mac.as_deref(), Some(id.mac.as_str()), "{a}");
         assert!(r.supplies.is_empty(), "{a}: supplies from broken answers");
         assert_eq!(r.serial, None, "{a}");
+        let errs = walk_errors(r);
+        assert_eq!(errs.len(), 1, "{a}: {errs:?}");
+        assert!(
+            errs[0].starts_with("1.3.6.1.2.1.43: ") && errs[0].contains(why),
+            "{a}: {errs:?}"
+        );
+        // The vendor page counter lies past the Printer-MIB in walk order.
+        assert!(r.counters.total.is_some(), "{a}: vendor counters not read");
+    }
+    for a in ["127.20.1.4", "127.20.1.5", "127.20.1.6", "127.20.1.7"] {
+        let r = find(a).unwrap_or_else(|| panic!("{a}: not reported"));
+        assert!(walk_errors(r).is_empty(), "{a}: {:?}", r.field_errors);
     }
     assert!(took < Duration::from_secs(30), "{took:?}");
     f.shutdown().await;

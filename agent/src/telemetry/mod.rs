@@ -14,6 +14,7 @@
 
 pub mod collector;
 pub mod decode;
+pub mod discover;
 pub mod scan;
 pub mod snmp;
 pub mod spool;

@@ -8,10 +8,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dwa_proto::telemetry::{DeviceRecord, Level, SupplyClass};
+use dwa_proto::telemetry::{DeviceRecord, FieldError, Level, SupplyClass};
 use ipnetwork::Ipv4Network;
 
+use tracing::Instrument as _;
+
 use super::decode::decode;
+use super::discover::{discover, Answer, CommunityVersion, DiscoverOptions, SEND_RATE};
 use super::snmp::{answered, Client, SnmpError, Version, WALK_ROOTS};
 use super::v3::V3Security;
 
@@ -144,26 +147,38 @@ pub enum Outcome {
 }
 
 async fn walk_and_decode(ip: IpAddr, client: &Client) -> Outcome {
-    let (walk, err) = client.walk(WALK_ROOTS, MAX_VARBINDS).await;
-    if let Some(e) = err {
-        tracing::debug!(%ip, "walk cut short: {e}");
+    let run = client.walk_all(WALK_ROOTS, MAX_VARBINDS).await;
+    let mut rec = decode(&ip.to_string(), &run.walk);
+    // A walk cut short leaves a trace in the record: missing values then
+    // read as "could not read", not as "the device has none".
+    for (root, e) in &run.failures {
+        tracing::debug!(%ip, "walk of {root} cut short: {e}");
+        rec.field_errors.push(FieldError {
+            field: "walk".into(),
+            error: format!("{root}: {e}"),
+        });
     }
-    let rec = decode(&ip.to_string(), &walk);
+    if run.exhausted {
+        rec.field_errors.push(FieldError {
+            field: "walk".into(),
+            error: format!("stopped after {MAX_VARBINDS} values"),
+        });
+    }
     match rec.printer_index {
         Some(_) => Outcome::Printer(Box::new(rec)),
         None => Outcome::NotPrinter,
     }
 }
 
-/// Probe one address: each v3 user, then each community (v2c then v1);
-/// the first that answers is walked.
-pub async fn scan_one(ip: IpAddr, opts: &ScanOptions) -> Outcome {
+/// Each v3 user in turn; the first that answers is walked. `Err`: none
+/// did, with the last refusal if an engine refused.
+async fn try_v3(ip: IpAddr, opts: &ScanOptions) -> Result<Outcome, Option<String>> {
     let addr = SocketAddr::new(ip, opts.port);
     let mut refused = None;
     for sec in &opts.v3 {
         let client = Client::new(addr, Version::V3(sec.clone()), opts.timeout, opts.retries);
         match client.probe().await {
-            Ok(resp) if answered(&resp) => return walk_and_decode(ip, &client).await,
+            Ok(resp) if answered(&resp) => return Ok(walk_and_decode(ip, &client).await),
             Ok(_) => {}
             Err(SnmpError::V3 { message, .. }) => {
                 tracing::debug!(%ip, "{message}");
@@ -176,10 +191,31 @@ pub async fn scan_one(ip: IpAddr, opts: &ScanOptions) -> Outcome {
             }
         }
     }
+    Err(refused)
+}
+
+fn community_client(ip: IpAddr, opts: &ScanOptions, version: Version, community: &str) -> Client {
+    Client::new(
+        SocketAddr::new(ip, opts.port),
+        version,
+        opts.timeout,
+        opts.retries,
+    )
+    .with_community(community.as_bytes())
+}
+
+/// Probe one address on its own: each v3 user, then each community (v2c
+/// then v1); the first that answers is walked. Costs `timeout × attempts`
+/// per version and community on a silent address: [`scan`] runs
+/// discovery first and uses this only where discovery cannot help.
+pub async fn scan_one(ip: IpAddr, opts: &ScanOptions) -> Outcome {
+    let refused = match try_v3(ip, opts).await {
+        Ok(outcome) => return outcome,
+        Err(r) => r,
+    };
     for community in &opts.communities {
         for version in [Version::V2c, Version::V1] {
-            let client = Client::new(addr, version.clone(), opts.timeout, opts.retries)
-                .with_community(community.as_bytes());
+            let client = community_client(ip, opts, version.clone(), community);
             match client.probe().await {
                 Ok(resp) if answered(&resp) => return walk_and_decode(ip, &client).await,
                 Ok(_) => {}
@@ -193,6 +229,29 @@ pub async fn scan_one(ip: IpAddr, opts: &ScanOptions) -> Outcome {
     }
 }
 
+/// Walk an address discovery found: v3 users first if its engine answered
+/// (as [`scan_one`]), then the community that answered discovery.
+async fn scan_found(ip: IpAddr, answer: Answer, opts: &ScanOptions) -> Outcome {
+    let mut refused = None;
+    if answer.v3 && !opts.v3.is_empty() {
+        match try_v3(ip, opts).await {
+            Ok(outcome) => return outcome,
+            Err(r) => refused = r,
+        }
+    }
+    let Some((version, c)) = answer.community else {
+        return refused.map_or(Outcome::Silent, Outcome::Refused);
+    };
+    let Some(community) = opts.communities.get(c) else {
+        return Outcome::Silent;
+    };
+    let version = match version {
+        CommunityVersion::V2c => Version::V2c,
+        CommunityVersion::V1 => Version::V1,
+    };
+    walk_and_decode(ip, &community_client(ip, opts, version, community)).await
+}
+
 /// The printers found, in address order, and the addresses whose SNMPv3
 /// engine refused the credentials.
 #[derive(Debug, Default)]
@@ -201,7 +260,9 @@ pub struct ScanReport {
     pub refused: Vec<(IpAddr, String)>,
 }
 
-/// Scan every address with at most `opts.concurrency` in flight.
+/// Scan every address: discovery over one socket finds the responders
+/// (see [`super::discover`]), and each is walked as soon as it is found,
+/// with at most `opts.concurrency` walks in flight.
 pub async fn scan(addrs: Vec<IpAddr>, opts: ScanOptions) -> ScanReport {
     let bar = if opts.progress && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(addrs.len() as u64);
@@ -218,15 +279,61 @@ pub async fn scan(addrs: Vec<IpAddr>, opts: ScanOptions) -> ScanReport {
     let opts = Arc::new(opts);
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1)));
     let mut set = tokio::task::JoinSet::new();
-    for ip in addrs {
+    let spawn = |set: &mut tokio::task::JoinSet<_>, ip: IpAddr, answer: Option<Answer>| {
         let (opts, sem, bar) = (opts.clone(), sem.clone(), bar.clone());
-        set.spawn(async move {
-            let _permit = sem.acquire_owned().await.ok()?;
-            let outcome = scan_one(ip, &opts).await;
-            bar.inc(1);
-            Some((ip, outcome))
-        });
+        set.spawn(
+            async move {
+                let _permit = sem.acquire_owned().await.ok()?;
+                let outcome = match answer {
+                    Some(a) => scan_found(ip, a, &opts).await,
+                    // Discovery failed: the old way, address by address.
+                    None => scan_one(ip, &opts).await,
+                };
+                bar.inc(1);
+                Some((ip, outcome))
+            }
+            .instrument(tracing::debug_span!("scan", %ip)),
+        );
+    };
+
+    let dopts = DiscoverOptions {
+        communities: opts.communities.clone(),
+        v3: !opts.v3.is_empty(),
+        port: opts.port,
+        timeout: opts.timeout,
+        retries: opts.retries,
+        rate: SEND_RATE,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let all = Arc::new(addrs);
+    let discovery = {
+        let all = all.clone();
+        let span = tracing::info_span!("discover", addresses = all.len());
+        tokio::spawn(async move { discover(&all, &dopts, tx).await }.instrument(span))
+    };
+    let mut reported = HashSet::new();
+    while let Some(d) = rx.recv().await {
+        reported.insert(d.ip);
+        match d.answer {
+            Some(a) => spawn(&mut set, d.ip, Some(a)),
+            None => bar.inc(1),
+        }
     }
+    let failed = match discovery.await {
+        Ok(Ok(stats)) => {
+            tracing::debug!(?stats, "discovery done");
+            None
+        }
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(e) = failed {
+        tracing::warn!("{e}; probing address by address instead");
+        for ip in all.iter().filter(|ip| !reported.contains(ip)) {
+            spawn(&mut set, *ip, None);
+        }
+    }
+
     let mut found = Vec::new();
     let mut refused = Vec::new();
     while let Some(res) = set.join_next().await {

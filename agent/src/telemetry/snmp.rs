@@ -515,21 +515,46 @@ impl Client {
         Ok(())
     }
 
-    /// Walk every subtree in `roots` within one budget. A request that fails
-    /// ends the walk; what was collected so far is kept.
-    pub async fn walk(&self, roots: &[&[u32]], max_varbinds: usize) -> (Walk, Option<SnmpError>) {
-        let mut walk = Walk::new();
+    /// Walk every subtree in `roots` within one budget. A root whose
+    /// request fails is recorded and the next root is tried: a buggy
+    /// table (broken BER, a wrong request id) should not hide the rest of
+    /// the device. A timeout ends the walk: the device is gone, and every
+    /// further root would cost another `timeout × attempts`.
+    pub async fn walk_all(&self, roots: &[&[u32]], max_varbinds: usize) -> WalkRun {
+        let mut run = WalkRun::default();
         let mut budget = max_varbinds;
         for root in roots {
             if budget == 0 {
                 break;
             }
-            if let Err(e) = self.walk_subtree(root, &mut walk, &mut budget).await {
-                return (walk, Some(e));
+            if let Err(e) = self.walk_subtree(root, &mut run.walk, &mut budget).await {
+                let gone = matches!(e, SnmpError::Timeout(..));
+                run.failures.push((Oid(root.to_vec()), e));
+                if gone {
+                    break;
+                }
             }
         }
-        (walk, None)
+        // The budget spent: the device had at least this much to say.
+        run.exhausted = budget == 0 && max_varbinds > 0;
+        run
     }
+
+    /// [`Client::walk_all`], reduced to the values and the first failure.
+    pub async fn walk(&self, roots: &[&[u32]], max_varbinds: usize) -> (Walk, Option<SnmpError>) {
+        let run = self.walk_all(roots, max_varbinds).await;
+        (run.walk, run.failures.into_iter().next().map(|(_, e)| e))
+    }
+}
+
+/// What a walk collected, and where it fell short.
+#[derive(Debug, Default)]
+pub struct WalkRun {
+    pub walk: Walk,
+    /// Roots whose walk ended in an error, in walk order.
+    pub failures: Vec<(Oid, SnmpError)>,
+    /// The varbind budget ran out: later values were not read.
+    pub exhausted: bool,
 }
 
 fn v3_error(sec: &V3Security, failure: V3Failure) -> SnmpError {
