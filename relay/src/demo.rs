@@ -115,6 +115,20 @@ pub async fn run(o: DemoOptions) -> Result<()> {
             .as_str()
             .unwrap_or_default()
             .to_string();
+        // Named devices first: the agent's first readings then claim them
+        // (after it, a reading would have created them unnamed).
+        let mut devices = vec![];
+        for (i, a) in addrs.iter().enumerate() {
+            let id = relay
+                .db
+                .add_device(
+                    &agent_id,
+                    &a.to_string(),
+                    Some(&format!("Printer {}", i + 1)),
+                )
+                .await?;
+            devices.push(id);
+        }
         let log = std::fs::File::create(dir.path("demo-agent.log"))?;
         let mut agent = tokio::process::Command::new(&agent_bin)
             .args(["run", "--config"])
@@ -123,7 +137,7 @@ pub async fn run(o: DemoOptions) -> Result<()> {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()?;
-        let r = serve_demo(&relay, &o, &report, &agent_id, &addrs, &dir).await;
+        let r = serve_demo(&relay, &o, &report, &agent_id, &addrs, &devices, &dir).await;
         // SIGTERM, then a bounded wait; kill_on_drop covers the rest.
         if let Some(pid) = agent.id() {
             // SAFETY: kill(2) on our own child.
@@ -171,6 +185,7 @@ async fn serve_demo(
     report: &crate::init::InitReport,
     agent_id: &str,
     addrs: &[IpAddr],
+    devices: &[i64],
     dir: &DataDir,
 ) -> Result<()> {
     // Wait for the agent's session (its Hello included) before opening.
@@ -188,18 +203,6 @@ async fn serve_demo(
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut devices = vec![];
-    for (i, a) in addrs.iter().enumerate() {
-        let id = relay
-            .db
-            .add_device(
-                agent_id,
-                &a.to_string(),
-                Some(&format!("Printer {}", i + 1)),
-            )
-            .await?;
-        devices.push(id);
     }
     let admin = crate::auth::local_principal(relay, &report.admin_user).await?;
     let req = WebSessionRequest {
