@@ -17,14 +17,10 @@ fn ip(s: &str) -> IpAddr {
 }
 
 async fn fleet(addrs: &[&str], snmp: SnmpOptions) -> Fleet {
-    Fleet::start(FleetConfig {
-        addresses: addrs.iter().map(|a| ip(a)).collect(),
-        http_port: 0,
-        https_port: None,
-        snmp_port: Some(0),
+    Fleet::start(FleetConfig::snmp(
+        addrs.iter().map(|a| ip(a)).collect(),
         snmp,
-        ..FleetConfig::default()
-    })
+    ))
     .await
     .expect("fleet starts")
 }

@@ -47,6 +47,21 @@ pub struct FleetConfig {
     pub snmp: SnmpOptions,
 }
 
+impl FleetConfig {
+    /// Printers for SNMP tests: every address on one free UDP port, web on
+    /// free ports, no HTTPS.
+    pub fn snmp(addresses: Vec<IpAddr>, snmp: SnmpOptions) -> FleetConfig {
+        FleetConfig {
+            addresses,
+            http_port: 0,
+            https_port: None,
+            snmp_port: Some(0),
+            snmp,
+            ..FleetConfig::default()
+        }
+    }
+}
+
 impl Default for FleetConfig {
     fn default() -> Self {
         FleetConfig {
