@@ -65,7 +65,7 @@ enum Cmd {
     /// "public". SNMPv3 pass phrases are read from an environment variable
     /// or a file, never from the command line (other users see it in ps).
     Scan {
-        /// CIDR (192.168.1.0/24), single address, or a.b.c.x-y within one /24.
+        /// CIDR (192.168.1.0/24), single address, a.b.c.x-y, or first-last.
         #[arg(required = true)]
         ranges: Vec<String>,
         /// Community to try, in order (repeatable); default "public" unless

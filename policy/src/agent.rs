@@ -509,9 +509,18 @@ impl AgentPolicy {
             IpNetwork::V4(n) => (IpAddr::V4(n.network()), IpAddr::V4(n.broadcast())),
             IpNetwork::V6(n) => (IpAddr::V6(n.network()), IpAddr::V6(n.broadcast())),
         };
-        self.allow
-            .iter()
-            .any(|a| a.contains(first) && a.contains(last))
+        self.covers_span(first, last)
+    }
+
+    /// [`AgentPolicy::covers`] for the span `first..=last` (an allow entry
+    /// is contiguous, so holding both ends means holding all of it).
+    pub fn covers_span(&self, first: IpAddr, last: IpAddr) -> bool {
+        let (first, last) = (normalize_addr(first), normalize_addr(last));
+        first <= last
+            && self
+                .allow
+                .iter()
+                .any(|a| a.contains(first) && a.contains(last))
     }
 
     /// Deny entries in config order (normalized).
@@ -621,6 +630,10 @@ mod tests {
         assert!(!p.covers(n("10.2.0.0/24")));
         assert!(!p.covers(n("192.168.5.0/24")));
         assert!(!p.covers(n("::/0")));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(p.covers_span(ip("10.1.0.200"), ip("10.1.3.7")));
+        assert!(!p.covers_span(ip("10.0.255.200"), ip("10.1.3.7")));
+        assert!(!p.covers_span(ip("10.1.3.7"), ip("10.1.0.200")), "reversed");
     }
     use super::*;
 

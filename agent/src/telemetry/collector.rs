@@ -43,16 +43,14 @@ pub fn apply(local: &Plan, policy: &AgentPolicy, s: &ScanSettings) -> (Plan, Sca
         Some(wanted) => wanted
             .iter()
             .filter(|r| {
-                let net = r
-                    .parse::<ipnetwork::IpNetwork>()
-                    .ok()
-                    .or_else(|| r.parse::<IpAddr>().ok().map(ipnetwork::IpNetwork::from));
-                let why = match net {
-                    None => Some("not an address or CIDR network".to_string()),
-                    Some(n) if !policy.covers(n) => Some(
+                // The ceiling first: it is the reason that matters to a
+                // reviewer; then whether the scanner can take the form.
+                let why = match bounds(r) {
+                    None => Some("not an address, CIDR network or first-last span".into()),
+                    Some((first, last)) if !policy.covers_span(first, last) => Some(
                         "outside this agent's ceiling (policy.allow in agent.toml)".to_string(),
                     ),
-                    Some(_) => None,
+                    Some(_) => scan::expand_ranges(&[r.as_str()]).err().map(|e| e.0),
                 };
                 match why {
                     Some(why) => {
@@ -75,6 +73,31 @@ pub fn apply(local: &Plan, policy: &AgentPolicy, s: &ScanSettings) -> (Plan, Sca
         refused,
     };
     (Plan { ranges, interval }, applied)
+}
+
+/// First and last address of a range as written: CIDR, address,
+/// `a.b.c.x-y` or `first-last`.
+fn bounds(r: &str) -> Option<(IpAddr, IpAddr)> {
+    let r = r.trim();
+    if let Some((a, b)) = r.split_once('-') {
+        let first: IpAddr = a.trim().parse().ok()?;
+        let last = match (first, b.trim().parse::<u8>()) {
+            (IpAddr::V4(v4), Ok(x)) => {
+                let o = v4.octets();
+                IpAddr::V4(std::net::Ipv4Addr::new(o[0], o[1], o[2], x))
+            }
+            _ => b.trim().parse().ok()?,
+        };
+        return Some((first, last));
+    }
+    let net = r
+        .parse::<ipnetwork::IpNetwork>()
+        .ok()
+        .or_else(|| r.parse::<IpAddr>().ok().map(ipnetwork::IpNetwork::from))?;
+    Some(match net {
+        ipnetwork::IpNetwork::V4(n) => (n.network().into(), n.broadcast().into()),
+        ipnetwork::IpNetwork::V6(n) => (n.network().into(), n.broadcast().into()),
+    })
 }
 
 fn random_id() -> String {
@@ -244,14 +267,27 @@ mod tests {
                 "192.168.1.0/24".into(),
                 "10.1.9.9".into(),
                 "nonsense".into(),
+                "10.1.3.250-10.1.4.5".into(),
+                "10.1.255.250-10.2.0.5".into(),
             ]),
             interval_secs: Some(120),
         };
         let (plan, applied) = apply(&local(), &p, &s);
-        assert_eq!(plan.ranges, ["10.1.7.0/24", "10.1.9.9"]);
+        assert_eq!(
+            plan.ranges,
+            ["10.1.7.0/24", "10.1.9.9", "10.1.3.250-10.1.4.5"]
+        );
         assert_eq!(plan.interval, Duration::from_secs(120));
         let refused: Vec<_> = applied.refused.iter().map(|(r, _)| r.as_str()).collect();
-        assert_eq!(refused, ["10.0.0.0/8", "192.168.1.0/24", "nonsense"]);
+        assert_eq!(
+            refused,
+            [
+                "10.0.0.0/8",
+                "192.168.1.0/24",
+                "nonsense",
+                "10.1.255.250-10.2.0.5"
+            ]
+        );
         assert!(applied.refused[0].1.contains("ceiling"));
         assert_eq!(applied.ranges, plan.ranges);
     }

@@ -34,8 +34,9 @@ fn sendable(ip: Ipv4Addr) -> bool {
     !(ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() || ip.octets()[0] >= 240)
 }
 
-/// Expand one RANGE: `a.b.c.d`, `a.b.c.d/n` or `a.b.c.x-y` (also
-/// `a.b.c.x-a.b.c.y`) within one /24. IPv6 single addresses are accepted.
+/// Expand one RANGE: `a.b.c.d`, `a.b.c.d/n`, `a.b.c.x-y` or any IPv4
+/// `first-last` span (the form the relay's scan settings use), within the
+/// address budget. IPv6 single addresses are accepted.
 fn expand_one(s: &str, budget: u64) -> Result<Vec<IpAddr>, RangeError> {
     let s = s.trim();
     let bad = |why: &str| RangeError(format!("invalid range {s:?}: {why}"));
@@ -70,11 +71,11 @@ fn expand_one(s: &str, budget: u64) -> Result<Vec<IpAddr>, RangeError> {
             }
             Err(_) => b.parse().map_err(|_| bad("expected a.b.c.x-y"))?,
         };
-        if start.octets()[..3] != end.octets()[..3] {
-            return Err(bad("a range must stay within one /24"));
-        }
         if end < start {
             return Err(bad("range end is before its start"));
+        }
+        if u64::from(u32::from(end) - u32::from(start)) + 1 > budget {
+            return Err(too_many());
         }
         return Ok((u32::from(start)..=u32::from(end))
             .map(Ipv4Addr::from)
@@ -602,12 +603,27 @@ mod tests {
     }
 
     #[test]
+    fn spans_may_cross_a_24_within_the_budget() {
+        let a = expand_ranges(&["192.168.1.254-192.168.2.1"]).unwrap();
+        assert_eq!(
+            a,
+            [
+                "192.168.1.254",
+                "192.168.1.255",
+                "192.168.2.0",
+                "192.168.2.1"
+            ]
+            .map(v4)
+        );
+    }
+
+    #[test]
     fn bad_input_and_caps() {
         for bad in [
             "10.0.0.0/15",
             "10.0.0.0/33",
             "192.168.1.20-10",
-            "192.168.1.1-192.168.2.5",
+            "10.0.0.0-10.2.0.0",
             "printer",
             "224.0.0.1",
             "255.255.255.255",
