@@ -333,7 +333,7 @@ fn bad_range_is_a_one_line_error() {
         "127.0.0.20-10",
         "127.0.0.0/8",
         "not-an-ip",
-        "127.0.0.1-127.0.1.5",
+        "127.0.1.5-127.0.0.1",
     ] {
         let out = agent(&["scan", bad]);
         assert_eq!(out.status.code(), Some(1), "{bad}");
