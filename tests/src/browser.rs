@@ -49,34 +49,45 @@ pub struct Browser {
     pub visited: Vec<Url>,
 }
 
-/// The relay's own certificate, from its data directory.
-pub fn relay_cert(relay: &Relay) -> reqwest::Certificate {
-    let pem = std::fs::read(relay.data.join("tls_cert.pem")).expect("tls_cert.pem");
-    reqwest::Certificate::from_pem(&pem).expect("relay certificate")
+/// Where a test's relay serves HTTPS, and its certificate file.
+fn relay_https(relay: &Relay) -> (SocketAddr, std::path::PathBuf) {
+    let addr = format!("{}:{HTTPS_PORT}", relay.ip(1))
+        .parse()
+        .expect("relay address");
+    (addr, relay.data.join("tls_cert.pem"))
+}
+
+/// A client that sends every host name to `addr`, trusts only the relay's
+/// certificate in `cert_pem`, keeps cookies in `jar` and never follows
+/// redirects (tests look at each hop).
+fn relay_client(
+    addr: SocketAddr,
+    cert_pem: &std::path::Path,
+    jar: Arc<reqwest::cookie::Jar>,
+) -> reqwest::Client {
+    let pem = std::fs::read(cert_pem).expect("relay certificate file");
+    let cert = reqwest::Certificate::from_pem(&pem).expect("relay certificate");
+    reqwest::Client::builder()
+        .dns_resolver(Arc::new(ToRelay(addr)))
+        .add_root_certificate(cert)
+        .tls_built_in_root_certs(false)
+        .cookie_provider(jar)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("relay client")
 }
 
 impl Browser {
     pub fn new(relay: &Relay) -> Self {
-        let addr: SocketAddr = format!("{}:{HTTPS_PORT}", relay.ip(1))
-            .parse()
-            .expect("relay address");
-        Self::at(addr, &relay.data.join("tls_cert.pem"))
+        let (addr, cert) = relay_https(relay);
+        Self::at(addr, &cert)
     }
 
     /// A browser for the relay at `addr` whose certificate is in `cert_pem`.
     pub fn at(addr: SocketAddr, cert_pem: &std::path::Path) -> Self {
-        let pem = std::fs::read(cert_pem).expect("relay certificate file");
-        let cert = reqwest::Certificate::from_pem(&pem).expect("relay certificate");
         let jar = Arc::new(reqwest::cookie::Jar::default());
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(ToRelay(addr)))
-            .add_root_certificate(cert)
-            .tls_built_in_root_certs(false)
-            .cookie_provider(jar.clone())
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("browser client");
+        let client = relay_client(addr, cert_pem, jar.clone());
         Self {
             client,
             jar,
@@ -229,25 +240,13 @@ pub struct Api {
 
 impl Api {
     pub fn new(relay: &Relay) -> Self {
-        let addr: SocketAddr = format!("{}:{HTTPS_PORT}", relay.ip(1))
-            .parse()
-            .expect("relay address");
-        Self::at(addr, &relay.data.join("tls_cert.pem"))
+        let (addr, cert) = relay_https(relay);
+        Self::at(addr, &cert)
     }
 
     /// An API client for the relay at `addr` whose certificate is in `cert_pem`.
     pub fn at(addr: SocketAddr, cert_pem: &std::path::Path) -> Self {
-        let pem = std::fs::read(cert_pem).expect("relay certificate file");
-        let cert = reqwest::Certificate::from_pem(&pem).expect("relay certificate");
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(ToRelay(addr)))
-            .add_root_certificate(cert)
-            .tls_built_in_root_certs(false)
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("api client");
+        let client = relay_client(addr, cert_pem, Arc::default());
         Self {
             client,
             base: format!("https://dwa.localhost:{HTTPS_PORT}/api/v1"),
