@@ -50,6 +50,30 @@ if [ ! -x /usr/sbin/snmpd ]; then
   fi
 fi
 
+# Headless Chromium and its WebDriver for the portal tests
+# (tests/tests/portal_*.rs), and OpenSSL: the agent's legacy-TLS connector
+# links libssl, and the legacy-printer tests start `openssl s_server`.
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+if ((${#need[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# A real OpenID Connect provider (npm oidc-provider) for the single-sign-on
+# tests, installed from the committed lock file.
+if [ -f tests/oidc/package-lock.json ] && [ ! -d tests/oidc/node_modules ]; then
+  echo "installing the test OIDC provider (npm ci in tests/oidc)"
+  (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 # The end-to-end tests start the real binaries; build them once up front.
 cargo build --bins -p dwa-relay -p dwa-agent
 cargo test --workspace "$@"
