@@ -53,6 +53,11 @@ pub mod kind {
     pub const TELEMETRY_SCAN_NOW: &str = "telemetry.scan_now";
     /// A customer's alert rules changed.
     pub const TELEMETRY_ALERT_RULES: &str = "telemetry.alert_rules";
+    /// A diagnostic run by an agent: who, device, kind, parameters and the
+    /// result (or the agent's refusal).
+    pub const DIAG_RUN: &str = "diag.run";
+    /// A diagnostic refused before reaching the agent (permission, rate).
+    pub const DIAG_REFUSED: &str = "diag.refused";
 }
 
 /// The fields a record is made of, before it is chained.

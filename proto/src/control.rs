@@ -46,6 +46,18 @@ pub enum ControlMsg {
     ScanConfig(ScanSettings),
     /// Agent → relay: what the agent made of the last `ScanConfig`.
     ScanConfigApplied(ScanApplied),
+    /// Relay → agent: run one diagnostic toward `target` (an address or a
+    /// name; the agent's policy decides on what it resolves to).
+    Diag {
+        request: String,
+        target: String,
+        diag: crate::diag::DiagRequest,
+    },
+    /// Agent → relay: the outcome of `Diag` `request`.
+    DiagResult {
+        request: String,
+        outcome: crate::diag::DiagOutcome,
+    },
     /// Application heartbeat, either direction.
     Ping {
         seq: u64,

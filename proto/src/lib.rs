@@ -3,6 +3,8 @@
 //!
 //! - [`control`]: messages on the per-session control channel (hello, stream
 //!   credits, denials, heartbeats) and their length-prefixed frame codec.
+//! - [`diag`]: typed diagnostics (ping, TCP, HTTP, IPP, PJL) and their
+//!   results.
 //! - [`enroll`]: the enrollment token format and the enroll request/response.
 //! - [`audit`]: audit event kinds, the canonical record form and the hash
 //!   chain (compute and verify).
@@ -14,6 +16,7 @@
 
 pub mod audit;
 pub mod control;
+pub mod diag;
 pub mod enroll;
 pub mod snmprec;
 pub mod stream;
