@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: agent.toml (unknown keys rejected; the policy section
 //!   compiles into the allowlist at load, so errors name their key).
+//! - [`diag`]: typed diagnostics the relay asks for (ping, TCP, HTTP,
+//!   IPP, PJL), each target decided by the policy first.
 //! - [`enroll`]: one-time enrollment with a token over pinned HTTPS.
 //! - [`relay_http`]: pinned HTTPS requests to the relay's web port.
 //! - [`session`]: the persistent outbound SSH session, its russh adapter,
@@ -10,6 +12,7 @@
 //! - [`telemetry`]: SNMP walks (snmprec) decoded into device records.
 
 pub mod config;
+pub mod diag;
 pub mod enroll;
 pub mod error;
 pub mod relay_http;

@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{join_host_port, AgentConfig, TransportMode};
+use crate::diag::DiagService;
 use crate::error::{AgentError, Result};
 use crate::relay_http::RelayHttp;
 use crate::streams::StreamService;
@@ -188,6 +189,8 @@ pub struct Agent {
     pinned: PublicKey,
     policy: Arc<AgentPolicy>,
     telemetry: Option<Telemetry>,
+    /// One for the agent's life: its concurrency cap spans reconnects.
+    diag: Arc<DiagService>,
 }
 
 /// The scheduled telemetry of `run`: the collector scans into the spool,
@@ -210,6 +213,7 @@ impl Agent {
             cfg,
             key: Arc::new(key),
             pinned,
+            diag: Arc::new(DiagService::new(policy.clone())),
             policy,
             telemetry: None,
         })
@@ -396,6 +400,16 @@ impl Agent {
                         if let Some(t) = &self.telemetry {
                             control.send(ControlMsg::ScanConfigApplied(t.collector.configure(&settings)));
                         }
+                    }
+                    Some(ControlEvent::Msg(ControlMsg::Diag { request, target, diag })) => {
+                        let (svc, control) = (self.diag.clone(), control.clone());
+                        let span = tracing::info_span!("diag", %request, kind = diag.kind.as_str(), %target);
+                        // Runs beside the session loop; its own timeouts bound it.
+                        tokio::spawn(async move {
+                            let outcome = svc.run(&target, &diag).await;
+                            tracing::info!(?outcome, "diagnostic done");
+                            control.send(ControlMsg::DiagResult { request, outcome });
+                        }.instrument(span));
                     }
                     Some(ControlEvent::Msg(_)) => {}
                     Some(ControlEvent::Error(e)) => {

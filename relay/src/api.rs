@@ -37,6 +37,7 @@ pub fn routes() -> Router<Relay> {
         )
         // Devices, readings, reports, agents, alerts.
         .merge(crate::telemetry::api::routes())
+        .merge(crate::diag::routes())
 }
 
 /// JSON body or a 400 that says what is wrong with it.

@@ -17,6 +17,7 @@
 //! - [`web`]: Device Web Access sessions and the session-host proxy.
 //! - [`telemetry`]: agents' uploads, the device inventory, alerts and their
 //!   webhook, the CSV report.
+//! - [`diag`]: diagnostics run by agents (`POST /api/v1/devices/{id}/diagnostics`).
 //! - [`admin`]: the local admin socket the CLI uses to reach the server.
 //! - [`serve`]: wiring, start and stop.
 //! - [`demo`]: relay + agent + simulated fleet on loopback, in one command.
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod diag;
 pub mod enroll;
 pub mod error;
 pub mod https;

@@ -325,6 +325,9 @@ async fn control_loop(
             ControlEvent::Msg(ControlMsg::ScanConfigApplied(a)) => {
                 crate::telemetry::settings::applied(&relay, &conn.agent_id, &a).await
             }
+            ControlEvent::Msg(ControlMsg::DiagResult { request, outcome }) => {
+                relay.diag.deliver(&conn.agent_id, request, outcome)
+            }
             ControlEvent::Msg(_) => {}
             ControlEvent::Error(e) => {
                 relay

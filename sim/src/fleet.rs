@@ -45,6 +45,13 @@ pub struct FleetConfig {
     pub snmp_port: Option<u16>,
     /// Community, profiles, faults, black hole (see [`SnmpOptions`]).
     pub snmp: SnmpOptions,
+    /// `None`: no IPP. `Some(0)`: a free port per printer. Otherwise this
+    /// port on every address (a real printer: 631). Answers
+    /// Get-Printer-Attributes (see `ipp`).
+    pub ipp_port: Option<u16>,
+    /// `None`: no raw port. `Some(0)`: a free port per printer; a real
+    /// printer: 9100. Answers PJL `INFO ID` and `INFO STATUS`.
+    pub pjl_port: Option<u16>,
 }
 
 impl FleetConfig {
@@ -72,6 +79,8 @@ impl Default for FleetConfig {
             password: "admin".to_string(),
             snmp_port: None,
             snmp: SnmpOptions::default(),
+            ipp_port: None,
+            pjl_port: None,
         }
     }
 }
@@ -88,6 +97,11 @@ pub struct Printer {
     pub cert_sha256: Option<String>,
     /// The SNMP agent and who it says it is; `None` without SNMP.
     pub snmp: Option<SnmpDevice>,
+    /// IPP (HTTP) and raw/PJL ports actually bound, when configured.
+    pub ipp_port: Option<u16>,
+    pub pjl_port: Option<u16>,
+    /// What IPP and PJL say about the printer.
+    pub identity: Arc<crate::ipp::Identity>,
 }
 
 impl Printer {
@@ -139,6 +153,8 @@ struct Bound {
     state: Arc<PrinterState>,
     http: (TcpListener, u16),
     https: Option<(TcpListener, u16, TlsAcceptor)>,
+    ipp: Option<TcpListener>,
+    pjl: Option<TcpListener>,
 }
 
 async fn bind(addr: IpAddr, port: u16) -> Result<TcpListener, SimError> {
@@ -187,6 +203,22 @@ impl Fleet {
                 }
                 None => (None, None, None),
             };
+            let (ipp, ipp_port) = match cfg.ipp_port {
+                Some(p) => {
+                    let l = bind(addr, p).await?;
+                    let port = local_port(&l, addr)?;
+                    (Some(l), Some(port))
+                }
+                None => (None, None),
+            };
+            let (pjl, pjl_port) = match cfg.pjl_port {
+                Some(p) => {
+                    let l = bind(addr, p).await?;
+                    let port = local_port(&l, addr)?;
+                    (Some(l), Some(port))
+                }
+                None => (None, None),
+            };
             printers.push(Printer {
                 addr,
                 http_port,
@@ -194,11 +226,16 @@ impl Fleet {
                 stats: state.stats.clone(),
                 cert_sha256,
                 snmp: None,
+                ipp_port,
+                pjl_port,
+                identity: Arc::new(crate::ipp::Identity::new(None, None)),
             });
             bound.push(Bound {
                 state,
                 http: (http, http_port),
                 https,
+                ipp,
+                pjl,
             });
         }
         // SNMP: bound before anything serves, like the TCP listeners.
@@ -215,6 +252,11 @@ impl Fleet {
                 black_hole = Some(Arc::new(SnmpStats::default()));
             }
             for (p, d) in printers.iter_mut().zip(devices) {
+                // IPP and PJL tell the SNMP profile's story.
+                p.identity = Arc::new(crate::ipp::Identity::new(
+                    d.identity.vendor,
+                    d.identity.model,
+                ));
                 p.snmp = Some(d);
             }
             snmp_sockets = sockets;
@@ -227,6 +269,16 @@ impl Fleet {
         }
         if let Some(stats) = &black_hole {
             snmp::spawn_black_hole(hole_sockets, stats.clone(), cancel.clone(), &tracker);
+        }
+        for (b, p) in bound.iter_mut().zip(&printers) {
+            if let Some(l) = b.ipp.take() {
+                let id = p.identity.clone();
+                crate::ipp::spawn(crate::ipp::Kind::Ipp, id, l, cancel.clone(), &tracker);
+            }
+            if let Some(l) = b.pjl.take() {
+                let id = p.identity.clone();
+                crate::ipp::spawn(crate::ipp::Kind::Pjl, id, l, cancel.clone(), &tracker);
+            }
         }
         for b in bound {
             let (http, port) = b.http;
@@ -359,6 +411,8 @@ pub fn describe(fleet: &Fleet) -> Vec<String> {
                 "http": p.http_addr().to_string(),
                 "https": p.https_addr().map(|a| a.to_string()),
                 "cert_sha256": p.cert_sha256,
+                "ipp_port": p.ipp_port,
+                "pjl_port": p.pjl_port,
                 "snmp": p.snmp.as_ref().map(|s| serde_json::json!({
                     "address": s.addr.to_string(),
                     "community": s.community,

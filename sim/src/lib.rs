@@ -13,6 +13,8 @@
 //! - `ws`: `GET /ws`, the live status feed and echo.
 //! - [`download`]: deterministic streamed download content, [`download_sha256`].
 //! - [`stats`]: [`Stats`], [`RequestLog`], and the byte-counting socket wrapper.
+//! - [`ipp`]: IPP Get-Printer-Attributes and PJL `INFO` answers, for the
+//!   agent's diagnostics.
 //! - `tls`: each printer's fresh self-signed certificate.
 //! - [`snmp`]: each printer's SNMP v1/v2c agent answering from a device
 //!   profile (`sim/profiles/*.snmprec`, templated per address), faults for
@@ -23,6 +25,7 @@ pub mod addrs;
 mod app;
 pub mod download;
 pub mod fleet;
+pub mod ipp;
 mod pages;
 pub mod snmp;
 pub mod stats;

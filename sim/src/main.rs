@@ -30,6 +30,14 @@ struct Args {
     /// free port for all). Without it, no SNMP.
     #[arg(long)]
     snmp_port: Option<u16>,
+    /// Answer IPP Get-Printer-Attributes on this TCP port (631 on a real
+    /// printer; 0: a free port per printer). Without it, no IPP.
+    #[arg(long)]
+    ipp_port: Option<u16>,
+    /// Answer PJL INFO ID / INFO STATUS on this TCP port (9100 on a real
+    /// printer; 0: a free port per printer). Without it, no raw port.
+    #[arg(long)]
+    pjl_port: Option<u16>,
     /// SNMP community the agents answer to.
     #[arg(long, default_value = "public")]
     community: String,
@@ -82,6 +90,8 @@ async fn main() -> anyhow::Result<()> {
             max_response: args.snmp_max_response,
             black_hole: args.black_hole.then_some(BlackHole::Wildcard),
         },
+        ipp_port: args.ipp_port,
+        pjl_port: args.pjl_port,
     };
     let fleet = Fleet::start(cfg).await.context("starting the fleet")?;
     if let Some(port) = fleet.snmp_port {
