@@ -204,8 +204,18 @@ pub(crate) async fn handle(
         origin: header_str(h, header::ORIGIN),
         cookie: header_str(h, header::COOKIE),
     });
-    Ok(route(&site, req).await)
+    let mut resp = route(&site, req).await;
+    // Like a printer's embedded server; the agent's HTTP probe reports it.
+    // (WebSocket upgrades keep theirs: none.)
+    if !resp.headers().contains_key(header::SERVER) {
+        resp.headers_mut()
+            .insert(header::SERVER, HeaderValue::from_static(SERVER));
+    }
+    Ok(resp)
 }
+
+/// The `Server` header of every answer.
+pub const SERVER: &str = "DWA-Sim/1.0 (embedded web server)";
 
 async fn route(site: &Arc<Site>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
