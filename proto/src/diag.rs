@@ -92,7 +92,9 @@ pub struct DiagParams {
 impl DiagRequest {
     /// Fills in defaults and checks the bounds; the error names the field.
     pub fn from_params(p: &DiagParams) -> Result<DiagRequest, String> {
-        let kind = p.kind.ok_or("kind is required (ping, tcp, http, ipp, pjl)")?;
+        let kind = p
+            .kind
+            .ok_or("kind is required (ping, tcp, http, ipp, pjl)")?;
         let port = p.port.or(kind.default_port());
         let r = DiagRequest {
             version: DIAG_VERSION,
@@ -384,8 +386,8 @@ mod tests {
         let p = |v: serde_json::Value| serde_json::from_value::<DiagParams>(v).unwrap();
         let r = DiagRequest::from_params(&p(serde_json::json!({"kind": "ping"}))).unwrap();
         assert_eq!((r.count, r.ports.len()), (4, 0));
-        let r = DiagRequest::from_params(&p(serde_json::json!({"kind": "http", "port": 443})))
-            .unwrap();
+        let r =
+            DiagRequest::from_params(&p(serde_json::json!({"kind": "http", "port": 443}))).unwrap();
         assert!(r.tls);
         let r = DiagRequest::from_params(&p(serde_json::json!({"kind": "ipp"}))).unwrap();
         assert_eq!(r.ports, vec![631]);
@@ -405,7 +407,9 @@ mod tests {
         ] {
             assert!(DiagRequest::from_params(&p(bad.clone())).is_err(), "{bad}");
         }
-        assert!(serde_json::from_value::<DiagParams>(serde_json::json!({"kind": "shell"})).is_err());
+        assert!(
+            serde_json::from_value::<DiagParams>(serde_json::json!({"kind": "shell"})).is_err()
+        );
         assert!(serde_json::from_value::<DiagParams>(serde_json::json!({"cmd": "ls"})).is_err());
     }
 

@@ -73,6 +73,12 @@ enum Cmd {
         /// The printers' SNMP agents (unprivileged: not 161).
         #[arg(long, default_value_t = 1161)]
         printer_snmp_port: u16,
+        /// The printers' IPP port, for diagnostics (unprivileged: not 631).
+        #[arg(long, default_value_t = 8631)]
+        printer_ipp_port: u16,
+        /// The printers' raw/PJL port, for diagnostics.
+        #[arg(long, default_value_t = 9100)]
+        printer_pjl_port: u16,
     },
     /// Manage customers.
     Customer {
@@ -257,6 +263,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             printer_http_port,
             printer_https_port,
             printer_snmp_port,
+            printer_ipp_port,
+            printer_pjl_port,
         } => {
             dwa_relay::demo::run(dwa_relay::demo::DemoOptions {
                 data_dir: keep_data,
@@ -267,6 +275,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 http_port: printer_http_port,
                 https_port: printer_https_port,
                 snmp_port: printer_snmp_port,
+                ipp_port: printer_ipp_port,
+                pjl_port: printer_pjl_port,
                 json: j,
             })
             .await?;

@@ -27,6 +27,9 @@ pub struct DemoOptions {
     pub https_port: u16,
     /// UDP port of the printers' SNMP agents (the agent scans it).
     pub snmp_port: u16,
+    /// TCP ports where the printers answer IPP and PJL (diagnostics).
+    pub ipp_port: u16,
+    pub pjl_port: u16,
     pub json: bool,
 }
 
@@ -64,6 +67,8 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         http_port: o.http_port,
         https_port: Some(o.https_port),
         snmp_port: Some(o.snmp_port),
+        ipp_port: Some(o.ipp_port),
+        pjl_port: Some(o.pjl_port),
         ..Default::default()
     })
     .await
@@ -95,6 +100,10 @@ pub async fn run(o: DemoOptions) -> Result<()> {
                 &o.http_port.to_string(),
                 "--port",
                 &o.https_port.to_string(),
+                "--port",
+                &o.ipp_port.to_string(),
+                "--port",
+                &o.pjl_port.to_string(),
             ]);
         for a in &addrs {
             enroll.args(["--allow", &format!("{a}/32")]);

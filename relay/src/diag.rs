@@ -65,7 +65,9 @@ impl Default for Diags {
 }
 
 impl Diags {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), oneshot::Sender<DiagOutcome>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), oneshot::Sender<DiagOutcome>>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -286,9 +288,7 @@ mod tests {
         let d = Diags::default();
         let (tx, mut rx) = oneshot::channel();
         d.lock().insert(("agt_a".into(), "r1".into()), tx);
-        let o = DiagOutcome::Failed {
-            reason: "x".into(),
-        };
+        let o = DiagOutcome::Failed { reason: "x".into() };
         d.deliver("agt_b", "r1".into(), o.clone());
         assert!(rx.try_recv().is_err());
         d.deliver("agt_a", "r1".into(), o.clone());

@@ -107,7 +107,8 @@ pub fn answer(id: &Identity, body: &[u8]) -> Vec<u8> {
             text(&id.make_and_model).and_then(|v| attr("printer-info", v)),
         ];
         for a in attrs.into_iter().flatten() {
-            resp.attributes_mut().add(DelimiterTag::PrinterAttributes, a);
+            resp.attributes_mut()
+                .add(DelimiterTag::PrinterAttributes, a);
         }
     }
     resp.to_bytes().to_vec()
@@ -248,7 +249,9 @@ mod tests {
         let req = ipp::operation::GetPrinterAttributes::new(uri).unwrap();
         let body = ipp::operation::IppOperation::into_ipp_request(req).to_bytes();
         let out = answer(&id, &body);
-        let r = IppParser::new(IppReader::new(Cursor::new(out))).parse().unwrap();
+        let r = IppParser::new(IppReader::new(Cursor::new(out)))
+            .parse()
+            .unwrap();
         assert_eq!(r.header().status_code(), StatusCode::SuccessfulOk);
         let g = r
             .attributes()
@@ -260,14 +263,19 @@ mod tests {
             "HP Color LaserJet MFP M480f"
         );
         let bad = answer(&id, b"\x01");
-        let r = IppParser::new(IppReader::new(Cursor::new(bad))).parse().unwrap();
+        let r = IppParser::new(IppReader::new(Cursor::new(bad)))
+            .parse()
+            .unwrap();
         assert_eq!(r.header().status_code(), StatusCode::ClientErrorBadRequest);
     }
 
     #[test]
     fn pjl_info_is_answered() {
         let id = Identity::new(None, None);
-        let out = pjl_answer(&id, b"\x1b%-12345X@PJL\r\n@PJL INFO ID\r\n@PJL INFO STATUS\r\n");
+        let out = pjl_answer(
+            &id,
+            b"\x1b%-12345X@PJL\r\n@PJL INFO ID\r\n@PJL INFO STATUS\r\n",
+        );
         let s = String::from_utf8(out).unwrap();
         assert!(s.contains("\"DWA Simulated Printer\"\r\n\x0c"), "{s}");
         assert!(s.contains("CODE=10001"), "{s}");

@@ -44,7 +44,10 @@ impl EchoCounter {
             while !s.load(Ordering::Relaxed) {
                 let Ok(n) = sock.recv(&mut buf) else { continue };
                 // SAFETY: recv initialised the first n bytes.
-                let p: Vec<u8> = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+                let p: Vec<u8> = buf[..n]
+                    .iter()
+                    .map(|b| unsafe { b.assume_init() })
+                    .collect();
                 if p.len() < 20 {
                     continue;
                 }
@@ -144,11 +147,18 @@ async fn every_probe_kind_against_the_simulator_and_a_denied_ping_sends_nothing(
 
     // Ping an allowed loopback address: RTT statistics.
     let r = f
-        .ok(f.printer, json!({"kind": "ping", "count": 3, "interval_ms": 200}))
+        .ok(
+            f.printer,
+            json!({"kind": "ping", "count": 3, "interval_ms": 200}),
+        )
         .await;
     assert_eq!(r["kind"], "ping");
     assert_eq!(r["address"], ip.as_str());
-    assert_eq!((r["sent"].as_u64(), r["received"].as_u64()), (Some(3), Some(3)), "{r}");
+    assert_eq!(
+        (r["sent"].as_u64(), r["received"].as_u64()),
+        (Some(3), Some(3)),
+        "{r}"
+    );
     assert_eq!(r["loss_pct"], 0.0);
     let (min, avg, max) = (
         r["rtt_min_ms"].as_f64().expect("min"),
@@ -162,7 +172,11 @@ async fn every_probe_kind_against_the_simulator_and_a_denied_ping_sends_nothing(
     // Ping an address the agent's policy does not allow: refused with the
     // rule, and not one packet toward it.
     let (status, v) = f
-        .diag(&f.api, f.outside, json!({"kind": "ping", "count": 5, "interval_ms": 200}))
+        .diag(
+            &f.api,
+            f.outside,
+            json!({"kind": "ping", "count": 5, "interval_ms": 200}),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
     assert_eq!(v["outcome"], "refused", "{v}");
@@ -199,7 +213,12 @@ async fn every_probe_kind_against_the_simulator_and_a_denied_ping_sends_nothing(
     assert_eq!(r["tls"], false);
 
     // HTTPS: TLS version, certificate subject and fingerprint.
-    let r = f.ok(f.printer, json!({"kind": "http", "port": HTTPS, "tls": true})).await;
+    let r = f
+        .ok(
+            f.printer,
+            json!({"kind": "http", "port": HTTPS, "tls": true}),
+        )
+        .await;
     assert_eq!(r["tls"], true, "{r}");
     assert_eq!(r["status"], 302, "{r}");
     assert_eq!(r["tls_version"], "TLSv1_3", "{r}");
@@ -209,7 +228,10 @@ async fn every_probe_kind_against_the_simulator_and_a_denied_ping_sends_nothing(
         printer.cert_sha256.as_deref(),
         "{r}"
     );
-    assert!(r["cert_subject"].as_str().is_some_and(|s| !s.is_empty()), "{r}");
+    assert!(
+        r["cert_subject"].as_str().is_some_and(|s| !s.is_empty()),
+        "{r}"
+    );
 
     // IPP Get-Printer-Attributes on 631 (the default port).
     let r = f.ok(f.printer, json!({"kind": "ipp"})).await;
@@ -221,17 +243,27 @@ async fn every_probe_kind_against_the_simulator_and_a_denied_ping_sends_nothing(
         Some(printer.identity.make_and_model.as_str()),
         "{r}"
     );
-    assert_eq!(r["firmware"].as_str(), Some(printer.identity.firmware.as_str()), "{r}");
+    assert_eq!(
+        r["firmware"].as_str(),
+        Some(printer.identity.firmware.as_str()),
+        "{r}"
+    );
 
     // PJL INFO ID and INFO STATUS on 9100 (the default port).
     let r = f.ok(f.printer, json!({"kind": "pjl"})).await;
-    assert_eq!(r["id"].as_str(), Some(printer.identity.make_and_model.as_str()), "{r}");
+    assert_eq!(
+        r["id"].as_str(),
+        Some(printer.identity.make_and_model.as_str()),
+        "{r}"
+    );
     assert_eq!(r["status_code"], 10001, "{r}");
     assert_eq!(r["display"], "Ready", "{r}");
     assert_eq!(r["online"], true, "{r}");
 
     // A port outside the agent's policy: refused by the relay's pre-check.
-    let (status, v) = f.diag(&f.api, f.printer, json!({"kind": "pjl", "port": 22})).await;
+    let (status, v) = f
+        .diag(&f.api, f.printer, json!({"kind": "pjl", "port": 22}))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
 
     // Parameters out of bounds: 400, nothing sent.
@@ -261,7 +293,11 @@ async fn every_probe_kind_against_the_simulator_and_a_denied_ping_sends_nothing(
         runs[5]["detail"]["outcome"]["result"]["printer_state"],
         "idle"
     );
-    assert_eq!(f.relay.audit_kind("diag.refused").len(), 1, "the port-22 pre-check");
+    assert_eq!(
+        f.relay.audit_kind("diag.refused").len(),
+        1,
+        "the port-22 pre-check"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -271,10 +307,18 @@ async fn permission_rate_limits_and_an_offline_agent() {
     // A technician of another customer: 403, audited, nothing run.
     f.relay.ok(&["customer", "add", "other"]);
     let tech = f.relay.ok(&[
-        "user", "add", "tina", "--role", "technician", "--customer", "other",
+        "user",
+        "add",
+        "tina",
+        "--role",
+        "technician",
+        "--customer",
+        "other",
     ]);
     let tina = Api::login(&f.relay, "tina", tech["password"].as_str().expect("pw")).await;
-    let (status, v) = f.diag(&tina, f.printer, json!({"kind": "tcp", "port": CLOSED})).await;
+    let (status, v) = f
+        .diag(&tina, f.printer, json!({"kind": "tcp", "port": CLOSED}))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
     let refused = f.relay.audit_kind("diag.refused");
     assert_eq!(refused.len(), 1);
@@ -314,7 +358,11 @@ async fn permission_rate_limits_and_an_offline_agent() {
     // Agent gone: 409 at once, not a hang.
     f.agent.kill9();
     let agent_id = f.agent.id.clone();
-    assert_eventually!(!f.relay.connected(&agent_id), Duration::from_secs(30), "agent still connected");
+    assert_eventually!(
+        !f.relay.connected(&agent_id),
+        Duration::from_secs(30),
+        "agent still connected"
+    );
     let (status, v) = f.diag(&f.api, f.outside, json!({"kind": "ping"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
 }

@@ -11,15 +11,14 @@ use surge_ping::{Client, Config, PingIdentifier, PingSequence, ICMP};
 fn client(addr: IpAddr) -> Result<(Client, &'static str), String> {
     let kind = if addr.is_ipv4() { ICMP::V4 } else { ICMP::V6 };
     let open = |t: socket2::Type| {
-        Client::new(&Config::builder().kind(kind).sock_type_hint(t).build())
-            .map(|c| {
-                let name = if c.get_socket().get_type() == socket2::Type::DGRAM {
-                    "datagram"
-                } else {
-                    "raw"
-                };
-                (c, name)
-            })
+        Client::new(&Config::builder().kind(kind).sock_type_hint(t).build()).map(|c| {
+            let name = if c.get_socket().get_type() == socket2::Type::DGRAM {
+                "datagram"
+            } else {
+                "raw"
+            };
+            (c, name)
+        })
     };
     // surge-ping falls back from DGRAM to RAW by itself; its error is
     // replaced by one that says what to change on this host.

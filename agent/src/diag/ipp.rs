@@ -5,7 +5,6 @@ use std::io::Cursor;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use dwa_proto::diag::{truncate, IppResult, MAX_TEXT};
 use http_body_util::Full;
 use ipp::attribute::IppAttributes;
@@ -72,11 +71,10 @@ fn find<'a>(attrs: &'a IppAttributes, name: &str) -> Option<&'a IppValue> {
 pub fn parse_response(body: &[u8]) -> Result<Summary, String> {
     let body = body.to_vec();
     // The crate is not ours: a panic in it must not take the agent down.
-    let parsed = std::panic::catch_unwind(move || {
-        IppParser::new(IppReader::new(Cursor::new(body))).parse()
-    })
-    .map_err(|_| "the IPP parser failed on this answer".to_string())?
-    .map_err(|e| format!("malformed IPP answer: {e}"))?;
+    let parsed =
+        std::panic::catch_unwind(move || IppParser::new(IppReader::new(Cursor::new(body))).parse())
+            .map_err(|_| "the IPP parser failed on this answer".to_string())?
+            .map_err(|e| format!("malformed IPP answer: {e}"))?;
     let attrs = parsed.attributes();
     let firmware = find(attrs, "printer-firmware-string-version")
         .map(|v| values(v).join(", "))
@@ -105,7 +103,7 @@ pub async fn probe(addr: IpAddr, port: u16, timeout: Duration) -> Result<IppResu
         .header(hyper::header::HOST, &host)
         .header(hyper::header::CONTENT_TYPE, "application/ipp")
         .header(hyper::header::CONNECTION, "close")
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(body))
         .map_err(|e| e.to_string())?;
     let work = async {
         let tcp = connect(addr, port, timeout).await?;
@@ -144,27 +142,36 @@ mod tests {
                 .unwrap();
         let a = r.attributes_mut();
         let p = DelimiterTag::PrinterAttributes;
-        a.add(p, IppAttribute::with_name("printer-state", IppValue::Enum(3)).unwrap());
         a.add(
             p,
-            IppAttribute::with_name("printer-state-reasons",
+            IppAttribute::with_name("printer-state", IppValue::Enum(3)).unwrap(),
+        );
+        a.add(
+            p,
+            IppAttribute::with_name(
+                "printer-state-reasons",
                 IppValue::Array(vec![
                     IppValue::Keyword("toner-low-warning".try_into().unwrap()),
                     IppValue::Keyword("media-low-report".try_into().unwrap()),
                 ]),
-            ).unwrap(),
+            )
+            .unwrap(),
         );
         a.add(
             p,
-            IppAttribute::with_name("printer-make-and-model",
+            IppAttribute::with_name(
+                "printer-make-and-model",
                 IppValue::TextWithoutLanguage("HP LaserJet M507".try_into().unwrap()),
-            ).unwrap(),
+            )
+            .unwrap(),
         );
         a.add(
             p,
-            IppAttribute::with_name("printer-firmware-string-version",
+            IppAttribute::with_name(
+                "printer-firmware-string-version",
                 IppValue::TextWithoutLanguage("2409081_052578".try_into().unwrap()),
-            ).unwrap(),
+            )
+            .unwrap(),
         );
         r.to_bytes().to_vec()
     }

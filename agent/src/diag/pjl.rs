@@ -40,7 +40,9 @@ pub fn parse(data: &[u8]) -> Parsed {
             .map(str::trim)
             .filter(|l| !l.is_empty());
         let Some(head) = lines.next() else { continue };
-        let head = head.trim_start_matches(|c: char| c != '@').to_ascii_uppercase();
+        let head = head
+            .trim_start_matches(|c: char| c != '@')
+            .to_ascii_uppercase();
         if head.starts_with("@PJL INFO ID") {
             out.id = lines.next().map(unquote);
         } else if head.starts_with("@PJL INFO STATUS") {
