@@ -180,3 +180,67 @@ impl DiagService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dwa_policy::agent::PolicyConfig;
+    use dwa_proto::diag::{DiagParams, PortState};
+
+    fn svc() -> DiagService {
+        let cfg = PolicyConfig {
+            allow: vec!["192.0.2.0/24".into()],
+            ports: vec![80, 9100],
+            ..PolicyConfig::default()
+        };
+        DiagService::new(Arc::new(AgentPolicy::from_config(&cfg, vec![]).unwrap()))
+    }
+
+    fn req(kind: DiagKind, port: Option<u16>) -> DiagRequest {
+        DiagRequest::from_params(&DiagParams {
+            kind: Some(kind),
+            port,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn rule(o: &DiagOutcome) -> &str {
+        match o {
+            DiagOutcome::Refused { rule, .. } => rule,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_name_the_rule_and_send_nothing() {
+        let s = svc();
+        // Outside the allow list, loopback, a port outside policy.ports.
+        let o = s.run("198.51.100.7", &req(DiagKind::Ping, None)).await;
+        assert_eq!(rule(&o), "not_allowed");
+        let o = s.run("127.0.0.1", &req(DiagKind::Ping, None)).await;
+        assert_eq!(rule(&o), "special");
+        let o = s.run("192.0.2.5", &req(DiagKind::Http, Some(22))).await;
+        assert_eq!(rule(&o), "port_not_allowed");
+        // TCP: a refused port is listed as denied, never tried (192.0.2.x
+        // is TEST-NET: a connect would time out, not return at once).
+        let started = Instant::now();
+        let o = s.run("192.0.2.5", &req(DiagKind::Tcp, Some(22))).await;
+        let DiagOutcome::Done {
+            result: DiagResult::Tcp(t),
+        } = o
+        else {
+            panic!("{o:?}")
+        };
+        assert_eq!(t.ports[0].state, PortState::Denied);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_hostile_request_fails_validation() {
+        let mut r = req(DiagKind::Ping, None);
+        r.count = 10_000;
+        let o = svc().run("192.0.2.5", &r).await;
+        assert!(matches!(o, DiagOutcome::Failed { .. }), "{o:?}");
+    }
+}
