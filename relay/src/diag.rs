@@ -297,6 +297,17 @@ mod tests {
     }
 
     #[test]
+    fn the_route_is_described_for_openapi() {
+        use utoipa::OpenApi;
+        #[derive(OpenApi)]
+        #[openapi(paths(run_diagnostic))]
+        struct Doc;
+        let doc = Doc::openapi();
+        let path = &doc.paths.paths["/api/v1/devices/{id}/diagnostics"];
+        assert!(path.post.is_some());
+    }
+
+    #[test]
     fn the_device_limit_trips_after_its_quota() {
         let d = Diags::default();
         for _ in 0..PER_DEVICE_PER_MINUTE {
