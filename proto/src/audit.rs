@@ -53,6 +53,11 @@ pub mod kind {
     pub const TELEMETRY_SCAN_NOW: &str = "telemetry.scan_now";
     /// A customer's alert rules changed.
     pub const TELEMETRY_ALERT_RULES: &str = "telemetry.alert_rules";
+    /// A directory user logged in through single sign-on (OpenID Connect).
+    pub const SSO_LOGIN: &str = "sso.login";
+    /// A single-sign-on log-in that was refused (state, provider, token or
+    /// group mapping).
+    pub const SSO_REFUSED: &str = "sso.refused";
 }
 
 /// The fields a record is made of, before it is chained.
