@@ -24,15 +24,15 @@ use dwa_proto::audit::kind;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use openidconnect::core::{
-    CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim,
-    CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
-    CoreProviderMetadata, CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
     CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
     AdditionalClaims, AuthenticationFlow, AuthorizationCode, Client, ClientId, ClientSecret,
-    CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet,
-    IdTokenFields, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields,
+    IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
     StandardErrorResponse, StandardTokenResponse, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
@@ -155,9 +155,10 @@ impl OidcSection {
             return bad("client_secret", "must be set");
         }
         if self.scopes.len() > 20
-            || self.scopes.iter().any(|s| {
-                s.is_empty() || s.len() > 100 || !s.chars().all(|c| c.is_ascii_graphic())
-            })
+            || self
+                .scopes
+                .iter()
+                .any(|s| s.is_empty() || s.len() > 100 || !s.chars().all(|c| c.is_ascii_graphic()))
         {
             return bad(
                 "scopes",
@@ -485,7 +486,9 @@ impl Oidc {
         Ok(OidcClient::from_provider_metadata(
             m,
             ClientId::new(self.cfg.client_id.clone()),
-            Some(ClientSecret::new(self.cfg.client_secret.expose().to_string())),
+            Some(ClientSecret::new(
+                self.cfg.client_secret.expose().to_string(),
+            )),
         )
         .set_redirect_uri(redirect))
     }
@@ -830,7 +833,10 @@ async fn finish(
         Ok(c) => c.clone(),
         Err(e) => {
             oidc.forget_metadata().await;
-            return Err(provider_err(format!("ID token refused: {}", error_chain(&e))));
+            return Err(provider_err(format!(
+                "ID token refused: {}",
+                error_chain(&e)
+            )));
         }
     };
     let issuer = claims.issuer().as_str().to_string();
@@ -1115,7 +1121,11 @@ mod tests {
         assert!(section().validate().is_ok());
         let mut s = section();
         s.issuer = "http://idp.example.com".into();
-        assert!(s.validate().unwrap_err().to_string().contains("oidc.issuer"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("oidc.issuer"));
         s.issuer = "http://127.0.0.1:9000".into();
         assert!(s.validate().is_ok());
         let mut s = section();
