@@ -38,6 +38,7 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::Row;
+use tracing::Instrument;
 
 use crate::config::Secret;
 use crate::error::{RelayError, Result};
@@ -336,6 +337,7 @@ impl Http {
             None => url.path().to_string(),
         };
         let tls = self.tls.clone();
+        let timeout = self.timeout;
         let work = async move {
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
                 .await
@@ -356,9 +358,14 @@ impl Http {
             let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
                 .await
                 .map_err(|e| err(format!("HTTP: {e}")))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            // The connection task ends with the exchange; bounded anyway.
+            let limit = timeout;
+            tokio::spawn(
+                async move {
+                    let _ = tokio::time::timeout(limit, conn).await;
+                }
+                .instrument(tracing::debug_span!("oidc_http")),
+            );
             let (parts, body) = req.into_parts();
             let mut out = http::Request::builder()
                 .method(parts.method)
@@ -1168,6 +1175,22 @@ mod tests {
         let (_, other) = username_for(Some("alice <x>"), "https://i", "sub2");
         assert_ne!(tagged, other);
         assert_eq!(username_for(Some("<>"), "i", "s").0, "sso-user");
+    }
+
+    #[test]
+    fn https_issuer_needs_roots_from_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let mut s = section();
+        s.ca_file = empty;
+        let e = Oidc::new(&s).err().expect("no roots");
+        assert!(e.to_string().contains("oidc.ca_file"), "{e}");
+        s.ca_file = dir.path().join("missing.pem");
+        assert!(Oidc::new(&s).is_err());
+        // A loopback http:// issuer (tests) needs no CA file.
+        s.issuer = "http://127.0.0.1:9000".into();
+        assert!(Oidc::new(&s).is_ok());
     }
 
     #[test]
