@@ -58,6 +58,11 @@ pub mod kind {
     pub const DIAG_RUN: &str = "diag.run";
     /// A diagnostic refused before reaching the agent (permission, rate).
     pub const DIAG_REFUSED: &str = "diag.refused";
+    /// A directory user logged in through single sign-on (OpenID Connect).
+    pub const SSO_LOGIN: &str = "sso.login";
+    /// A single-sign-on log-in that was refused (state, provider, token or
+    /// group mapping).
+    pub const SSO_REFUSED: &str = "sso.refused";
 }
 
 /// The fields a record is made of, before it is chained.

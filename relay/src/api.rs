@@ -38,6 +38,8 @@ pub fn routes() -> Router<Relay> {
         // Devices, readings, reports, agents, alerts.
         .merge(crate::telemetry::api::routes())
         .merge(crate::diag::routes())
+        // Single sign-on: /auth/oidc/login and /auth/oidc/callback.
+        .merge(crate::oidc::routes())
 }
 
 /// JSON body or a 400 that says what is wrong with it.

@@ -200,6 +200,35 @@ pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<Logi
     })
 }
 
+/// Opens a log-in session for a user already authenticated some other way
+/// (single sign-on): the same cookie and lifetime as a password log-in.
+/// The caller audits the log-in, with what it knows of how it happened.
+pub async fn open_login_session(relay: &Relay, user_id: i64, peer: &str) -> Result<LoginOk> {
+    let cookie = random_secret(32);
+    let expires_at = unix_now() + relay.cfg.web.login_lifetime.as_secs() as i64;
+    sqlx::query(
+        "INSERT INTO login_sessions (id_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(sha256_hex(&cookie))
+    .bind(user_id)
+    .bind(now_rfc3339())
+    .bind(expires_at)
+    .execute(&relay.db.pool)
+    .await?;
+    sqlx::query("UPDATE users SET last_login = ? WHERE id = ?")
+        .bind(now_rfc3339())
+        .bind(user_id)
+        .execute(&relay.db.pool)
+        .await?;
+    let principal = load_principal(relay, user_id, Via::Session(sha256_hex(&cookie))).await?;
+    tracing::debug!(user = %principal.username, %peer, "log-in session opened");
+    Ok(LoginOk {
+        principal,
+        cookie,
+        expires_at,
+    })
+}
+
 /// Ends a log-in session (the user's logout). Returns whether it was live.
 pub async fn logout(relay: &Relay, id_hash: &str) -> Result<bool> {
     let r = sqlx::query(

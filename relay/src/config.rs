@@ -30,6 +30,9 @@ pub struct RelayConfig {
     pub web: WebSection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    /// Single sign-on for directory users; none: local accounts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<crate::oidc::OidcSection>,
 }
 
 /// A secret from the config: shown as `***` in logs and debug output.
@@ -217,6 +220,7 @@ impl RelayConfig {
             keepalive: KeepaliveSection::default(),
             web: WebSection::default(),
             alerts: AlertsSection::default(),
+            oidc: None,
         }
     }
 
@@ -323,6 +327,9 @@ impl RelayConfig {
         }
         if a.outbox_max == 0 || a.outbox_max > 1_000_000 {
             return bad("alerts.outbox_max", "must be 1..=1000000");
+        }
+        if let Some(o) = &self.oidc {
+            o.validate()?;
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 //! - [`auth`]: log-in sessions, API tokens, the caller ([`auth::Principal`])
 //!   and its permission checks.
 //! - [`api`]: the dealer API under `/api/v1`.
+//! - [`oidc`]: single sign-on for directory users (OpenID Connect).
 //! - [`web`]: Device Web Access sessions and the session-host proxy.
 //! - [`telemetry`]: agents' uploads, the device inventory, alerts and their
 //!   webhook, the CSV report.
@@ -35,6 +36,7 @@ pub mod enroll;
 pub mod error;
 pub mod https;
 pub mod init;
+pub mod oidc;
 pub mod serve;
 pub mod ssh;
 pub mod state;

@@ -48,6 +48,8 @@ pub struct RelayState {
     pub diag: crate::diag::Diags,
     /// A password hash to verify against for unknown users (equal timing).
     pub dummy_hash: String,
+    /// Single sign-on (`[oidc]`), when configured.
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 /// 20 new connections a second per source address, bursts of 200: enough
@@ -89,7 +91,14 @@ impl RelayState {
         let tls = load_tls(&dir)?;
         let ssh_port = cfg.ssh.public_port.unwrap_or(bound_ssh_port);
         let ssh_config = Arc::new(dwa_link::ssh::server_config(cfg.keepalive(), vec![key]));
+        let oidc = cfg
+            .oidc
+            .as_ref()
+            .map(crate::oidc::Oidc::new)
+            .transpose()?
+            .map(Arc::new);
         Ok(Arc::new(RelayState {
+            oidc,
             connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
             handshakes: Arc::new(Semaphore::new(cfg.limits.max_handshakes)),
             conn_rate: Arc::new(governor::RateLimiter::keyed(conn_quota())),
