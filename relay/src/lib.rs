@@ -14,6 +14,8 @@
 //! - [`auth`]: log-in sessions, API tokens, the caller ([`auth::Principal`])
 //!   and its permission checks.
 //! - [`api`]: the dealer API under `/api/v1`.
+//! - [`openapi`]: the OpenAPI document of every route, at
+//!   `/api/v1/openapi.json`.
 //! - [`web`]: Device Web Access sessions and the session-host proxy.
 //! - [`telemetry`]: agents' uploads, the device inventory, alerts and their
 //!   webhook, the CSV report.
@@ -33,6 +35,7 @@ pub mod enroll;
 pub mod error;
 pub mod https;
 pub mod init;
+pub mod openapi;
 pub mod serve;
 pub mod ssh;
 pub mod state;
