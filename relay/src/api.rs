@@ -66,7 +66,7 @@ fn limited(msg: &str, retry_after: u64) -> RelayError {
     request_body = crate::auth::LoginRequest,
     responses(
         (status = 200, description = "Logged in: `{user, role, expires_at}`; the cookie is set",
-         body = serde_json::Value),
+         body = Object),
         E400, E401, E423, E429,
     )
 )]
@@ -104,7 +104,7 @@ pub(crate) async fn login(
     tag = "auth",
     security(("cookie" = [])),
     responses(
-        (status = 200, description = "Logged out; the cookie is cleared", body = serde_json::Value),
+        (status = 200, description = "Logged out; the cookie is cleared", body = Object),
         E400, E401, E403,
     )
 )]
@@ -141,7 +141,7 @@ pub(crate) async fn logout(State(relay): State<Relay>, p: Principal) -> Result<R
     tag = "auth",
     security(("cookie" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "`{user, role, customers}`", body = serde_json::Value),
+        (status = 200, description = "`{user, role, customers}`", body = Object),
         E401,
     )
 )]
@@ -163,7 +163,7 @@ pub(crate) struct TokenRequest {
     security(("cookie" = []), ("bearer" = [])),
     request_body = TokenRequest,
     responses(
-        (status = 201, description = "`{id, name, token}`", body = serde_json::Value),
+        (status = 201, description = "`{id, name, token}`", body = Object),
         E400, E401, E403,
     )
 )]
@@ -198,7 +198,7 @@ pub(crate) async fn create_token(
     security(("cookie" = []), ("bearer" = [])),
     params(("id" = i64, Path, description = "Token id")),
     responses(
-        (status = 200, description = "Revoked", body = serde_json::Value),
+        (status = 200, description = "Revoked", body = Object),
         E400, E401, E403, E404,
     )
 )]
@@ -236,7 +236,7 @@ pub struct WebSessionRequest {
     request_body = WebSessionRequest,
     responses(
         (status = 201, description = "`{id, url, expires_at, host, tls, certificate}`: open `url` \
-         in the browser (it carries a one-time ticket)", body = serde_json::Value),
+         in the browser (it carries a one-time ticket)", body = Object),
         E400, E401, E403, E404, E429, E503,
         (status = 502, description = "The printer could not be reached", body = crate::openapi::ErrorBody),
     )
@@ -359,7 +359,7 @@ fn visible(relay: &Relay, p: &Principal, id: &str) -> Result<std::sync::Arc<WebS
     security(("cookie" = []), ("bearer" = [])),
     params(("id" = String, Path, description = "Web session id")),
     responses(
-        (status = 200, description = "The session", body = serde_json::Value),
+        (status = 200, description = "The session", body = Object),
         E401, E403, E404,
     )
 )]
@@ -378,7 +378,7 @@ pub(crate) async fn get_web_session(
     tag = "web-sessions",
     security(("cookie" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "The sessions", body = Vec<serde_json::Value>),
+        (status = 200, description = "The sessions", body = Vec<Object>),
         E401,
     )
 )]
@@ -407,7 +407,7 @@ pub(crate) async fn list_web_sessions(
     security(("cookie" = []), ("bearer" = [])),
     params(("id" = String, Path, description = "Web session id")),
     responses(
-        (status = 200, description = "The ended session", body = serde_json::Value),
+        (status = 200, description = "The ended session", body = Object),
         E401, E403, E404, E409,
     )
 )]

@@ -110,10 +110,10 @@ fn request_host(req: &hyper::Request<hyper::body::Incoming>) -> Option<String> {
     path = "/api/v1/enroll",
     tag = "agent",
     security(()),
-    request_body(content = serde_json::Value, description = "`{secret, public_key, hostname, agent_version}`"),
+    request_body(content = Object, description = "`{secret, public_key, hostname, agent_version}`"),
     responses(
         (status = 200, description = "`{agent_id, agent_name, customer, ssh_host_key, ssh_port}`",
-         body = serde_json::Value),
+         body = Object),
         (status = 400, description = "Invalid request", body = crate::openapi::ErrorBody),
         (status = 403, description = "Token unknown, expired or used up; bad key or hostname",
          body = crate::openapi::ErrorBody),

@@ -189,7 +189,7 @@ pub fn routes() -> Router<Relay> {
     tag = "meta",
     security(()),
     responses(
-        (status = 200, description = "The OpenAPI document", body = serde_json::Value,
+        (status = 200, description = "The OpenAPI document", body = Object,
          content_type = "application/json"),
     )
 )]

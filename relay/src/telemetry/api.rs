@@ -56,7 +56,7 @@ fn scope(p: &Principal) -> Option<&[i64]> {
     tag = "telemetry",
     security(("cookie" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "Device summaries", body = Vec<serde_json::Value>),
+        (status = 200, description = "Device summaries", body = Vec<Object>),
         E401,
     )
 )]
@@ -111,7 +111,7 @@ async fn visible_device(relay: &Relay, p: &Principal, id: i64) -> Result<invento
     security(("cookie" = []), ("bearer" = [])),
     params(("id" = i64, Path, description = "Device id")),
     responses(
-        (status = 200, description = "The device", body = serde_json::Value),
+        (status = 200, description = "The device", body = Object),
         E401, E403, E404,
     )
 )]
@@ -144,7 +144,7 @@ pub(crate) struct HistoryQuery {
     security(("cookie" = []), ("bearer" = [])),
     params(("id" = i64, Path, description = "Device id"), HistoryQuery),
     responses(
-        (status = 200, description = "Readings", body = Vec<serde_json::Value>),
+        (status = 200, description = "Readings", body = Vec<Object>),
         E400, E401, E403, E404,
     )
 )]
@@ -179,7 +179,7 @@ pub(crate) async fn readings(
     tag = "agents",
     security(("cookie" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "Agents", body = Vec<serde_json::Value>),
+        (status = 200, description = "Agents", body = Vec<Object>),
         E401,
     )
 )]
@@ -245,7 +245,7 @@ async fn operable_agent(relay: &Relay, p: &Principal, id: &str) -> Result<i64> {
     params(("id" = String, Path, description = "Agent id")),
     request_body = settings::ScanInput,
     responses(
-        (status = 200, description = "`{agent, ranges, interval_secs, pushed}`", body = serde_json::Value),
+        (status = 200, description = "`{agent, ranges, interval_secs, pushed}`", body = Object),
         E400, E401, E403, E404,
     )
 )]
@@ -284,7 +284,7 @@ pub(crate) async fn put_scan(
     security(("cookie" = []), ("bearer" = [])),
     params(("id" = String, Path, description = "Agent id")),
     responses(
-        (status = 202, description = "`{agent, request}`", body = serde_json::Value),
+        (status = 202, description = "`{agent, request}`", body = Object),
         E401, E403, E404, E503,
     )
 )]
@@ -322,7 +322,7 @@ pub(crate) struct AlertQuery {
     security(("cookie" = []), ("bearer" = [])),
     params(AlertQuery),
     responses(
-        (status = 200, description = "Alerts", body = Vec<serde_json::Value>),
+        (status = 200, description = "Alerts", body = Vec<Object>),
         E400, E401, E403,
     )
 )]
@@ -377,7 +377,7 @@ async fn customer_exists(relay: &Relay, id: i64) -> Result<()> {
     security(("cookie" = []), ("bearer" = [])),
     params(("id" = i64, Path, description = "Customer id")),
     responses(
-        (status = 200, description = "The rules", body = serde_json::Value),
+        (status = 200, description = "The rules", body = Object),
         E401, E403, E404,
     )
 )]
@@ -401,7 +401,7 @@ pub(crate) async fn get_rules(
     params(("id" = i64, Path, description = "Customer id")),
     request_body = Vec<alerts::RuleInput>,
     responses(
-        (status = 200, description = "The rules as stored", body = serde_json::Value),
+        (status = 200, description = "The rules as stored", body = Object),
         E400, E401, E403, E404,
     )
 )]

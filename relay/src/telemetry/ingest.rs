@@ -58,10 +58,10 @@ async fn refuse(relay: &Relay, peer: &str, agent: Option<&str>, reason: String) 
     path = "/agent/v1/ingest",
     tag = "agent",
     security(("agent_signature" = [])),
-    request_body(content = serde_json::Value, description = "An `IngestBatch`: `{items: [...]}`"),
+    request_body(content = Object, description = "An `IngestBatch`: `{items: [...]}`"),
     responses(
         (status = 200, description = "`IngestAck`: per item accepted or rejected with its reason",
-         body = serde_json::Value),
+         body = Object),
         (status = 400, description = "Not a batch", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or bad agent signature",
          body = crate::openapi::ErrorBody),
