@@ -9,6 +9,9 @@
 //! path parameter names an object of customer A. Only 401 and 403 decide:
 //! an allowed caller may still get 400/404/409/5xx for other reasons.
 //!
+//! Pages outside `/api/` may answer a missing log-in with a redirect to the
+//! log-in page; that counts (and shows) as 401.
+//!
 //! The matrix as observed is written to `target/access-matrix.md`
 //! (docs/api.md shows it).
 
@@ -274,7 +277,17 @@ async fn call(
         req = req.json(&b);
     }
     let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
+    let mut status = resp.status().as_u16();
+    // A page (outside the JSON API) answers a missing log-in with a
+    // redirect to the log-in page: that is its 401.
+    let to_login = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .is_some_and(|l| l.contains("login"));
+    if resp.status().is_redirection() && to_login && !path.starts_with("/api/") {
+        status = 401;
+    }
     (status, resp.text().await.unwrap_or_default())
 }
 
