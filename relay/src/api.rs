@@ -11,10 +11,12 @@ use dwa_policy::roles::Action;
 use dwa_proto::audit::kind;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::auth::{LoginRequest, Principal, SESSION_COOKIE};
 use crate::error::{RelayError, Result};
 use crate::https::PeerAddr;
+use crate::openapi::{E400, E401, E403, E404, E409, E423, E429, E503};
 use crate::state::Relay;
 use crate::web::proxy;
 use crate::web::session::{EndReason, NewSession, WebSession};
@@ -40,6 +42,7 @@ pub fn routes() -> Router<Relay> {
         .merge(crate::diag::routes())
         // Single sign-on: /auth/oidc/login and /auth/oidc/callback.
         .merge(crate::oidc::routes())
+        .merge(crate::openapi::routes())
 }
 
 /// JSON body or a 400 that says what is wrong with it.
@@ -57,7 +60,20 @@ fn limited(msg: &str, retry_after: u64) -> RelayError {
     }
 }
 
-async fn login(
+/// Log in with a password: sets the `dwa_session` cookie.
+#[utoipa::path(
+    post,
+    path = "/api/v1/login",
+    tag = "auth",
+    security(()),
+    request_body = crate::auth::LoginRequest,
+    responses(
+        (status = 200, description = "Logged in: `{user, role, expires_at}`; the cookie is set",
+         body = Object),
+        E400, E401, E423, E429,
+    )
+)]
+pub(crate) async fn login(
     State(relay): State<Relay>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
     body: Body<LoginRequest>,
@@ -84,7 +100,18 @@ async fn login(
     Ok(r)
 }
 
-async fn logout(State(relay): State<Relay>, p: Principal) -> Result<Response> {
+/// End the cookie's log-in session and every web session opened under it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/logout",
+    tag = "auth",
+    security(("cookie" = [])),
+    responses(
+        (status = 200, description = "Logged out; the cookie is cleared", body = Object),
+        E400, E401, E403,
+    )
+)]
+pub(crate) async fn logout(State(relay): State<Relay>, p: Principal) -> Result<Response> {
     let Some(login) = p.login_session() else {
         return Err(RelayError::Invalid(
             "log-out ends a cookie session; revoke an API token with DELETE /api/v1/tokens/{id}"
@@ -110,17 +137,40 @@ async fn logout(State(relay): State<Relay>, p: Principal) -> Result<Response> {
     Ok(r)
 }
 
-async fn me(p: Principal) -> Json<serde_json::Value> {
+/// The caller: user name, role, customers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "auth",
+    security(("cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "`{user, role, customers}`", body = Object),
+        E401,
+    )
+)]
+pub(crate) async fn me(p: Principal) -> Json<serde_json::Value> {
     Json(json!({"user": p.username, "role": p.role.as_str(), "customers": p.customers}))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenRequest {
+pub(crate) struct TokenRequest {
     name: String,
 }
 
-async fn create_token(
+/// A new API token for the caller's own account (shown once).
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "auth",
+    security(("cookie" = []), ("bearer" = [])),
+    request_body = TokenRequest,
+    responses(
+        (status = 201, description = "`{id, name, token}`", body = Object),
+        E400, E401, E403,
+    )
+)]
+pub(crate) async fn create_token(
     State(relay): State<Relay>,
     p: Principal,
     body: Body<TokenRequest>,
@@ -143,7 +193,19 @@ async fn create_token(
         .into_response())
 }
 
-async fn revoke_token(
+/// Revoke one of the caller's API tokens (an admin: anyone's).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    tag = "auth",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Token id")),
+    responses(
+        (status = 200, description = "Revoked", body = Object),
+        E400, E401, E403, E404,
+    )
+)]
+pub(crate) async fn revoke_token(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<i64>,
@@ -156,7 +218,7 @@ async fn revoke_token(
     Ok(Json(json!({"ok": true})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebSessionRequest {
     pub port: u16,
@@ -167,7 +229,22 @@ pub struct WebSessionRequest {
     pub rewrite: Option<bool>,
 }
 
-async fn create_web_session(
+/// Open a web session to the device's web page (technician, admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices/{id}/web-sessions",
+    tag = "web-sessions",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Device id")),
+    request_body = WebSessionRequest,
+    responses(
+        (status = 201, description = "`{id, url, expires_at, host, tls, certificate}`: open `url` \
+         in the browser (it carries a one-time ticket)", body = Object),
+        E400, E401, E403, E404, E429, E503,
+        (status = 502, description = "The printer could not be reached", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn create_web_session(
     State(relay): State<Relay>,
     p: Principal,
     Path(device): Path<i64>,
@@ -276,7 +353,20 @@ fn visible(relay: &Relay, p: &Principal, id: &str) -> Result<std::sync::Arc<WebS
     Ok(s)
 }
 
-async fn get_web_session(
+/// One web session (its creator, or whoever may open web sessions for
+/// that customer).
+#[utoipa::path(
+    get,
+    path = "/api/v1/web-sessions/{id}",
+    tag = "web-sessions",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Web session id")),
+    responses(
+        (status = 200, description = "The session", body = Object),
+        E401, E403, E404,
+    )
+)]
+pub(crate) async fn get_web_session(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<String>,
@@ -284,7 +374,21 @@ async fn get_web_session(
     Ok(Json(visible(&relay, &p, &id)?.view()))
 }
 
-async fn list_web_sessions(State(relay): State<Relay>, p: Principal) -> Json<serde_json::Value> {
+/// Live web sessions the caller may see.
+#[utoipa::path(
+    get,
+    path = "/api/v1/web-sessions",
+    tag = "web-sessions",
+    security(("cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The sessions", body = Vec<Object>),
+        E401,
+    )
+)]
+pub(crate) async fn list_web_sessions(
+    State(relay): State<Relay>,
+    p: Principal,
+) -> Json<serde_json::Value> {
     let list: Vec<_> = relay
         .web
         .live_where(|s| {
@@ -298,7 +402,19 @@ async fn list_web_sessions(State(relay): State<Relay>, p: Principal) -> Json<ser
     Json(json!(list))
 }
 
-async fn delete_web_session(
+/// End a web session: every connection of it closes.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/web-sessions/{id}",
+    tag = "web-sessions",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Web session id")),
+    responses(
+        (status = 200, description = "The ended session", body = Object),
+        E401, E403, E404, E409,
+    )
+)]
+pub(crate) async fn delete_web_session(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<String>,

@@ -67,7 +67,7 @@ impl IntoResponse for RelayError {
 
 pub fn router(relay: Relay) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/api/v1/enroll", post(enroll))
         // Reads its own body, up to MAX_BATCH_BYTES (not the 16 KiB below).
         .route(
@@ -81,6 +81,18 @@ pub fn router(relay: Relay) -> Router {
         .with_state(relay)
 }
 
+/// Liveness, for load balancers and monitoring.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain"))
+)]
+pub(crate) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
 /// The host a request names (Host header, else the URI's authority),
 /// lowercased.
 fn request_host(req: &hyper::Request<hyper::body::Incoming>) -> Option<String> {
@@ -91,7 +103,24 @@ fn request_host(req: &hyper::Request<hyper::body::Incoming>) -> Option<String> {
         .map(str::to_ascii_lowercase)
 }
 
-async fn enroll(
+/// Redeem an enrollment token: register the agent's key, get what to pin.
+/// The token (in the body) is the credential.
+#[utoipa::path(
+    post,
+    path = "/api/v1/enroll",
+    tag = "agent",
+    security(()),
+    request_body(content = Object, description = "`{secret, public_key, hostname, agent_version}`"),
+    responses(
+        (status = 200, description = "`{agent_id, agent_name, customer, ssh_host_key, ssh_port}`",
+         body = Object),
+        (status = 400, description = "Invalid request", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Token unknown, expired or used up; bad key or hostname",
+         body = crate::openapi::ErrorBody),
+        crate::openapi::E429,
+    )
+)]
+pub(crate) async fn enroll(
     State(relay): State<Relay>,
     axum::Extension(PeerAddr(peer)): axum::Extension<PeerAddr>,
     body: Result<Json<EnrollRequest>, axum::extract::rejection::JsonRejection>,
@@ -125,7 +154,21 @@ fn header_has(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
 }
 
 /// Upgrades to a WebSocket and runs an SSH session over it.
-async fn agent_ws(State(relay): State<Relay>, mut req: Request) -> Response {
+#[utoipa::path(
+    get,
+    path = "/agent/ws",
+    tag = "agent",
+    description = "SSH carried over a WebSocket, for agents where TCP 22 is blocked. The agent \
+        authenticates inside, with SSH public-key authentication by its enrolled key; the HTTP \
+        layer only checks the upgrade.",
+    security(()),
+    responses(
+        (status = 101, description = "Switching to the WebSocket"),
+        (status = 400, description = "Not a WebSocket upgrade", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Connection limit reached", body = crate::openapi::ErrorBody),
+    )
+)]
+pub(crate) async fn agent_ws(State(relay): State<Relay>, mut req: Request) -> Response {
     let h = req.headers();
     let key = h.get(header::SEC_WEBSOCKET_KEY).cloned();
     let ok = header_has(h, header::UPGRADE, "websocket")

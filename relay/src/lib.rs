@@ -15,6 +15,8 @@
 //!   and its permission checks.
 //! - [`api`]: the dealer API under `/api/v1`.
 //! - [`oidc`]: single sign-on for directory users (OpenID Connect).
+//! - [`openapi`]: the OpenAPI document of every route, at
+//!   `/api/v1/openapi.json`.
 //! - [`web`]: Device Web Access sessions and the session-host proxy.
 //! - [`telemetry`]: agents' uploads, the device inventory, alerts and their
 //!   webhook, the CSV report.
@@ -37,6 +39,7 @@ pub mod error;
 pub mod https;
 pub mod init;
 pub mod oidc;
+pub mod openapi;
 pub mod serve;
 pub mod ssh;
 pub mod state;

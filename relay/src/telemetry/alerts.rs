@@ -78,7 +78,7 @@ impl Rules {
 }
 
 /// One rule as the API takes it.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleInput {
     pub kind: String,

@@ -17,6 +17,7 @@ use sqlx::Row;
 use super::{alerts, inventory, report, settings};
 use crate::auth::Principal;
 use crate::error::{RelayError, Result};
+use crate::openapi::{E400, E401, E403, E404, E503};
 use crate::state::Relay;
 
 pub fn routes() -> Router<Relay> {
@@ -48,7 +49,18 @@ fn scope(p: &Principal) -> Option<&[i64]> {
     (p.role != Role::Admin).then_some(p.customers.as_slice())
 }
 
-async fn devices(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
+/// The latest reading of every device the caller may see.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Device summaries", body = Vec<Object>),
+        E401,
+    )
+)]
+pub(crate) async fn devices(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
     let list = inventory::list(&relay.db, scope(&p)).await?;
     Ok(Json(json!(list
         .iter()
@@ -56,7 +68,18 @@ async fn devices(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>
         .collect::<Vec<_>>())))
 }
 
-async fn devices_csv(State(relay): State<Relay>, p: Principal) -> Result<Response> {
+/// The device report as CSV (the devices the caller may see).
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices.csv",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "CSV report", body = String, content_type = "text/csv"),
+        E401,
+    )
+)]
+pub(crate) async fn devices_csv(State(relay): State<Relay>, p: Principal) -> Result<Response> {
     let list = inventory::list(&relay.db, scope(&p)).await?;
     let body = report::to_csv(&list)?;
     let mut r = body.into_response();
@@ -80,7 +103,19 @@ async fn visible_device(relay: &Relay, p: &Principal, id: i64) -> Result<invento
     Ok(d)
 }
 
-async fn device(
+/// One device: its latest reading and active alerts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Device id")),
+    responses(
+        (status = 200, description = "The device", body = Object),
+        E401, E403, E404,
+    )
+)]
+pub(crate) async fn device(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<i64>,
@@ -91,14 +126,29 @@ async fn device(
     Ok(Json(v))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct HistoryQuery {
+pub(crate) struct HistoryQuery {
+    /// At most this many readings, newest first (1..=1000, default 100).
     limit: Option<i64>,
+    /// Only readings at or after this time (RFC 3339).
     since: Option<String>,
 }
 
-async fn readings(
+/// The device's reading history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}/readings",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Device id"), HistoryQuery),
+    responses(
+        (status = 200, description = "Readings", body = Vec<Object>),
+        E400, E401, E403, E404,
+    )
+)]
+pub(crate) async fn readings(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<i64>,
@@ -122,7 +172,18 @@ async fn readings(
     Ok(Json(json!(list)))
 }
 
-async fn agents(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
+/// The agents the caller may see, with connection state and scan settings.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    tag = "agents",
+    security(("cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Agents", body = Vec<Object>),
+        E401,
+    )
+)]
+pub(crate) async fn agents(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
     let rows = sqlx::query(
         "SELECT a.id, a.name, a.customer_id, c.name AS customer, a.hostname, a.last_seen, a.revoked_at, \
          s.ranges, s.interval_secs, s.updated_at, s.applied, s.applied_at \
@@ -174,7 +235,21 @@ async fn operable_agent(relay: &Relay, p: &Principal, id: &str) -> Result<i64> {
     Ok(customer)
 }
 
-async fn put_scan(
+/// Replace the agent's scan settings and push them to it (technician,
+/// admin).
+#[utoipa::path(
+    put,
+    path = "/api/v1/agents/{id}/scan",
+    tag = "agents",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Agent id")),
+    request_body = settings::ScanInput,
+    responses(
+        (status = 200, description = "`{agent, ranges, interval_secs, pushed}`", body = Object),
+        E400, E401, E403, E404,
+    )
+)]
+pub(crate) async fn put_scan(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<String>,
@@ -201,7 +276,19 @@ async fn put_scan(
     ))
 }
 
-async fn scan_now(
+/// Ask the agent to scan now (technician, admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{id}/scan-now",
+    tag = "agents",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Agent id")),
+    responses(
+        (status = 202, description = "`{agent, request}`", body = Object),
+        E401, E403, E404, E503,
+    )
+)]
+pub(crate) async fn scan_now(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<String>,
@@ -215,15 +302,31 @@ async fn scan_now(
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct AlertQuery {
+pub(crate) struct AlertQuery {
+    /// active (default), resolved or all.
     state: Option<String>,
+    /// Only this customer's alerts.
     customer: Option<i64>,
+    /// At most this many (default 100).
     limit: Option<i64>,
 }
 
-async fn list_alerts(
+/// Alerts of the devices the caller may see.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(AlertQuery),
+    responses(
+        (status = 200, description = "Alerts", body = Vec<Object>),
+        E400, E401, E403,
+    )
+)]
+pub(crate) async fn list_alerts(
     State(relay): State<Relay>,
     p: Principal,
     q: Q<AlertQuery>,
@@ -266,7 +369,19 @@ async fn customer_exists(relay: &Relay, id: i64) -> Result<()> {
     Ok(())
 }
 
-async fn get_rules(
+/// The customer's alert rules.
+#[utoipa::path(
+    get,
+    path = "/api/v1/customers/{id}/alert-rules",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Customer id")),
+    responses(
+        (status = 200, description = "The rules", body = Object),
+        E401, E403, E404,
+    )
+)]
+pub(crate) async fn get_rules(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<i64>,
@@ -277,7 +392,20 @@ async fn get_rules(
     Ok(Json(alerts::load_rules(&mut conn, id).await?.view()))
 }
 
-async fn put_rules(
+/// Replace the customer's alert rules (admin).
+#[utoipa::path(
+    put,
+    path = "/api/v1/customers/{id}/alert-rules",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Customer id")),
+    request_body = Vec<alerts::RuleInput>,
+    responses(
+        (status = 200, description = "The rules as stored", body = Object),
+        E400, E401, E403, E404,
+    )
+)]
+pub(crate) async fn put_rules(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<i64>,

@@ -52,6 +52,23 @@ async fn refuse(relay: &Relay, peer: &str, agent: Option<&str>, reason: String) 
     api_error(StatusCode::UNAUTHORIZED, "unauthorized", reason)
 }
 
+/// Upload a batch of spooled telemetry, signed by the agent's key.
+#[utoipa::path(
+    post,
+    path = "/agent/v1/ingest",
+    tag = "agent",
+    security(("agent_signature" = [])),
+    request_body(content = Object, description = "An `IngestBatch`: `{items: [...]}`"),
+    responses(
+        (status = 200, description = "`IngestAck`: per item accepted or rejected with its reason",
+         body = Object),
+        (status = 400, description = "Not a batch", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown, revoked or bad agent signature",
+         body = crate::openapi::ErrorBody),
+        (status = 408, description = "Body not received in time", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Batch too large", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn handler(
     State(relay): State<Relay>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,

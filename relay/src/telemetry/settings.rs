@@ -21,7 +21,7 @@ pub const MIN_INTERVAL_SECS: u64 = 60;
 pub const MAX_INTERVAL_SECS: u64 = 7 * 24 * 3600;
 
 /// An interval as the API takes it: seconds, or a duration text ("5m").
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Interval {
     Secs(u64),
@@ -30,7 +30,7 @@ pub enum Interval {
 
 /// Body of `PUT /api/v1/agents/{id}/scan`. It replaces the stored
 /// settings: an absent field leaves that setting to the agent's own config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScanInput {
     #[serde(default)]
