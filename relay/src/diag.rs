@@ -129,6 +129,7 @@ fn summary(o: &DiagOutcome) -> Value {
     post,
     path = "/api/v1/devices/{id}/diagnostics",
     tag = "diagnostics",
+    security(("cookie" = []), ("bearer" = [])),
     params(("id" = i64, Path, description = "Device id")),
     request_body(content = serde_json::Value, description = "{kind: ping|tcp|http|ipp|pjl, port?, count?, interval_ms?, timeout_ms?, size?, tls?}"),
     responses(

@@ -573,6 +573,7 @@ fn answer(html: bool, status: StatusCode, code: &str, title: &str, msg: &str) ->
     get,
     path = "/auth/oidc/login",
     tag = "sso",
+    security(()),
     responses(
         (status = 303, description = "Redirect to the identity provider's log-in page"),
         (status = 404, description = "Single sign-on is not configured"),
@@ -699,6 +700,7 @@ fn refuse(status: StatusCode, code: &'static str, msg: impl Into<String>) -> Ref
     get,
     path = "/auth/oidc/callback",
     tag = "sso",
+    security(()),
     params(
         ("state" = String, Query, description = "The state sent to the provider"),
         ("code" = Option<String>, Query, description = "Authorization code"),

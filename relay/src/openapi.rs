@@ -67,6 +67,11 @@ pub const AGENT_SIGNATURE: &str = "agent_signature";
         crate::telemetry::api::list_alerts,
         crate::telemetry::api::get_rules,
         crate::telemetry::api::put_rules,
+        // Diagnostics (crate::diag).
+        crate::diag::run_diagnostic,
+        // Single sign-on (crate::oidc).
+        crate::oidc::login,
+        crate::oidc::callback,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
@@ -77,6 +82,8 @@ pub const AGENT_SIGNATURE: &str = "agent_signature";
         (name = "web-sessions", description = "Device Web Access sessions"),
         (name = "telemetry", description = "Devices, readings, the CSV report, alerts"),
         (name = "agents", description = "Agents and their scan settings"),
+        (name = "diagnostics", description = "Ping, TCP, HTTP, IPP and PJL probes run by the agent"),
+        (name = "sso", description = "Single sign-on with OpenID Connect"),
     )
 )]
 pub struct ApiDoc;
@@ -225,6 +232,8 @@ mod tests {
             }
             "WS_PATH" | "dwa_link::ws::WS_PATH" => dwa_link::ws::WS_PATH,
             "OPENAPI_PATH" | "crate::openapi::OPENAPI_PATH" => OPENAPI_PATH,
+            "LOGIN_PATH" | "crate::oidc::LOGIN_PATH" => crate::oidc::LOGIN_PATH,
+            "CALLBACK_PATH" | "crate::oidc::CALLBACK_PATH" => crate::oidc::CALLBACK_PATH,
             _ => return None,
         })
     }

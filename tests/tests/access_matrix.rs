@@ -205,6 +205,16 @@ fn table() -> Vec<(&'static str, &'static str, Need, BodyFn)> {
             Need::Diagnostics,
             none,
         ),
+        // Diagnostics.
+        (
+            "POST",
+            "/api/v1/devices/{id}/diagnostics",
+            Need::Diagnostics,
+            |_| Some(json!({"kind": "tcp", "port": PRINTER_PORT})),
+        ),
+        // Single sign-on (no provider configured here: the routes say so).
+        ("GET", "/auth/oidc/login", Need::Public, none),
+        ("GET", "/auth/oidc/callback", Need::Public, none),
     ]
 }
 
