@@ -37,6 +37,7 @@ pub fn routes() -> Router<Relay> {
         )
         // Devices, readings, reports, agents, alerts.
         .merge(crate::telemetry::api::routes())
+        .merge(crate::accounts::api::routes())
 }
 
 /// JSON body or a 400 that says what is wrong with it.
@@ -71,7 +72,8 @@ async fn login(
     );
     let mut r = Json(json!({
         "user": ok.principal.username, "role": ok.principal.role.as_str(),
-        "expires_at": ok.expires_at,
+        "expires_at": ok.expires_at, "csrf_token": ok.principal.csrf_token(),
+        "totp_enrollment_required": ok.principal.restricted,
     }))
     .into_response();
     r.headers_mut().insert(
@@ -108,7 +110,8 @@ async fn logout(State(relay): State<Relay>, p: Principal) -> Result<Response> {
 }
 
 async fn me(p: Principal) -> Json<serde_json::Value> {
-    Json(json!({"user": p.username, "role": p.role.as_str(), "customers": p.customers}))
+    Json(json!({"user": p.username, "role": p.role.as_str(), "customers": p.customers,
+                "csrf_token": p.csrf_token(), "totp_enrollment_required": p.restricted}))
 }
 
 #[derive(Deserialize)]

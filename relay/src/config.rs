@@ -30,6 +30,43 @@ pub struct RelayConfig {
     pub web: WebSection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    #[serde(default)]
+    pub accounts: AccountsSection,
+}
+
+/// Log-in security: two-factor, lockout, failure rates, inactivity, the
+/// log-in session's idle timeout (its absolute one is `web.login_lifetime`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsSection {
+    /// Roles that must use TOTP; such a user without it gets a log-in that
+    /// may only enroll it.
+    pub require_totp: Vec<String>,
+    /// Consecutive failed log-ins that lock an account (until an admin unlocks it).
+    pub lockout_after: u32,
+    /// Failed log-ins per account name and minute (then 429).
+    pub failures_per_account_per_minute: u32,
+    /// Failed log-ins per source address and minute (then 429).
+    pub failures_per_address_per_minute: u32,
+    /// Accounts unused this long are deactivated (at most 180 days).
+    #[serde(with = "humantime_serde")]
+    pub inactive_after: Duration,
+    /// A log-in session ends after this long without a request.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+}
+
+impl Default for AccountsSection {
+    fn default() -> Self {
+        Self {
+            require_totp: vec!["admin".into(), "technician".into()],
+            lockout_after: 5,
+            failures_per_account_per_minute: 10,
+            failures_per_address_per_minute: 20,
+            inactive_after: Duration::from_secs(90 * 86_400),
+            session_idle_timeout: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 /// A secret from the config: shown as `***` in logs and debug output.
@@ -217,6 +254,7 @@ impl RelayConfig {
             keepalive: KeepaliveSection::default(),
             web: WebSection::default(),
             alerts: AlertsSection::default(),
+            accounts: AccountsSection::default(),
         }
     }
 
@@ -323,6 +361,37 @@ impl RelayConfig {
         }
         if a.outbox_max == 0 || a.outbox_max > 1_000_000 {
             return bad("alerts.outbox_max", "must be 1..=1000000");
+        }
+        let ac = &self.accounts;
+        for r in &ac.require_totp {
+            if r.parse::<dwa_policy::roles::Role>().is_err() {
+                return bad(
+                    "accounts.require_totp",
+                    &format!("unknown role {r:?} (admin, technician, viewer, customer)"),
+                );
+            }
+        }
+        if ac.lockout_after == 0 || ac.lockout_after > 100 {
+            return bad("accounts.lockout_after", "must be 1..=100");
+        }
+        if ac.failures_per_account_per_minute == 0 || ac.failures_per_address_per_minute == 0 {
+            return bad(
+                "accounts.failures_per_account_per_minute / failures_per_address_per_minute",
+                "must be at least 1",
+            );
+        }
+        if ac.inactive_after < Duration::from_secs(86_400)
+            || ac.inactive_after > Duration::from_secs(180 * 86_400)
+        {
+            return bad("accounts.inactive_after", "must be 1d..=180d");
+        }
+        if ac.session_idle_timeout < Duration::from_secs(60)
+            || ac.session_idle_timeout > w.login_lifetime
+        {
+            return bad(
+                "accounts.session_idle_timeout",
+                "must be at least 60s and at most web.login_lifetime",
+            );
         }
         Ok(())
     }

@@ -17,10 +17,13 @@
 //! - [`web`]: Device Web Access sessions and the session-host proxy.
 //! - [`telemetry`]: agents' uploads, the device inventory, alerts and their
 //!   webhook, the CSV report.
+//! - [`accounts`]: two-factor, lockout, inactivity, the admin user API,
+//!   session timeouts, CSRF and security headers.
 //! - [`admin`]: the local admin socket the CLI uses to reach the server.
 //! - [`serve`]: wiring, start and stop.
 //! - [`demo`]: relay + agent + simulated fleet on loopback, in one command.
 
+pub mod accounts;
 pub mod admin;
 pub mod agents;
 pub mod api;

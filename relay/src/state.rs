@@ -46,6 +46,8 @@ pub struct RelayState {
     pub telemetry: crate::telemetry::Telemetry,
     /// A password hash to verify against for unknown users (equal timing).
     pub dummy_hash: String,
+    /// Failed log-ins per account and per source address.
+    pub gates: crate::accounts::Gates,
 }
 
 /// 20 new connections a second per source address, bursts of 200: enough
@@ -102,6 +104,7 @@ impl RelayState {
             web: Default::default(),
             telemetry: Default::default(),
             dummy_hash: crate::init::hash_password(&crate::util::random_password())?,
+            gates: crate::accounts::Gates::new(&cfg.accounts),
             audit: Audit::new(db.clone()),
             agents: AgentRegistry::default(),
             dir,
