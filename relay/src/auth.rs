@@ -139,7 +139,7 @@ pub async fn load_principal(relay: &Relay, user_id: i64, via: Via) -> Result<Pri
     load_principal_as(relay, user_id, via, false).await
 }
 
-async fn load_principal_as(
+pub(crate) async fn load_principal_as(
     relay: &Relay,
     user_id: i64,
     via: Via,

@@ -240,8 +240,13 @@ pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<Logi
     .bind(user_id)
     .execute(&relay.db.pool)
     .await?;
-    let principal =
-        crate::auth::load_principal(relay, user_id, crate::auth::Via::Session(id_hash)).await?;
+    let principal = crate::auth::load_principal_as(
+        relay,
+        user_id,
+        crate::auth::Via::Session(id_hash),
+        restricted,
+    )
+    .await?;
     relay
         .audit
         .record(
