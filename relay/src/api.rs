@@ -110,8 +110,10 @@ async fn logout(State(relay): State<Relay>, p: Principal) -> Result<Response> {
 }
 
 async fn me(p: Principal) -> Json<serde_json::Value> {
-    Json(json!({"user": p.username, "role": p.role.as_str(), "customers": p.customers,
-                "csrf_token": p.csrf_token(), "totp_enrollment_required": p.restricted}))
+    Json(
+        json!({"user": p.username, "role": p.role.as_str(), "customers": p.customers,
+                "csrf_token": p.csrf_token(), "totp_enrollment_required": p.restricted}),
+    )
 }
 
 #[derive(Deserialize)]

@@ -244,7 +244,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let totp = r
                 .admin_totp_uri
                 .as_deref()
-                .map(|u| format!("\n  Two-factor (add to an authenticator app; shown once):\n    {u}"))
+                .map(|u| {
+                    format!("\n  Two-factor (add to an authenticator app; shown once):\n    {u}")
+                })
                 .unwrap_or_default();
             print(
                 j,
@@ -365,10 +367,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await?;
             let cfg = dwa_relay::config::RelayConfig::load(&dir.0)?;
             let totp_uri = if cfg.accounts.require_totp.contains(&role) {
-                Some(
-                    dwa_relay::accounts::users::provision_totp(&db, id, &name, &cfg.domain)
-                        .await?,
-                )
+                Some(dwa_relay::accounts::users::provision_totp(&db, id, &name, &cfg.domain).await?)
             } else {
                 None
             };

@@ -442,6 +442,31 @@ mod tests {
     }
 
     #[test]
+    fn accounts_limits_are_validated() {
+        let base = "domain = \"d.localhost\"\n[ssh]\nlisten = \"127.0.0.1:1\"\n[https]\nlisten = \"127.0.0.1:2\"\n";
+        let c = RelayConfig::parse(base).unwrap();
+        assert_eq!(c.accounts.inactive_after, Duration::from_secs(90 * 86_400));
+        assert_eq!(c.accounts.require_totp, vec!["admin", "technician"]);
+        let e = RelayConfig::parse(&format!("{base}[accounts]\ninactive_after = \"181d\"\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("accounts.inactive_after"), "{e}");
+        assert!(
+            RelayConfig::parse(&format!("{base}[accounts]\ninactive_after = \"180d\"\n")).is_ok()
+        );
+        let e = RelayConfig::parse(&format!("{base}[accounts]\nrequire_totp = [\"root\"]\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("accounts.require_totp"), "{e}");
+        let e = RelayConfig::parse(&format!(
+            "{base}[accounts]\nsession_idle_timeout = \"13h\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("accounts.session_idle_timeout"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn webhook_needs_a_secret_that_debug_hides() {
         let base = "domain = \"d.localhost\"\n[ssh]\nlisten = \"127.0.0.1:1\"\n[https]\nlisten = \"127.0.0.1:2\"\n";
         let e = RelayConfig::parse(&format!(

@@ -34,7 +34,11 @@ impl Totp {
     }
 
     pub fn uri(&self, user: &str) -> Option<String> {
-        self.0.lock().expect("totp lock").get(user).map(|(u, _)| u.clone())
+        self.0
+            .lock()
+            .expect("totp lock")
+            .get(user)
+            .map(|(u, _)| u.clone())
     }
 
     /// A fresh code for `user` (None: the user has no two-factor): the

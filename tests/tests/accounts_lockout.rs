@@ -14,14 +14,18 @@ async fn attempt(relay: &Relay, user: &str, password: &str) -> (StatusCode, Valu
     if let Some(c) = code {
         body["totp"] = c.into();
     }
-    Api::new(relay).call(Method::POST, "/login", Some(body)).await
+    Api::new(relay)
+        .call(Method::POST, "/login", Some(body))
+        .await
 }
 
 /// A log-in refused before two-factor is looked at (wrong password, locked,
 /// rate-limited): a dummy code, so no real one is spent.
 async fn refused(relay: &Relay, user: &str, password: &str) -> (StatusCode, Value) {
     let body = json!({"username": user, "password": password, "totp": "000000"});
-    Api::new(relay).call(Method::POST, "/login", Some(body)).await
+    Api::new(relay)
+        .call(Method::POST, "/login", Some(body))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,7 +33,15 @@ async fn five_failures_lock_the_account_until_an_admin_unlocks_it() {
     let mut relay = Relay::init();
     relay.start();
     relay.ok(&["customer", "add", "acme"]);
-    let tech = relay.ok(&["user", "add", "tina", "--role", "technician", "--customer", "acme"]);
+    let tech = relay.ok(&[
+        "user",
+        "add",
+        "tina",
+        "--role",
+        "technician",
+        "--customer",
+        "acme",
+    ]);
     let pw = tech["password"].as_str().expect("password").to_string();
 
     for i in 1..=4 {
@@ -78,8 +90,12 @@ async fn five_failures_lock_the_account_until_an_admin_unlocks_it() {
 
     // Audited: each failure with its reason, the lock, the unlocks.
     let failed = relay.audit_kind("user.login_failed");
-    assert!(failed.iter().any(|r| r["detail"]["reason"] == "wrong user name or password"));
-    assert!(failed.iter().any(|r| r["detail"]["reason"] == "account locked"));
+    assert!(failed
+        .iter()
+        .any(|r| r["detail"]["reason"] == "wrong user name or password"));
+    assert!(failed
+        .iter()
+        .any(|r| r["detail"]["reason"] == "account locked"));
     assert_eq!(relay.audit_kind("user.locked").len(), 2);
     assert!(relay
         .audit_kind("user.admin")
@@ -92,14 +108,23 @@ async fn five_failures_lock_the_account_until_an_admin_unlocks_it() {
 async fn failures_are_limited_per_account_and_per_address() {
     let mut relay = Relay::init_with(|c| {
         *c = c
-            .replace("failures_per_account_per_minute = 10", "failures_per_account_per_minute = 2")
-            .replace("failures_per_address_per_minute = 20", "failures_per_address_per_minute = 4");
+            .replace(
+                "failures_per_account_per_minute = 10",
+                "failures_per_account_per_minute = 2",
+            )
+            .replace(
+                "failures_per_address_per_minute = 20",
+                "failures_per_address_per_minute = 4",
+            );
         assert!(c.contains("failures_per_address_per_minute = 4"), "{c}");
     });
     relay.start();
     // Per account: the third failure for "admin" inside a minute.
     for _ in 0..2 {
-        assert_eq!(refused(&relay, "admin", "wrong").await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            refused(&relay, "admin", "wrong").await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
     let api = Api::new(&relay);
     let r = api
@@ -116,12 +141,24 @@ async fn failures_are_limited_per_account_and_per_address() {
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
 
     // Per address: other names from the same address hit the address limit.
-    assert_eq!(refused(&relay, "nobody1", "x").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused(&relay, "nobody1", "x").await.0,
+        StatusCode::UNAUTHORIZED
+    );
     let (s, v) = refused(&relay, "nobody2", "x").await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
-    assert!(v["error"].as_str().is_some_and(|e| e.contains("address")), "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("address")),
+        "{v}"
+    );
 
     let limited = relay.audit_kind("user.login_rate_limited");
-    let which: Vec<_> = limited.iter().map(|r| r["detail"]["limit"].clone()).collect();
-    assert!(which.contains(&json!("account")) && which.contains(&json!("address")), "{which:?}");
+    let which: Vec<_> = limited
+        .iter()
+        .map(|r| r["detail"]["limit"].clone())
+        .collect();
+    assert!(
+        which.contains(&json!("account")) && which.contains(&json!("address")),
+        "{which:?}"
+    );
 }

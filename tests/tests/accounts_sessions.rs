@@ -20,7 +20,12 @@ async fn csrf_headers_and_idle_timeout() {
         .call(Method::POST, "/customers", Some(json!({"name": "beta"})))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    assert!(v["error"].as_str().is_some_and(|e| e.contains("X-CSRF-Token")), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("X-CSRF-Token")),
+        "{v}"
+    );
     admin.csrf = Some("0".repeat(64));
     let (s, _) = admin
         .call(Method::POST, "/customers", Some(json!({"name": "beta"})))
@@ -62,7 +67,12 @@ async fn csrf_headers_and_idle_timeout() {
         .expect("me");
     let h = r.headers();
     let csp = h["content-security-policy"].to_str().unwrap_or("");
-    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'") && csp.contains("form-action 'self'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'self'")
+            && csp.contains("frame-ancestors 'none'")
+            && csp.contains("form-action 'self'"),
+        "{csp}"
+    );
     assert!(h.contains_key("strict-transport-security"));
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "no-referrer");
@@ -82,7 +92,10 @@ async fn csrf_headers_and_idle_timeout() {
     c.close().await.expect("close");
     let (s, v) = admin.call(Method::GET, "/me", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
-    assert!(v["error"].as_str().is_some_and(|e| e.contains("timed out")), "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("timed out")),
+        "{v}"
+    );
     let (s, _) = admin.call(Method::GET, "/me", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 

@@ -9,14 +9,19 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 async fn login_raw(relay: &Relay, body: Value) -> (StatusCode, Value) {
-    Api::new(relay).call(Method::POST, "/login", Some(body)).await
+    Api::new(relay)
+        .call(Method::POST, "/login", Some(body))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_in_needs_a_fresh_code() {
     let relay = Relay::start_new();
     let pw = relay.admin_password.clone();
-    assert!(relay.totp.uri("admin").is_some(), "init prints the admin's otpauth URI");
+    assert!(
+        relay.totp.uri("admin").is_some(),
+        "init prints the admin's otpauth URI"
+    );
 
     let (s, v) = login_raw(&relay, json!({"username": "admin", "password": pw})).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
@@ -49,7 +54,10 @@ async fn log_in_needs_a_fresh_code() {
     assert_eq!(ok.len(), 1);
     assert_eq!(ok[0]["detail"]["two_factor"], true);
     let failed = relay.audit_kind("user.login_failed");
-    let reasons: Vec<_> = failed.iter().map(|r| r["detail"]["reason"].clone()).collect();
+    let reasons: Vec<_> = failed
+        .iter()
+        .map(|r| r["detail"]["reason"].clone())
+        .collect();
     assert_eq!(
         reasons,
         vec![
@@ -67,12 +75,22 @@ async fn an_admin_without_two_factor_may_only_enroll() {
 
     // A new admin gets a TOTP secret at creation; a viewer does not.
     let (s, ada) = admin
-        .call(Method::POST, "/users", Some(json!({"username": "ada", "role": "admin"})))
+        .call(
+            Method::POST,
+            "/users",
+            Some(json!({"username": "ada", "role": "admin"})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{ada}");
-    assert!(ada["totp_uri"].as_str().is_some_and(|u| u.starts_with("otpauth://totp/")));
+    assert!(ada["totp_uri"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("otpauth://totp/")));
     let (s, vic) = admin
-        .call(Method::POST, "/users", Some(json!({"username": "vic", "role": "viewer", "customers": [1]})))
+        .call(
+            Method::POST,
+            "/users",
+            Some(json!({"username": "vic", "role": "viewer", "customers": [1]})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{vic}");
     assert!(vic.get("totp_uri").is_none(), "{vic}");
@@ -110,7 +128,9 @@ async fn an_admin_without_two_factor_may_only_enroll() {
         let (s, v) = ada_api.call(Method::GET, path, None).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {v}");
         assert!(
-            v["error"].as_str().is_some_and(|e| e.contains("two-factor authentication is required")),
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("two-factor authentication is required")),
             "{v}"
         );
     }
@@ -126,13 +146,21 @@ async fn an_admin_without_two_factor_may_only_enroll() {
     let svg = e["qr_svg"].as_str().expect("svg");
     assert!(svg.contains("<svg") && svg.contains("</svg>"), "{svg}");
     let (s, v) = ada_api
-        .call(Method::POST, "/me/totp/confirm", Some(json!({"code": "123"})))
+        .call(
+            Method::POST,
+            "/me/totp/confirm",
+            Some(json!({"code": "123"})),
+        )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     relay.totp.add("ada", &uri);
     let code = relay.totp.code("ada").await.expect("code");
     let (s, v) = ada_api
-        .call(Method::POST, "/me/totp/confirm", Some(json!({"code": code})))
+        .call(
+            Method::POST,
+            "/me/totp/confirm",
+            Some(json!({"code": code})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let recovery: Vec<String> = v["recovery_codes"]
@@ -148,7 +176,10 @@ async fn an_admin_without_two_factor_may_only_enroll() {
 
     // Next log-in: the code is required; a recovery code works once.
     let (s, v) = login_raw(&relay, json!({"username": "ada", "password": pw})).await;
-    assert_eq!((s, v["code"].clone()), (StatusCode::UNAUTHORIZED, json!("totp_required")));
+    assert_eq!(
+        (s, v["code"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("totp_required"))
+    );
     let (s, v) = login_raw(
         &relay,
         json!({"username": "ada", "password": pw, "totp": recovery[0]}),
@@ -171,7 +202,11 @@ async fn an_admin_without_two_factor_may_only_enroll() {
         .collect();
     assert_eq!(
         kinds,
-        vec![json!("user create"), json!("user create"), json!("user reset-totp")]
+        vec![
+            json!("user create"),
+            json!("user create"),
+            json!("user reset-totp")
+        ]
     );
     assert!(relay
         .audit_kind("user.totp")

@@ -23,7 +23,10 @@ pub fn routes() -> Router<Relay> {
         .route("/api/v1/users/{id}", get(get_user).patch(update_user))
         .route("/api/v1/users/{id}/unlock", post(unlock_user))
         .route("/api/v1/users/{id}/reset-totp", post(reset_totp))
-        .route("/api/v1/customers", get(list_customers).post(create_customer))
+        .route(
+            "/api/v1/customers",
+            get(list_customers).post(create_customer),
+        )
         .route(
             "/api/v1/enrollment-tokens",
             get(list_enrollment_tokens).post(create_enrollment_token),
@@ -150,7 +153,9 @@ pub async fn create_customer(
     body: Body<NewCustomer>,
 ) -> Result<Response> {
     let req = json_body(body)?;
-    Ok(created(users::create_customer(&relay, &p, &req.name).await?))
+    Ok(created(
+        users::create_customer(&relay, &p, &req.name).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/enrollment-tokens", tag = "accounts",

@@ -22,13 +22,12 @@ pub async fn deactivate(
     last_active: i64,
     by: &str,
 ) -> Result<()> {
-    let r = sqlx::query(
-        "UPDATE users SET active = 0, deactivated_at = ? WHERE id = ? AND active = 1",
-    )
-    .bind(now_rfc3339())
-    .bind(user_id)
-    .execute(&relay.db.pool)
-    .await?;
+    let r =
+        sqlx::query("UPDATE users SET active = 0, deactivated_at = ? WHERE id = ? AND active = 1")
+            .bind(now_rfc3339())
+            .bind(user_id)
+            .execute(&relay.db.pool)
+            .await?;
     if r.rows_affected() == 0 {
         return Ok(());
     }
@@ -121,7 +120,10 @@ mod tests {
             .unwrap();
         let after = Duration::from_secs(90 * 86_400);
         let day = 86_400;
-        assert!(stale_accounts(&db, start + 89 * day, after).await.unwrap().is_empty());
+        assert!(stale_accounts(&db, start + 89 * day, after)
+            .await
+            .unwrap()
+            .is_empty());
         let s = stale_accounts(&db, start + 91 * day, after).await.unwrap();
         assert_eq!(s, vec![(id, "old".to_string(), start)]);
         // Deactivated accounts are not found again.
@@ -130,11 +132,19 @@ mod tests {
             .execute(&db.pool)
             .await
             .unwrap();
-        assert!(stale_accounts(&db, start + 91 * day, after).await.unwrap().is_empty());
+        assert!(stale_accounts(&db, start + 91 * day, after)
+            .await
+            .unwrap()
+            .is_empty());
         // Never logged in: the creation time counts.
         let fresh = db.add_user("new", "x", "viewer", &[]).await.unwrap();
-        let s = stale_accounts(&db, unix_now() + 91 * day, after).await.unwrap();
+        let s = stale_accounts(&db, unix_now() + 91 * day, after)
+            .await
+            .unwrap();
         assert_eq!(s.iter().map(|x| x.0).collect::<Vec<_>>(), vec![fresh]);
-        assert!(stale_accounts(&db, unix_now() + 89 * day, after).await.unwrap().is_empty());
+        assert!(stale_accounts(&db, unix_now() + 89 * day, after)
+            .await
+            .unwrap()
+            .is_empty());
     }
 }

@@ -164,9 +164,7 @@ pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<Logi
                 .await?
                 .rows_affected();
                 if used == 0 {
-                    return Err(
-                        two_factor_failure(relay, &name, ip, peer, "totp_invalid").await
-                    );
+                    return Err(two_factor_failure(relay, &name, ip, peer, "totp_invalid").await);
                 }
                 let left: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM recovery_codes WHERE user_id = ? AND used_at IS NULL",
@@ -203,14 +201,10 @@ pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<Logi
                         }
                     }
                     Some(Err(_)) => {
-                        return Err(
-                            two_factor_failure(relay, &name, ip, peer, "totp_reused").await
-                        )
+                        return Err(two_factor_failure(relay, &name, ip, peer, "totp_reused").await)
                     }
                     None => {
-                        return Err(
-                            two_factor_failure(relay, &name, ip, peer, "totp_invalid").await
-                        )
+                        return Err(two_factor_failure(relay, &name, ip, peer, "totp_invalid").await)
                     }
                 }
             }
@@ -232,14 +226,12 @@ pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<Logi
     .bind(restricted)
     .execute(&relay.db.pool)
     .await?;
-    sqlx::query(
-        "UPDATE users SET last_login = ?, last_active = ?, failed_logins = 0 WHERE id = ?",
-    )
-    .bind(now_rfc3339())
-    .bind(now)
-    .bind(user_id)
-    .execute(&relay.db.pool)
-    .await?;
+    sqlx::query("UPDATE users SET last_login = ?, last_active = ?, failed_logins = 0 WHERE id = ?")
+        .bind(now_rfc3339())
+        .bind(now)
+        .bind(user_id)
+        .execute(&relay.db.pool)
+        .await?;
     let principal = crate::auth::load_principal_as(
         relay,
         user_id,

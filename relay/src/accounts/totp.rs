@@ -89,7 +89,13 @@ pub fn recovery_codes() -> Vec<(String, String)> {
     (0..RECOVERY_CODES)
         .map(|_| {
             let raw = random_secret(8);
-            let shown = format!("{}-{}-{}-{}", &raw[0..4], &raw[4..8], &raw[8..12], &raw[12..16]);
+            let shown = format!(
+                "{}-{}-{}-{}",
+                &raw[0..4],
+                &raw[4..8],
+                &raw[8..12],
+                &raw[12..16]
+            );
             (shown, hash_recovery(&raw))
         })
         .collect()
@@ -127,7 +133,10 @@ mod tests {
         assert_eq!(check(&s, &c, None, now + 2 * STEP + 1).unwrap(), None);
         assert_eq!(check(&s, "12345", None, now).unwrap(), None);
         let uri = otpauth_uri(&s, "ann", "dwa.localhost").unwrap();
-        assert!(uri.starts_with("otpauth://totp/DWA:ann%40dwa.localhost?"), "{uri}");
+        assert!(
+            uri.starts_with("otpauth://totp/DWA:ann%40dwa.localhost?"),
+            "{uri}"
+        );
         assert!(qr_svg(&uri).unwrap().contains("<svg"));
         let codes = recovery_codes();
         assert_eq!(codes.len(), 10);

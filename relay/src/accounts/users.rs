@@ -36,11 +36,13 @@ pub async fn provision_totp(
 ) -> Result<String> {
     let secret = totp::new_secret();
     let uri = totp::otpauth_uri(&secret, username, domain)?;
-    sqlx::query("UPDATE users SET totp_secret = ?, totp_pending = NULL, totp_last_step = NULL WHERE id = ?")
-        .bind(&secret)
-        .bind(user_id)
-        .execute(&db.pool)
-        .await?;
+    sqlx::query(
+        "UPDATE users SET totp_secret = ?, totp_pending = NULL, totp_last_step = NULL WHERE id = ?",
+    )
+    .bind(&secret)
+    .bind(user_id)
+    .execute(&db.pool)
+    .await?;
     Ok(uri)
 }
 
@@ -48,11 +50,10 @@ pub async fn provision_totp(
 /// secret, its otpauth URI and QR code. Refused if two-factor is already
 /// active (an admin resets it first).
 pub async fn begin_totp(relay: &Relay, p: &Principal) -> Result<Value> {
-    let active: Option<String> =
-        sqlx::query_scalar("SELECT totp_secret FROM users WHERE id = ?")
-            .bind(p.user_id)
-            .fetch_one(&relay.db.pool)
-            .await?;
+    let active: Option<String> = sqlx::query_scalar("SELECT totp_secret FROM users WHERE id = ?")
+        .bind(p.user_id)
+        .fetch_one(&relay.db.pool)
+        .await?;
     if active.is_some() {
         return Err(RelayError::Conflict(
             "two-factor is already active on this account; an administrator can reset it".into(),
@@ -67,7 +68,12 @@ pub async fn begin_totp(relay: &Relay, p: &Principal) -> Result<Value> {
         .await?;
     relay
         .audit
-        .record(kind::USER_TOTP, &p.actor(), None, json!({"event": "enrollment started"}))
+        .record(
+            kind::USER_TOTP,
+            &p.actor(),
+            None,
+            json!({"event": "enrollment started"}),
+        )
         .await;
     Ok(json!({"otpauth_uri": uri, "qr_svg": totp::qr_svg(&uri)?, "secret": secret}))
 }
@@ -76,11 +82,10 @@ pub async fn begin_totp(relay: &Relay, p: &Principal) -> Result<Value> {
 /// the log-in is no longer restricted, and ten recovery codes are returned
 /// (once; only their hashes are kept).
 pub async fn confirm_totp(relay: &Relay, p: &Principal, code: &str) -> Result<Value> {
-    let pending: Option<String> =
-        sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = ?")
-            .bind(p.user_id)
-            .fetch_one(&relay.db.pool)
-            .await?;
+    let pending: Option<String> = sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = ?")
+        .bind(p.user_id)
+        .fetch_one(&relay.db.pool)
+        .await?;
     let pending = pending.ok_or_else(|| {
         RelayError::Conflict("no enrollment in progress: POST /api/v1/me/totp first".into())
     })?;
@@ -89,8 +94,7 @@ pub async fn confirm_totp(relay: &Relay, p: &Principal, code: &str) -> Result<Va
         _ => {
             return Err(RelayError::TwoFactor {
                 code: "totp_invalid",
-                msg: "wrong two-factor code; check the app's clock and try the current code"
-                    .into(),
+                msg: "wrong two-factor code; check the app's clock and try the current code".into(),
             })
         }
     };
@@ -123,7 +127,12 @@ pub async fn confirm_totp(relay: &Relay, p: &Principal, code: &str) -> Result<Va
     tx.commit().await?;
     relay
         .audit
-        .record(kind::USER_TOTP, &p.actor(), None, json!({"event": "enrolled"}))
+        .record(
+            kind::USER_TOTP,
+            &p.actor(),
+            None,
+            json!({"event": "enrolled"}),
+        )
         .await;
     let shown: Vec<&str> = codes.iter().map(|(c, _)| c.as_str()).collect();
     Ok(json!({"enabled": true, "recovery_codes": shown}))
@@ -156,12 +165,12 @@ fn user_view(r: &sqlx::sqlite::SqliteRow, customers: Vec<i64>) -> Value {
 const USER_COLUMNS: &str = "id, username, role, active, locked_at, failed_logins, totp_secret, created_at, last_login, deactivated_at";
 
 async fn customers_of(relay: &Relay, id: i64) -> Result<Vec<i64>> {
-    Ok(
-        sqlx::query_scalar("SELECT customer_id FROM user_customers WHERE user_id = ? ORDER BY customer_id")
-            .bind(id)
-            .fetch_all(&relay.db.pool)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT customer_id FROM user_customers WHERE user_id = ? ORDER BY customer_id",
     )
+    .bind(id)
+    .fetch_all(&relay.db.pool)
+    .await?)
 }
 
 pub async fn list_users(relay: &Relay, p: &Principal) -> Result<Value> {
@@ -225,7 +234,9 @@ pub async fn create_user(relay: &Relay, p: &Principal, req: &NewUser) -> Result<
     p.require(Action::Administer, None)?;
     let name = req.username.trim();
     if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-        return Err(RelayError::Invalid("username must be 1..=64 characters".into()));
+        return Err(RelayError::Invalid(
+            "username must be 1..=64 characters".into(),
+        ));
     }
     let role: Role = req.role.parse().map_err(RelayError::Invalid)?;
     check_role_customers(role, &req.customers)?;
@@ -246,7 +257,9 @@ pub async fn create_user(relay: &Relay, p: &Principal, req: &NewUser) -> Result<
     let id = match r {
         Ok(r) => r.last_insert_rowid(),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            return Err(RelayError::Conflict(format!("user {name:?} already exists")))
+            return Err(RelayError::Conflict(format!(
+                "user {name:?} already exists"
+            )))
         }
         Err(e) => return Err(e.into()),
     };
@@ -305,7 +318,12 @@ pub async fn end_sessions_of(relay: &Relay, user_id: i64, by: &str) -> Result<()
     Ok(())
 }
 
-pub async fn update_user(relay: &Relay, p: &Principal, id: i64, patch: &UserPatch) -> Result<Value> {
+pub async fn update_user(
+    relay: &Relay,
+    p: &Principal,
+    id: i64,
+    patch: &UserPatch,
+) -> Result<Value> {
     p.require(Action::Administer, None)?;
     let current = get_user(relay, p, id).await?;
     let role: Role = match &patch.role {
@@ -322,7 +340,9 @@ pub async fn update_user(relay: &Relay, p: &Principal, id: i64, patch: &UserPatc
     };
     check_role_customers(role, &customers)?;
     check_customers_exist(relay, &customers).await?;
-    if id == p.user_id && (patch.active == Some(false) || (patch.role.is_some() && role != Role::Admin)) {
+    if id == p.user_id
+        && (patch.active == Some(false) || (patch.role.is_some() && role != Role::Admin))
+    {
         return Err(RelayError::Invalid(
             "an admin cannot deactivate or demote their own account".into(),
         ));
@@ -339,21 +359,25 @@ pub async fn update_user(relay: &Relay, p: &Principal, id: i64, patch: &UserPatc
             .execute(&mut *tx)
             .await?;
         for c in &customers {
-            sqlx::query("INSERT OR IGNORE INTO user_customers (user_id, customer_id) VALUES (?, ?)")
-                .bind(id)
-                .bind(c)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT OR IGNORE INTO user_customers (user_id, customer_id) VALUES (?, ?)",
+            )
+            .bind(id)
+            .bind(c)
+            .execute(&mut *tx)
+            .await?;
         }
     }
     match patch.active {
         // Reactivated: the inactivity clock starts again now.
         Some(true) => {
-            sqlx::query("UPDATE users SET active = 1, deactivated_at = NULL, last_active = ? WHERE id = ?")
-                .bind(unix_now())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE users SET active = 1, deactivated_at = NULL, last_active = ? WHERE id = ?",
+            )
+            .bind(unix_now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
         Some(false) => {
             sqlx::query("UPDATE users SET active = 0, deactivated_at = ? WHERE id = ?")
@@ -439,10 +463,17 @@ pub async fn create_customer(relay: &Relay, p: &Principal, name: &str) -> Result
     p.require(Action::Administer, None)?;
     let name = name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-        return Err(RelayError::Invalid("customer name must be 1..=100 characters".into()));
+        return Err(RelayError::Invalid(
+            "customer name must be 1..=100 characters".into(),
+        ));
     }
     let id = relay.db.add_customer(name).await?;
-    admin_audit(relay, p, json!({"action": "customer create", "id": id, "customer": name})).await;
+    admin_audit(
+        relay,
+        p,
+        json!({"action": "customer create", "id": id, "customer": name}),
+    )
+    .await;
     Ok(json!({"id": id, "name": name}))
 }
 
@@ -495,7 +526,9 @@ pub async fn create_enrollment_token(
     }
     let ttl = req.ttl_secs.unwrap_or(86_400);
     if !(1..=30 * 86_400).contains(&ttl) {
-        return Err(RelayError::Invalid("ttl_secs must be 1..=2592000 (30 days)".into()));
+        return Err(RelayError::Invalid(
+            "ttl_secs must be 1..=2592000 (30 days)".into(),
+        ));
     }
     check_customers_exist(relay, &[req.customer_id]).await?;
     let (token, expires) = crate::enroll::issue_token(
@@ -527,7 +560,10 @@ mod tests {
         assert_eq!(idle_check(Some(1000), 1030, idle), IdleCheck::Fresh);
         assert_eq!(idle_check(Some(1000), 1061, idle), IdleCheck::Touch);
         assert_eq!(idle_check(Some(1000), 1000 + idle, idle), IdleCheck::Touch);
-        assert_eq!(idle_check(Some(1000), 1001 + idle, idle), IdleCheck::TimedOut);
+        assert_eq!(
+            idle_check(Some(1000), 1001 + idle, idle),
+            IdleCheck::TimedOut
+        );
         assert_eq!(idle_check(None, 5, idle), IdleCheck::Touch);
     }
 }
