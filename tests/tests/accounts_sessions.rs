@@ -36,6 +36,61 @@ async fn csrf_headers_and_idle_timeout() {
         .call(Method::POST, "/customers", Some(json!({"name": "beta"})))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Enrollment tokens through the API (the CLI's token creation).
+    let (s, t) = admin
+        .call(
+            Method::POST,
+            "/enrollment-tokens",
+            Some(json!({"customer_id": v["id"], "uses": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    assert!(t["token"].as_str().is_some_and(|t| t.len() > 20), "{t}");
+    let (_, list) = admin.call(Method::GET, "/enrollment-tokens", None).await;
+    let l = list.as_array().expect("token list");
+    assert_eq!(l.len(), 1, "{list}");
+    assert_eq!(l[0]["customer"], "beta");
+    assert_eq!(l[0]["usable"], true);
+    assert!(l[0].get("token").is_none());
+    // Deactivating a user ends their log-in; reactivating lets them back.
+    let (s, u) = admin
+        .call(
+            Method::POST,
+            "/users",
+            Some(json!({"username": "vic", "role": "viewer", "customers": [v["id"]]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{u}");
+    let vic = Api::login(&relay, "vic", u["password"].as_str().expect("password")).await;
+    let path = format!("/users/{}", u["id"]);
+    let (s, _) = admin
+        .call(Method::PATCH, &path, Some(json!({"active": false})))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        vic.call(Method::GET, "/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, v) = Api::new(&relay)
+        .call(
+            Method::POST,
+            "/login",
+            Some(json!({"username": "vic", "password": u["password"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("deactivated")),
+        "{v}"
+    );
+    let (s, back) = admin
+        .call(Method::PATCH, &path, Some(json!({"active": true})))
+        .await;
+    assert_eq!((s, back["active"].clone()), (StatusCode::OK, json!(true)));
+    Api::login(&relay, "vic", u["password"].as_str().expect("password")).await;
+
     // Reads need none.
     admin.csrf = None;
     let (s, _) = admin.call(Method::GET, "/customers", None).await;
