@@ -34,6 +34,17 @@ pub mod kind {
     pub const USER_LOGIN: &str = "user.login";
     pub const USER_LOGIN_FAILED: &str = "user.login_failed";
     pub const USER_LOGOUT: &str = "user.logout";
+    /// Too many failed log-ins for an account or a source address (429).
+    pub const USER_LOGIN_RATE_LIMITED: &str = "user.login_rate_limited";
+    /// An account locked after consecutive failed log-ins.
+    pub const USER_LOCKED: &str = "user.locked";
+    /// An account deactivated (unused too long).
+    pub const USER_DEACTIVATED: &str = "user.deactivated";
+    /// Two-factor enrolled, confirmed or a recovery code used.
+    pub const USER_TOTP: &str = "user.totp";
+    /// An administrator's change to a user, customer or enrollment token
+    /// (create, update, unlock, reset two-factor).
+    pub const USER_ADMIN: &str = "user.admin";
     pub const TOKEN_CREATE: &str = "token.create";
     pub const TOKEN_REVOKE: &str = "token.revoke";
     pub const WEB_SESSION_CREATE: &str = "web.session_create";

@@ -43,6 +43,7 @@ pub fn routes() -> Router<Relay> {
         // Single sign-on: /auth/oidc/login and /auth/oidc/callback.
         .merge(crate::oidc::routes())
         .merge(crate::openapi::routes())
+        .merge(crate::accounts::api::routes())
 }
 
 /// JSON body or a 400 that says what is wrong with it.
@@ -90,7 +91,8 @@ pub(crate) async fn login(
     );
     let mut r = Json(json!({
         "user": ok.principal.username, "role": ok.principal.role.as_str(),
-        "expires_at": ok.expires_at,
+        "expires_at": ok.expires_at, "csrf_token": ok.principal.csrf_token(),
+        "totp_enrollment_required": ok.principal.restricted,
     }))
     .into_response();
     r.headers_mut().insert(
@@ -144,12 +146,15 @@ pub(crate) async fn logout(State(relay): State<Relay>, p: Principal) -> Result<R
     tag = "auth",
     security(("cookie" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "`{user, role, customers}`", body = Object),
+        (status = 200, description = "`{user, role, customers, csrf_token, totp_enrollment_required}`", body = Object),
         E401,
     )
 )]
 pub(crate) async fn me(p: Principal) -> Json<serde_json::Value> {
-    Json(json!({"user": p.username, "role": p.role.as_str(), "customers": p.customers}))
+    Json(
+        json!({"user": p.username, "role": p.role.as_str(), "customers": p.customers,
+                "csrf_token": p.csrf_token(), "totp_enrollment_required": p.restricted}),
+    )
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -4,7 +4,6 @@
 //! `dwa_policy::roles` whether it may act for the customer concerned.
 //! Two-factor and lockout slot into [`login`] without changing its callers.
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, Method};
@@ -41,7 +40,21 @@ pub struct Principal {
     /// Customers the user is assigned to (ids).
     pub customers: Vec<i64>,
     pub via: Via,
+    /// A log-in of a user who must enroll two-factor first: only the
+    /// enrollment routes answer (see [`RESTRICTED_ALLOWED`]).
+    pub restricted: bool,
 }
+
+/// What a restricted log-in (two-factor required, not yet enrolled) may call.
+pub const RESTRICTED_ALLOWED: [&str; 4] = [
+    "/api/v1/me",
+    "/api/v1/me/totp",
+    "/api/v1/me/totp/confirm",
+    "/api/v1/logout",
+];
+
+/// The 403 a restricted log-in gets everywhere else.
+pub const RESTRICTED_MESSAGE: &str = "two-factor authentication is required for your role: enroll it first (POST /api/v1/me/totp, then POST /api/v1/me/totp/confirm)";
 
 impl Principal {
     /// "Who" in the audit log.
@@ -52,6 +65,9 @@ impl Principal {
     /// Refuses (403, with the reason) unless the role allows `action` for
     /// `customer`.
     pub fn require(&self, action: Action, customer: Option<i64>) -> Result<()> {
+        if self.restricted {
+            return Err(RelayError::Refused(RESTRICTED_MESSAGE.into()));
+        }
         let p = permit(
             self.role,
             &Scope {
@@ -74,6 +90,22 @@ impl Principal {
             Via::Token(_) | Via::Local => None,
         }
     }
+
+    /// The anti-CSRF token of a cookie log-in: hex(sha256("dwa-csrf:" +
+    /// the session id's hash)). API tokens and local callers have none
+    /// (nothing rides along on their requests).
+    pub fn csrf_token(&self) -> Option<String> {
+        self.login_session()
+            .map(|h| sha256_hex(&format!("dwa-csrf:{h}")))
+    }
+
+    /// Whether `presented` is this principal's CSRF token (constant time).
+    pub fn csrf_ok(&self, presented: &str) -> bool {
+        match self.csrf_token() {
+            Some(t) => subtle::ConstantTimeEq::ct_eq(t.as_bytes(), presented.as_bytes()).into(),
+            None => true,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -81,7 +113,7 @@ impl Principal {
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
-    /// Two-factor code; accepted and ignored until two-factor exists.
+    /// Two-factor: the 6-digit TOTP code or a recovery code.
     #[serde(default)]
     pub totp: Option<String>,
 }
@@ -103,12 +135,31 @@ pub async fn local_principal(relay: &Relay, username: &str) -> Result<Principal>
     load_principal(relay, id, Via::Local).await
 }
 
-async fn load_principal(relay: &Relay, user_id: i64, via: Via) -> Result<Principal> {
-    let row = sqlx::query("SELECT username, role FROM users WHERE id = ?")
+pub async fn load_principal(relay: &Relay, user_id: i64, via: Via) -> Result<Principal> {
+    load_principal_as(relay, user_id, via, false).await
+}
+
+pub(crate) async fn load_principal_as(
+    relay: &Relay,
+    user_id: i64,
+    via: Via,
+    restricted: bool,
+) -> Result<Principal> {
+    let row = sqlx::query("SELECT username, role, active, locked_at FROM users WHERE id = ?")
         .bind(user_id)
         .fetch_optional(&relay.db.pool)
         .await?
         .ok_or_else(|| RelayError::Unauthorized("the account no longer exists".into()))?;
+    if row.get::<i64, _>("active") == 0 {
+        return Err(RelayError::Unauthorized(
+            "this account is deactivated; an administrator must reactivate it".into(),
+        ));
+    }
+    if row.get::<Option<String>, _>("locked_at").is_some() {
+        return Err(RelayError::Locked(
+            "this account is locked; an administrator must unlock it".into(),
+        ));
+    }
     let role: String = row.get("role");
     let customers: Vec<i64> =
         sqlx::query_scalar("SELECT customer_id FROM user_customers WHERE user_id = ?")
@@ -123,81 +174,16 @@ async fn load_principal(relay: &Relay, user_id: i64, via: Via) -> Result<Princip
             .map_err(|e: String| RelayError::Invalid(format!("stored role: {e}")))?,
         customers,
         via,
+        restricted,
     })
 }
 
-/// Checks a password; on success opens a log-in session. Every attempt is
-/// audited; the answer never says whether the user exists.
+/// Checks the credentials (password, then two-factor) and opens a log-in
+/// session; failure rates, lockout and inactivity apply (see
+/// [`crate::accounts::login`]). Every attempt is audited; the answer never
+/// says whether the user exists.
 pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<LoginOk> {
-    let refused = || RelayError::Unauthorized("invalid username or password".into());
-    let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = ?")
-        .bind(&req.username)
-        .fetch_optional(&relay.db.pool)
-        .await?;
-    // Verify against a real hash even for unknown users, so the timing does
-    // not tell which user names exist.
-    let (user_id, stored) = match &row {
-        Some(r) => (
-            Some(r.get::<i64, _>("id")),
-            r.get::<String, _>("password_hash"),
-        ),
-        None => (None, relay.dummy_hash.clone()),
-    };
-    let password = req.password.clone();
-    let ok = tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&stored)
-            .map(|h| {
-                argon2::Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false);
-    let Some(user_id) = user_id.filter(|_| ok) else {
-        relay
-            .audit
-            .record(
-                dwa_proto::audit::kind::USER_LOGIN_FAILED,
-                &format!("user:{}", req.username),
-                None,
-                serde_json::json!({"peer": peer}),
-            )
-            .await;
-        return Err(refused());
-    };
-    let cookie = random_secret(32);
-    let expires_at = unix_now() + relay.cfg.web.login_lifetime.as_secs() as i64;
-    sqlx::query(
-        "INSERT INTO login_sessions (id_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(sha256_hex(&cookie))
-    .bind(user_id)
-    .bind(now_rfc3339())
-    .bind(expires_at)
-    .execute(&relay.db.pool)
-    .await?;
-    sqlx::query("UPDATE users SET last_login = ? WHERE id = ?")
-        .bind(now_rfc3339())
-        .bind(user_id)
-        .execute(&relay.db.pool)
-        .await?;
-    let principal = load_principal(relay, user_id, Via::Session(sha256_hex(&cookie))).await?;
-    relay
-        .audit
-        .record(
-            dwa_proto::audit::kind::USER_LOGIN,
-            &principal.actor(),
-            None,
-            serde_json::json!({"peer": peer, "role": principal.role.as_str()}),
-        )
-        .await;
-    Ok(LoginOk {
-        principal,
-        cookie,
-        expires_at,
-    })
+    crate::accounts::login::login(relay, req, peer).await
 }
 
 /// Opens a log-in session for a user already authenticated some other way
@@ -318,15 +304,75 @@ pub async fn authenticate(relay: &Relay, parts: &Parts) -> Result<Principal> {
         }
     }
     let id_hash = sha256_hex(cookie);
-    let user_id: i64 = sqlx::query_scalar(
-        "SELECT user_id FROM login_sessions WHERE id_hash = ? AND ended_at IS NULL AND expires_at > ?",
+    let now = unix_now();
+    let row = sqlx::query(
+        "SELECT user_id, last_seen, restricted FROM login_sessions WHERE id_hash = ? AND ended_at IS NULL AND expires_at > ?",
     )
     .bind(&id_hash)
-    .bind(unix_now())
+    .bind(now)
     .fetch_optional(&relay.db.pool)
     .await?
     .ok_or_else(|| RelayError::Unauthorized("the log-in session ended; log in again".into()))?;
-    load_principal(relay, user_id, Via::Session(id_hash)).await
+    let idle = relay.cfg.accounts.session_idle_timeout.as_secs() as i64;
+    let last_seen: Option<i64> = row.get("last_seen");
+    match crate::accounts::users::idle_check(last_seen, now, idle) {
+        IdleCheck::Fresh => {}
+        IdleCheck::Touch => {
+            sqlx::query("UPDATE login_sessions SET last_seen = ? WHERE id_hash = ?")
+                .bind(now)
+                .bind(&id_hash)
+                .execute(&relay.db.pool)
+                .await?;
+        }
+        IdleCheck::TimedOut => {
+            logout(relay, &id_hash).await?;
+            return Err(RelayError::Unauthorized(format!(
+                "the log-in session timed out after {} minutes without a request; log in again",
+                idle / 60
+            )));
+        }
+    }
+    let p = load_principal_as(
+        relay,
+        row.get("user_id"),
+        Via::Session(id_hash),
+        row.get::<i64, _>("restricted") != 0,
+    )
+    .await?;
+    let path = parts.uri.path();
+    if p.restricted && !RESTRICTED_ALLOWED.contains(&path) {
+        return Err(RelayError::Refused(RESTRICTED_MESSAGE.into()));
+    }
+    // CSRF: a state-changing API call on a cookie carries the log-in's
+    // token in a header (portal forms carry it as `_csrf`; their handlers check it).
+    if parts.method != Method::GET && parts.method != Method::HEAD && path.starts_with("/api/") {
+        let sent = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if sent.is_empty() || !p.csrf_ok(sent) {
+            return Err(RelayError::Refused(
+                "missing or wrong X-CSRF-Token header (the csrf_token from log-in or GET /api/v1/me)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(p)
+}
+
+/// The header a cookie-authenticated API write carries its CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// What a request does to its log-in session's idle clock.
+#[derive(Debug, PartialEq, Eq)]
+pub enum IdleCheck {
+    /// Seen within the last minute: nothing to write.
+    Fresh,
+    /// Alive; note the request (at most once a minute).
+    Touch,
+    /// Idle too long: the session ends.
+    TimedOut,
 }
 
 impl FromRequestParts<Relay> for Principal {

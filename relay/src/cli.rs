@@ -159,6 +159,8 @@ enum UserCmd {
         #[arg(long = "customer")]
         customers: Vec<String>,
     },
+    /// Clear a lockout after failed log-ins.
+    Unlock { name: String },
 }
 
 #[derive(Subcommand)]
@@ -245,11 +247,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             https_listen,
         } => {
             let r = dwa_relay::init::init(&dir, &domain, ssh_listen, https_listen).await?;
+            let totp = r
+                .admin_totp_uri
+                .as_deref()
+                .map(|u| {
+                    format!("\n  Two-factor (add to an authenticator app; shown once):\n    {u}")
+                })
+                .unwrap_or_default();
             print(
                 j,
                 serde_json::to_value(&r)?,
                 format!(
-                    "Relay initialised in {}\n  SSH host key: {}\n  TLS certificate: sha256:{}\n\n  Admin user: {}\n  One-time password: {}\n  (shown once; only its argon2id hash is stored)",
+                    "Relay initialised in {}\n  SSH host key: {}\n  TLS certificate: sha256:{}\n\n  Admin user: {}\n  One-time password: {}\n  (shown once; only its argon2id hash is stored){totp}",
                     r.data_dir, r.ssh_host_key_fingerprint, r.tls_fingerprint, r.admin_user, r.admin_password
                 ),
             );
@@ -366,13 +375,50 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     &customers,
                 )
                 .await?;
+            let cfg = dwa_relay::config::RelayConfig::load(&dir.0)?;
+            let totp_uri = if cfg.accounts.require_totp.contains(&role) {
+                Some(dwa_relay::accounts::users::provision_totp(&db, id, &name, &cfg.domain).await?)
+            } else {
+                None
+            };
             audit
-                .append(kind::ADMIN_COMMAND, &actor, None, json!({"command": "user add", "user": name, "role": role, "customers": customers}))
+                .append(kind::ADMIN_COMMAND, &actor, None, json!({"command": "user add", "user": name, "role": role, "customers": customers, "totp": totp_uri.is_some()}))
+                .await?;
+            let mut v = json!({"id": id, "name": name, "role": role, "password": password});
+            let mut text = format!("user {name} ({role}) added\n  One-time password: {password}");
+            if let Some(u) = &totp_uri {
+                v["totp_uri"] = json!(u);
+                text.push_str(&format!(
+                    "\n  Two-factor (add to an authenticator app; shown once):\n    {u}"
+                ));
+            }
+            print(j, v, text);
+        }
+        Cmd::User {
+            cmd: UserCmd::Unlock { name },
+        } => {
+            let (db, audit) = open(&dir).await?;
+            let r = sqlx::query(
+                "UPDATE users SET locked_at = NULL, failed_logins = 0 WHERE username = ?",
+            )
+            .bind(&name)
+            .execute(&db.pool)
+            .await?;
+            if r.rows_affected() == 0 {
+                bail!("no user {name:?}");
+            }
+            audit
+                .append(
+                    kind::USER_ADMIN,
+                    &actor,
+                    None,
+                    json!({"action": "user unlock", "user": name}),
+                )
                 .await?;
             print(
                 j,
-                json!({"id": id, "name": name, "role": role, "password": password}),
-                format!("user {name} ({role}) added\n  One-time password: {password}"),
+                json!({"user": name, "unlocked": true}),
+                format!("user {name} unlocked"),
             );
         }
         Cmd::Token {

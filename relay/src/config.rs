@@ -33,6 +33,43 @@ pub struct RelayConfig {
     /// Single sign-on for directory users; none: local accounts only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<crate::oidc::OidcSection>,
+    #[serde(default)]
+    pub accounts: AccountsSection,
+}
+
+/// Log-in security: two-factor, lockout, failure rates, inactivity, the
+/// log-in session's idle timeout (its absolute one is `web.login_lifetime`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsSection {
+    /// Roles that must use TOTP; such a user without it gets a log-in that
+    /// may only enroll it.
+    pub require_totp: Vec<String>,
+    /// Consecutive failed log-ins that lock an account (until an admin unlocks it).
+    pub lockout_after: u32,
+    /// Failed log-ins per account name and minute (then 429).
+    pub failures_per_account_per_minute: u32,
+    /// Failed log-ins per source address and minute (then 429).
+    pub failures_per_address_per_minute: u32,
+    /// Accounts unused this long are deactivated (at most 180 days).
+    #[serde(with = "humantime_serde")]
+    pub inactive_after: Duration,
+    /// A log-in session ends after this long without a request.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+}
+
+impl Default for AccountsSection {
+    fn default() -> Self {
+        Self {
+            require_totp: vec!["admin".into(), "technician".into()],
+            lockout_after: 5,
+            failures_per_account_per_minute: 10,
+            failures_per_address_per_minute: 20,
+            inactive_after: Duration::from_secs(90 * 86_400),
+            session_idle_timeout: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 /// A secret from the config: shown as `***` in logs and debug output.
@@ -221,6 +258,7 @@ impl RelayConfig {
             web: WebSection::default(),
             alerts: AlertsSection::default(),
             oidc: None,
+            accounts: AccountsSection::default(),
         }
     }
 
@@ -331,6 +369,37 @@ impl RelayConfig {
         if let Some(o) = &self.oidc {
             o.validate()?;
         }
+        let ac = &self.accounts;
+        for r in &ac.require_totp {
+            if r.parse::<dwa_policy::roles::Role>().is_err() {
+                return bad(
+                    "accounts.require_totp",
+                    &format!("unknown role {r:?} (admin, technician, viewer, customer)"),
+                );
+            }
+        }
+        if ac.lockout_after == 0 || ac.lockout_after > 100 {
+            return bad("accounts.lockout_after", "must be 1..=100");
+        }
+        if ac.failures_per_account_per_minute == 0 || ac.failures_per_address_per_minute == 0 {
+            return bad(
+                "accounts.failures_per_account_per_minute / failures_per_address_per_minute",
+                "must be at least 1",
+            );
+        }
+        if ac.inactive_after < Duration::from_secs(86_400)
+            || ac.inactive_after > Duration::from_secs(180 * 86_400)
+        {
+            return bad("accounts.inactive_after", "must be 1d..=180d");
+        }
+        if ac.session_idle_timeout < Duration::from_secs(60)
+            || ac.session_idle_timeout > w.login_lifetime
+        {
+            return bad(
+                "accounts.session_idle_timeout",
+                "must be at least 60s and at most web.login_lifetime",
+            );
+        }
         Ok(())
     }
 
@@ -377,6 +446,31 @@ mod tests {
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = RelayConfig::parse(&text.replace("dwa.localhost", "bad domain!")).unwrap_err();
         assert!(e.to_string().contains("domain"), "{e}");
+    }
+
+    #[test]
+    fn accounts_limits_are_validated() {
+        let base = "domain = \"d.localhost\"\n[ssh]\nlisten = \"127.0.0.1:1\"\n[https]\nlisten = \"127.0.0.1:2\"\n";
+        let c = RelayConfig::parse(base).unwrap();
+        assert_eq!(c.accounts.inactive_after, Duration::from_secs(90 * 86_400));
+        assert_eq!(c.accounts.require_totp, vec!["admin", "technician"]);
+        let e = RelayConfig::parse(&format!("{base}[accounts]\ninactive_after = \"181d\"\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("accounts.inactive_after"), "{e}");
+        assert!(
+            RelayConfig::parse(&format!("{base}[accounts]\ninactive_after = \"180d\"\n")).is_ok()
+        );
+        let e = RelayConfig::parse(&format!("{base}[accounts]\nrequire_totp = [\"root\"]\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("accounts.require_totp"), "{e}");
+        let e = RelayConfig::parse(&format!(
+            "{base}[accounts]\nsession_idle_timeout = \"13h\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("accounts.session_idle_timeout"),
+            "{e}"
+        );
     }
 
     #[test]

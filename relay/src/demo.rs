@@ -57,6 +57,7 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         }
     };
     let report = crate::init::init(&dir, "dwa.localhost", o.ssh_listen, o.https_listen).await?;
+    demo_without_two_factor(&dir).await?;
 
     // The fleet first: the agent's policy allows exactly its addresses.
     let addrs: Vec<IpAddr> = (0..o.printers.max(1))
@@ -188,6 +189,22 @@ fn scan_fleet(agent_toml: &std::path::Path, addrs: &[IpAddr], snmp_port: u16) ->
     Ok(())
 }
 
+/// The demo's relay is a throwaway on loopback: two-factor is off for it
+/// (the admin logs in with the password alone), and its output says so.
+async fn demo_without_two_factor(dir: &DataDir) -> Result<()> {
+    let path = dir.path(crate::config::CONFIG_FILE);
+    let mut cfg = crate::config::RelayConfig::load(&dir.0)?;
+    cfg.accounts.require_totp.clear();
+    let text = toml::to_string(&cfg).map_err(|e| crate::RelayError::Config(e.to_string()))?;
+    crate::util::write_private(&path, text.as_bytes())?;
+    let db = crate::db::Db::open(dir, false).await?;
+    sqlx::query("UPDATE users SET totp_secret = NULL WHERE username = 'admin'")
+        .execute(&db.pool)
+        .await?;
+    db.pool.close().await;
+    Ok(())
+}
+
 async fn serve_demo(
     relay: &crate::state::Relay,
     o: &DemoOptions,
@@ -226,12 +243,13 @@ async fn serve_demo(
         println!(
             "{}",
             json!({"portal": portal, "api": format!("{portal}api/v1"), "username": report.admin_user,
-                   "password": report.admin_password, "web_session": link(&first),
+                   "password": report.admin_password, "two_factor": "off for this throwaway demo relay",
+                   "web_session": link(&first),
                    "printers": addrs, "device_ids": devices, "data_dir": dir.0})
         );
     } else {
         println!(
-            "DWA demo running (data in {}).\n\n  Portal:     {portal}   (API under {portal}api/v1)\n  Log in:     {} / {}\n  Printers:   {} simulated, {}..  (web {}, https {}, SNMP {})\n  Telemetry:  the agent scans them every minute: {portal}api/v1/devices, {portal}api/v1/devices.csv\n  Web session for Printer 1 (one-time link, valid 60 s; your browser will warn about the demo's self-signed certificate):\n    {}\n\nPress Enter for a new web-session link; Ctrl-C stops everything.",
+            "DWA demo running (data in {}).\n\n  Portal:     {portal}   (API under {portal}api/v1)\n  Log in:     {} / {}   (two-factor is off for this throwaway demo relay)\n  Printers:   {} simulated, {}..  (web {}, https {}, SNMP {})\n  Telemetry:  the agent scans them every minute: {portal}api/v1/devices, {portal}api/v1/devices.csv\n  Web session for Printer 1 (one-time link, valid 60 s; your browser will warn about the demo's self-signed certificate):\n    {}\n\nPress Enter for a new web-session link; Ctrl-C stops everything.",
             dir.0.display(),
             report.admin_user,
             report.admin_password,

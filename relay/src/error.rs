@@ -32,6 +32,13 @@ pub enum RelayError {
     RateLimited { msg: String, retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// The account is locked (423) until an administrator unlocks it.
+    #[error("{0}")]
+    Locked(String),
+    /// Password right, two-factor missing or wrong (401 with its own code:
+    /// `totp_required`, `totp_invalid`, `totp_reused`).
+    #[error("{msg}")]
+    TwoFactor { code: &'static str, msg: String },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("SSH key: {0}")]

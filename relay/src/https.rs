@@ -48,6 +48,17 @@ impl IntoResponse for RelayError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             return r;
         }
+        if let RelayError::Locked(msg) = &self {
+            // The contract: the numeric status as the code.
+            return (
+                StatusCode::LOCKED,
+                Json(serde_json::json!({"error": msg, "code": 423})),
+            )
+                .into_response();
+        }
+        if let RelayError::TwoFactor { code, msg } = &self {
+            return api_error(StatusCode::UNAUTHORIZED, code, msg.clone());
+        }
         let (status, code) = match &self {
             RelayError::Refused(_) => (StatusCode::FORBIDDEN, "refused"),
             RelayError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -298,10 +309,16 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
                                 // A body that trickles in (or never comes)
                                 // cannot hold a connection slot for long.
                                 let call = app.oneshot(req.map(axum::body::Body::new));
-                                match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+                                let mut r = match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
                                     Ok(r) => r,
                                     Err(_) => Ok(api_error(StatusCode::REQUEST_TIMEOUT, "timeout", "request not completed in time")),
+                                };
+                                // The portal host: its own security headers
+                                // (session hosts above carry printers' pages).
+                                if let Ok(resp) = &mut r {
+                                    crate::accounts::headers::apply(resp.headers_mut());
                                 }
+                                r
                             }
                         }
                     }

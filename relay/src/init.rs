@@ -27,6 +27,10 @@ pub struct InitReport {
     pub admin_user: String,
     /// Shown once; only its argon2id hash is stored.
     pub admin_password: String,
+    /// The admin's TOTP enrollment (otpauth URI), shown once; absent when
+    /// the admin role does not require two-factor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_totp_uri: Option<String>,
 }
 
 pub fn hash_password(password: &str) -> Result<String> {
@@ -76,8 +80,14 @@ pub async fn init(
 
     let db = Db::open(dir, true).await?;
     let password = random_password();
-    db.add_user("admin", &hash_password(&password)?, "admin", &[])
+    let admin_id = db
+        .add_user("admin", &hash_password(&password)?, "admin", &[])
         .await?;
+    let admin_totp_uri = if cfg.accounts.require_totp.iter().any(|r| r == "admin") {
+        Some(crate::accounts::users::provision_totp(&db, admin_id, "admin", domain).await?)
+    } else {
+        None
+    };
     Audit::new(db.clone())
         .append(
             dwa_proto::audit::kind::ADMIN_COMMAND,
@@ -100,6 +110,7 @@ pub async fn init(
         tls_fingerprint,
         admin_user: "admin".into(),
         admin_password: password,
+        admin_totp_uri,
     })
 }
 

@@ -21,10 +21,13 @@
 //! - [`telemetry`]: agents' uploads, the device inventory, alerts and their
 //!   webhook, the CSV report.
 //! - [`diag`]: diagnostics run by agents (`POST /api/v1/devices/{id}/diagnostics`).
+//! - [`accounts`]: two-factor, lockout, inactivity, the admin user API,
+//!   session timeouts, CSRF and security headers.
 //! - [`admin`]: the local admin socket the CLI uses to reach the server.
 //! - [`serve`]: wiring, start and stop.
 //! - [`demo`]: relay + agent + simulated fleet on loopback, in one command.
 
+pub mod accounts;
 pub mod admin;
 pub mod agents;
 pub mod api;

@@ -38,6 +38,7 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
             .instrument(tracing::info_span!("https_listener")),
     );
     crate::telemetry::webhook::spawn(relay.clone())?;
+    crate::accounts::inactivity::spawn(relay.clone());
     // Forget idle rate-limit keys so the table does not grow without bound.
     let r = relay.clone();
     relay.tracker.spawn(
@@ -50,6 +51,8 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
                         r.enroll_rate.retain_recent();
                         r.login_rate.retain_recent();
                         r.session_rate.retain_recent();
+                        r.gates.account.gc();
+                        r.gates.address.gc();
                     }
                     _ = r.shutdown.cancelled() => break,
                 }

@@ -50,6 +50,8 @@ pub struct RelayState {
     pub dummy_hash: String,
     /// Single sign-on (`[oidc]`), when configured.
     pub oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// Failed log-ins per account and per source address.
+    pub gates: crate::accounts::Gates,
 }
 
 /// 20 new connections a second per source address, bursts of 200: enough
@@ -114,6 +116,7 @@ impl RelayState {
             telemetry: Default::default(),
             diag: Default::default(),
             dummy_hash: crate::init::hash_password(&crate::util::random_password())?,
+            gates: crate::accounts::Gates::new(&cfg.accounts),
             audit: Audit::new(db.clone()),
             agents: AgentRegistry::default(),
             dir,

@@ -236,6 +236,8 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
 pub struct Api {
     pub client: reqwest::Client,
     pub base: String,
+    /// The log-in's CSRF token, sent as `X-CSRF-Token` on writes.
+    pub csrf: Option<String>,
 }
 
 impl Api {
@@ -250,26 +252,34 @@ impl Api {
         Self {
             client,
             base: format!("https://dwa.localhost:{HTTPS_PORT}/api/v1"),
+            csrf: None,
         }
     }
 
-    /// Logged in as `user`.
+    /// Logged in as `user` (with a TOTP code when the relay's test
+    /// support knows the user's secret).
     pub async fn login(relay: &Relay, user: &str, password: &str) -> Self {
-        Self::new(relay).log_in(user, password).await
+        let code = relay.totp.code(user).await;
+        Self::new(relay)
+            .log_in_with(user, password, code.as_deref())
+            .await
     }
 
-    /// This client, logged in as `user`.
+    /// This client, logged in as `user` with a password only.
     pub async fn log_in(self, user: &str, password: &str) -> Self {
-        let api = self;
-        let (status, body) = api
-            .call(
-                Method::POST,
-                "/login",
-                Some(serde_json::json!({"username": user, "password": password})),
-            )
-            .await;
+        self.log_in_with(user, password, None).await
+    }
+
+    /// This client, logged in as `user` (and `totp`, if given).
+    pub async fn log_in_with(mut self, user: &str, password: &str, totp: Option<&str>) -> Self {
+        let mut req = serde_json::json!({"username": user, "password": password});
+        if let Some(t) = totp {
+            req["totp"] = t.into();
+        }
+        let (status, body) = self.call(Method::POST, "/login", Some(req)).await;
         assert_eq!(status, StatusCode::OK, "login as {user}: {body}");
-        api
+        self.csrf = body["csrf_token"].as_str().map(str::to_string);
+        self
     }
 
     pub async fn call(
@@ -278,7 +288,11 @@ impl Api {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (StatusCode, serde_json::Value) {
+        let write = method != Method::GET && method != Method::HEAD;
         let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let (true, Some(t)) = (write, &self.csrf) {
+            req = req.header("x-csrf-token", t);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }

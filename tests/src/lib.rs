@@ -20,6 +20,49 @@ use tokio::net::{TcpListener, UnixStream};
 
 pub mod browser;
 
+/// Users' TOTP secrets, and the last time step each used: a code is good
+/// once, so the next log-in takes a later step (waiting if it must).
+#[derive(Default, Clone)]
+pub struct Totp(Arc<std::sync::Mutex<std::collections::HashMap<String, (String, u64)>>>);
+
+impl Totp {
+    pub fn add(&self, user: &str, uri: &str) {
+        self.0
+            .lock()
+            .expect("totp lock")
+            .insert(user.to_string(), (uri.to_string(), 0));
+    }
+
+    pub fn uri(&self, user: &str) -> Option<String> {
+        self.0
+            .lock()
+            .expect("totp lock")
+            .get(user)
+            .map(|(u, _)| u.clone())
+    }
+
+    /// A fresh code for `user` (None: the user has no two-factor): the
+    /// current step, else the next (accepted within the skew), else wait.
+    pub async fn code(&self, user: &str) -> Option<String> {
+        let (uri, last) = self.0.lock().expect("totp lock").get(user).cloned()?;
+        let totp = totp_rs::TOTP::from_url(&uri).expect("otpauth URI");
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs();
+            let step = (now / 30).max(last + 1);
+            if step <= now / 30 + 1 {
+                if let Some(e) = self.0.lock().expect("totp lock").get_mut(user) {
+                    e.1 = step;
+                }
+                return Some(totp.generate(step * 30));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
 pub const SSH_PORT: u16 = 2222;
 pub const HTTPS_PORT: u16 = 8443;
 
@@ -93,6 +136,9 @@ pub struct Relay {
     pub data: PathBuf,
     /// The admin's one-time password from `init`.
     pub admin_password: String,
+    /// Two-factor of users whose roles require it (from `init` and
+    /// `user add` output), for [`Relay::totp_code`].
+    pub totp: Totp,
     pub net: String,
     child: Option<Child>,
     log: PathBuf,
@@ -123,6 +169,10 @@ impl Relay {
             .as_str()
             .expect("init prints the admin password")
             .to_string();
+        let totp = Totp::default();
+        if let Some(uri) = report["admin_totp_uri"].as_str() {
+            totp.add("admin", uri);
+        }
         let cfg_path = data.join("relay.toml");
         let mut cfg = std::fs::read_to_string(&cfg_path).expect("relay.toml");
         edit(&mut cfg);
@@ -132,6 +182,7 @@ impl Relay {
             _tmp: tmp,
             data,
             admin_password,
+            totp,
             net,
             child: None,
             log,
@@ -235,7 +286,12 @@ impl Relay {
             String::from_utf8_lossy(&out.stderr)
         );
         let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap_or(Value::Null)
+        let v: Value =
+            serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap_or(Value::Null);
+        if let (Some(name), Some(uri)) = (v["name"].as_str(), v["totp_uri"].as_str()) {
+            self.totp.add(name, uri);
+        }
+        v
     }
 
     pub fn token(&self, customer: &str, uses: u8, ttl: &str) -> String {
