@@ -37,6 +37,7 @@ pub fn routes() -> Router<Relay> {
         )
         // Devices, readings, reports, agents, alerts.
         .merge(crate::telemetry::api::routes())
+        .merge(crate::tunnels::routes())
 }
 
 /// JSON body or a 400 that says what is wrong with it.
@@ -93,6 +94,7 @@ async fn logout(State(relay): State<Relay>, p: Principal) -> Result<Response> {
     for s in relay.web.live_where(|s| s.login.as_deref() == Some(login)) {
         proxy::end(&relay, &s, EndReason::Logout, &p.actor()).await;
     }
+    crate::tunnels::end_for_login(&relay, login, &p.actor()).await;
     relay
         .audit
         .record(kind::USER_LOGOUT, &p.actor(), None, json!({}))

@@ -17,6 +17,9 @@
 //! - [`web`]: Device Web Access sessions and the session-host proxy.
 //! - [`telemetry`]: agents' uploads, the device inventory, alerts and their
 //!   webhook, the CSV report.
+//! - [`tunnels`]: raw TCP tunnels to a device port, bound to the requester's
+//!   address and a time limit.
+//! - [`ipp_audit`]: IPP operations recognised in traffic to port 631.
 //! - [`admin`]: the local admin socket the CLI uses to reach the server.
 //! - [`serve`]: wiring, start and stop.
 //! - [`demo`]: relay + agent + simulated fleet on loopback, in one command.
@@ -33,10 +36,12 @@ pub mod enroll;
 pub mod error;
 pub mod https;
 pub mod init;
+pub mod ipp_audit;
 pub mod serve;
 pub mod ssh;
 pub mod state;
 pub mod telemetry;
+pub mod tunnels;
 pub mod util;
 pub mod web;
 

@@ -44,6 +44,7 @@ pub struct RelayState {
     pub https_port: u16,
     pub web: crate::web::session::WebSessions,
     pub telemetry: crate::telemetry::Telemetry,
+    pub tunnels: crate::tunnels::Tunnels,
     /// A password hash to verify against for unknown users (equal timing).
     pub dummy_hash: String,
 }
@@ -101,6 +102,7 @@ impl RelayState {
             https_port: cfg.https.public_port.unwrap_or(bound_https_port),
             web: Default::default(),
             telemetry: Default::default(),
+            tunnels: Default::default(),
             dummy_hash: crate::init::hash_password(&crate::util::random_password())?,
             audit: Audit::new(db.clone()),
             agents: AgentRegistry::default(),
