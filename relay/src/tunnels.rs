@@ -69,6 +69,8 @@ pub struct Tunnel {
     pub created: Instant,
     pub expires_at: SystemTime,
     cancel: CancellationToken,
+    /// Cancelled once the listener is closed.
+    listener_closed: CancellationToken,
     ended: Mutex<Option<EndReason>>,
     live: AtomicUsize,
     connections: AtomicU64,
@@ -283,6 +285,7 @@ pub async fn open(
         created: Instant::now(),
         expires_at: SystemTime::now() + ttl,
         cancel: relay.shutdown.child_token(),
+        listener_closed: CancellationToken::new(),
         ended: Mutex::new(None),
         live: AtomicUsize::new(0),
         connections: AtomicU64::new(0),
@@ -315,7 +318,7 @@ async fn serve(relay: Relay, t: Arc<Tunnel>, listener: TcpListener, ttl: Duratio
     let expiry = tokio::time::sleep(ttl);
     tokio::pin!(expiry);
     let audited = relay.cfg.tunnels.max_refusals_audited;
-    loop {
+    let reason = loop {
         let (sock, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(x) => x,
@@ -325,16 +328,10 @@ async fn serve(relay: Relay, t: Arc<Tunnel>, listener: TcpListener, ttl: Duratio
                     continue;
                 }
             },
-            _ = &mut expiry => {
-                end(&relay, &t, EndReason::Expired, "relay").await;
-                break;
-            }
-            _ = t.cancel.cancelled() => {
-                // Revoked or logged out: whoever ended it wrote the record.
-                // At shutdown nobody did.
-                end(&relay, &t, EndReason::Shutdown, "relay").await;
-                break;
-            }
+            _ = &mut expiry => break EndReason::Expired,
+            // Revoked or logged out: whoever ended it writes the record.
+            // At shutdown nobody does.
+            _ = t.cancel.cancelled() => break EndReason::Shutdown,
         };
         let why = if peer.ip() != t.client {
             Some(format!("source {} is not the tunnel's client {}", peer.ip(), t.client))
@@ -375,10 +372,13 @@ async fn serve(relay: Relay, t: Arc<Tunnel>, listener: TcpListener, ttl: Duratio
             }
             .instrument(tracing::info_span!("tunnel_conn", n, %peer)),
         );
-    }
-    // The listener closes here; live connections end on the token.
+    };
+    // The listener closes first, so nothing is accepted once the end is
+    // reported; live connections end on the token.
     drop(listener);
+    t.listener_closed.cancel();
     lock(&relay.tunnels.map).remove(&t.id);
+    end(&relay, &t, reason, "relay").await;
 }
 
 /// Carries one accepted connection through the agent.
@@ -557,6 +557,9 @@ pub async fn end(relay: &Relay, t: &Tunnel, reason: EndReason, by: &str) {
     if !t.end(reason) {
         return;
     }
+    // The listener task sees the token at once; when this returns, the
+    // tunnel's port accepts nothing more.
+    let _ = tokio::time::timeout(Duration::from_secs(2), t.listener_closed.cancelled()).await;
     relay
         .audit
         .record(

@@ -30,7 +30,11 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let (relay, agent, ip) = Relay::with_agent_config(
-        |cfg| cfg.push_str("\n[tunnels]\nmin_ttl = \"1s\"\nmax_per_user = 3\n"),
+        |cfg| {
+            // `init` writes every section; short tunnels for the expiry test.
+            assert!(cfg.contains("min_ttl = \"1m\""), "{cfg}");
+            *cfg = cfg.replace("min_ttl = \"1m\"", "min_ttl = \"1s\"");
+        },
         &[RAW, IPP],
     );
     let device = relay.add_device(&agent, &ip);
