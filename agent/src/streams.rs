@@ -134,7 +134,10 @@ impl StreamService {
             .get_or_init(|| dwa_link::tls::any_cert_client_config().map(Arc::new).ok())
             .clone()
             .ok_or_else(|| fail("TLS client configuration unavailable".into()))?;
-        let tls = match tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await {
+        let tls = match tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+        {
             Ok(t) => t,
             #[cfg(feature = "legacy-tls")]
             Err(e) if legacy::worth_retrying(&e) => {
@@ -359,7 +362,10 @@ pub mod legacy {
         let mut cfg = connector()?
             .configure()
             .map_err(|e| format!("OpenSSL: {e}"))?;
-        let literal = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok();
+        let literal = host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok();
         cfg.set_verify_hostname(false);
         // SNI only carries DNS names.
         cfg.set_use_server_name_indication(!literal);

@@ -389,13 +389,19 @@ impl RelayConfig {
         let t = &self.tunnels;
         t.port_range()?;
         if t.min_ttl < Duration::from_secs(1) || t.min_ttl > t.max_ttl {
-            return bad("tunnels.min_ttl", "must be at least 1s and at most tunnels.max_ttl");
+            return bad(
+                "tunnels.min_ttl",
+                "must be at least 1s and at most tunnels.max_ttl",
+            );
         }
         if t.max_ttl > Duration::from_secs(7 * 24 * 3600) {
             return bad("tunnels.max_ttl", "must be at most 7d");
         }
         if t.ttl < t.min_ttl || t.ttl > t.max_ttl {
-            return bad("tunnels.ttl", "must be within tunnels.min_ttl..=tunnels.max_ttl");
+            return bad(
+                "tunnels.ttl",
+                "must be within tunnels.min_ttl..=tunnels.max_ttl",
+            );
         }
         if t.max_per_user == 0 || t.max_per_user > 1000 {
             return bad("tunnels.max_per_user", "must be 1..=1000");

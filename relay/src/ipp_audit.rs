@@ -108,9 +108,7 @@ fn parse(body: &[u8]) -> Result<Option<IppOperation>, String> {
                 printer_uri: text("printer-uri").map(|s| s.chars().take(512).collect()),
             }))
         }
-        Err(IppParseError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Ok(None)
-        }
+        Err(IppParseError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(format!("malformed IPP request: {e}")),
     }
 }
@@ -163,9 +161,9 @@ impl BodyTap {
                 "IPP request ends inside its attributes ({} bytes)",
                 self.buf.len()
             )),
-            Ok(None) if self.buf.len() >= MAX_ATTRIBUTES => IppEvent::Unreadable(format!(
-                "IPP attributes longer than {MAX_ATTRIBUTES} bytes"
-            )),
+            Ok(None) if self.buf.len() >= MAX_ATTRIBUTES => {
+                IppEvent::Unreadable(format!("IPP attributes longer than {MAX_ATTRIBUTES} bytes"))
+            }
             Ok(None) => return None,
             Err(e) => IppEvent::Unreadable(e),
         };
@@ -241,9 +239,7 @@ fn parse_head(bytes: &[u8]) -> Result<Head, String> {
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            length = v
-                .parse()
-                .map_err(|_| format!("bad Content-Length {v:?}"))?;
+            length = v.parse().map_err(|_| format!("bad Content-Length {v:?}"))?;
         }
     }
     let post = req.method.is_some_and(|m| m.eq_ignore_ascii_case("POST"));
@@ -460,7 +456,7 @@ mod tests {
     fn get_printer_attributes() -> Vec<u8> {
         let uri: Uri = "ipp://printer.local/ipp/print".parse().unwrap_or_default();
         let op = IppOperationBuilder::get_printer_attributes(uri)
-            .attributes(&["printer-state", "printer-name"])
+            .attributes(["printer-state", "printer-name"])
             .build()
             .expect("operation");
         op.into_ipp_request().to_bytes().to_vec()
@@ -574,7 +570,10 @@ mod tests {
             ev = ev.or(t.feed(c));
         }
         assert!(matches!(ev, Some(IppEvent::Operation(_))));
-        assert!(t.buf.capacity() == 0, "buffer released after the attributes");
+        assert!(
+            t.buf.capacity() == 0,
+            "buffer released after the attributes"
+        );
         let detail = detail(&ev.unwrap_or(IppEvent::Unreadable(String::new()))).to_string();
         assert!(!detail.contains("BBBB"), "{detail}");
     }
@@ -595,7 +594,10 @@ mod tests {
         assert!(matches!(t.state, State::Lost));
         // IPP content type, garbage body.
         let mut t = StreamTap::new();
-        t.feed(&http(&[0x01, 0x01, 0x00, 0x0b, 0, 0, 0, 1, 0x99, 0x99], false));
+        t.feed(&http(
+            &[0x01, 0x01, 0x00, 0x0b, 0, 0, 0, 1, 0x99, 0x99],
+            false,
+        ));
         let e = ops(&t.take());
         assert_eq!(e.len(), 1);
         assert!(e[0].starts_with("unreadable"), "{e:?}");

@@ -148,7 +148,13 @@ pub struct TunnelRequest {
 
 type Body<T> = std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
-async fn refuse(relay: &Relay, p: &Principal, agent: &str, d: serde_json::Value, e: RelayError) -> RelayError {
+async fn refuse(
+    relay: &Relay,
+    p: &Principal,
+    agent: &str,
+    d: serde_json::Value,
+    e: RelayError,
+) -> RelayError {
     let mut d = d;
     d["reason"] = json!(e.to_string());
     relay
@@ -210,7 +216,9 @@ async fn bind_free(ip: IpAddr, first: u16, last: u16) -> Option<TcpListener> {
     let start = rand::thread_rng().gen_range(0..n);
     for i in 0..n {
         let port = first as u32 + (start + i) % n;
-        let Ok(port) = u16::try_from(port) else { continue };
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
         if let Ok(l) = TcpListener::bind((ip, port)).await {
             return Some(l);
         }
@@ -334,7 +342,11 @@ async fn serve(relay: Relay, t: Arc<Tunnel>, listener: TcpListener, ttl: Duratio
             _ = t.cancel.cancelled() => break EndReason::Shutdown,
         };
         let why = if peer.ip() != t.client {
-            Some(format!("source {} is not the tunnel's client {}", peer.ip(), t.client))
+            Some(format!(
+                "source {} is not the tunnel's client {}",
+                peer.ip(),
+                t.client
+            ))
         } else if t.live.load(Ordering::Relaxed) >= relay.cfg.tunnels.max_connections {
             Some(format!(
                 "the tunnel carries its maximum of {} connections",
@@ -430,22 +442,22 @@ async fn connection(relay: &Relay, t: &Arc<Tunnel>, sock: TcpStream, peer: Socke
         );
         tokio::pin!(copy);
         loop {
-        tokio::select! {
-            r = &mut copy => break r.map(|_| ()),
-            _ = notify.notified() => {
-                if let Some(tap) = &ipp {
-                    let events = lock(tap).take();
-                    audit_ipp(relay, t, peer, events).await;
+            tokio::select! {
+                r = &mut copy => break r.map(|_| ()),
+                _ = notify.notified() => {
+                    if let Some(tap) = &ipp {
+                        let events = lock(tap).take();
+                        audit_ipp(relay, t, peer, events).await;
+                    }
                 }
+                _ = t.cancel.cancelled() => break Err(std::io::Error::other(
+                    match *lock(&t.ended) {
+                        Some(EndReason::Expired) => "tunnel expired",
+                        Some(EndReason::Revoked) => "tunnel revoked",
+                        Some(EndReason::Logout) => "tunnel's user logged out",
+                        _ => "relay shutting down",
+                    })),
             }
-            _ = t.cancel.cancelled() => break Err(std::io::Error::other(
-                match *lock(&t.ended) {
-                    Some(EndReason::Expired) => "tunnel expired",
-                    Some(EndReason::Revoked) => "tunnel revoked",
-                    Some(EndReason::Logout) => "tunnel's user logged out",
-                    _ => "relay shutting down",
-                })),
-        }
         }
     };
     let (up, down) = (client.up, client.down);
@@ -604,7 +616,9 @@ fn visible(relay: &Relay, p: &Principal, id: &str) -> Result<Arc<Tunnel>> {
     responses((status = 200, description = "the caller's tunnels, and those of customers it may open tunnels for")))]
 pub async fn list(State(relay): State<Relay>, p: Principal) -> Json<serde_json::Value> {
     let mut v: Vec<_> = relay.tunnels.live_where(|t| {
-        t.user_id == p.user_id || p.require(Action::RawTunnel, Some(t.device.customer_id)).is_ok()
+        t.user_id == p.user_id
+            || p.require(Action::RawTunnel, Some(t.device.customer_id))
+                .is_ok()
     });
     v.sort_by_key(|t| t.created);
     Json(json!(v.iter().map(|t| t.view()).collect::<Vec<_>>()))

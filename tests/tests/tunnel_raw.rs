@@ -279,7 +279,11 @@ async fn tunnels_are_revoked_refused_audited_for_ipp_and_end_at_logout() {
         .api
         .call(Method::POST, &url, Some(json!({"port": 22})))
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "a port the agent does not allow");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a port the agent does not allow"
+    );
     let (status, _) = f
         .api
         .call(Method::POST, &url, Some(json!({"port": RAW, "ttl": "9h"})))
@@ -308,11 +312,13 @@ async fn tunnels_are_revoked_refused_audited_for_ipp_and_end_at_logout() {
 
     // IPP through a tunnel to 631: audited per operation.
     let t = f.tunnel(json!({"port": IPP})).await;
-    let mut c = connect_from(f.client, listen_of(&t)).await.expect("connect");
+    let mut c = connect_from(f.client, listen_of(&t))
+        .await
+        .expect("connect");
     let uri: Uri = format!("ipp://{}/ipp/print", f.ip).parse().expect("uri");
     for id in 0..2 {
         let mut req = IppOperationBuilder::get_printer_attributes(uri.clone())
-            .attributes(&["printer-state", "printer-make-and-model"])
+            .attributes(["printer-state", "printer-make-and-model"])
             .build()
             .expect("operation")
             .into_ipp_request();

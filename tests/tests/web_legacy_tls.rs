@@ -52,8 +52,17 @@ fn s_server(dir: &Path, addr: &str, protocol: &str) -> SServer {
 fn throwaway_cert(dir: &Path) {
     let out = Command::new("openssl")
         .current_dir(dir)
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=old-printer", "-keyout", "key.pem", "-out", "cert.pem"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=old-printer",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ])
         .output()
         .expect("openssl req");
     assert!(
@@ -149,10 +158,8 @@ async fn a_tls1_printer_page_through_a_web_session() {
             .collect();
         assert!(
             !opens.is_empty()
-                && opens
-                    .iter()
-                    .all(|r| r["detail"]["tls_version"] == version
-                        && r["detail"]["tls_legacy"] == legacy),
+                && opens.iter().all(|r| r["detail"]["tls_version"] == version
+                    && r["detail"]["tls_legacy"] == legacy),
             "{opens:?}"
         );
     }
