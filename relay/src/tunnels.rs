@@ -64,6 +64,9 @@ pub struct Tunnel {
     pub device: DeviceTarget,
     pub port: u16,
     pub listen: SocketAddr,
+    /// Where clients connect: the bound address, or the relay's domain
+    /// when the listener binds every address.
+    pub host: String,
     /// The only source address served.
     pub client: IpAddr,
     pub created: Instant,
@@ -84,7 +87,7 @@ impl Tunnel {
         json!({
             "id": self.id, "device": self.device.id, "address": self.device.address,
             "port": self.port, "listen": self.listen.to_string(),
-            "host": self.listen.ip().to_string(), "listen_port": self.listen.port(),
+            "host": self.host, "listen_port": self.listen.port(),
             "client": self.client.to_string(), "user": self.actor,
             "expires_at": humantime::format_rfc3339_seconds(self.expires_at).to_string(),
             "live_connections": self.live.load(Ordering::Relaxed),
@@ -289,6 +292,11 @@ pub async fn open(
         device: target,
         port: req.port,
         listen,
+        host: if listen.ip().is_unspecified() {
+            relay.cfg.domain.clone()
+        } else {
+            listen.ip().to_string()
+        },
         client,
         created: Instant::now(),
         expires_at: SystemTime::now() + ttl,

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use dwa_e2e_tests::browser::Api;
+use dwa_e2e_tests::browser::{Api, Browser};
 use dwa_e2e_tests::*;
 use ipp::operation::IppOperation as _;
 use ipp::prelude::*;
@@ -219,7 +219,10 @@ async fn ipp_responder(addr: &str) -> Target {
                 }
             }
             let body = &buf[end + 4..end + 4 + len];
-            let id = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+            let id = match body.get(4..8) {
+                Some(b) => i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                None => 0,
+            };
             let resp = IppRequestResponse::new_response(
                 IppVersion::v1_1(),
                 ipp::model::StatusCode::SuccessfulOk,
@@ -358,6 +361,41 @@ async fn tunnels_are_revoked_refused_audited_for_ipp_and_end_at_logout() {
     );
     assert_eq!(ops[1]["request_id"], 8);
     assert_eq!(ops[0]["tunnel"], t["id"]);
+
+    // IPP through a web session to 631: audited the same way.
+    let (status, ws) = f
+        .api
+        .call(
+            Method::POST,
+            &format!("/devices/{}/web-sessions", f.device),
+            Some(json!({"port": IPP, "tls": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ws}");
+    let mut b = Browser::new(&f.relay);
+    b.get(ws["url"].as_str().expect("url")).await;
+    let page = b.page.clone().expect("on the session host");
+    let req = IppOperationBuilder::get_jobs(uri.clone())
+        .build()
+        .expect("operation")
+        .into_ipp_request();
+    let resp = b
+        .client
+        .post(page.join("/ipp/print").expect("url"))
+        .header("content-type", "application/ipp")
+        .body(req.to_bytes().to_vec())
+        .send()
+        .await
+        .expect("IPP through the web session");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eventually!(
+        details(&f.relay, "ipp.operation")
+            .iter()
+            .any(|d| d["operation"] == "Get-Jobs" && d["session"] == ws["id"]),
+        Duration::from_secs(10),
+        "web-session IPP not audited: {:?}",
+        details(&f.relay, "ipp.operation")
+    );
 
     // Log-out ends the user's tunnels.
     let (status, v) = f.api.call(Method::POST, "/logout", None).await;
