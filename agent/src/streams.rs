@@ -108,13 +108,18 @@ impl StreamService {
 
     /// TLS toward an HTTPS printer, any certificate (see
     /// `dwa_link::tls::AnyCert`); returns the stream and what the relay
-    /// records about the certificate.
+    /// records about the certificate. With `legacy-tls`, a printer that
+    /// refuses TLS 1.2+ is reached again on the same checked address `addr`
+    /// through OpenSSL allowing TLS 1.0+ ([`legacy`]).
     async fn tls(
         &self,
         tcp: TcpStream,
+        addr: SocketAddr,
         host: &str,
         id: StreamId,
     ) -> Result<(BoxIo, TlsInfo), Refusal> {
+        #[cfg(not(feature = "legacy-tls"))]
+        let _ = addr;
         let fail = |reason: String| Refusal {
             rule: "tls_failed".into(),
             reason,
@@ -129,10 +134,24 @@ impl StreamService {
             .get_or_init(|| dwa_link::tls::any_cert_client_config().map(Arc::new).ok())
             .clone()
             .ok_or_else(|| fail("TLS client configuration unavailable".into()))?;
-        let tls = tokio_rustls::TlsConnector::from(cfg)
+        let tls = match tokio_rustls::TlsConnector::from(cfg)
             .connect(name, tcp)
             .await
-            .map_err(|e| fail(format!("TLS handshake with {host} failed: {e}")))?;
+        {
+            Ok(t) => t,
+            #[cfg(feature = "legacy-tls")]
+            Err(e) if legacy::worth_retrying(&e) => {
+                tracing::info!(%host, error = %e, "TLS 1.2+ refused; retrying with the legacy connector");
+                return legacy::connect(addr, host, id, self.connect_timeout)
+                    .await
+                    .map_err(|le| {
+                        fail(format!(
+                            "TLS handshake with {host} failed: {e}; legacy TLS (1.0+) also failed: {le}"
+                        ))
+                    });
+            }
+            Err(e) => return Err(fail(format!("TLS handshake with {host} failed: {e}"))),
+        };
         let (_, conn) = tls.get_ref();
         let info = TlsInfo {
             stream: id,
@@ -200,7 +219,7 @@ impl StreamService {
             if !tls {
                 return Ok((Box::new(tcp) as BoxIo, addr, None));
             }
-            let (io, info) = self.tls(tcp, &host, id).await?;
+            let (io, info) = self.tls(tcp, addr, &host, id).await?;
             Ok((io, addr, Some(info)))
         };
         let connected = match tokio::time::timeout(OPEN_BUDGET, open).await {
@@ -245,5 +264,136 @@ impl StreamService {
             },
         };
         tracing::debug!(%addr, stream = id, result = ?r, "stream closed");
+    }
+}
+
+/// Printers that only speak TLS 1.0/1.1 or old cipher suites: OpenSSL at
+/// security level 0, used only after rustls (TLS 1.2+) failed. Such links
+/// are weak; the relay records them as `legacy` with their version.
+#[cfg(feature = "legacy-tls")]
+pub mod legacy {
+    use std::net::SocketAddr;
+    use std::pin::Pin;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use dwa_link::transport::BoxIo;
+    use dwa_proto::control::TlsInfo;
+    use dwa_proto::stream::StreamId;
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+    use tokio::net::TcpStream;
+
+    /// Marks the cipher of a legacy session in [`TlsInfo`] (the relay reads
+    /// it as the `legacy` flag).
+    pub const CIPHER_PREFIX: &str = "openssl:";
+
+    const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Whether a rustls failure looks like an old server: it refused our
+    /// versions or ciphers, or hung up on our ClientHello (old embedded
+    /// stacks do). Certificate problems never get here (any certificate
+    /// is accepted and recorded).
+    pub fn worth_retrying(e: &std::io::Error) -> bool {
+        use rustls::AlertDescription as A;
+        if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return matches!(
+                t,
+                rustls::Error::AlertReceived(
+                    A::ProtocolVersion
+                        | A::HandshakeFailure
+                        | A::InsufficientSecurity
+                        | A::IllegalParameter
+                        | A::DecodeError
+                ) | rustls::Error::PeerIncompatible(_)
+                    | rustls::Error::InvalidMessage(_)
+            );
+        }
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        )
+    }
+
+    fn connector() -> Result<&'static SslConnector, String> {
+        static C: OnceLock<Result<SslConnector, String>> = OnceLock::new();
+        C.get_or_init(|| {
+            let build = || -> Result<SslConnector, openssl::error::ErrorStack> {
+                let mut b = SslConnector::builder(SslMethod::tls_client())?;
+                b.set_min_proto_version(Some(SslVersion::TLS1))?;
+                // Old printers: SHA-1 signatures, small keys, CBC suites.
+                b.set_security_level(0);
+                b.set_cipher_list("ALL:@SECLEVEL=0")?;
+                // Like the rustls path: any certificate, recorded by its
+                // SHA-256 (the relay pins and flags changes).
+                b.set_verify(SslVerifyMode::NONE);
+                Ok(b.build())
+            };
+            build().map_err(|e| format!("OpenSSL setup: {e}"))
+        })
+        .as_ref()
+        .map_err(|e| e.clone())
+    }
+
+    /// OpenSSL's version names in the form rustls reports them.
+    fn version_name(v: &str) -> String {
+        match v {
+            "TLSv1" => "TLSv1_0".into(),
+            "TLSv1.1" => "TLSv1_1".into(),
+            "TLSv1.2" => "TLSv1_2".into(),
+            "TLSv1.3" => "TLSv1_3".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// A new TCP connection to `addr` (already allowed by the policy) and
+    /// an OpenSSL handshake allowing TLS 1.0+.
+    pub async fn connect(
+        addr: SocketAddr,
+        host: &str,
+        id: StreamId,
+        connect_timeout: Duration,
+    ) -> Result<(BoxIo, TlsInfo), String> {
+        let tcp = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(format!("reconnect to {addr}: {e}")),
+            Err(_) => return Err(format!("reconnect to {addr}: no answer")),
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut cfg = connector()?
+            .configure()
+            .map_err(|e| format!("OpenSSL: {e}"))?;
+        let literal = host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok();
+        cfg.set_verify_hostname(false);
+        // SNI only carries DNS names.
+        cfg.set_use_server_name_indication(!literal);
+        let ssl = cfg
+            .into_ssl(host.trim_matches(['[', ']']))
+            .map_err(|e| format!("OpenSSL: {e}"))?;
+        let mut tls =
+            tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| format!("OpenSSL: {e}"))?;
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, Pin::new(&mut tls).connect()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("handshake: {e}")),
+            Err(_) => return Err("handshake timed out".into()),
+        }
+        let ssl = tls.ssl();
+        let info = TlsInfo {
+            stream: id,
+            cert_sha256: ssl
+                .peer_certificate()
+                .and_then(|c| c.to_der().ok())
+                .map(|d| dwa_link::tls::fingerprint(&d))
+                .unwrap_or_default(),
+            version: version_name(ssl.version_str()),
+            cipher: format!(
+                "{CIPHER_PREFIX}{}",
+                ssl.current_cipher().map(|c| c.name()).unwrap_or("unknown")
+            ),
+        };
+        tracing::info!(%addr, version = %info.version, cipher = %info.cipher, "legacy TLS session");
+        Ok((Box::new(tls), info))
     }
 }

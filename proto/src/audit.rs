@@ -74,6 +74,19 @@ pub mod kind {
     /// A single-sign-on log-in that was refused (state, provider, token or
     /// group mapping).
     pub const SSO_REFUSED: &str = "sso.refused";
+    /// A raw TCP tunnel opened (who, device, port, client address, expiry).
+    pub const TUNNEL_OPEN: &str = "tunnel.open";
+    /// A tunnel request refused (permission, limits, relay-side policy).
+    pub const TUNNEL_REFUSED: &str = "tunnel.refused";
+    /// A connection to a tunnel's listener from another source address.
+    pub const TUNNEL_SOURCE_REFUSED: &str = "tunnel.source_refused";
+    /// One connection carried by a tunnel: bytes each way, duration.
+    pub const TUNNEL_CONNECTION: &str = "tunnel.connection";
+    /// A tunnel closed (expired, revoked, logout, shutdown).
+    pub const TUNNEL_CLOSE: &str = "tunnel.close";
+    /// One IPP request seen on its way to port 631 (operation, requested
+    /// attributes; never document data).
+    pub const IPP_OPERATION: &str = "ipp.operation";
 }
 
 /// The fields a record is made of, before it is chained.

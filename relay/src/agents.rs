@@ -370,6 +370,13 @@ async fn deny(relay: &Relay, agent_id: &str, req: &StreamRequest, reason: String
     RelayError::Refused(reason)
 }
 
+/// Whether the agent reached the target through its legacy (OpenSSL,
+/// TLS 1.0+) connector: it marks the cipher so (`TlsInfo` has no field of
+/// its own for it), and anything older than TLS 1.2 is legacy anyway.
+pub fn tls_is_legacy(t: &TlsInfo) -> bool {
+    t.cipher.starts_with("openssl:") || matches!(t.version.as_str(), "TLSv1_0" | "TLSv1_1")
+}
+
 /// Opens a stream to `host:port` through the agent, after the relay's own
 /// check. The agent decides again, and has the last word.
 pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStream> {
@@ -553,7 +560,9 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
             &req.actor,
             Some(&agent.id),
             json!({"stream": id, "target": target, "transport": conn.transport,
-                   "tls_sha256": tls.as_ref().map(|t| t.cert_sha256.clone())}),
+                   "tls_sha256": tls.as_ref().map(|t| t.cert_sha256.clone()),
+                   "tls_version": tls.as_ref().map(|t| t.version.clone()),
+                   "tls_legacy": tls.as_ref().map(tls_is_legacy)}),
         )
         .await;
     let stream = FlowStream::new(stream, id, flow);

@@ -44,6 +44,7 @@ pub fn routes() -> Router<Relay> {
         .merge(crate::oidc::routes())
         .merge(crate::openapi::routes())
         .merge(crate::accounts::api::routes())
+        .merge(crate::tunnels::routes())
 }
 
 /// JSON body or a 400 that says what is wrong with it.
@@ -125,6 +126,7 @@ pub(crate) async fn logout(State(relay): State<Relay>, p: Principal) -> Result<R
     for s in relay.web.live_where(|s| s.login.as_deref() == Some(login)) {
         proxy::end(&relay, &s, EndReason::Logout, &p.actor()).await;
     }
+    crate::tunnels::end_for_login(&relay, login, &p.actor()).await;
     relay
         .audit
         .record(kind::USER_LOGOUT, &p.actor(), None, json!({}))

@@ -35,6 +35,8 @@ pub struct RelayConfig {
     pub oidc: Option<crate::oidc::OidcSection>,
     #[serde(default)]
     pub accounts: AccountsSection,
+    #[serde(default)]
+    pub tunnels: TunnelsSection,
 }
 
 /// Log-in security: two-factor, lockout, failure rates, inactivity, the
@@ -69,6 +71,65 @@ impl Default for AccountsSection {
             inactive_after: Duration::from_secs(90 * 86_400),
             session_idle_timeout: Duration::from_secs(30 * 60),
         }
+    }
+}
+
+/// Raw TCP tunnels (relay/src/tunnels.rs).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelsSection {
+    /// Ports the relay may listen on for tunnels: "first-last".
+    pub ports: String,
+    /// Address the listeners bind; none: the HTTPS listen address.
+    pub bind: Option<std::net::IpAddr>,
+    /// A tunnel's lifetime when the request names none ...
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// ... and the bounds a requested one must keep.
+    #[serde(with = "humantime_serde")]
+    pub min_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Live tunnels per user.
+    pub max_per_user: usize,
+    /// Live connections per tunnel.
+    pub max_connections: usize,
+    /// Refused connections audited one by one per tunnel (the rest are
+    /// counted in its close record).
+    pub max_refusals_audited: u64,
+}
+
+impl Default for TunnelsSection {
+    fn default() -> Self {
+        Self {
+            ports: "20000-20999".into(),
+            bind: None,
+            ttl: Duration::from_secs(15 * 60),
+            min_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(8 * 3600),
+            max_per_user: 5,
+            max_connections: 16,
+            max_refusals_audited: 100,
+        }
+    }
+}
+
+impl TunnelsSection {
+    /// The port range, first and last; errors name the key.
+    pub fn port_range(&self) -> Result<(u16, u16)> {
+        let bad = || {
+            RelayError::Config(format!(
+                "tunnels.ports: {:?} must be \"first-last\" with 1 ≤ first ≤ last ≤ 65535",
+                self.ports
+            ))
+        };
+        let (a, b) = self.ports.split_once('-').ok_or_else(bad)?;
+        let a: u16 = a.trim().parse().map_err(|_| bad())?;
+        let b: u16 = b.trim().parse().map_err(|_| bad())?;
+        if a == 0 || a > b {
+            return Err(bad());
+        }
+        Ok((a, b))
     }
 }
 
@@ -259,6 +320,7 @@ impl RelayConfig {
             alerts: AlertsSection::default(),
             oidc: None,
             accounts: AccountsSection::default(),
+            tunnels: TunnelsSection::default(),
         }
     }
 
@@ -399,6 +461,29 @@ impl RelayConfig {
                 "accounts.session_idle_timeout",
                 "must be at least 60s and at most web.login_lifetime",
             );
+        }
+        let t = &self.tunnels;
+        t.port_range()?;
+        if t.min_ttl < Duration::from_secs(1) || t.min_ttl > t.max_ttl {
+            return bad(
+                "tunnels.min_ttl",
+                "must be at least 1s and at most tunnels.max_ttl",
+            );
+        }
+        if t.max_ttl > Duration::from_secs(7 * 24 * 3600) {
+            return bad("tunnels.max_ttl", "must be at most 7d");
+        }
+        if t.ttl < t.min_ttl || t.ttl > t.max_ttl {
+            return bad(
+                "tunnels.ttl",
+                "must be within tunnels.min_ttl..=tunnels.max_ttl",
+            );
+        }
+        if t.max_per_user == 0 || t.max_per_user > 1000 {
+            return bad("tunnels.max_per_user", "must be 1..=1000");
+        }
+        if t.max_connections == 0 || t.max_connections > 1024 {
+            return bad("tunnels.max_connections", "must be 1..=1024");
         }
         Ok(())
     }

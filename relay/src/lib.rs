@@ -23,6 +23,9 @@
 //! - [`diag`]: diagnostics run by agents (`POST /api/v1/devices/{id}/diagnostics`).
 //! - [`accounts`]: two-factor, lockout, inactivity, the admin user API,
 //!   session timeouts, CSRF and security headers.
+//! - [`tunnels`]: raw TCP tunnels to a device port, bound to the requester's
+//!   address and a time limit.
+//! - [`ipp_audit`]: IPP operations recognised in traffic to port 631.
 //! - [`admin`]: the local admin socket the CLI uses to reach the server.
 //! - [`serve`]: wiring, start and stop.
 //! - [`demo`]: relay + agent + simulated fleet on loopback, in one command.
@@ -43,10 +46,12 @@ pub mod https;
 pub mod init;
 pub mod oidc;
 pub mod openapi;
+pub mod ipp_audit;
 pub mod serve;
 pub mod ssh;
 pub mod state;
 pub mod telemetry;
+pub mod tunnels;
 pub mod util;
 pub mod web;
 

@@ -46,6 +46,7 @@ pub struct RelayState {
     pub telemetry: crate::telemetry::Telemetry,
     /// Diagnostics waiting for their agent; their rate limits.
     pub diag: crate::diag::Diags,
+    pub tunnels: crate::tunnels::Tunnels,
     /// A password hash to verify against for unknown users (equal timing).
     pub dummy_hash: String,
     /// Single sign-on (`[oidc]`), when configured.
@@ -115,6 +116,7 @@ impl RelayState {
             web: Default::default(),
             telemetry: Default::default(),
             diag: Default::default(),
+            tunnels: Default::default(),
             dummy_hash: crate::init::hash_password(&crate::util::random_password())?,
             gates: crate::accounts::Gates::new(&cfg.accounts),
             audit: Audit::new(db.clone()),

@@ -256,6 +256,28 @@ impl Api {
         }
     }
 
+    /// An API client whose connections come from `source` (a loopback
+    /// address of the fixture's subnet): raw tunnels serve only it.
+    pub fn from_source(relay: &Relay, source: std::net::IpAddr) -> Self {
+        let (addr, cert) = relay_https(relay);
+        let pem = std::fs::read(&cert).expect("relay certificate file");
+        let cert = reqwest::Certificate::from_pem(&pem).expect("relay certificate");
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(ToRelay(addr)))
+            .add_root_certificate(cert)
+            .tls_built_in_root_certs(false)
+            .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
+            .local_address(source)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("relay client");
+        Self {
+            client,
+            base: format!("https://dwa.localhost:{HTTPS_PORT}/api/v1"),
+            csrf: None,
+        }
+    }
+
     /// Logged in as `user` (with a TOTP code when the relay's test
     /// support knows the user's secret).
     pub async fn login(relay: &Relay, user: &str, password: &str) -> Self {

@@ -318,6 +318,7 @@ pub async fn note_certificate(relay: &Relay, s: &WebSession, info: &dwa_proto::c
             s.set_cert(crate::web::session::PrinterCert {
                 sha256: info.cert_sha256.clone(),
                 version: info.version.clone(),
+                legacy: crate::agents::tls_is_legacy(info),
                 first_seen,
                 changed_from: previous,
             });
@@ -501,6 +502,27 @@ struct Counted {
     inner: Body,
     session: Arc<WebSession>,
     up: Arc<std::sync::atomic::AtomicU64>,
+    /// An IPP request to port 631: its operation is audited (the tap only
+    /// looks at the attributes, never keeps document data).
+    ipp: Option<(crate::ipp_audit::BodyTap, Relay)>,
+}
+
+impl Counted {
+    fn ipp_event(&mut self, ev: Option<crate::ipp_audit::IppEvent>) {
+        let (Some(ev), Some((_, relay))) = (ev, &self.ipp) else {
+            return;
+        };
+        let mut d = crate::ipp_audit::detail(&ev);
+        d["session"] = json!(self.session.id);
+        d["device"] = json!(self.session.device.id);
+        let (relay, s) = (relay.clone(), self.session.clone());
+        relay.tracker.clone().spawn(async move {
+            relay
+                .audit
+                .record(kind::IPP_OPERATION, &s.actor, Some(&s.device.agent_id), d)
+                .await;
+        });
+    }
 }
 
 impl HttpBody for Counted {
@@ -519,7 +541,13 @@ impl HttpBody for Counted {
                     .bytes_up
                     .fetch_add(d.len() as u64, Ordering::Relaxed);
                 self.session.touch();
+                let ev = self.ipp.as_mut().and_then(|(t, _)| t.feed(d));
+                self.ipp_event(ev);
             }
+        }
+        if matches!(r, Poll::Ready(None)) || self.inner.is_end_stream() {
+            let ev = self.ipp.as_mut().and_then(|(t, _)| t.end());
+            self.ipp_event(ev);
         }
         r
     }
@@ -531,6 +559,16 @@ impl HttpBody for Counted {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// The IPP port: POSTs of `application/ipp` to it are audited per operation.
+const IPP_PORT: u16 = 631;
+
+fn is_ipp(h: &axum::http::HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/ipp"))
 }
 
 async fn forward(relay: Relay, s: Arc<WebSession>, req: Request<Body>) -> Response<Body> {
@@ -545,10 +583,13 @@ async fn forward(relay: Relay, s: Arc<WebSession>, req: Request<Body>) -> Respon
         parts.uri = pq.into();
     }
     let up = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ipp = (s.port == IPP_PORT && method == "POST" && is_ipp(&parts.headers))
+        .then(|| (crate::ipp_audit::BodyTap::new(), relay.clone()));
     let body = Body::new(Counted {
         inner: body,
         session: s.clone(),
         up: up.clone(),
+        ipp,
     });
     let out = Request::from_parts(parts, body);
     let mut conn = match sender(&relay, &s).await {

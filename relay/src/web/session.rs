@@ -82,6 +82,8 @@ pub enum TicketError {
 pub struct PrinterCert {
     pub sha256: String,
     pub version: String,
+    /// Reached through the agent's legacy (OpenSSL, TLS 1.0+) connector.
+    pub legacy: bool,
     pub first_seen: String,
     pub changed_from: Option<String>,
 }
