@@ -74,6 +74,14 @@ impl Principal {
             Via::Token(_) | Via::Local => None,
         }
     }
+
+    /// The anti-CSRF token of a cookie session: hex(sha256("dwa-csrf:" +
+    /// the session's id hash)). Forms carry it as `_csrf`, scripts as
+    /// `X-CSRF-Token`; bearer tokens and local callers need none (None).
+    pub fn csrf_token(&self) -> Option<String> {
+        self.login_session()
+            .map(|h| sha256_hex(&format!("dwa-csrf:{h}")))
+    }
 }
 
 #[derive(Debug, Deserialize)]

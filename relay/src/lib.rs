@@ -14,6 +14,8 @@
 //! - [`auth`]: log-in sessions, API tokens, the caller ([`auth::Principal`])
 //!   and its permission checks.
 //! - [`api`]: the dealer API under `/api/v1`.
+//! - [`audit_api`]: `GET /api/v1/audit`, scoped per caller.
+//! - [`portal`]: the server-rendered portal (maud), on the relay's own host.
 //! - [`web`]: Device Web Access sessions and the session-host proxy.
 //! - [`telemetry`]: agents' uploads, the device inventory, alerts and their
 //!   webhook, the CSV report.
@@ -25,6 +27,7 @@ pub mod admin;
 pub mod agents;
 pub mod api;
 pub mod audit;
+pub mod audit_api;
 pub mod auth;
 pub mod config;
 pub mod db;
@@ -33,6 +36,7 @@ pub mod enroll;
 pub mod error;
 pub mod https;
 pub mod init;
+pub mod portal;
 pub mod serve;
 pub mod ssh;
 pub mod state;
