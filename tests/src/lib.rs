@@ -93,6 +93,9 @@ pub struct Relay {
     pub data: PathBuf,
     /// The admin's one-time password from `init`.
     pub admin_password: String,
+    /// Everything `init --json` printed (two-factor enrollment included,
+    /// once it exists).
+    pub init_report: Value,
     pub net: String,
     child: Option<Child>,
     log: PathBuf,
@@ -132,6 +135,7 @@ impl Relay {
             _tmp: tmp,
             data,
             admin_password,
+            init_report: report,
             net,
             child: None,
             log,
