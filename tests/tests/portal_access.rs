@@ -157,7 +157,7 @@ async fn every_page_checks_the_caller_on_the_server() {
     );
     assert!(h("strict-transport-security").starts_with("max-age="));
     assert_eq!(h("x-content-type-options"), "nosniff");
-    assert_eq!(h("referrer-policy"), "no-referrer");
+    assert_eq!(h("referrer-policy"), "same-origin");
     assert!(p.text().contains("<a class=\"skip\" href=\"#main\">"), "skip link");
 
     // CSRF: the same form post without, with a wrong, and with the token.

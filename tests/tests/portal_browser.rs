@@ -89,6 +89,9 @@ async fn browser(d: &Driver, relay: &Relay) -> Client {
             ],
         }),
     );
+    // Two rustls providers are linked into the tests: pick one (chromedriver
+    // is plain HTTP, but the connector is built with TLS support anyway).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     ClientBuilder::rustls()
         .expect("rustls connector")
         .capabilities(caps)

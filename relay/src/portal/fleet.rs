@@ -396,11 +396,35 @@ pub fn counter_chart(pts: &[(i64, u64, String)]) -> Markup {
     }
 }
 
+/// The device page's CSP: as every page's, except that its "Open web page"
+/// forms are answered with a redirect to a session host, and browsers hold
+/// redirects after a form post to `form-action` too.
+fn device_csp(relay: &Relay) -> PResult<axum::http::HeaderValue> {
+    let port = if relay.https_port == 443 {
+        String::new()
+    } else {
+        format!(":{}", relay.https_port)
+    };
+    axum::http::HeaderValue::from_str(&format!(
+        "default-src 'self'; frame-ancestors 'none'; form-action 'self' https://*.{}{port}",
+        relay.cfg.domain
+    ))
+    .map_err(|e| PortalError(RelayError::Invalid(e.to_string())))
+}
+
 pub async fn device(
     State(relay): State<Relay>,
     Portal(p): Portal,
     Path(id): Path<i64>,
-) -> PResult<Markup> {
+) -> PResult {
+    let csp = device_csp(&relay)?;
+    let mut r = axum::response::IntoResponse::into_response(device_page(&relay, &p, id).await?);
+    r.headers_mut()
+        .insert(axum::http::header::CONTENT_SECURITY_POLICY, csp);
+    Ok(r)
+}
+
+async fn device_page(relay: &Relay, p: &Principal, id: i64) -> PResult<Markup> {
     let d = inventory::get(&relay.db, id)
         .await?
         .ok_or_else(|| not_found("such device"))?;
@@ -426,7 +450,7 @@ pub async fn device(
     let name = device_name(&d);
     Ok(page(
         &name,
-        Some(&p),
+        Some(p),
         html! {
             section aria-labelledby="h-actions" {
                 h2 id="h-actions" { "Actions" }
@@ -439,7 +463,7 @@ pub async fn device(
                         @if can_web {
                             @for port in &web_ports {
                                 form method="post" action=(format!("/devices/{id}/web")) {
-                                    (super::layout::csrf_field(&p))
+                                    (super::layout::csrf_field(p))
                                     input type="hidden" name="port" value=(port);
                                     button type="submit" { "Open web page (port " (port) (if tls_port(*port) { ", HTTPS" } else { "" }) ")" }
                                 }
@@ -447,13 +471,13 @@ pub async fn device(
                         }
                         @if can_diag {
                             form method="post" action=(format!("/devices/{id}/ping")) {
-                                (super::layout::csrf_field(&p))
+                                (super::layout::csrf_field(p))
                                 button type="submit" { "Ping" }
                             }
                         }
                         @if can_tunnel {
                             form method="post" action=(format!("/devices/{id}/tunnel")) {
-                                (super::layout::csrf_field(&p))
+                                (super::layout::csrf_field(p))
                                 label for="tunnel-port" { "Tunnel port"
                                     select id="tunnel-port" name="port" {
                                         @for port in &ports { option value=(port) { (port) } }

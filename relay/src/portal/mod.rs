@@ -68,7 +68,8 @@ pub fn routes() -> Router<Relay> {
 }
 
 /// Headers on every portal page: nothing but our own files, never framed,
-/// forms post only to us, HTTPS only, no sniffing, no Referer leaving.
+/// forms post only to us, HTTPS only, no sniffing, no Referer leaving
+/// the portal's origin.
 pub fn security_header_values() -> [(header::HeaderName, HeaderValue); 6] {
     [
         (
@@ -85,9 +86,13 @@ pub fn security_header_values() -> [(header::HeaderName, HeaderValue); 6] {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ),
+        // Not `no-referrer`: under it browsers send `Origin: null` on the
+        // portal's own form posts, which the cookie Origin check refuses.
+        // `same-origin` still sends nothing to any other origin (session
+        // hosts and printers included).
         (
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
         // Pages show live state and one-time secrets: never cache them.
