@@ -32,7 +32,12 @@ async fn logged_in(relay: &Relay, user: &str, password: &str) -> Browser {
             &[("username", user), ("password", password), ("totp", "")],
         )
         .await;
-    assert_eq!(home.status, StatusCode::OK, "log in as {user}: {}", home.text());
+    assert_eq!(
+        home.status,
+        StatusCode::OK,
+        "log in as {user}: {}",
+        home.text()
+    );
     assert_eq!(home.url.path(), "/", "{user} lands on the home page");
     b
 }
@@ -138,8 +143,15 @@ async fn every_page_checks_the_caller_on_the_server() {
     // A device page for a user of another customer says why, not what.
     let other = browsers[4].1.as_mut().expect("othercust");
     let refused = other.get(&format!("{PORTAL}/devices/{device}")).await;
-    assert!(refused.text().contains("not assigned to customer"), "{}", refused.text());
-    assert!(!refused.text().contains(&relay.ip(10)), "no device detail leaks");
+    assert!(
+        refused.text().contains("not assigned to customer"),
+        "{}",
+        refused.text()
+    );
+    assert!(
+        !refused.text().contains(&relay.ip(10)),
+        "no device detail leaks"
+    );
 
     // Security headers on every portal page.
     let admin = browsers[0].1.as_mut().expect("admin");
@@ -158,16 +170,24 @@ async fn every_page_checks_the_caller_on_the_server() {
     assert!(h("strict-transport-security").starts_with("max-age="));
     assert_eq!(h("x-content-type-options"), "nosniff");
     assert_eq!(h("referrer-policy"), "same-origin");
-    assert!(p.text().contains("<a class=\"skip\" href=\"#main\">"), "skip link");
+    assert!(
+        p.text().contains("<a class=\"skip\" href=\"#main\">"),
+        "skip link"
+    );
 
     // CSRF: the same form post without, with a wrong, and with the token.
     let page = admin.get(&format!("{PORTAL}/admin/customers")).await;
     let token = csrf_of(&page);
     assert_eq!(token.len(), 64, "hex SHA-256");
-    let no = admin.post_form("/admin/customers", &[("name", "forged")]).await;
+    let no = admin
+        .post_form("/admin/customers", &[("name", "forged")])
+        .await;
     assert_eq!(no.status, StatusCode::FORBIDDEN, "{}", no.text());
     let wrong = admin
-        .post_form("/admin/customers", &[("name", "forged"), ("_csrf", &"0".repeat(64))])
+        .post_form(
+            "/admin/customers",
+            &[("name", "forged"), ("_csrf", &"0".repeat(64))],
+        )
         .await;
     assert_eq!(wrong.status, StatusCode::FORBIDDEN);
     let ok = admin
@@ -176,7 +196,10 @@ async fn every_page_checks_the_caller_on_the_server() {
     assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text());
     let list = admin.get(&format!("{PORTAL}/admin/customers")).await;
     assert!(list.text().contains("globex"));
-    assert!(!list.text().contains("forged"), "refused posts changed nothing");
+    assert!(
+        !list.text().contains("forged"),
+        "refused posts changed nothing"
+    );
 
     // State-changing posts check the role too, token or not.
     let tech = browsers[1].1.as_mut().expect("tech");
@@ -190,13 +213,20 @@ async fn every_page_checks_the_caller_on_the_server() {
     let home = view.get(&format!("{PORTAL}/")).await;
     let t = csrf_of(&home);
     let denied = view
-        .post_form(&format!("/devices/{device}/web"), &[("port", "80"), ("_csrf", &t)])
+        .post_form(
+            &format!("/devices/{device}/web"),
+            &[("port", "80"), ("_csrf", &t)],
+        )
         .await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN, "{}", denied.text());
     let mut anon = Browser::new(&relay);
     anon.get(&format!("{PORTAL}/login")).await;
     let p = anon.post_form("/admin/customers", &[("name", "x")]).await;
-    assert_eq!(p.url.path(), "/login", "anonymous posts go to the log-in page");
+    assert_eq!(
+        p.url.path(),
+        "/login",
+        "anonymous posts go to the log-in page"
+    );
 
     // The audit API is scoped: the other customer's user sees neither the
     // acme agent's enrollment nor other users' log-ins.
@@ -210,15 +240,25 @@ async fn every_page_checks_the_caller_on_the_server() {
         "{records:?}"
     );
     let cust = browsers[3].1.as_mut().expect("cust");
-    let theirs = cust.get(&format!("{PORTAL}/api/v1/audit?kind=enroll.ok")).await;
+    let theirs = cust
+        .get(&format!("{PORTAL}/api/v1/audit?kind=enroll.ok"))
+        .await;
     let records: Vec<Value> = serde_json::from_slice(&theirs.body).expect("json");
-    assert_eq!(records.len(), 1, "their customer's agent enrolled: {records:?}");
+    assert_eq!(
+        records.len(),
+        1,
+        "their customer's agent enrolled: {records:?}"
+    );
     let admin = browsers[0].1.as_mut().expect("admin");
-    let all = admin.get(&format!("{PORTAL}/api/v1/audit?kind=user.login")).await;
+    let all = admin
+        .get(&format!("{PORTAL}/api/v1/audit?kind=user.login"))
+        .await;
     let records: Vec<Value> = serde_json::from_slice(&all.body).expect("json");
     assert_eq!(records.len(), 5, "every log-in: {records:?}");
     let csv = admin
-        .get(&format!("{PORTAL}/audit/download?format=csv&kind=user.login"))
+        .get(&format!(
+            "{PORTAL}/audit/download?format=csv&kind=user.login"
+        ))
         .await;
     assert!(csv.text().starts_with("id,ts,kind,actor"), "{}", csv.text());
     assert_eq!(csv.text().lines().count(), 6);

@@ -190,7 +190,10 @@ async fn a_dealer_uses_the_portal_in_chromium() {
         .send_keys(&relay.admin_password)
         .await
         .expect("type");
-    let totp = c.find(Locator::Css("#totp")).await.expect("two-factor field");
+    let totp = c
+        .find(Locator::Css("#totp"))
+        .await
+        .expect("two-factor field");
     if let Some(code) = totp_code(&relay.init_report) {
         totp.send_keys(&code).await.expect("type");
     }
@@ -209,7 +212,10 @@ async fn a_dealer_uses_the_portal_in_chromium() {
     // The devices list shows the printer.
     c.goto(&format!("{PORTAL}/devices")).await.expect("goto");
     let src = wait_source(&c, "the devices page", |s, _| s.contains(&ip)).await;
-    assert!(src.contains(&format!("href=\"/devices/{device}\"")), "{src}");
+    assert!(
+        src.contains(&format!("href=\"/devices/{device}\"")),
+        "{src}"
+    );
     shot(&c, "devices").await;
     c.set_window_size(PHONE.0, PHONE.1).await.expect("size");
     c.goto(&format!("{PORTAL}/devices")).await.expect("goto");
@@ -241,8 +247,13 @@ async fn a_dealer_uses_the_portal_in_chromium() {
     shot(&c, "printer-page").await;
 
     // The audit log shows the session.
-    c.goto(&format!("{PORTAL}/audit?kind=web.")).await.expect("goto");
-    let src = wait_source(&c, "the audit page", |s, _| s.contains("web.session_create")).await;
+    c.goto(&format!("{PORTAL}/audit?kind=web."))
+        .await
+        .expect("goto");
+    let src = wait_source(&c, "the audit page", |s, _| {
+        s.contains("web.session_create")
+    })
+    .await;
     assert!(src.contains("user:admin"), "{src}");
     shot(&c, "audit").await;
 
@@ -255,7 +266,10 @@ async fn a_dealer_uses_the_portal_in_chromium() {
         .click()
         .await
         .expect("click");
-    wait_source(&c, "the log-in page after log-out", |_, u| u.path() == "/login").await;
+    wait_source(&c, "the log-in page after log-out", |_, u| {
+        u.path() == "/login"
+    })
+    .await;
     c.goto(&format!("{session_origin}/")).await.expect("goto");
     let src = wait_source(&c, "the ended session", |_, u| {
         u.host_str().is_some_and(|h| h.starts_with("s-"))
@@ -267,7 +281,9 @@ async fn a_dealer_uses_the_portal_in_chromium() {
     );
     let ended = relay.audit_kind("web.session_end");
     assert!(
-        ended.iter().any(|r| r["detail"].to_string().contains("logout")),
+        ended
+            .iter()
+            .any(|r| r["detail"].to_string().contains("logout")),
         "{ended:?}"
     );
     c.goto(&format!("{PORTAL}/devices")).await.expect("goto");

@@ -412,11 +412,7 @@ fn device_csp(relay: &Relay) -> PResult<axum::http::HeaderValue> {
     .map_err(|e| PortalError(RelayError::Invalid(e.to_string())))
 }
 
-pub async fn device(
-    State(relay): State<Relay>,
-    Portal(p): Portal,
-    Path(id): Path<i64>,
-) -> PResult {
+pub async fn device(State(relay): State<Relay>, Portal(p): Portal, Path(id): Path<i64>) -> PResult {
     let csp = device_csp(&relay)?;
     let mut r = axum::response::IntoResponse::into_response(device_page(&relay, &p, id).await?);
     r.headers_mut()
@@ -558,4 +554,60 @@ async fn device_page(relay: &Relay, p: &Principal, id: i64) -> PResult<Markup> {
             p { a href=(format!("/audit?device={id}")) { "This device in the audit log" } }
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counter_chart_has_axes_and_a_text_alternative() {
+        let readings: Vec<serde_json::Value> = [
+            ("2026-01-02T00:00:00.000Z", 1500),
+            ("2026-01-01T00:00:00.000Z", 1000),
+            ("2026-01-03T00:00:00.000Z", 2500),
+        ]
+        .iter()
+        .map(|(t, n)| serde_json::json!({"taken_at": t, "record": {"counters": {"total": n}}}))
+        .collect();
+        let pts = counter_points(&readings);
+        assert_eq!(
+            pts.iter().map(|p| p.1).collect::<Vec<_>>(),
+            [1000, 1500, 2500]
+        );
+        let svg = counter_chart(&pts).into_string();
+        assert!(svg.contains("role=\"img\""), "{svg}");
+        assert!(svg.contains("<title id=\"chart-title\">"), "{svg}");
+        assert!(
+            svg.contains("rose from 1000 on 2026-01-01T00:00:00.000Z to 2500"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("<polyline class=\"line\" points=\"70.0,"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(">2500</text>") && svg.contains(">1000</text>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("<td class=\"num\">1500</td>"),
+            "data table: {svg}"
+        );
+        let one = counter_chart(&pts[..1]).into_string();
+        assert!(one.contains("Not enough readings"), "{one}");
+    }
+
+    #[test]
+    fn supply_bars_carry_their_percentage_as_text() {
+        let bar = super::super::layout::supply_bar("Black Toner", Some("black"), Some(42.4))
+            .into_string();
+        assert!(bar.contains("Black Toner: 42%"), "{bar}");
+        assert!(bar.contains("width=\"42\""), "{bar}");
+        assert!(bar.contains("aria-hidden=\"true\""), "{bar}");
+        let low = super::super::layout::supply_bar("Cyan", Some("cyan"), Some(3.0)).into_string();
+        assert!(low.contains("bar-low"), "{low}");
+        let unknown = super::super::layout::supply_bar("Waste", None, None).into_string();
+        assert!(unknown.contains("level unknown"), "{unknown}");
+    }
 }
