@@ -53,6 +53,7 @@ form.inline{display:inline}
 form.filters,form.stack{display:flex;flex-wrap:wrap;gap:.75rem;align-items:flex-end;background:#fff;border:1px solid #d0d4dc;border-radius:6px;padding:.75rem;margin-bottom:1rem}
 form.stack{flex-direction:column;align-items:stretch;max-width:28rem}
 label{display:flex;flex-direction:column;font-weight:600;font-size:.95rem;gap:.2rem}
+::placeholder{color:#595959;opacity:1}
 input,select,button{font:inherit;padding:.4rem .55rem;border:1px solid #6b7280;border-radius:4px;background:#fff;color:#1a1a1a}
 button{background:#0b57d0;color:#fff;border-color:#0b57d0;cursor:pointer}
 button:hover{background:#083b8f}
