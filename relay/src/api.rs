@@ -45,6 +45,8 @@ pub fn routes() -> Router<Relay> {
         .merge(crate::openapi::routes())
         .merge(crate::accounts::api::routes())
         .merge(crate::tunnels::routes())
+        .merge(crate::audit_api::routes())
+        .merge(crate::portal::routes())
 }
 
 /// JSON body or a 400 that says what is wrong with it.
@@ -85,21 +87,14 @@ pub(crate) async fn login(
     }
     let req = json_body(body)?;
     let ok = crate::auth::login(&relay, &req, &peer.to_string()).await?;
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
-        ok.cookie,
-        relay.cfg.web.login_lifetime.as_secs()
-    );
     let mut r = Json(json!({
         "user": ok.principal.username, "role": ok.principal.role.as_str(),
         "expires_at": ok.expires_at, "csrf_token": ok.principal.csrf_token(),
         "totp_enrollment_required": ok.principal.restricted,
     }))
     .into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(|e| RelayError::Invalid(e.to_string()))?,
-    );
+    r.headers_mut()
+        .insert(header::SET_COOKIE, login_cookie(&relay, &ok.cookie)?);
     Ok(r)
 }
 
@@ -115,30 +110,46 @@ pub(crate) async fn login(
     )
 )]
 pub(crate) async fn logout(State(relay): State<Relay>, p: Principal) -> Result<Response> {
+    end_login(&relay, &p).await?;
+    let mut r = Json(json!({"ok": true})).into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, HeaderValue::from_static(LOGOUT_COOKIE));
+    Ok(r)
+}
+
+/// The `Set-Cookie` of a log-in (API and portal alike).
+pub fn login_cookie(relay: &Relay, value: &str) -> Result<HeaderValue> {
+    let cookie = format!(
+        "{SESSION_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+        relay.cfg.web.login_lifetime.as_secs()
+    );
+    HeaderValue::from_str(&cookie).map_err(|e| RelayError::Invalid(e.to_string()))
+}
+
+/// The `Set-Cookie` that clears the log-in cookie.
+pub const LOGOUT_COOKIE: &str =
+    "dwa_session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0";
+
+/// Ends `p`'s log-in session and everything opened under it (web
+/// sessions), audited: the API's and the portal's log-out.
+pub async fn end_login(relay: &Relay, p: &Principal) -> Result<()> {
     let Some(login) = p.login_session() else {
         return Err(RelayError::Invalid(
             "log-out ends a cookie session; revoke an API token with DELETE /api/v1/tokens/{id}"
                 .into(),
         ));
     };
-    crate::auth::logout(&relay, login).await?;
+    crate::auth::logout(relay, login).await?;
     // Everything opened under this log-in ends with it.
     for s in relay.web.live_where(|s| s.login.as_deref() == Some(login)) {
-        proxy::end(&relay, &s, EndReason::Logout, &p.actor()).await;
+        proxy::end(relay, &s, EndReason::Logout, &p.actor()).await;
     }
-    crate::tunnels::end_for_login(&relay, login, &p.actor()).await;
+    crate::tunnels::end_for_login(relay, login, &p.actor()).await;
     relay
         .audit
         .record(kind::USER_LOGOUT, &p.actor(), None, json!({}))
         .await;
-    let mut r = Json(json!({"ok": true})).into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "dwa_session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
-    );
-    Ok(r)
+    Ok(())
 }
 
 /// The caller: user name, role, customers.

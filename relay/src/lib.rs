@@ -17,6 +17,8 @@
 //! - [`oidc`]: single sign-on for directory users (OpenID Connect).
 //! - [`openapi`]: the OpenAPI document of every route, at
 //!   `/api/v1/openapi.json`.
+//! - [`audit_api`]: `GET /api/v1/audit`, scoped per caller.
+//! - [`portal`]: the server-rendered portal (maud), on the relay's own host.
 //! - [`web`]: Device Web Access sessions and the session-host proxy.
 //! - [`telemetry`]: agents' uploads, the device inventory, alerts and their
 //!   webhook, the CSV report.
@@ -35,6 +37,7 @@ pub mod admin;
 pub mod agents;
 pub mod api;
 pub mod audit;
+pub mod audit_api;
 pub mod auth;
 pub mod config;
 pub mod db;
@@ -47,6 +50,7 @@ pub mod init;
 pub mod oidc;
 pub mod openapi;
 pub mod ipp_audit;
+pub mod portal;
 pub mod serve;
 pub mod ssh;
 pub mod state;

@@ -1,0 +1,273 @@
+//! Every portal page × every kind of caller, over HTTP against the real
+//! relay: allowed (200), refused (403) or sent to the log-in page; CSRF
+//! refusal of a form post without its token; the security headers.
+
+use dwa_e2e_tests::browser::{Browser, Page};
+use dwa_e2e_tests::*;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const PORTAL: &str = "https://dwa.localhost:8443";
+
+/// The `_csrf` value of the first form on the page.
+fn csrf_of(page: &Page) -> String {
+    let text = page.text();
+    let marker = "name=\"_csrf\" value=\"";
+    let start = text.find(marker).expect("a form with _csrf") + marker.len();
+    text[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn logged_in(relay: &Relay, user: &str, password: &str) -> Browser {
+    let mut b = Browser::new(relay);
+    let form = b.get(&format!("{PORTAL}/login")).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.text().contains("name=\"totp\""), "two-factor field");
+    let home = b
+        .post_form(
+            "/login",
+            &[("username", user), ("password", password), ("totp", "")],
+        )
+        .await;
+    assert_eq!(
+        home.status,
+        StatusCode::OK,
+        "log in as {user}: {}",
+        home.text()
+    );
+    assert_eq!(home.url.path(), "/", "{user} lands on the home page");
+    b
+}
+
+fn add_user(relay: &Relay, name: &str, role: &str, customer: Option<&str>) -> String {
+    let mut args = vec!["user", "add", name, "--role", role];
+    if let Some(c) = customer {
+        args.extend(["--customer", c]);
+    }
+    relay.ok(&args)["password"]
+        .as_str()
+        .expect("password")
+        .to_string()
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Want {
+    Ok,
+    Forbidden,
+    Login,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_checks_the_caller_on_the_server() {
+    let relay = Relay::start_new();
+    relay.ok(&["customer", "add", "other"]);
+    let acme: i64 = 1;
+    let agent = Agent::enroll(
+        &relay,
+        EnrollArgs {
+            allow: &[&format!("{}/32", relay.ip(10))],
+            ports: &[80],
+            transport: "ssh",
+        },
+    );
+    let device = relay.add_device(&agent, &relay.ip(10));
+
+    let mut browsers: Vec<(&str, Option<Browser>)> = vec![];
+    browsers.push((
+        "admin",
+        Some(logged_in(&relay, "admin", &relay.admin_password).await),
+    ));
+    for (name, role, customer) in [
+        ("tech", "technician", Some("acme")),
+        ("view", "viewer", Some("acme")),
+        ("cust", "customer", Some("acme")),
+        ("othercust", "customer", Some("other")),
+    ] {
+        let pw = add_user(&relay, name, role, customer);
+        browsers.push((name, Some(logged_in(&relay, name, &pw).await)));
+    }
+    browsers.push(("anonymous", None));
+
+    use Want::*;
+    // (path, admin, technician, viewer, customer, other customer's user)
+    let own = [Ok, Ok, Ok, Ok, Forbidden];
+    let everyone = [Ok, Ok, Ok, Ok, Ok];
+    let admin_only = [Ok, Forbidden, Forbidden, Forbidden, Forbidden];
+    let pages: Vec<(String, [Want; 5])> = vec![
+        ("/".into(), everyone),
+        ("/devices".into(), everyone),
+        ("/devices?q=127&status=unknown".into(), everyone),
+        (format!("/devices/{device}"), own),
+        (format!("/customers/{acme}"), own),
+        (format!("/agents/{}", agent.id), own),
+        ("/audit".into(), everyone),
+        ("/audit?kind=user.&user=admin".into(), everyone),
+        ("/audit/download?format=csv".into(), everyone),
+        ("/audit/download?format=jsonl".into(), everyone),
+        ("/admin/users".into(), admin_only),
+        ("/admin/roles".into(), admin_only),
+        ("/admin/customers".into(), admin_only),
+        ("/admin/tokens".into(), admin_only),
+        ("/admin/alert-rules".into(), admin_only),
+        (format!("/admin/alert-rules?customer={acme}"), admin_only),
+    ];
+    let mut checked = 0;
+    for (path, wants) in &pages {
+        for (i, (who, b)) in browsers.iter_mut().enumerate() {
+            let want = if i < 5 { wants[i] } else { Login };
+            let page = match b {
+                Some(b) => b.get(&format!("{PORTAL}{path}")).await,
+                None => Browser::new(&relay).get(&format!("{PORTAL}{path}")).await,
+            };
+            match want {
+                Ok => assert_eq!(
+                    page.status,
+                    StatusCode::OK,
+                    "{who} GET {path}: {}",
+                    page.text()
+                ),
+                Forbidden => assert_eq!(page.status, StatusCode::FORBIDDEN, "{who} GET {path}"),
+                Login => {
+                    assert_eq!(page.url.path(), "/login", "{who} GET {path} → log-in page");
+                    assert_eq!(page.status, StatusCode::OK);
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, pages.len() * 6);
+
+    // A device page for a user of another customer says why, not what.
+    let other = browsers[4].1.as_mut().expect("othercust");
+    let refused = other.get(&format!("{PORTAL}/devices/{device}")).await;
+    assert!(
+        refused.text().contains("not assigned to customer"),
+        "{}",
+        refused.text()
+    );
+    assert!(
+        !refused.text().contains(&relay.ip(10)),
+        "no device detail leaks"
+    );
+
+    // Security headers on every portal page.
+    let admin = browsers[0].1.as_mut().expect("admin");
+    let p = admin.get(&format!("{PORTAL}/devices")).await;
+    let h = |n: &str| {
+        p.headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        h("content-security-policy"),
+        "default-src 'self'; frame-ancestors 'none'; form-action 'self'"
+    );
+    assert!(h("strict-transport-security").starts_with("max-age="));
+    assert_eq!(h("x-content-type-options"), "nosniff");
+    assert_eq!(h("referrer-policy"), "same-origin");
+    assert!(
+        p.text().contains("<a class=\"skip\" href=\"#main\">"),
+        "skip link"
+    );
+
+    // CSRF: the same form post without, with a wrong, and with the token.
+    let page = admin.get(&format!("{PORTAL}/admin/customers")).await;
+    let token = csrf_of(&page);
+    assert_eq!(token.len(), 64, "hex SHA-256");
+    let no = admin
+        .post_form("/admin/customers", &[("name", "forged")])
+        .await;
+    assert_eq!(no.status, StatusCode::FORBIDDEN, "{}", no.text());
+    let wrong = admin
+        .post_form(
+            "/admin/customers",
+            &[("name", "forged"), ("_csrf", &"0".repeat(64))],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let ok = admin
+        .post_form("/admin/customers", &[("name", "globex"), ("_csrf", &token)])
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text());
+    let list = admin.get(&format!("{PORTAL}/admin/customers")).await;
+    assert!(list.text().contains("globex"));
+    assert!(
+        !list.text().contains("forged"),
+        "refused posts changed nothing"
+    );
+
+    // State-changing posts check the role too, token or not.
+    let tech = browsers[1].1.as_mut().expect("tech");
+    let home = tech.get(&format!("{PORTAL}/")).await;
+    let t = csrf_of(&home);
+    let denied = tech
+        .post_form("/admin/customers", &[("name", "x"), ("_csrf", &t)])
+        .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let view = browsers[2].1.as_mut().expect("viewer");
+    let home = view.get(&format!("{PORTAL}/")).await;
+    let t = csrf_of(&home);
+    let denied = view
+        .post_form(
+            &format!("/devices/{device}/web"),
+            &[("port", "80"), ("_csrf", &t)],
+        )
+        .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN, "{}", denied.text());
+    let mut anon = Browser::new(&relay);
+    anon.get(&format!("{PORTAL}/login")).await;
+    let p = anon.post_form("/admin/customers", &[("name", "x")]).await;
+    assert_eq!(
+        p.url.path(),
+        "/login",
+        "anonymous posts go to the log-in page"
+    );
+
+    // The audit API is scoped: the other customer's user sees neither the
+    // acme agent's enrollment nor other users' log-ins.
+    let other = browsers[4].1.as_mut().expect("othercust");
+    let mine = other.get(&format!("{PORTAL}/api/v1/audit")).await;
+    assert_eq!(mine.status, StatusCode::OK);
+    let records: Vec<Value> = serde_json::from_slice(&mine.body).expect("json");
+    assert!(!records.is_empty(), "their own log-in");
+    assert!(
+        records.iter().all(|r| r["actor"] == "user:othercust"),
+        "{records:?}"
+    );
+    let cust = browsers[3].1.as_mut().expect("cust");
+    let theirs = cust
+        .get(&format!("{PORTAL}/api/v1/audit?kind=enroll.ok"))
+        .await;
+    let records: Vec<Value> = serde_json::from_slice(&theirs.body).expect("json");
+    assert_eq!(
+        records.len(),
+        1,
+        "their customer's agent enrolled: {records:?}"
+    );
+    let admin = browsers[0].1.as_mut().expect("admin");
+    let all = admin
+        .get(&format!("{PORTAL}/api/v1/audit?kind=user.login"))
+        .await;
+    let records: Vec<Value> = serde_json::from_slice(&all.body).expect("json");
+    assert_eq!(records.len(), 5, "every log-in: {records:?}");
+    let csv = admin
+        .get(&format!(
+            "{PORTAL}/audit/download?format=csv&kind=user.login"
+        ))
+        .await;
+    assert!(csv.text().starts_with("id,ts,kind,actor"), "{}", csv.text());
+    assert_eq!(csv.text().lines().count(), 6);
+
+    // Log-out ends the session: the next page goes to the log-in page.
+    let home = admin.get(&format!("{PORTAL}/")).await;
+    let t = csrf_of(&home);
+    let out = admin.post_form("/logout", &[("_csrf", &t)]).await;
+    assert_eq!(out.url.path(), "/login");
+    let after = admin.get(&format!("{PORTAL}/devices")).await;
+    assert_eq!(after.url.path(), "/login");
+}
