@@ -197,7 +197,7 @@ pub fn render(records: &[AuditRecord], format: Option<&str>) -> Result<Response>
 #[utoipa::path(
     get,
     path = "/api/v1/audit",
-    tag = "audit",
+    tag = "audit", security(("cookie" = []), ("bearer" = [])),
     params(AuditQuery),
     responses(
         (status = 200, description = "Audit records the caller may see, oldest first (JSON array, or JSONL/CSV download)"),

@@ -26,7 +26,6 @@ use tokio::sync::oneshot;
 
 use crate::auth::Principal;
 use crate::error::{RelayError, Result};
-use crate::https::api_error;
 use crate::state::Relay;
 use crate::util::random_secret;
 
@@ -149,6 +148,22 @@ pub async fn run_diagnostic(
     Path(device): Path<i64>,
     body: std::result::Result<Json<DiagParams>, JsonRejection>,
 ) -> Result<Response> {
+    let params = body
+        .map(|Json(v)| v)
+        .map_err(|e| RelayError::Invalid(e.body_text()));
+    let (status, body) = run(&relay, &p, device, params).await?;
+    Ok((status, Json(body)).into_response())
+}
+
+/// Runs one diagnostic for `p` (the API's and the portal's path): the
+/// status to answer with and the JSON body (the result, or the agent's
+/// refusal or failure with `error` and `code`).
+pub async fn run(
+    relay: &Relay,
+    p: &Principal,
+    device: i64,
+    params: Result<DiagParams>,
+) -> Result<(StatusCode, Value)> {
     let target = relay.db.device_target(device).await?;
     let agent = target.agent_id.clone();
     let refuse = |reason: String, detail: Value| {
@@ -170,9 +185,7 @@ pub async fn run_diagnostic(
         refuse(e.to_string(), json!({})).await;
         return Err(e);
     }
-    let params = body
-        .map(|Json(v)| v)
-        .map_err(|e| RelayError::Invalid(e.body_text()))?;
+    let params = params?;
     let req = DiagRequest::from_params(&params).map_err(RelayError::Invalid)?;
     let kind_name = req.kind.as_str();
     for (limiter, key, who) in [
@@ -250,7 +263,10 @@ pub async fn run_diagnostic(
                 .audit
                 .record(kind::DIAG_RUN, &p.actor(), Some(&agent), d)
                 .await;
-            return Ok(api_error(StatusCode::GATEWAY_TIMEOUT, "timeout", msg));
+            return Ok((
+                StatusCode::GATEWAY_TIMEOUT,
+                json!({"error": msg, "code": "timeout"}),
+            ));
         }
     };
     let mut audit = base.clone();
@@ -277,7 +293,7 @@ pub async fn run_diagnostic(
             StatusCode::BAD_GATEWAY
         }
     };
-    Ok((status, Json(body)).into_response())
+    Ok((status, body))
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ async fn refuse(
 
 /// Opens a tunnel to a device port, for the caller's address only.
 #[utoipa::path(
-    post, path = "/api/v1/devices/{id}/tunnels", tag = "tunnels",
+    post, path = "/api/v1/devices/{id}/tunnels", tag = "tunnels", security(("cookie" = []), ("bearer" = [])),
     params(("id" = i64, Path, description = "device id")),
     request_body = TunnelRequest,
     responses(
@@ -620,7 +620,7 @@ fn visible(relay: &Relay, p: &Principal, id: &str) -> Result<Arc<Tunnel>> {
 }
 
 /// Live tunnels the caller may see.
-#[utoipa::path(get, path = "/api/v1/tunnels", tag = "tunnels",
+#[utoipa::path(get, path = "/api/v1/tunnels", tag = "tunnels", security(("cookie" = []), ("bearer" = [])),
     responses((status = 200, description = "the caller's tunnels, and those of customers it may open tunnels for")))]
 pub async fn list(State(relay): State<Relay>, p: Principal) -> Json<serde_json::Value> {
     let mut v: Vec<_> = relay.tunnels.live_where(|t| {
@@ -633,7 +633,7 @@ pub async fn list(State(relay): State<Relay>, p: Principal) -> Json<serde_json::
 }
 
 /// Closes a tunnel and every connection it carries.
-#[utoipa::path(delete, path = "/api/v1/tunnels/{id}", tag = "tunnels",
+#[utoipa::path(delete, path = "/api/v1/tunnels/{id}", tag = "tunnels", security(("cookie" = []), ("bearer" = [])),
     params(("id" = String, Path, description = "tunnel id")),
     responses(
         (status = 200, description = "the tunnel as it ended"),

@@ -139,9 +139,6 @@ pub struct Relay {
     /// Two-factor of users whose roles require it (from `init` and
     /// `user add` output), for [`Relay::totp_code`].
     pub totp: Totp,
-    /// Everything `init --json` printed (two-factor enrollment included,
-    /// once it exists).
-    pub init_report: Value,
     pub net: String,
     child: Option<Child>,
     log: PathBuf,
@@ -186,7 +183,6 @@ impl Relay {
             data,
             admin_password,
             totp,
-            init_report: report,
             net,
             child: None,
             log,

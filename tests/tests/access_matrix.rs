@@ -38,8 +38,7 @@ enum Need {
     AnyUser,
     ViewTelemetry,
     WebSession,
-    /// Raw TCP tunnels (their routes arrive with the tunnels module).
-    #[allow(dead_code)]
+    /// Raw TCP tunnels.
     RawTunnel,
     Diagnostics,
     Administer,
@@ -116,6 +115,8 @@ struct Ctx<'a> {
     web_session: String,
     throwaway_token: i64,
     viewer: (String, String),
+    viewer_id: i64,
+    tunnel: String,
 }
 
 type BodyFn = fn(&Ctx) -> Option<Value>;
@@ -215,6 +216,45 @@ fn table() -> Vec<(&'static str, &'static str, Need, BodyFn)> {
         // Single sign-on (no provider configured here: the routes say so).
         ("GET", "/auth/oidc/login", Need::Public, none),
         ("GET", "/auth/oidc/callback", Need::Public, none),
+        // Accounts: one's own two-factor, then admin's users, customers,
+        // enrollment tokens.
+        ("POST", "/api/v1/me/totp", Need::AnyUser, none),
+        // No body: an allowed caller gets 400, not a refusal.
+        ("POST", "/api/v1/me/totp/confirm", Need::AnyUser, none),
+        ("GET", "/api/v1/users", Need::Administer, none),
+        ("POST", "/api/v1/users", Need::Administer, |c| {
+            Some(json!({"username": "matrix-user", "role": "viewer", "customers": [c.customer_a]}))
+        }),
+        ("GET", "/api/v1/users/{id}", Need::Administer, none),
+        ("PATCH", "/api/v1/users/{id}", Need::Administer, |_| {
+            Some(json!({}))
+        }),
+        ("POST", "/api/v1/users/{id}/unlock", Need::Administer, none),
+        (
+            "POST",
+            "/api/v1/users/{id}/reset-totp",
+            Need::Administer,
+            none,
+        ),
+        ("GET", "/api/v1/customers", Need::Administer, none),
+        ("POST", "/api/v1/customers", Need::Administer, |_| {
+            Some(json!({"name": "matrix-customer"}))
+        }),
+        ("GET", "/api/v1/enrollment-tokens", Need::Administer, none),
+        ("POST", "/api/v1/enrollment-tokens", Need::Administer, |c| {
+            Some(json!({"customer_id": c.customer_a, "uses": 1}))
+        }),
+        // Raw TCP tunnels.
+        (
+            "POST",
+            "/api/v1/devices/{id}/tunnels",
+            Need::RawTunnel,
+            |_| Some(json!({"port": PRINTER_PORT})),
+        ),
+        ("GET", "/api/v1/tunnels", Need::AnyUser, none),
+        ("DELETE", "/api/v1/tunnels/{id}", Need::RawTunnel, none),
+        // The audit log, scoped per caller.
+        ("GET", "/api/v1/audit", Need::AnyUser, none),
     ]
 }
 
@@ -228,6 +268,10 @@ fn fill(path: &str, c: &Ctx) -> String {
         c.customer_a.to_string()
     } else if path.starts_with("/api/v1/web-sessions/{id}") {
         c.web_session.clone()
+    } else if path.starts_with("/api/v1/users/{id}") {
+        c.viewer_id.to_string()
+    } else if path.starts_with("/api/v1/tunnels/{id}") {
+        c.tunnel.clone()
     } else if path.starts_with("/api/v1/tokens/{id}") {
         c.throwaway_token.to_string()
     } else if path.contains('{') {
@@ -365,6 +409,28 @@ async fn every_route_and_role() {
     let throwaway_token = serde_json::from_str::<Value>(&v).unwrap_or(Value::Null)["id"]
         .as_i64()
         .expect("token id");
+    let (s, v) = call(
+        &relay,
+        "POST",
+        &format!("/api/v1/devices/{device}/tunnels"),
+        bearer(Caller::Admin),
+        Some(json!({"port": PRINTER_PORT})),
+    )
+    .await;
+    assert_eq!(s, 201, "tunnel: {v}");
+    let tunnel = serde_json::from_str::<Value>(&v).unwrap_or(Value::Null)["id"]
+        .as_str()
+        .expect("tunnel id")
+        .to_string();
+    let (s, v) = call(&relay, "GET", "/api/v1/users", bearer(Caller::Admin), None).await;
+    assert_eq!(s, 200, "{v}");
+    let users: Value = serde_json::from_str(&v).unwrap_or(Value::Null);
+    let viewer_id = users
+        .as_array()
+        .or_else(|| users["users"].as_array())
+        .and_then(|a| a.iter().find(|u| u["username"] == "viewer-a"))
+        .and_then(|u| u["id"].as_i64())
+        .expect("the viewer's user id");
     let ctx = Ctx {
         relay: &relay,
         customer_a: customer_a_id,
@@ -373,6 +439,8 @@ async fn every_route_and_role() {
         web_session,
         throwaway_token,
         viewer: ("viewer-a".into(), viewer_pw),
+        viewer_id,
+        tunnel,
     };
 
     // The routes, from the relay's own document.
@@ -439,9 +507,14 @@ async fn every_route_and_role() {
             let leaked = c == Caller::TechB
                 && *method == "GET"
                 && *need == Need::AnyUser
-                && [ctx.agent.as_str(), ip.as_str(), ctx.web_session.as_str()]
-                    .iter()
-                    .any(|a| text.contains(a));
+                && [
+                    ctx.agent.as_str(),
+                    ip.as_str(),
+                    ctx.web_session.as_str(),
+                    ctx.tunnel.as_str(),
+                ]
+                .iter()
+                .any(|a| text.contains(a));
             if leaked {
                 failures.push(format!(
                     "{method} {url} as {}: shows customer A's objects: {text}",

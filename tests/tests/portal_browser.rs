@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use dwa_e2e_tests::*;
 use dwa_sim::{Fleet, FleetConfig};
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -135,22 +135,6 @@ async fn wait_source(c: &Client, what: &str, pred: impl Fn(&str, &url::Url) -> b
     }
 }
 
-/// The admin's current two-factor code, when `init` printed a TOTP
-/// enrollment (an `otpauth://` URI anywhere in its report).
-fn totp_code(report: &Value) -> Option<String> {
-    fn find_uri(v: &Value) -> Option<String> {
-        match v {
-            Value::String(s) if s.starts_with("otpauth://") => Some(s.clone()),
-            Value::Object(m) => m.values().find_map(find_uri),
-            Value::Array(a) => a.iter().find_map(find_uri),
-            _ => None,
-        }
-    }
-    let uri = find_uri(report)?;
-    let totp = totp_rs::TOTP::from_url_unchecked(&uri).expect("TOTP URI from init");
-    Some(totp.generate_current().expect("clock after 1970"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dealer_uses_the_portal_in_chromium() {
     if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
@@ -194,9 +178,14 @@ async fn a_dealer_uses_the_portal_in_chromium() {
         .find(Locator::Css("#totp"))
         .await
         .expect("two-factor field");
-    if let Some(code) = totp_code(&relay.init_report) {
-        totp.send_keys(&code).await.expect("type");
-    }
+    // Two-factor is required for admins: the code from the secret `init`
+    // printed once.
+    let code = relay
+        .totp
+        .code("admin")
+        .await
+        .expect("init printed the admin's TOTP URI");
+    totp.send_keys(&code).await.expect("type");
     shot(&c, "login").await;
     c.find(Locator::Css("form[action='/login'] button[type=submit]"))
         .await

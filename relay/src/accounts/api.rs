@@ -44,7 +44,7 @@ fn created(v: Value) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
 }
 
-#[utoipa::path(post, path = "/api/v1/me/totp", tag = "accounts",
+#[utoipa::path(post, path = "/api/v1/me/totp", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
     responses((status = 200, description = "Pending secret: {otpauth_uri, qr_svg, secret}"),
               (status = 409, description = "Two-factor already active")))]
 pub async fn begin_totp(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
@@ -57,7 +57,7 @@ pub struct ConfirmTotp {
     pub code: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/me/totp/confirm", tag = "accounts", request_body = ConfirmTotp,
+#[utoipa::path(post, path = "/api/v1/me/totp/confirm", tag = "accounts", security(("cookie" = []), ("bearer" = [])), request_body = ConfirmTotp,
     responses((status = 200, description = "Two-factor active; {recovery_codes} shown once"),
               (status = 401, description = "Wrong code (code totp_invalid)")))]
 pub async fn confirm_totp(
@@ -69,13 +69,13 @@ pub async fn confirm_totp(
     Ok(Json(users::confirm_totp(&relay, &p, &req.code).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/users", tag = "accounts",
+#[utoipa::path(get, path = "/api/v1/users", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
     responses((status = 200, description = "Every user (admin only)")))]
 pub async fn list_users(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
     Ok(Json(users::list_users(&relay, &p).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/users", tag = "accounts", request_body = NewUser,
+#[utoipa::path(post, path = "/api/v1/users", tag = "accounts", security(("cookie" = []), ("bearer" = [])), request_body = NewUser,
     responses((status = 201, description = "The user, its one-time password and (roles that require it) totp_uri"),
               (status = 409, description = "The name is taken")))]
 pub async fn create_user(
@@ -87,7 +87,7 @@ pub async fn create_user(
     Ok(created(users::create_user(&relay, &p, &req).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "accounts",
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
     params(("id" = i64, Path, description = "User id")),
     responses((status = 200, description = "The user"), (status = 404, description = "No such user")))]
 pub async fn get_user(
@@ -98,7 +98,7 @@ pub async fn get_user(
     Ok(Json(users::get_user(&relay, &p, id).await?))
 }
 
-#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "accounts", request_body = UserPatch,
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "accounts", security(("cookie" = []), ("bearer" = [])), request_body = UserPatch,
     params(("id" = i64, Path, description = "User id")),
     responses((status = 200, description = "The updated user")))]
 pub async fn update_user(
@@ -111,7 +111,7 @@ pub async fn update_user(
     Ok(Json(users::update_user(&relay, &p, id, &req).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{id}/unlock", tag = "accounts",
+#[utoipa::path(post, path = "/api/v1/users/{id}/unlock", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
     params(("id" = i64, Path, description = "User id")),
     responses((status = 200, description = "Unlocked")))]
 pub async fn unlock_user(
@@ -122,7 +122,7 @@ pub async fn unlock_user(
     Ok(Json(users::unlock_user(&relay, &p, id).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{id}/reset-totp", tag = "accounts",
+#[utoipa::path(post, path = "/api/v1/users/{id}/reset-totp", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
     params(("id" = i64, Path, description = "User id")),
     responses((status = 200, description = "Two-factor removed; the user's sessions ended")))]
 pub async fn reset_totp(
@@ -133,7 +133,7 @@ pub async fn reset_totp(
     Ok(Json(users::reset_totp(&relay, &p, id).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/customers", tag = "accounts",
+#[utoipa::path(get, path = "/api/v1/customers", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
     responses((status = 200, description = "Every customer (admin only)")))]
 pub async fn list_customers(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
     Ok(Json(users::list_customers(&relay, &p).await?))
@@ -145,7 +145,7 @@ pub struct NewCustomer {
     pub name: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/customers", tag = "accounts", request_body = NewCustomer,
+#[utoipa::path(post, path = "/api/v1/customers", tag = "accounts", security(("cookie" = []), ("bearer" = [])), request_body = NewCustomer,
     responses((status = 201, description = "The customer"), (status = 409, description = "The name is taken")))]
 pub async fn create_customer(
     State(relay): State<Relay>,
@@ -158,7 +158,7 @@ pub async fn create_customer(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/enrollment-tokens", tag = "accounts",
+#[utoipa::path(get, path = "/api/v1/enrollment-tokens", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
     responses((status = 200, description = "Enrollment tokens (never their secrets)")))]
 pub async fn list_enrollment_tokens(
     State(relay): State<Relay>,
@@ -167,7 +167,7 @@ pub async fn list_enrollment_tokens(
     Ok(Json(users::list_enrollment_tokens(&relay, &p).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/enrollment-tokens", tag = "accounts", request_body = NewEnrollmentToken,
+#[utoipa::path(post, path = "/api/v1/enrollment-tokens", tag = "accounts", security(("cookie" = []), ("bearer" = [])), request_body = NewEnrollmentToken,
     responses((status = 201, description = "The token, shown once")))]
 pub async fn create_enrollment_token(
     State(relay): State<Relay>,

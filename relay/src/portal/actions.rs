@@ -2,14 +2,13 @@
 //! [`crate::api::open_web_session`] (permission, rate, first printer
 //! connection, audit) and sends the browser to the session's ticket URL.
 //!
-//! MERGE POINT: "Ping" and "TCP tunnel" are served by services built in
-//! parallel (`relay/src/diag.rs`, `relay/src/tunnels.rs`). Until they are
-//! wired here, both handlers check the caller (log-in, CSRF, permission)
-//! and answer honestly that the action is not available in this build.
-
+//! "Ping" runs [`crate::diag::run`] and "TCP tunnel" runs
+//! [`crate::tunnels::open`], the same services as the API routes, so
+//! permission, rate limits, the policy checks and the audit are shared.
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use axum::Extension;
 use dwa_policy::roles::Action;
 use maud::html;
 use serde::Deserialize;
@@ -17,6 +16,8 @@ use serde::Deserialize;
 use super::layout::page;
 use super::{check_csrf, form, FormBody, PResult, Portal};
 use crate::api::WebSessionRequest;
+use crate::error::RelayError;
+use crate::https::PeerAddr;
 use crate::state::Relay;
 
 #[derive(Deserialize)]
@@ -57,19 +58,42 @@ async fn allowed(
     Ok(())
 }
 
-fn not_in_this_build(p: &crate::auth::Principal, id: i64, what: &str) -> axum::response::Response {
+/// A result page: a heading, a summary list and the full JSON for
+/// support engineers to copy.
+fn result_page(
+    p: &crate::auth::Principal,
+    id: i64,
+    title: &str,
+    status: StatusCode,
+    summary: &[(&str, String)],
+    detail: &serde_json::Value,
+) -> axum::response::Response {
+    let pretty = serde_json::to_string_pretty(detail).unwrap_or_default();
     (
-        StatusCode::NOT_IMPLEMENTED,
+        status,
         page(
-            what,
+            title,
             Some(p),
             html! {
-                p.notice role="status" { (what) " is not available in this build of the relay." }
+                dl {
+                    @for (k, v) in summary {
+                        dt { (k) } dd { (v) }
+                    }
+                }
+                details { summary { "Full result" } pre { (pretty) } }
                 p { a href=(format!("/devices/{id}")) { "Back to the device" } }
             },
         ),
     )
         .into_response()
+}
+
+fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "—".into(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 pub async fn ping(
@@ -81,12 +105,34 @@ pub async fn ping(
     let f = form(body)?;
     check_csrf(&p, &f._csrf)?;
     allowed(&relay, &p, id, Action::Diagnostics).await?;
-    // MERGE POINT: call crate::diag (kind ping) here and render its result.
-    Ok(not_in_this_build(&p, id, "Ping"))
+    let params = dwa_proto::diag::DiagParams {
+        kind: Some(dwa_proto::diag::DiagKind::Ping),
+        ..Default::default()
+    };
+    let (status, v) = crate::diag::run(&relay, &p, id, Ok(params)).await?;
+    let r = &v["result"];
+    let mut summary = vec![("Address", text(&v["address"]))];
+    if let Some(e) = v.get("error") {
+        summary.push(("Error", text(e)));
+    } else {
+        for (label, key) in [
+            ("Sent", "sent"),
+            ("Received", "received"),
+            ("Loss %", "loss_pct"),
+            ("RTT min ms", "rtt_min_ms"),
+            ("RTT avg ms", "rtt_avg_ms"),
+            ("RTT max ms", "rtt_max_ms"),
+            ("RTT stddev ms", "rtt_stddev_ms"),
+        ] {
+            summary.push((label, text(&r[key])));
+        }
+    }
+    Ok(result_page(&p, id, "Ping", status, &summary, &v))
 }
 
 pub async fn tunnel(
     State(relay): State<Relay>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
     Portal(p): Portal,
     Path(id): Path<i64>,
     body: FormBody<PortForm>,
@@ -94,8 +140,27 @@ pub async fn tunnel(
     let f = form(body)?;
     check_csrf(&p, &f._csrf)?;
     allowed(&relay, &p, id, Action::RawTunnel).await?;
-    // MERGE POINT: call crate::tunnels (device id, f.port) here and show
-    // the tunnel's address and expiry.
-    let _ = f.port;
-    Ok(not_in_this_build(&p, id, "TCP tunnel"))
+    let port = f
+        .port
+        .ok_or_else(|| RelayError::Invalid("choose the device port to tunnel to".into()))?;
+    let req = crate::tunnels::TunnelRequest { port, ttl: None };
+    // Bound to the address this browser's request came from.
+    let v = crate::tunnels::open(&relay, &p, peer.ip(), id, &req).await?;
+    let summary = [
+        (
+            "Connect to",
+            format!("{}:{}", text(&v["host"]), text(&v["listen_port"])),
+        ),
+        ("Only from", text(&v["client"])),
+        ("Device port", port.to_string()),
+        ("Expires at", text(&v["expires_at"])),
+    ];
+    Ok(result_page(
+        &p,
+        id,
+        "TCP tunnel",
+        StatusCode::CREATED,
+        &summary,
+        &v,
+    ))
 }

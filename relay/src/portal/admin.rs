@@ -38,9 +38,19 @@ async fn customer_list(relay: &Relay) -> PResult<Vec<(i64, String)>> {
 
 // ---- users ----
 
+/// One admin action on a user, as a small form (CSRF-protected POST).
+fn user_button(p: &Principal, id: i64, action: &str, label: &str) -> Markup {
+    html! {
+        form.inline method="post" action=(format!("/admin/users/{id}/{action}")) {
+            (csrf_field(p))
+            button type="submit" { (label) }
+        }
+    }
+}
+
 async fn users_page(relay: &Relay, p: &Principal, created: Option<Markup>) -> PResult<Markup> {
     let rows = sqlx::query(
-        "SELECT u.id, u.username, u.role, u.created_at, u.last_login, \
+        "SELECT u.id, u.username, u.role, u.created_at, u.last_login, u.locked_at, u.active, \
          (SELECT group_concat(c.name, ', ') FROM user_customers uc JOIN customers c ON c.id = uc.customer_id WHERE uc.user_id = u.id) AS customers \
          FROM users u ORDER BY u.username",
     )
@@ -65,9 +75,19 @@ async fn users_page(relay: &Relay, p: &Principal, created: Option<Markup>) -> PR
                             td { (opt(r.get::<Option<String>, _>("customers"))) }
                             td { (r.get::<String, _>("created_at")) }
                             td { (opt(r.get::<Option<String>, _>("last_login"))) }
-                            // MERGE POINT: unlock / edit role / reset two-factor
-                            // buttons (relay/src/accounts/) go here.
-                            td { "—" }
+                            td {
+                                @let id = r.get::<i64, _>("id");
+                                @let active = r.get::<i64, _>("active") != 0;
+                                @if r.get::<Option<String>, _>("locked_at").is_some() {
+                                    (user_button(p, id, "unlock", "Unlock (locked)"))
+                                }
+                                (user_button(p, id, "reset-totp", "Reset two-factor"))
+                                @if active {
+                                    (user_button(p, id, "deactivate", "Deactivate"))
+                                } @else {
+                                    (user_button(p, id, "activate", "Reactivate (inactive)"))
+                                }
+                            }
                         }
                     }
                 }
@@ -120,53 +140,34 @@ pub async fn add_user(
     let f = form(body)?;
     check_csrf(&p, &f._csrf)?;
     admin(&p)?;
-    let name = f.username.trim().to_string();
-    if name.is_empty()
-        || name.len() > 64
-        || name.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(invalid("user name must be 1..=64 characters, no spaces"));
-    }
-    let role: Role = f.role.parse().map_err(invalid)?;
     let customer = f.customer.trim();
-    let customers: Vec<String> = if customer.is_empty() {
+    let customers: Vec<i64> = if customer.is_empty() {
         vec![]
     } else {
-        let id: i64 = customer
+        vec![customer
             .parse()
-            .map_err(|_| invalid("customer: expected an id"))?;
-        let name: String = sqlx::query_scalar("SELECT name FROM customers WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&relay.db.pool)
-            .await?
-            .ok_or_else(|| invalid(format!("no customer {id}")))?;
-        vec![name]
+            .map_err(|_| invalid("customer: expected an id"))?]
     };
-    if role != Role::Admin && customers.is_empty() {
-        return Err(invalid(format!("a {role} user needs a customer")));
-    }
-    let password = crate::util::random_password();
-    let pw = password.clone();
-    let hash = tokio::task::spawn_blocking(move || crate::init::hash_password(&pw))
-        .await
-        .map_err(|e| PortalError(RelayError::Invalid(format!("hashing: {e}"))))??;
-    let id = relay
-        .db
-        .add_user(&name, &hash, role.as_str(), &customers)
-        .await?;
-    relay
-        .audit
-        .record(
-            kind::ADMIN_COMMAND,
-            &p.actor(),
-            None,
-            json!({"command": "user add", "via": "portal", "user": name, "role": role.as_str(), "customers": customers}),
-        )
-        .await;
+    // The accounts service: validation, one-time password, two-factor for
+    // roles that require it, audit.
+    let req = crate::accounts::users::NewUser {
+        username: f.username.clone(),
+        role: f.role.clone(),
+        customers,
+    };
+    let v = crate::accounts::users::create_user(&relay, &p, &req).await?;
+    let name = v["username"].as_str().unwrap_or(&f.username).to_string();
+    let password = v["password"].as_str().unwrap_or_default().to_string();
     let created = html! {
         div.notice role="status" {
-            p { "User " strong { (name) } " (id " (id) ") added. One-time password, shown only now:" }
+            p { "User " strong { (name) } " added. One-time password, shown only now:" }
             p.secret { (password) }
+            @if let Some(uri) = v["totp_uri"].as_str() {
+                p { "Two-factor is required for this role: scan the code with an authenticator app, or enter the URI." }
+                // Generated by the qrcode crate from our own URI.
+                div.qr { (maud::PreEscaped(v["totp_qr_svg"].as_str().unwrap_or_default())) }
+                p.secret { (uri) }
+            }
         }
     };
     Ok((
@@ -174,6 +175,41 @@ pub async fn add_user(
         users_page(&relay, &p, Some(created)).await?,
     )
         .into_response())
+}
+
+/// Unlock, reset two-factor, deactivate or reactivate a user.
+pub async fn user_action(
+    State(relay): State<Relay>,
+    Portal(p): Portal,
+    Path((id, action)): Path<(i64, String)>,
+    body: FormBody<super::login::CsrfOnly>,
+) -> PResult {
+    let f = form(body)?;
+    check_csrf(&p, f.csrf())?;
+    admin(&p)?;
+    use crate::accounts::users as u;
+    let done = match action.as_str() {
+        "unlock" => u::unlock_user(&relay, &p, id).await.map(|_| "unlocked"),
+        "reset-totp" => u::reset_totp(&relay, &p, id)
+            .await
+            .map(|_| "two-factor reset"),
+        "deactivate" | "activate" => {
+            let patch = u::UserPatch {
+                active: Some(action == "activate"),
+                ..Default::default()
+            };
+            u::update_user(&relay, &p, id, &patch).await.map(|_| {
+                if action == "activate" {
+                    "reactivated"
+                } else {
+                    "deactivated"
+                }
+            })
+        }
+        other => return Err(invalid(format!("unknown user action {other:?}"))),
+    }?;
+    let note = html! { div.notice role="status" { p { "User " (id) " " (done) "." } } };
+    Ok(users_page(&relay, &p, Some(note)).await?.into_response())
 }
 
 // ---- roles ----

@@ -106,6 +106,12 @@ pub struct CsrfOnly {
     _csrf: String,
 }
 
+impl CsrfOnly {
+    pub fn csrf(&self) -> &str {
+        &self._csrf
+    }
+}
+
 pub async fn logout(
     State(relay): State<Relay>,
     Portal(p): Portal,

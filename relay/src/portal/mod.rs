@@ -50,6 +50,7 @@ pub fn routes() -> Router<Relay> {
         .route("/audit", get(audit::page_route))
         .route("/audit/download", get(audit::download))
         .route("/admin/users", get(admin::users).post(admin::add_user))
+        .route("/admin/users/{id}/{action}", post(admin::user_action))
         .route("/admin/roles", get(admin::roles))
         .route(
             "/admin/customers",
