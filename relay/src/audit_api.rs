@@ -114,7 +114,13 @@ pub async fn query(relay: &Relay, p: &Principal, q: &AuditQuery) -> Result<Vec<A
             .join(",")
     );
     let rows = sqlx::query(
-        "SELECT id, ts, kind, actor, agent, detail, prev_hash, hash FROM audit a
+        // A user's own refused attempt on another customer's device keeps
+        // its record, but not that customer's agent id.
+        "SELECT id, ts, kind, actor,
+                CASE WHEN ?6 OR agent IN (SELECT g.id FROM agents g
+                     WHERE g.customer_id IN (SELECT value FROM json_each(?8)))
+                THEN agent END AS agent,
+                detail, prev_hash, hash FROM audit a
          WHERE (?1 IS NULL OR ts >= ?1)
            AND (?2 IS NULL OR kind = ?2)
            AND (?3 IS NULL OR kind LIKE ?3)

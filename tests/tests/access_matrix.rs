@@ -320,7 +320,18 @@ async fn call(
     bearer: Option<&str>,
     body: Option<Value>,
 ) -> (u16, String) {
-    let api = Api::new(relay);
+    // One client for the walk, so its connections are reused and the walk
+    // stays under the relay's per-address connection rate; but the log-in
+    // row gets a client of its own, or its cookie would ride along on the
+    // anonymous calls after it.
+    static API: std::sync::OnceLock<Api> = std::sync::OnceLock::new();
+    let fresh;
+    let api = if path == "/api/v1/login" {
+        fresh = Api::new(relay);
+        &fresh
+    } else {
+        API.get_or_init(|| Api::new(relay))
+    };
     let origin = api.base.trim_end_matches("/api/v1").to_string();
     let method = Method::from_bytes(method.as_bytes()).expect("method");
     let mut req = api.client.request(method, format!("{origin}{path}"));

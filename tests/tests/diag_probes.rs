@@ -337,6 +337,7 @@ async fn permission_rate_limits_and_an_offline_agent() {
         .api
         .client
         .post(format!("{}/devices/{}/diagnostics", f.api.base, f.printer))
+        .header("x-csrf-token", f.api.csrf.clone().unwrap_or_default())
         .json(&json!({"kind": "tcp", "port": CLOSED}))
         .send()
         .await

@@ -68,7 +68,7 @@ async fn every_page_checks_the_caller_on_the_server() {
     let relay = Relay::start_new();
     relay.ok(&["customer", "add", "other"]);
     let acme: i64 = 1;
-    let agent = Agent::enroll(
+    let mut agent = Agent::enroll(
         &relay,
         EnrollArgs {
             allow: &[&format!("{}/32", relay.ip(10))],
@@ -77,6 +77,9 @@ async fn every_page_checks_the_caller_on_the_server() {
         },
     );
     let device = relay.add_device(&agent, &relay.ip(10));
+    // Running, for the device page's ping and tunnel.
+    agent.start();
+    relay.wait_connected(&agent);
 
     let mut browsers: Vec<(&str, Option<Browser>)> = vec![];
     browsers.push((
@@ -266,6 +269,36 @@ async fn every_page_checks_the_caller_on_the_server() {
     assert!(csv.text().starts_with("id,ts,kind,actor"), "{}", csv.text());
     assert_eq!(csv.text().lines().count(), 6);
 
+    // The device page's support actions run the same services as the API:
+    // a ping through the agent (its policy allows this address) ...
+    let dev = admin.get(&format!("{PORTAL}/devices/{device}")).await;
+    let t = csrf_of(&dev);
+    let ping = admin
+        .post_form(&format!("/devices/{device}/ping"), &[("_csrf", &t)])
+        .await;
+    assert_eq!(ping.status, StatusCode::OK, "{}", ping.text());
+    let text = ping.text();
+    assert!(text.contains("RTT avg ms"), "{text}");
+    assert!(!text.contains("<dt>Error</dt>"), "{text}");
+    let runs = relay.audit_kind("diag.run");
+    assert_eq!(runs.len(), 1, "the portal's ping is audited: {runs:?}");
+    // ... and a TCP tunnel bound to this browser's address.
+    let tunnel = admin
+        .post_form(
+            &format!("/devices/{device}/tunnel"),
+            &[("port", "80"), ("_csrf", &t)],
+        )
+        .await;
+    assert_eq!(tunnel.status, StatusCode::CREATED, "{}", tunnel.text());
+    assert!(tunnel.text().contains("Connect to"), "{}", tunnel.text());
+    assert_eq!(relay.audit_kind("tunnel.open").len(), 1);
+    // Without the form's token neither runs.
+    let forged = admin
+        .post_form(&format!("/devices/{device}/ping"), &[])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(relay.audit_kind("diag.run").len(), 1);
+
     // Log-out ends the session: the next page goes to the log-in page.
     let home = admin.get(&format!("{PORTAL}/")).await;
     let t = csrf_of(&home);
@@ -273,4 +306,10 @@ async fn every_page_checks_the_caller_on_the_server() {
     assert_eq!(out.url.path(), "/login");
     let after = admin.get(&format!("{PORTAL}/devices")).await;
     assert_eq!(after.url.path(), "/login");
+    // The admin's tunnel ended with the log-in.
+    assert_eventually!(
+        relay.audit_kind("tunnel.close").len() == 1,
+        std::time::Duration::from_secs(10),
+        "the tunnel closes at log-out"
+    );
 }

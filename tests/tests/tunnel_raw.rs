@@ -40,8 +40,9 @@ async fn fixture() -> Fixture {
     let device = relay.add_device(&agent, &ip);
     let client: IpAddr = relay.ip(50).parse().expect("client ip");
     let intruder: IpAddr = relay.ip(51).parse().expect("intruder ip");
+    let code = relay.totp.code("admin").await;
     let api = Api::from_source(&relay, client)
-        .log_in("admin", &relay.admin_password)
+        .log_in_with("admin", &relay.admin_password, code.as_deref())
         .await;
     Fixture {
         relay,
@@ -302,8 +303,16 @@ async fn tunnels_are_revoked_refused_audited_for_ipp_and_end_at_logout() {
         "--customer",
         "other",
     ]);
+    // With her two-factor code, so the refusal below is the customer
+    // check, not the enrollment restriction.
+    let code = f.relay.totp.code("tina").await;
+    assert!(code.is_some(), "user add printed tina's TOTP URI");
     let tina = Api::from_source(&f.relay, f.client)
-        .log_in("tina", tech["password"].as_str().expect("password"))
+        .log_in_with(
+            "tina",
+            tech["password"].as_str().expect("password"),
+            code.as_deref(),
+        )
         .await;
     let (status, v) = tina
         .call(Method::POST, &url, Some(json!({"port": RAW})))
