@@ -46,11 +46,15 @@ pub struct Principal {
 }
 
 /// What a restricted log-in (two-factor required, not yet enrolled) may call.
-pub const RESTRICTED_ALLOWED: [&str; 4] = [
+pub const RESTRICTED_ALLOWED: [&str; 7] = [
     "/api/v1/me",
     "/api/v1/me/totp",
     "/api/v1/me/totp/confirm",
     "/api/v1/logout",
+    // The portal's enrollment pages and log-out.
+    crate::portal::account::PATH,
+    crate::portal::account::CONFIRM_PATH,
+    "/logout",
 ];
 
 /// The 403 a restricted log-in gets everywhere else.

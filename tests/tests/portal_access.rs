@@ -86,6 +86,7 @@ async fn every_page_checks_the_caller_on_the_server() {
         "admin",
         Some(logged_in(&relay, "admin", &relay.admin_password).await),
     ));
+    let mut tech_pw = String::new();
     for (name, role, customer) in [
         ("tech", "technician", Some("acme")),
         ("view", "viewer", Some("acme")),
@@ -93,6 +94,9 @@ async fn every_page_checks_the_caller_on_the_server() {
         ("othercust", "customer", Some("other")),
     ] {
         let pw = add_user(&relay, name, role, customer);
+        if name == "tech" {
+            tech_pw = pw.clone();
+        }
         browsers.push((name, Some(logged_in(&relay, name, &pw).await)));
     }
     browsers.push(("anonymous", None));
@@ -292,12 +296,95 @@ async fn every_page_checks_the_caller_on_the_server() {
     assert_eq!(tunnel.status, StatusCode::CREATED, "{}", tunnel.text());
     assert!(tunnel.text().contains("Connect to"), "{}", tunnel.text());
     assert_eq!(relay.audit_kind("tunnel.open").len(), 1);
+    // Any probe kind from the device page's form (nothing listens on the
+    // device's port 80: closed).
+    let probe = admin
+        .post_form(
+            &format!("/devices/{device}/diagnostics"),
+            &[("kind", "tcp"), ("port", "80"), ("_csrf", &t)],
+        )
+        .await;
+    assert_eq!(probe.status, StatusCode::OK, "{}", probe.text());
+    assert!(probe.text().contains("Diagnostic: tcp"), "{}", probe.text());
+    assert!(probe.text().contains("closed"), "{}", probe.text());
+    assert_eq!(relay.audit_kind("diag.run").len(), 2);
     // Without the form's token neither runs.
     let forged = admin
         .post_form(&format!("/devices/{device}/ping"), &[])
         .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
-    assert_eq!(relay.audit_kind("diag.run").len(), 1);
+    assert_eq!(relay.audit_kind("diag.run").len(), 2);
+
+    // Two-factor enrollment in the portal: after an admin resets the
+    // technician's two-factor, a password log-in may only enroll it.
+    let users = admin.get(&format!("{PORTAL}/admin/users")).await;
+    let tech_row = users
+        .text()
+        .split("<tr>")
+        .find(|r| r.contains("<td>tech</td>"))
+        .expect("tech's row")
+        .to_string();
+    let reset_path = tech_row
+        .split("action=\"")
+        .filter_map(|s| s.split('"').next())
+        .find(|a| a.ends_with("/reset-totp"))
+        .expect("tech's reset button")
+        .to_string();
+    let t = csrf_of(&users);
+    let reset = admin.post_form(&reset_path, &[("_csrf", &t)]).await;
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.text());
+    let mut tech = Browser::new(&relay);
+    tech.get(&format!("{PORTAL}/login")).await;
+    let landed = tech
+        .post_form(
+            "/login",
+            &[("username", "tech"), ("password", &tech_pw), ("totp", "")],
+        )
+        .await;
+    assert_eq!(
+        landed.url.path(),
+        "/account/two-factor",
+        "{}",
+        landed.text()
+    );
+    let home = tech.get(&format!("{PORTAL}/devices")).await;
+    assert_eq!(
+        home.url.path(),
+        "/account/two-factor",
+        "restricted until enrolled"
+    );
+    let t = csrf_of(&landed);
+    let started = tech
+        .post_form("/account/two-factor", &[("_csrf", &t)])
+        .await;
+    assert!(
+        started.text().contains("<svg"),
+        "QR code: {}",
+        started.text()
+    );
+    let uri = started
+        .text()
+        .split("otpauth://")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .map(|s| format!("otpauth://{}", s.replace("&amp;", "&")))
+        .expect("the otpauth URI on the page");
+    let code = totp_rs::TOTP::from_url_unchecked(&uri)
+        .expect("URI")
+        .generate_current()
+        .expect("clock");
+    let t = csrf_of(&started);
+    let done = tech
+        .post_form(
+            "/account/two-factor/confirm",
+            &[("code", &code), ("_csrf", &t)],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    assert!(done.text().contains("Recovery codes"), "{}", done.text());
+    let home = tech.get(&format!("{PORTAL}/devices")).await;
+    assert_eq!(home.status, StatusCode::OK, "enrolled: the portal opens");
+    assert_eq!(home.url.path(), "/devices");
 
     // Log-out ends the session: the next page goes to the log-in page.
     let home = admin.get(&format!("{PORTAL}/")).await;

@@ -130,6 +130,49 @@ pub async fn ping(
     Ok(result_page(&p, id, "Ping", status, &summary, &v))
 }
 
+#[derive(Deserialize)]
+pub struct DiagForm {
+    #[serde(default)]
+    _csrf: String,
+    #[serde(default)]
+    kind: String,
+    port: Option<u16>,
+}
+
+/// Any diagnostic kind (tcp, http, ipp, pjl, ping) on a chosen port.
+pub async fn diagnose(
+    State(relay): State<Relay>,
+    Portal(p): Portal,
+    Path(id): Path<i64>,
+    body: FormBody<DiagForm>,
+) -> PResult {
+    let f = form(body)?;
+    check_csrf(&p, &f._csrf)?;
+    allowed(&relay, &p, id, Action::Diagnostics).await?;
+    let kind: dwa_proto::diag::DiagKind = serde_json::from_value(serde_json::json!(f.kind))
+        .map_err(|_| RelayError::Invalid(format!("unknown diagnostic {:?}", f.kind)))?;
+    let params = dwa_proto::diag::DiagParams {
+        kind: Some(kind),
+        port: f.port,
+        ..Default::default()
+    };
+    let (status, v) = crate::diag::run(&relay, &p, id, Ok(params)).await?;
+    let mut summary = vec![("Address", text(&v["address"]))];
+    if let Some(e) = v.get("error") {
+        summary.push(("Error", text(e)));
+    } else if let Some(r) = v["result"].as_object() {
+        // The scalar fields of the result (status, server, TLS version,
+        // printer state...); lists and tables are in the full result.
+        for (k, val) in r {
+            if !val.is_array() && !val.is_object() && k != "kind" {
+                summary.push((k.as_str(), text(val)));
+            }
+        }
+    }
+    let title = format!("Diagnostic: {}", kind.as_str());
+    Ok(result_page(&p, id, &title, status, &summary, &v))
+}
+
 pub async fn tunnel(
     State(relay): State<Relay>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,

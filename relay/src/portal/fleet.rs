@@ -470,6 +470,23 @@ async fn device_page(relay: &Relay, p: &Principal, id: i64) -> PResult<Markup> {
                                 (super::layout::csrf_field(p))
                                 button type="submit" { "Ping" }
                             }
+                            form method="post" action=(format!("/devices/{id}/diagnostics")) {
+                                (super::layout::csrf_field(p))
+                                label for="diag-kind" { "Probe"
+                                    select id="diag-kind" name="kind" {
+                                        option value="tcp" { "TCP connect" }
+                                        option value="http" { "HTTP(S)" }
+                                        option value="ipp" { "IPP printer attributes" }
+                                        option value="pjl" { "PJL INFO" }
+                                    }
+                                }
+                                label for="diag-port" { "Port"
+                                    select id="diag-port" name="port" {
+                                        @for port in &ports { option value=(port) { (port) } }
+                                    }
+                                }
+                                button type="submit" { "Run probe" }
+                            }
                         }
                         @if can_tunnel {
                             form method="post" action=(format!("/devices/{id}/tunnel")) {

@@ -85,7 +85,13 @@ pub async fn submit(
     };
     match crate::auth::login(&relay, &req, &peer.to_string()).await {
         Ok(ok) => {
-            let mut r = super::see_other("/");
+            // A restricted log-in can only enroll two-factor: go there.
+            let next = if ok.principal.restricted {
+                super::account::PATH
+            } else {
+                "/"
+            };
+            let mut r = super::see_other(next);
             r.headers_mut().insert(
                 header::SET_COOKIE,
                 crate::api::login_cookie(&relay, &ok.cookie)?,
@@ -93,6 +99,10 @@ pub async fn submit(
             Ok(r)
         }
         Err(RelayError::Unauthorized(m)) => Ok(fail(StatusCode::UNAUTHORIZED, &m, &req.username)),
+        Err(RelayError::TwoFactor { msg, .. }) => {
+            Ok(fail(StatusCode::UNAUTHORIZED, &msg, &req.username))
+        }
+        Err(RelayError::Locked(m)) => Ok(fail(StatusCode::LOCKED, &m, &req.username)),
         Err(e @ RelayError::Refused(_)) => {
             Ok(fail(StatusCode::FORBIDDEN, &e.to_string(), &req.username))
         }

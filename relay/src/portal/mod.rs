@@ -10,10 +10,12 @@
 //! - [`layout`]: the page shell, the stylesheet, shared widgets.
 //! - [`login`]: log-in (password + two-factor code) and log-out.
 //! - [`fleet`]: customers, agents, devices, a device's page.
-//! - [`actions`]: a device's actions (web page, ping, TCP tunnel).
+//! - [`actions`]: a device's actions (web page, diagnostics, TCP tunnel).
+//! - [`account`]: the caller's two-factor enrollment.
 //! - [`audit`]: the audit log with filters and downloads.
 //! - [`admin`]: users, roles, customers, enrollment tokens, alert rules.
 
+pub mod account;
 pub mod actions;
 pub mod admin;
 pub mod audit;
@@ -46,6 +48,9 @@ pub fn routes() -> Router<Relay> {
         .route("/devices/{id}", get(fleet::device))
         .route("/devices/{id}/web", post(actions::open_web))
         .route("/devices/{id}/ping", post(actions::ping))
+        .route("/devices/{id}/diagnostics", post(actions::diagnose))
+        .route(account::PATH, get(account::two_factor).post(account::begin))
+        .route(account::CONFIRM_PATH, post(account::confirm))
         .route("/devices/{id}/tunnel", post(actions::tunnel))
         .route("/audit", get(audit::page_route))
         .route("/audit/download", get(audit::download))
@@ -133,7 +138,13 @@ impl IntoResponse for PortalError {
         let e = self.0;
         let (status, title) = match &e {
             RelayError::Unauthorized(_) => return Redirect::to("/login").into_response(),
+            // A log-in that must enroll two-factor first is sent to do so.
+            RelayError::Refused(m) if m == crate::auth::RESTRICTED_MESSAGE => {
+                return Redirect::to(account::PATH).into_response()
+            }
             RelayError::Refused(_) => (StatusCode::FORBIDDEN, "Not allowed"),
+            RelayError::Locked(_) => (StatusCode::LOCKED, "Account locked"),
+            RelayError::TwoFactor { .. } => (StatusCode::UNAUTHORIZED, "Two-factor code"),
             RelayError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
             RelayError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
             RelayError::Invalid(_) => (StatusCode::BAD_REQUEST, "Invalid request"),
