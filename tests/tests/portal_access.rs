@@ -278,11 +278,15 @@ async fn every_page_checks_the_caller_on_the_server() {
     let dev = admin.get(&format!("{PORTAL}/devices/{device}")).await;
     let t = csrf_of(&dev);
     let ping = admin
-        .post_form(&format!("/devices/{device}/ping"), &[("_csrf", &t)])
+        .post_form(
+            &format!("/devices/{device}/diagnostics"),
+            &[("kind", "ping"), ("_csrf", &t)],
+        )
         .await;
     assert_eq!(ping.status, StatusCode::OK, "{}", ping.text());
     let text = ping.text();
-    assert!(text.contains("RTT avg ms"), "{text}");
+    assert!(text.contains("Diagnostic: ping"), "{text}");
+    assert!(text.contains("rtt_avg_ms"), "{text}");
     assert!(!text.contains("<dt>Error</dt>"), "{text}");
     let runs = relay.audit_kind("diag.run");
     assert_eq!(runs.len(), 1, "the portal's ping is audited: {runs:?}");
@@ -310,7 +314,10 @@ async fn every_page_checks_the_caller_on_the_server() {
     assert_eq!(relay.audit_kind("diag.run").len(), 2);
     // Without the form's token neither runs.
     let forged = admin
-        .post_form(&format!("/devices/{device}/ping"), &[])
+        .post_form(
+            &format!("/devices/{device}/diagnostics"),
+            &[("kind", "ping")],
+        )
         .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
     assert_eq!(relay.audit_kind("diag.run").len(), 2);

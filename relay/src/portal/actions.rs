@@ -96,40 +96,6 @@ fn text(v: &serde_json::Value) -> String {
     }
 }
 
-pub async fn ping(
-    State(relay): State<Relay>,
-    Portal(p): Portal,
-    Path(id): Path<i64>,
-    body: FormBody<PortForm>,
-) -> PResult {
-    let f = form(body)?;
-    check_csrf(&p, &f._csrf)?;
-    allowed(&relay, &p, id, Action::Diagnostics).await?;
-    let params = dwa_proto::diag::DiagParams {
-        kind: Some(dwa_proto::diag::DiagKind::Ping),
-        ..Default::default()
-    };
-    let (status, v) = crate::diag::run(&relay, &p, id, Ok(params)).await?;
-    let r = &v["result"];
-    let mut summary = vec![("Address", text(&v["address"]))];
-    if let Some(e) = v.get("error") {
-        summary.push(("Error", text(e)));
-    } else {
-        for (label, key) in [
-            ("Sent", "sent"),
-            ("Received", "received"),
-            ("Loss %", "loss_pct"),
-            ("RTT min ms", "rtt_min_ms"),
-            ("RTT avg ms", "rtt_avg_ms"),
-            ("RTT max ms", "rtt_max_ms"),
-            ("RTT stddev ms", "rtt_stddev_ms"),
-        ] {
-            summary.push((label, text(&r[key])));
-        }
-    }
-    Ok(result_page(&p, id, "Ping", status, &summary, &v))
-}
-
 #[derive(Deserialize)]
 pub struct DiagForm {
     #[serde(default)]
@@ -139,7 +105,8 @@ pub struct DiagForm {
     port: Option<u16>,
 }
 
-/// Any diagnostic kind (tcp, http, ipp, pjl, ping) on a chosen port.
+/// Any diagnostic kind (ping, tcp, http, ipp, pjl), on a chosen port where
+/// the kind takes one: the "Ping" button and the probe form both post here.
 pub async fn diagnose(
     State(relay): State<Relay>,
     Portal(p): Portal,

@@ -466,8 +466,9 @@ async fn device_page(relay: &Relay, p: &Principal, id: i64) -> PResult<Markup> {
                             }
                         }
                         @if can_diag {
-                            form method="post" action=(format!("/devices/{id}/ping")) {
+                            form method="post" action=(format!("/devices/{id}/diagnostics")) {
                                 (super::layout::csrf_field(p))
+                                input type="hidden" name="kind" value="ping";
                                 button type="submit" { "Ping" }
                             }
                             form method="post" action=(format!("/devices/{id}/diagnostics")) {

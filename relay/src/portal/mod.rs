@@ -47,7 +47,6 @@ pub fn routes() -> Router<Relay> {
         .route("/devices", get(fleet::devices))
         .route("/devices/{id}", get(fleet::device))
         .route("/devices/{id}/web", post(actions::open_web))
-        .route("/devices/{id}/ping", post(actions::ping))
         .route("/devices/{id}/diagnostics", post(actions::diagnose))
         .route(account::PATH, get(account::two_factor).post(account::begin))
         .route(account::CONFIRM_PATH, post(account::confirm))
