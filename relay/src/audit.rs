@@ -131,21 +131,7 @@ impl Audit {
         .bind(since)
         .fetch_all(&self.db.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditRecord {
-                id: r.get(0),
-                entry: AuditEntry {
-                    ts: r.get(1),
-                    kind: r.get(2),
-                    actor: r.get(3),
-                    agent: r.get(4),
-                    detail: r.get(5),
-                },
-                prev_hash: r.get(6),
-                hash: r.get(7),
-            })
-            .collect())
+        Ok(rows.iter().map(record_from_row).collect())
     }
 
     /// Recomputes the whole chain.
@@ -198,6 +184,23 @@ pub fn to_csv(records: &[AuditRecord]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// One audit row selected as `id, ts, kind, actor, agent, detail,
+/// prev_hash, hash` (the export and the scoped API share the shape).
+pub fn record_from_row(r: &sqlx::sqlite::SqliteRow) -> AuditRecord {
+    AuditRecord {
+        id: r.get(0),
+        entry: AuditEntry {
+            ts: r.get(1),
+            kind: r.get(2),
+            actor: r.get(3),
+            agent: r.get(4),
+            detail: r.get(5),
+        },
+        prev_hash: r.get(6),
+        hash: r.get(7),
+    }
 }
 
 #[cfg(test)]

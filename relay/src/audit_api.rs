@@ -14,9 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use dwa_policy::roles::Role;
-use dwa_proto::audit::{AuditEntry, AuditRecord};
+use dwa_proto::audit::AuditRecord;
 use serde::Deserialize;
-use sqlx::Row;
 
 use crate::auth::Principal;
 use crate::error::{RelayError, Result};
@@ -143,21 +142,7 @@ pub async fn query(relay: &Relay, p: &Principal, q: &AuditQuery) -> Result<Vec<A
     .bind(limit)
     .fetch_all(&relay.db.pool)
     .await?;
-    let mut out: Vec<AuditRecord> = rows
-        .iter()
-        .map(|r| AuditRecord {
-            id: r.get(0),
-            entry: AuditEntry {
-                ts: r.get(1),
-                kind: r.get(2),
-                actor: r.get(3),
-                agent: r.get(4),
-                detail: r.get(5),
-            },
-            prev_hash: r.get(6),
-            hash: r.get(7),
-        })
-        .collect();
+    let mut out: Vec<AuditRecord> = rows.iter().map(crate::audit::record_from_row).collect();
     out.reverse();
     Ok(out)
 }
