@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use dwa_proto::audit::kind;
-use dwa_relay::admin::{local_actor, AdminRequest};
-use dwa_relay::audit::{to_csv, to_jsonl, Audit};
+use dwa_relay::adapters::admin_socket::{local_actor, AdminRequest};
 use dwa_relay::config::{DataDir, ADMIN_SOCKET};
 use dwa_relay::db::Db;
+use dwa_relay::services::audit::{to_csv, to_jsonl, Audit};
 use dwa_relay::util::{parse_duration, random_password};
 use serde_json::json;
 
@@ -292,16 +292,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Serve => {
             open(&dir).await?;
-            let b = dwa_relay::serve::start(dir).await?;
+            let b = dwa_relay::app::start(dir).await?;
             tracing::info!(ssh = %b.ssh, https = %b.https, "relay serving");
             print(
                 j,
                 json!({"ssh": b.ssh.to_string(), "https": b.https.to_string()}),
                 format!("dwa-relay serving: ssh={} https={}", b.ssh, b.https),
             );
-            dwa_relay::serve::shutdown_signal().await;
+            dwa_relay::app::shutdown_signal().await;
             tracing::info!("shutting down");
-            dwa_relay::serve::stop(&b.relay).await;
+            dwa_relay::app::stop(&b.relay).await;
         }
         Cmd::Customer {
             cmd: CustomerCmd::Add { name },
@@ -377,7 +377,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await?;
             let cfg = dwa_relay::config::RelayConfig::load(&dir.0)?;
             let totp_uri = if cfg.accounts.require_totp.contains(&role) {
-                Some(dwa_relay::accounts::users::provision_totp(&db, id, &name, &cfg.domain).await?)
+                Some(
+                    dwa_relay::services::accounts::users::provision_totp(
+                        &db,
+                        id,
+                        &name,
+                        &cfg.domain,
+                    )
+                    .await?,
+                )
             } else {
                 None
             };
@@ -435,9 +443,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("--ttl must be between 1s and 30d");
             }
             let cid = db.customer_id(&customer).await?;
-            let (token, expires) =
-                dwa_relay::enroll::issue_token(&dir, &db, cid, uses, ttl.as_secs() as i64, &actor)
-                    .await?;
+            let (token, expires) = dwa_relay::services::enrollment::issue_token(
+                &dir,
+                &db,
+                cid,
+                uses,
+                ttl.as_secs() as i64,
+                &actor,
+            )
+            .await?;
             let exp_text = humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires as u64),
             )
@@ -458,13 +472,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let (db, _) = open(&dir).await?;
             let agents = db.agents().await?;
-            let live =
-                match dwa_relay::admin::request(&dir.path(ADMIN_SOCKET), &AdminRequest::Status)
-                    .await
-                {
-                    Ok((r, _)) => r.agents.unwrap_or_default(),
-                    Err(_) => serde_json::Value::Array(vec![]),
-                };
+            let live = match dwa_relay::adapters::admin_socket::request(
+                &dir.path(ADMIN_SOCKET),
+                &AdminRequest::Status,
+            )
+            .await
+            {
+                Ok((r, _)) => r.agents.unwrap_or_default(),
+                Err(_) => serde_json::Value::Array(vec![]),
+            };
             let live_ids: Vec<&str> = live
                 .as_array()
                 .map(|a| a.iter().filter_map(|x| x["id"].as_str()).collect())
@@ -501,7 +517,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 )
                 .await?;
             // Drop its live session, if the server is running.
-            let _ = dwa_relay::admin::request(
+            let _ = dwa_relay::adapters::admin_socket::request(
                 &dir.path(ADMIN_SOCKET),
                 &AdminRequest::Disconnect {
                     agent: a.id.clone(),
@@ -558,7 +574,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Connect { agent, target } => {
             let (host, port) = parse_target(&target)?;
-            let (resp, mut sock) = dwa_relay::admin::request(
+            let (resp, mut sock) = dwa_relay::adapters::admin_socket::request(
                 &dir.path(ADMIN_SOCKET),
                 &AdminRequest::Connect { agent, host, port },
             )
@@ -577,7 +593,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             listen,
         } => {
             let (host, port) = parse_target(&target)?;
-            let (resp, mut sock) = dwa_relay::admin::request(
+            let (resp, mut sock) = dwa_relay::adapters::admin_socket::request(
                 &dir.path(ADMIN_SOCKET),
                 &AdminRequest::Forward {
                     agent,
@@ -599,7 +615,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             use tokio::io::AsyncReadExt;
             let mut b = [0u8; 1];
             tokio::select! {
-                _ = dwa_relay::serve::shutdown_signal() => {}
+                _ = dwa_relay::app::shutdown_signal() => {}
                 _ = sock.read(&mut b) => {}
             }
         }

@@ -32,7 +32,7 @@ pub struct RelayConfig {
     pub alerts: AlertsSection,
     /// Single sign-on for directory users; none: local accounts only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oidc: Option<crate::oidc::OidcSection>,
+    pub oidc: Option<crate::services::sso::OidcSection>,
     #[serde(default)]
     pub accounts: AccountsSection,
     #[serde(default)]

@@ -367,7 +367,10 @@ impl Db {
     }
 
     /// A device with the customer it belongs to (through its agent).
-    pub async fn device_target(&self, id: i64) -> Result<crate::web::session::DeviceTarget> {
+    pub async fn device_target(
+        &self,
+        id: i64,
+    ) -> Result<crate::services::web_sessions::DeviceTarget> {
         let r = sqlx::query(
             "SELECT d.id, d.name, d.address, d.agent_id, a.customer_id FROM devices d \
              JOIN agents a ON a.id = d.agent_id WHERE d.id = ?",
@@ -376,7 +379,7 @@ impl Db {
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| RelayError::NotFound(format!("no device {id}")))?;
-        Ok(crate::web::session::DeviceTarget {
+        Ok(crate::services::web_sessions::DeviceTarget {
             id: r.get("id"),
             name: r.get("name"),
             address: r.get("address"),
@@ -389,7 +392,7 @@ impl Db {
     pub async fn device_targets(
         &self,
         customers: Option<&[i64]>,
-    ) -> Result<Vec<crate::web::session::DeviceTarget>> {
+    ) -> Result<Vec<crate::services::web_sessions::DeviceTarget>> {
         let rows = sqlx::query(
             "SELECT d.id, d.name, d.address, d.agent_id, a.customer_id FROM devices d \
              JOIN agents a ON a.id = d.agent_id ORDER BY d.id",
@@ -398,7 +401,7 @@ impl Db {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| crate::web::session::DeviceTarget {
+            .map(|r| crate::services::web_sessions::DeviceTarget {
                 id: r.get("id"),
                 name: r.get("name"),
                 address: r.get("address"),

@@ -11,7 +11,7 @@ use dwa_sim::{Fleet, FleetConfig};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
-use crate::api::{open_web_session, WebSessionRequest};
+use crate::adapters::api::{open_web_session, WebSessionRequest};
 use crate::config::DataDir;
 use crate::error::{RelayError, Result};
 
@@ -75,11 +75,12 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     .await
     .map_err(|e| fail("starting the simulated printers", e))?;
 
-    let bound = crate::serve::start(dir.clone()).await?;
+    let bound = crate::app::start(dir.clone()).await?;
     let relay = bound.relay.clone();
     let result = async {
         let cid = relay.db.add_customer(CUSTOMER).await?;
-        let (token, _) = crate::enroll::issue_token(&dir, &relay.db, cid, 1, 600, "demo").await?;
+        let (token, _) =
+            crate::services::enrollment::issue_token(&dir, &relay.db, cid, 1, 600, "demo").await?;
         let agent_toml = dir.path("demo-agent.toml");
         let relay_url = format!("https://{}", bound.https);
         let mut enroll = tokio::process::Command::new(&agent_bin);
@@ -165,7 +166,7 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     }
     .await;
     fleet.shutdown().await;
-    crate::serve::stop(&relay).await;
+    crate::app::stop(&relay).await;
     result
 }
 
@@ -206,7 +207,7 @@ async fn demo_without_two_factor(dir: &DataDir) -> Result<()> {
 }
 
 async fn serve_demo(
-    relay: &crate::state::Relay,
+    relay: &crate::app::Relay,
     o: &DemoOptions,
     report: &crate::init::InitReport,
     agent_id: &str,
@@ -230,7 +231,7 @@ async fn serve_demo(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let admin = crate::auth::local_principal(relay, &report.admin_user).await?;
+    let admin = crate::services::auth::local_principal(relay, &report.admin_user).await?;
     let req = WebSessionRequest {
         port: o.http_port,
         tls: None,
@@ -265,7 +266,7 @@ async fn serve_demo(
     let mut stdin_open = true;
     loop {
         tokio::select! {
-            _ = crate::serve::shutdown_signal() => return Ok(()),
+            _ = crate::app::shutdown_signal() => return Ok(()),
             l = lines.next_line(), if stdin_open => match l {
                 Ok(Some(_)) => match open_web_session(relay, &admin, devices[0], &req).await {
                     Ok(v) if o.json => println!("{}", json!({"web_session": link(&v)})),

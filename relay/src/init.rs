@@ -8,12 +8,12 @@ use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
 use argon2::Argon2;
 use serde::Serialize;
 
-use crate::audit::Audit;
 use crate::config::{
     DataDir, RelayConfig, CONFIG_FILE, HOST_KEY_FILE, TLS_CERT_FILE, TLS_KEY_FILE,
 };
 use crate::db::Db;
 use crate::error::{RelayError, Result};
+use crate::services::audit::Audit;
 use crate::util::{random_password, write_private};
 
 #[derive(Debug, Serialize)]
@@ -84,14 +84,17 @@ pub async fn init(
         .add_user("admin", &hash_password(&password)?, "admin", &[])
         .await?;
     let admin_totp_uri = if cfg.accounts.require_totp.iter().any(|r| r == "admin") {
-        Some(crate::accounts::users::provision_totp(&db, admin_id, "admin", domain).await?)
+        Some(
+            crate::services::accounts::users::provision_totp(&db, admin_id, "admin", domain)
+                .await?,
+        )
     } else {
         None
     };
     Audit::new(db.clone())
         .append(
             dwa_proto::audit::kind::ADMIN_COMMAND,
-            &crate::admin::local_actor(),
+            &crate::adapters::admin_socket::local_actor(),
             None,
             serde_json::json!({"command": "init", "domain": domain}),
         )

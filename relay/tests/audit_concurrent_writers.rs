@@ -2,9 +2,9 @@
 //! command, each with its own pool and its own idea of the chain's end —
 //! append at the same time: the chain stays a single unbroken line.
 
-use dwa_relay::audit::Audit;
 use dwa_relay::config::DataDir;
 use dwa_relay::db::Db;
+use dwa_relay::services::audit::Audit;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn interleaved_writers_never_fork_the_chain() {

@@ -387,14 +387,15 @@ impl Relay {
 
     /// Opens a stream through the running relay (its admin socket).
     pub async fn open(&self, agent: &str, host: &str, port: u16) -> Result<UnixStream, String> {
-        let req = dwa_relay::admin::AdminRequest::Connect {
+        let req = dwa_relay::adapters::admin_socket::AdminRequest::Connect {
             agent: agent.to_string(),
             host: host.to_string(),
             port,
         };
-        let (resp, sock) = dwa_relay::admin::request(&self.data.join("admin.sock"), &req)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (resp, sock) =
+            dwa_relay::adapters::admin_socket::request(&self.data.join("admin.sock"), &req)
+                .await
+                .map_err(|e| e.to_string())?;
         if resp.ok {
             Ok(sock)
         } else {

@@ -1,0 +1,181 @@
+//! JSON routes of the accounts services: the caller's two-factor
+//! enrollment and the admin's users, customers and enrollment tokens. Thin:
+//! the logic is in [`crate::services::accounts::users`].
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::app::Relay;
+use crate::error::{RelayError, Result};
+use crate::services::accounts::users::{self, NewEnrollmentToken, NewUser, UserPatch};
+use crate::services::auth::Principal;
+
+pub fn routes() -> Router<Relay> {
+    Router::new()
+        .route("/api/v1/me/totp", post(begin_totp))
+        .route("/api/v1/me/totp/confirm", post(confirm_totp))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route("/api/v1/users/{id}", get(get_user).patch(update_user))
+        .route("/api/v1/users/{id}/unlock", post(unlock_user))
+        .route("/api/v1/users/{id}/reset-totp", post(reset_totp))
+        .route(
+            "/api/v1/customers",
+            get(list_customers).post(create_customer),
+        )
+        .route(
+            "/api/v1/enrollment-tokens",
+            get(list_enrollment_tokens).post(create_enrollment_token),
+        )
+}
+
+type Body<T> = std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn json_body<T>(b: Body<T>) -> Result<T> {
+    b.map(|Json(v)| v)
+        .map_err(|e| RelayError::Invalid(e.body_text()))
+}
+
+fn created(v: Value) -> Response {
+    (StatusCode::CREATED, Json(v)).into_response()
+}
+
+#[utoipa::path(post, path = "/api/v1/me/totp", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
+    responses((status = 200, description = "Pending secret: {otpauth_uri, qr_svg, secret}"),
+              (status = 409, description = "Two-factor already active")))]
+pub async fn begin_totp(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
+    Ok(Json(users::begin_totp(&relay, &p).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmTotp {
+    pub code: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/me/totp/confirm", tag = "accounts", security(("cookie" = []), ("bearer" = [])), request_body = ConfirmTotp,
+    responses((status = 200, description = "Two-factor active; {recovery_codes} shown once"),
+              (status = 401, description = "Wrong code (code totp_invalid)")))]
+pub async fn confirm_totp(
+    State(relay): State<Relay>,
+    p: Principal,
+    body: Body<ConfirmTotp>,
+) -> Result<Json<Value>> {
+    let req = json_body(body)?;
+    Ok(Json(users::confirm_totp(&relay, &p, &req.code).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/users", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
+    responses((status = 200, description = "Every user (admin only)")))]
+pub async fn list_users(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
+    Ok(Json(users::list_users(&relay, &p).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/users", tag = "accounts", security(("cookie" = []), ("bearer" = [])), request_body = NewUser,
+    responses((status = 201, description = "The user, its one-time password and (roles that require it) totp_uri"),
+              (status = 409, description = "The name is taken")))]
+pub async fn create_user(
+    State(relay): State<Relay>,
+    p: Principal,
+    body: Body<NewUser>,
+) -> Result<Response> {
+    let req = json_body(body)?;
+    Ok(created(users::create_user(&relay, &p, &req).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 200, description = "The user"), (status = 404, description = "No such user")))]
+pub async fn get_user(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>> {
+    Ok(Json(users::get_user(&relay, &p, id).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "accounts", security(("cookie" = []), ("bearer" = [])), request_body = UserPatch,
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 200, description = "The updated user")))]
+pub async fn update_user(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+    body: Body<UserPatch>,
+) -> Result<Json<Value>> {
+    let req = json_body(body)?;
+    Ok(Json(users::update_user(&relay, &p, id, &req).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{id}/unlock", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 200, description = "Unlocked")))]
+pub async fn unlock_user(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>> {
+    Ok(Json(users::unlock_user(&relay, &p, id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{id}/reset-totp", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 200, description = "Two-factor removed; the user's sessions ended")))]
+pub async fn reset_totp(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>> {
+    Ok(Json(users::reset_totp(&relay, &p, id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/customers", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
+    responses((status = 200, description = "Every customer (admin only)")))]
+pub async fn list_customers(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
+    Ok(Json(users::list_customers(&relay, &p).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCustomer {
+    pub name: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/customers", tag = "accounts", security(("cookie" = []), ("bearer" = [])), request_body = NewCustomer,
+    responses((status = 201, description = "The customer"), (status = 409, description = "The name is taken")))]
+pub async fn create_customer(
+    State(relay): State<Relay>,
+    p: Principal,
+    body: Body<NewCustomer>,
+) -> Result<Response> {
+    let req = json_body(body)?;
+    Ok(created(
+        users::create_customer(&relay, &p, &req.name).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/enrollment-tokens", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
+    responses((status = 200, description = "Enrollment tokens (never their secrets)")))]
+pub async fn list_enrollment_tokens(
+    State(relay): State<Relay>,
+    p: Principal,
+) -> Result<Json<Value>> {
+    Ok(Json(users::list_enrollment_tokens(&relay, &p).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/enrollment-tokens", tag = "accounts", security(("cookie" = []), ("bearer" = [])), request_body = NewEnrollmentToken,
+    responses((status = 201, description = "The token, shown once")))]
+pub async fn create_enrollment_token(
+    State(relay): State<Relay>,
+    p: Principal,
+    body: Body<NewEnrollmentToken>,
+) -> Result<Response> {
+    let req = json_body(body)?;
+    Ok(created(
+        users::create_enrollment_token(&relay, &p, &req).await?,
+    ))
+}

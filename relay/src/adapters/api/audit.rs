@@ -1,0 +1,210 @@
+//! `GET /api/v1/audit`: the audit log with filters (since, kind, user,
+//! device), scoped to the caller. The portal's audit page runs the same
+//! [`query`].
+//!
+//! Scope: an admin sees every record. Anyone else sees the records of their
+//! customers' agents (the `agent` column), records naming one of their
+//! customers' devices (`detail.device`), and their own actions (actor
+//! `user:<name>`). A customer user is assigned exactly one customer, so the
+//! same rule gives them their own customer's records.
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use dwa_policy::roles::Role;
+use dwa_proto::audit::AuditRecord;
+use serde::Deserialize;
+
+use crate::app::Relay;
+use crate::error::{RelayError, Result};
+use crate::services::auth::Principal;
+
+/// Newest records returned by default, and at most.
+pub const DEFAULT_LIMIT: i64 = 500;
+pub const MAX_LIMIT: i64 = 10_000;
+
+pub fn routes() -> Router<Relay> {
+    Router::new().route("/api/v1/audit", get(audit))
+}
+
+/// Filters of the audit log (all optional).
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// RFC 3339 time: records at or after it.
+    pub since: Option<String>,
+    /// Exact kind (`web.session_create`) or a prefix ending in `.` (`web.`).
+    pub kind: Option<String>,
+    /// User name: records whose actor is `user:<name>`.
+    pub user: Option<String>,
+    /// Device id: records whose detail names that device.
+    pub device: Option<String>,
+    /// `json` (default), `jsonl` or `csv`.
+    pub format: Option<String>,
+    /// Newest records returned, 1..=10000 (default 500).
+    pub limit: Option<i64>,
+}
+
+impl AuditQuery {
+    /// Empty strings (an untouched form field) mean "no filter".
+    fn clean(mut self) -> Self {
+        let blank = |o: &mut Option<String>| {
+            if o.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                *o = None;
+            }
+        };
+        blank(&mut self.since);
+        blank(&mut self.kind);
+        blank(&mut self.user);
+        blank(&mut self.format);
+        blank(&mut self.device);
+        self
+    }
+}
+
+/// The records `p` may see that match `q`, oldest first (the newest
+/// `limit` of them).
+pub async fn query(relay: &Relay, p: &Principal, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+    let q = q.clone().clean();
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(RelayError::Invalid(format!(
+            "limit must be 1..={MAX_LIMIT}"
+        )));
+    }
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| crate::services::telemetry::normalize_time("since", s))
+        .transpose()?;
+    if q.kind.as_deref().is_some_and(|k| k.len() > 100)
+        || q.user.as_deref().is_some_and(|u| u.len() > 100)
+    {
+        return Err(RelayError::Invalid(
+            "kind and user are at most 100 characters".into(),
+        ));
+    }
+    let (kind_exact, kind_prefix) = match q.kind.as_deref() {
+        Some(k) if k.ends_with('.') => (None, Some(format!("{k}%"))),
+        Some(k) => (Some(k.to_string()), None),
+        None => (None, None),
+    };
+    let device: Option<i64> = q
+        .device
+        .as_deref()
+        .map(|d| {
+            d.trim()
+                .parse()
+                .map_err(|_| RelayError::Invalid("device: expected a device id".into()))
+        })
+        .transpose()?;
+    let actor = q.user.as_deref().map(|u| format!("user:{u}"));
+    let admin = p.role == Role::Admin;
+    // The scope, in SQL: an admin (?6) sees all; others their own actions
+    // (?7), their customers' agents and devices (?8: JSON array of ids).
+    let customers = format!(
+        "[{}]",
+        p.customers
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let rows = sqlx::query(
+        // A user's own refused attempt on another customer's device keeps
+        // its record, but not that customer's agent id.
+        "SELECT id, ts, kind, actor,
+                CASE WHEN ?6 OR agent IN (SELECT g.id FROM agents g
+                     WHERE g.customer_id IN (SELECT value FROM json_each(?8)))
+                THEN agent END AS agent,
+                detail, prev_hash, hash FROM audit a
+         WHERE (?1 IS NULL OR ts >= ?1)
+           AND (?2 IS NULL OR kind = ?2)
+           AND (?3 IS NULL OR kind LIKE ?3)
+           AND (?4 IS NULL OR actor = ?4)
+           AND (?5 IS NULL OR json_extract(detail, '$.device') = ?5)
+           AND (?6 OR actor = ?7
+                OR agent IN (SELECT g.id FROM agents g WHERE g.customer_id IN (SELECT value FROM json_each(?8)))
+                OR json_extract(detail, '$.device') IN (SELECT d.id FROM devices d JOIN agents g ON g.id = d.agent_id
+                     WHERE g.customer_id IN (SELECT value FROM json_each(?8))))
+         ORDER BY id DESC LIMIT ?9",
+    )
+    .bind(&since)
+    .bind(&kind_exact)
+    .bind(&kind_prefix)
+    .bind(&actor)
+    .bind(device)
+    .bind(admin)
+    .bind(p.actor())
+    .bind(&customers)
+    .bind(limit)
+    .fetch_all(&relay.db.pool)
+    .await?;
+    let mut out: Vec<AuditRecord> = rows
+        .iter()
+        .map(crate::services::audit::record_from_row)
+        .collect();
+    out.reverse();
+    Ok(out)
+}
+
+/// The records in the asked format, as a response (`json`, `jsonl`, `csv`).
+pub fn render(records: &[AuditRecord], format: Option<&str>) -> Result<Response> {
+    let (body, ctype, file) = match format.unwrap_or("json") {
+        "json" => {
+            let text = crate::services::audit::to_jsonl(records);
+            let list: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            return Ok(Json(list).into_response());
+        }
+        "jsonl" => (
+            crate::services::audit::to_jsonl(records),
+            "application/x-ndjson",
+            "audit.jsonl",
+        ),
+        "csv" => (
+            crate::services::audit::to_csv(records),
+            "text/csv; charset=utf-8",
+            "audit.csv",
+        ),
+        other => {
+            return Err(RelayError::Invalid(format!(
+                "format {other:?}: expected json, jsonl or csv"
+            )))
+        }
+    };
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"{file}\""))
+            .map_err(|e| RelayError::Invalid(e.to_string()))?,
+    );
+    Ok(r)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "audit", security(("cookie" = []), ("bearer" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Audit records the caller may see, oldest first (JSON array, or JSONL/CSV download)"),
+        (status = 400, description = "Bad filter"),
+        (status = 401, description = "Not logged in"),
+    )
+)]
+pub async fn audit(
+    State(relay): State<Relay>,
+    p: Principal,
+    q: std::result::Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    let Query(q) = q.map_err(|e| RelayError::Invalid(e.body_text()))?;
+    let records = query(&relay, &p, &q).await?;
+    render(&records, q.clone().clean().format.as_deref())
+}

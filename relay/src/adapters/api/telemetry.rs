@@ -1,0 +1,432 @@
+//! The telemetry part of the dealer API (`/api/v1`): devices, readings,
+//! the CSV report, agents and their scan settings, alerts and alert rules.
+//! Every handler authenticates the caller; customer-scoped roles see only
+//! their customers' devices, agents and alerts.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use dwa_policy::roles::{Action, Role};
+use dwa_proto::audit::kind;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use crate::adapters::openapi::{E400, E401, E403, E404, E503};
+use crate::app::Relay;
+use crate::error::{RelayError, Result};
+use crate::services::auth::Principal;
+use crate::services::telemetry::{alerts, inventory, report, settings};
+
+pub fn routes() -> Router<Relay> {
+    Router::new()
+        .route("/api/v1/devices", get(devices))
+        .route("/api/v1/devices.csv", get(devices_csv))
+        .route("/api/v1/devices/{id}", get(device))
+        .route("/api/v1/devices/{id}/readings", get(readings))
+        .route("/api/v1/agents", get(agents))
+        .route("/api/v1/agents/{id}/scan", put(put_scan))
+        .route("/api/v1/agents/{id}/scan-now", post(scan_now))
+        .route("/api/v1/alerts", get(list_alerts))
+        .route(
+            "/api/v1/customers/{id}/alert-rules",
+            get(get_rules).put(put_rules),
+        )
+}
+
+type Q<T> = std::result::Result<Query<T>, axum::extract::rejection::QueryRejection>;
+type Body<T> = std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn query<T>(q: Q<T>) -> Result<T> {
+    q.map(|Query(v)| v)
+        .map_err(|e| RelayError::Invalid(e.body_text()))
+}
+
+/// The customers the caller may see: None for an admin (all).
+fn scope(p: &Principal) -> Option<&[i64]> {
+    (p.role != Role::Admin).then_some(p.customers.as_slice())
+}
+
+/// The latest reading of every device the caller may see.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Device summaries", body = Vec<Object>),
+        E401,
+    )
+)]
+pub(crate) async fn devices(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
+    let list = inventory::list(&relay.db, scope(&p)).await?;
+    Ok(Json(json!(list
+        .iter()
+        .map(|d| d.summary())
+        .collect::<Vec<_>>())))
+}
+
+/// The device report as CSV (the devices the caller may see).
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices.csv",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "CSV report", body = String, content_type = "text/csv"),
+        E401,
+    )
+)]
+pub(crate) async fn devices_csv(State(relay): State<Relay>, p: Principal) -> Result<Response> {
+    let list = inventory::list(&relay.db, scope(&p)).await?;
+    let body = report::to_csv(&list)?;
+    let mut r = body.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"devices.csv\""),
+    );
+    Ok(r)
+}
+
+/// The device, if the caller may view its telemetry.
+async fn visible_device(relay: &Relay, p: &Principal, id: i64) -> Result<inventory::DeviceView> {
+    let d = inventory::get(&relay.db, id)
+        .await?
+        .ok_or_else(|| RelayError::NotFound(format!("no device {id}")))?;
+    p.require(Action::ViewTelemetry, Some(d.customer_id))?;
+    Ok(d)
+}
+
+/// One device: its latest reading and active alerts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Device id")),
+    responses(
+        (status = 200, description = "The device", body = Object),
+        E401, E403, E404,
+    )
+)]
+pub(crate) async fn device(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>> {
+    let d = visible_device(&relay, &p, id).await?;
+    let mut v = d.detail();
+    v["alerts"] = json!(alerts::active_for_device(&relay.db, id).await?);
+    Ok(Json(v))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryQuery {
+    /// At most this many readings, newest first (1..=1000, default 100).
+    limit: Option<i64>,
+    /// Only readings at or after this time (RFC 3339).
+    since: Option<String>,
+}
+
+/// The device's reading history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}/readings",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Device id"), HistoryQuery),
+    responses(
+        (status = 200, description = "Readings", body = Vec<Object>),
+        E400, E401, E403, E404,
+    )
+)]
+pub(crate) async fn readings(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+    q: Q<HistoryQuery>,
+) -> Result<Json<Value>> {
+    let q = query(q)?;
+    visible_device(&relay, &p, id).await?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=inventory::MAX_HISTORY).contains(&limit) {
+        return Err(RelayError::Invalid(format!(
+            "limit must be 1..={}",
+            inventory::MAX_HISTORY
+        )));
+    }
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| crate::services::telemetry::normalize_time("since", s))
+        .transpose()?;
+    let list = inventory::readings(&relay.db, id, since.as_deref(), limit).await?;
+    Ok(Json(json!(list)))
+}
+
+/// The agents the caller may see, with connection state and scan settings.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    tag = "agents",
+    security(("cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Agents", body = Vec<Object>),
+        E401,
+    )
+)]
+pub(crate) async fn agents(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
+    let rows = sqlx::query(
+        "SELECT a.id, a.name, a.customer_id, c.name AS customer, a.hostname, a.last_seen, a.revoked_at, \
+         s.ranges, s.interval_secs, s.updated_at, s.applied, s.applied_at \
+         FROM agents a JOIN customers c ON c.id = a.customer_id \
+         LEFT JOIN agent_scan_settings s ON s.agent_id = a.id ORDER BY a.created_at",
+    )
+    .fetch_all(&relay.db.pool)
+    .await?;
+    let scope = scope(&p);
+    let list: Vec<Value> = rows
+        .iter()
+        .filter(|r| scope.is_none_or(|s| s.contains(&r.get::<i64, _>("customer_id"))))
+        .map(|r| {
+            let id: String = r.get("id");
+            let parse = |c: &str| {
+                r.get::<Option<String>, _>(c)
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            };
+            json!({
+                "id": id, "name": r.get::<String, _>("name"),
+                "customer": r.get::<String, _>("customer"), "customer_id": r.get::<i64, _>("customer_id"),
+                "hostname": r.get::<String, _>("hostname"),
+                "connected": relay.agents.get(&id).is_some(),
+                "last_seen": r.get::<Option<String>, _>("last_seen"),
+                "revoked": r.get::<Option<String>, _>("revoked_at").is_some(),
+                "scan": {
+                    "ranges": parse("ranges"),
+                    "interval_secs": r.get::<Option<i64>, _>("interval_secs"),
+                    "updated_at": r.get::<Option<String>, _>("updated_at"),
+                    "applied": parse("applied"),
+                    "applied_at": r.get::<Option<String>, _>("applied_at"),
+                },
+            })
+        })
+        .collect();
+    Ok(Json(json!(list)))
+}
+
+/// The agent's customer, once the caller may operate it: scan settings and
+/// scan-now are operational actions, for the roles allowed diagnostics
+/// (admin, technician) on that customer.
+async fn operable_agent(relay: &Relay, p: &Principal, id: &str) -> Result<i64> {
+    let customer: i64 = sqlx::query_scalar("SELECT customer_id FROM agents WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&relay.db.pool)
+        .await?
+        .ok_or_else(|| RelayError::NotFound(format!("no agent {id}")))?;
+    p.require(Action::Diagnostics, Some(customer))?;
+    Ok(customer)
+}
+
+/// Replace the agent's scan settings and push them to it (technician,
+/// admin).
+#[utoipa::path(
+    put,
+    path = "/api/v1/agents/{id}/scan",
+    tag = "agents",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Agent id")),
+    request_body = settings::ScanInput,
+    responses(
+        (status = 200, description = "`{agent, ranges, interval_secs, pushed}`", body = Object),
+        E400, E401, E403, E404,
+    )
+)]
+pub(crate) async fn put_scan(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<String>,
+    body: Body<settings::ScanInput>,
+) -> Result<Json<Value>> {
+    operable_agent(&relay, &p, &id).await?;
+    let input = body
+        .map(|Json(v)| v)
+        .map_err(|e| RelayError::Invalid(e.body_text()))?;
+    let s = settings::validate(&input)?;
+    settings::store(&relay.db, &id, &s, &p.actor()).await?;
+    let pushed = settings::push(&relay, &id).await?;
+    relay
+        .audit
+        .record(
+            kind::TELEMETRY_SCAN_CONFIG,
+            &p.actor(),
+            Some(&id),
+            json!({"ranges": s.ranges, "interval_secs": s.interval_secs, "pushed": pushed}),
+        )
+        .await;
+    Ok(Json(
+        json!({"agent": id, "ranges": s.ranges, "interval_secs": s.interval_secs, "pushed": pushed}),
+    ))
+}
+
+/// Ask the agent to scan now (technician, admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{id}/scan-now",
+    tag = "agents",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = String, Path, description = "Agent id")),
+    responses(
+        (status = 202, description = "`{agent, request}`", body = Object),
+        E401, E403, E404, E503,
+    )
+)]
+pub(crate) async fn scan_now(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    operable_agent(&relay, &p, &id).await?;
+    let request = settings::scan_now(&relay, &id, &p.actor()).await?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({"agent": id, "request": request})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AlertQuery {
+    /// active (default), resolved or all.
+    state: Option<String>,
+    /// Only this customer's alerts.
+    customer: Option<i64>,
+    /// At most this many (default 100).
+    limit: Option<i64>,
+}
+
+/// Alerts of the devices the caller may see.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(AlertQuery),
+    responses(
+        (status = 200, description = "Alerts", body = Vec<Object>),
+        E400, E401, E403,
+    )
+)]
+pub(crate) async fn list_alerts(
+    State(relay): State<Relay>,
+    p: Principal,
+    q: Q<AlertQuery>,
+) -> Result<Json<Value>> {
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=alerts::MAX_LIST).contains(&limit) {
+        return Err(RelayError::Invalid(format!(
+            "limit must be 1..={}",
+            alerts::MAX_LIST
+        )));
+    }
+    let only;
+    let customers = match q.customer {
+        Some(c) => {
+            p.require(Action::ViewTelemetry, Some(c))?;
+            only = [c];
+            Some(&only[..])
+        }
+        None => scope(&p),
+    };
+    let list = alerts::list(
+        &relay.db,
+        q.state.as_deref().unwrap_or("active"),
+        customers,
+        limit,
+    )
+    .await?;
+    Ok(Json(json!(list)))
+}
+
+async fn customer_exists(relay: &Relay, id: i64) -> Result<()> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE id = ?")
+        .bind(id)
+        .fetch_one(&relay.db.pool)
+        .await?;
+    if n == 0 {
+        return Err(RelayError::NotFound(format!("no customer {id}")));
+    }
+    Ok(())
+}
+
+/// The customer's alert rules.
+#[utoipa::path(
+    get,
+    path = "/api/v1/customers/{id}/alert-rules",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Customer id")),
+    responses(
+        (status = 200, description = "The rules", body = Object),
+        E401, E403, E404,
+    )
+)]
+pub(crate) async fn get_rules(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>> {
+    customer_exists(&relay, id).await?;
+    p.require(Action::ViewTelemetry, Some(id))?;
+    let mut conn = relay.db.pool.acquire().await?;
+    Ok(Json(alerts::load_rules(&mut conn, id).await?.view()))
+}
+
+/// Replace the customer's alert rules (admin).
+#[utoipa::path(
+    put,
+    path = "/api/v1/customers/{id}/alert-rules",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Customer id")),
+    request_body = Vec<alerts::RuleInput>,
+    responses(
+        (status = 200, description = "The rules as stored", body = Object),
+        E400, E401, E403, E404,
+    )
+)]
+pub(crate) async fn put_rules(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+    body: Body<Vec<alerts::RuleInput>>,
+) -> Result<Json<Value>> {
+    customer_exists(&relay, id).await?;
+    // Rules decide who gets woken at night: the relay's administrators.
+    p.require(Action::Administer, Some(id))?;
+    let rules = body
+        .map(|Json(v)| v)
+        .map_err(|e| RelayError::Invalid(e.body_text()))?;
+    alerts::store_rules(&relay.db, id, &rules).await?;
+    relay
+        .audit
+        .record(
+            kind::TELEMETRY_ALERT_RULES,
+            &p.actor(),
+            None,
+            json!({"customer": id, "rules": rules.iter().map(|r| json!({"kind": r.kind, "enabled": r.enabled, "threshold": r.threshold})).collect::<Vec<_>>()}),
+        )
+        .await;
+    let mut conn = relay.db.pool.acquire().await?;
+    Ok(Json(alerts::load_rules(&mut conn, id).await?.view()))
+}

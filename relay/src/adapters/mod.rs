@@ -1,0 +1,19 @@
+//! The relay's edges: each adapter parses what arrives, calls a service and
+//! maps the service's typed error to its own kind of reply.
+//!
+//! - [`ssh`]: the russh server handler (agents, and plain `ssh -R` clients).
+//! - [`http`]: the HTTPS listener and its host router: portal host, session
+//!   hosts, agent endpoints; the API's error mapping.
+//! - [`api`]: the JSON API under `/api/v1`.
+//! - [`portal`]: the server-rendered portal.
+//! - [`openapi`]: the OpenAPI document of every route.
+//! - [`web`]: the session-host proxy to printers' web pages.
+//! - [`admin_socket`]: the local socket the CLI uses to reach the server.
+
+pub mod admin_socket;
+pub mod api;
+pub mod http;
+pub mod openapi;
+pub mod portal;
+pub mod ssh;
+pub mod web;

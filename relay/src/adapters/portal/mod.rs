@@ -1,0 +1,214 @@
+//! The dealer portal: server-rendered HTML (maud, compiled in; no template
+//! files, no JavaScript), on the relay's own host next to `/api/v1`.
+//!
+//! Every page authenticates the caller as the API does ([`Principal`], the
+//! same `dwa_session` cookie) and checks its permission on the server with
+//! `p.require(Action::.., customer)`. Not logged in: a redirect to
+//! `/login`. Not allowed: a 403 page. Every state-changing form carries
+//! `_csrf` = [`Principal::csrf_token`], checked before anything else.
+//!
+//! - [`layout`]: the page shell, the stylesheet, shared widgets.
+//! - [`login`]: log-in (password + two-factor code) and log-out.
+//! - [`fleet`]: customers, agents, devices, a device's page.
+//! - [`actions`]: a device's actions (web page, diagnostics, TCP tunnel).
+//! - [`account`]: the caller's two-factor enrollment.
+//! - [`audit`]: the audit log with filters and downloads.
+//! - [`admin`]: users, roles, customers, enrollment tokens, alert rules.
+
+pub mod account;
+pub mod actions;
+pub mod admin;
+pub mod audit;
+pub mod fleet;
+pub mod layout;
+pub mod login;
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use subtle::ConstantTimeEq;
+
+use crate::app::Relay;
+use crate::error::RelayError;
+use crate::services::auth::Principal;
+
+pub fn routes() -> Router<Relay> {
+    Router::new()
+        .route("/login", get(login::form_page).post(login::submit))
+        .route("/logout", post(login::logout))
+        .route("/", get(fleet::home))
+        .route("/customers/{id}", get(fleet::customer))
+        .route("/agents/{id}", get(fleet::agent))
+        .route("/devices", get(fleet::devices))
+        .route("/devices/{id}", get(fleet::device))
+        .route("/devices/{id}/web", post(actions::open_web))
+        .route("/devices/{id}/diagnostics", post(actions::diagnose))
+        .route(account::PATH, get(account::two_factor).post(account::begin))
+        .route(account::CONFIRM_PATH, post(account::confirm))
+        .route("/devices/{id}/tunnel", post(actions::tunnel))
+        .route("/audit", get(audit::page_route))
+        .route("/audit/download", get(audit::download))
+        .route("/admin/users", get(admin::users).post(admin::add_user))
+        .route("/admin/users/{id}/{action}", post(admin::user_action))
+        .route("/admin/roles", get(admin::roles))
+        .route(
+            "/admin/customers",
+            get(admin::customers).post(admin::add_customer),
+        )
+        .route("/admin/tokens", get(admin::tokens).post(admin::add_token))
+        .route("/admin/alert-rules", get(admin::alert_rules))
+        .route(
+            "/admin/alert-rules/{customer}",
+            post(admin::save_alert_rules),
+        )
+        .layer(middleware::from_fn(security_headers))
+        // The stylesheet is the same for everyone and cached for long: its
+        // URL carries a hash of its content.
+        .route(layout::CSS_PATH, get(layout::stylesheet))
+}
+
+/// Headers on every portal page: nothing but our own files, never framed,
+/// forms post only to us, HTTPS only, no sniffing, no Referer leaving
+/// the portal's origin.
+pub fn security_header_values() -> [(header::HeaderName, HeaderValue); 6] {
+    [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+            ),
+        ),
+        (
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        // Not `no-referrer`: under it browsers send `Origin: null` on the
+        // portal's own form posts, which the cookie Origin check refuses.
+        // `same-origin` still sends nothing to any other origin (session
+        // hosts and printers included).
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        // Pages show live state and one-time secrets: never cache them.
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ]
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    for (name, value) in security_header_values() {
+        h.entry(name).or_insert(value);
+    }
+    r
+}
+
+/// A portal error: a redirect to the log-in page, or an HTML error page.
+#[derive(Debug)]
+pub struct PortalError(pub RelayError);
+
+impl From<RelayError> for PortalError {
+    fn from(e: RelayError) -> Self {
+        PortalError(e)
+    }
+}
+
+impl From<sqlx::Error> for PortalError {
+    fn from(e: sqlx::Error) -> Self {
+        PortalError(e.into())
+    }
+}
+
+pub type PResult<T = Response> = std::result::Result<T, PortalError>;
+
+impl IntoResponse for PortalError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let (status, title) = match &e {
+            RelayError::Unauthorized(_) => return Redirect::to("/login").into_response(),
+            // A log-in that must enroll two-factor first is sent to do so.
+            RelayError::Refused(m) if m == crate::services::auth::RESTRICTED_MESSAGE => {
+                return Redirect::to(account::PATH).into_response()
+            }
+            RelayError::Refused(_) => (StatusCode::FORBIDDEN, "Not allowed"),
+            RelayError::Locked(_) => (StatusCode::LOCKED, "Account locked"),
+            RelayError::TwoFactor { .. } => (StatusCode::UNAUTHORIZED, "Two-factor code"),
+            RelayError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+            RelayError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            RelayError::Invalid(_) => (StatusCode::BAD_REQUEST, "Invalid request"),
+            RelayError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
+            RelayError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+        };
+        let text = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "portal: internal error");
+            "Something went wrong on the relay; the error is in its log.".to_string()
+        } else {
+            e.to_string()
+        };
+        let body = layout::page(
+            title,
+            None,
+            maud::html! {
+                p.error role="alert" { (text) }
+                p { a href="/" { "Back to the portal" } }
+            },
+        );
+        (status, body).into_response()
+    }
+}
+
+/// The logged-in caller of a portal page (else a redirect to `/login`).
+pub struct Portal(pub Principal);
+
+impl FromRequestParts<Relay> for Portal {
+    type Rejection = PortalError;
+
+    async fn from_request_parts(parts: &mut Parts, relay: &Relay) -> PResult<Self> {
+        Ok(Portal(
+            crate::services::auth::authenticate(relay, parts).await?,
+        ))
+    }
+}
+
+/// Refuses a form post whose `_csrf` is not the caller's token. Callers
+/// without a cookie session (API tokens) have no ambient credential to
+/// forge, so no token to check.
+pub fn check_csrf(p: &Principal, given: &str) -> PResult<()> {
+    match p.csrf_token() {
+        None => Ok(()),
+        Some(t) if bool::from(t.as_bytes().ct_eq(given.as_bytes())) => Ok(()),
+        Some(_) => Err(PortalError(RelayError::Refused(
+            "the form's anti-forgery token is missing or stale; reload the page and retry".into(),
+        ))),
+    }
+}
+
+pub type FormBody<T> = std::result::Result<Form<T>, FormRejection>;
+pub type QueryArgs<T> = std::result::Result<axum::extract::Query<T>, QueryRejection>;
+
+pub fn form<T>(f: FormBody<T>) -> PResult<T> {
+    f.map(|Form(v)| v)
+        .map_err(|e| PortalError(RelayError::Invalid(e.body_text())))
+}
+
+pub fn query<T>(q: QueryArgs<T>) -> PResult<T> {
+    q.map(|axum::extract::Query(v)| v)
+        .map_err(|e| PortalError(RelayError::Invalid(e.body_text())))
+}
+
+/// A 303 to `to` (after a form post, the browser GETs the result).
+pub fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}

@@ -1,0 +1,465 @@
+//! The SSH side of the relay. [`SshHandler`] is a thin russh adapter: it
+//! turns callbacks into calls on the agent registry and audit log, and
+//! refuses everything an agent does not need.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use dwa_link::control::{spawn_control, ControlEvent};
+use dwa_link::transport::BoxIo;
+use dwa_proto::audit::kind;
+use dwa_proto::control::ControlMsg;
+use dwa_proto::stream::DEFAULT_WINDOW;
+use dwa_proto::{CONTROL_SUBSYSTEM, PROTOCOL_VERSION};
+use russh::keys::PublicKey;
+use russh::server::{Auth, Msg, Session};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::app::Relay;
+use crate::db::AgentRow;
+use crate::services::streams::{AgentConn, Native};
+
+/// Remote forwards one SSH connection may hold.
+const MAX_FORWARDS: usize = 16;
+
+/// Virtual ports handed to `ssh -R 0:...` clients start here.
+const FIRST_VIRTUAL_PORT: u32 = 20_000;
+
+type Slot = Arc<Mutex<Option<Arc<AgentConn>>>>;
+
+pub struct SshHandler {
+    relay: Relay,
+    peer: SocketAddr,
+    transport: &'static str,
+    /// Agent whose key verified, until auth_succeeded registers it.
+    pending: Option<AgentRow>,
+    conn: Slot,
+    kill: tokio_util::sync::CancellationToken,
+    authed: Option<oneshot::Sender<()>>,
+    session_channel: Option<Channel<Msg>>,
+    next_virtual_port: u32,
+}
+
+fn publickey_only() -> MethodSet {
+    let mut m = MethodSet::empty();
+    m.push(MethodKind::PublicKey);
+    m
+}
+
+fn reject() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: Some(publickey_only()),
+        partial_success: false,
+    }
+}
+
+impl SshHandler {
+    fn conn(&self) -> Option<Arc<AgentConn>> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn refuse_key(&self, key: &PublicKey, reason: &str) {
+        self.relay
+            .audit
+            .record(
+                kind::AGENT_AUTH_REFUSED,
+                &format!("peer:{}", self.peer),
+                None,
+                json!({"key_fingerprint": dwa_link::ssh::fingerprint(key), "reason": reason,
+                       "transport": self.transport}),
+            )
+            .await;
+    }
+
+    async fn lookup(&self, key: &PublicKey) -> Option<AgentRow> {
+        let public = dwa_link::ssh::public_openssh(key);
+        match self.relay.db.agent_by_key(&public).await {
+            Ok(Some(a)) if a.revoked_at.is_none() => Some(a),
+            Ok(Some(_)) => {
+                self.refuse_key(key, "agent key revoked").await;
+                None
+            }
+            Ok(None) => {
+                self.refuse_key(key, "unknown key").await;
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "agent lookup failed");
+                None
+            }
+        }
+    }
+}
+
+impl russh::server::Handler for SshHandler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(reject())
+    }
+
+    async fn auth_password(&mut self, _user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        Ok(reject())
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(if self.lookup(offer.public_key).await.is_some() {
+            Auth::Accept
+        } else {
+            reject()
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // russh verified the signature; check the key again (it may have been
+        // revoked between the offer and now).
+        match self.lookup(key.public_key).await {
+            Some(a) => {
+                self.pending = Some(a);
+                Ok(Auth::Accept)
+            }
+            None => Ok(reject()),
+        }
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        let Some(agent) = self.pending.take() else {
+            return Err(russh::Error::NotAuthenticated);
+        };
+        let relay = &self.relay;
+        let conn = Arc::new(AgentConn::new(
+            agent.id.clone(),
+            agent.name.clone(),
+            agent.customer.clone(),
+            relay.agents.next_generation(),
+            session.handle(),
+            self.kill.clone(),
+            self.peer,
+            self.transport,
+            relay.cfg.limits.max_streams_per_agent,
+        ));
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        if let Some(old) = relay.agents.insert(conn.clone()) {
+            relay
+                .audit
+                .record(
+                    kind::AGENT_REPLACED,
+                    &format!("agent:{}", agent.id),
+                    Some(&agent.id),
+                    json!({"old_peer": old.peer.to_string(), "new_peer": self.peer.to_string()}),
+                )
+                .await;
+            tokio::spawn(async move {
+                old.disconnect("replaced by a newer session of this agent")
+                    .await
+            });
+        }
+        let _ = relay.db.touch_agent(&agent.id).await;
+        relay
+            .audit
+            .record(
+                kind::AGENT_CONNECT,
+                &format!("agent:{}", agent.id),
+                Some(&agent.id),
+                json!({"peer": self.peer.to_string(), "transport": self.transport, "name": agent.name}),
+            )
+            .await;
+        if let Some(tx) = self.authed.take() {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // One session channel per connection: the control channel.
+        if self.conn().is_some() && self.session_channel.is_none() {
+            self.session_channel = Some(channel);
+            reply.accept().await;
+        } else {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ours = self.session_channel.as_ref().map(|c| c.id()) == Some(channel);
+        let (Some(conn), true, true) = (self.conn(), ours, name == CONTROL_SUBSYSTEM) else {
+            session.channel_failure(channel)?;
+            return Ok(());
+        };
+        let Some(ch) = self.session_channel.take() else {
+            session.channel_failure(channel)?;
+            return Ok(());
+        };
+        session.channel_success(channel)?;
+        let (control, events) = spawn_control(ch, conn.credits.clone());
+        let relay = self.relay.clone();
+        let span = tracing::info_span!("control", agent = %conn.agent_id);
+        tokio::spawn(control_loop(relay, conn, control, events).instrument(span));
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(conn) = self.conn() else {
+            return Ok(false);
+        };
+        // Forwards are for standard SSH clients: a native session has no
+        // use for them; duplicates and more than a handful are refused so
+        // a client cannot grow memory or the audit log at will.
+        let existing = conn.forwards();
+        if conn.native().is_some()
+            || existing.len() >= MAX_FORWARDS
+            || (*port != 0 && existing.iter().any(|(a, p)| a == address && *p == *port))
+        {
+            return Ok(false);
+        }
+        // Virtual binding: nothing listens on the relay; the relay carries
+        // its own streams to this forward. Port 0 gets one allocated.
+        if *port == 0 {
+            *port = self.next_virtual_port;
+            self.next_virtual_port += 1;
+        }
+        conn.add_forward(address.to_string(), *port);
+        self.relay
+            .audit
+            .record(
+                kind::FORWARD_BIND,
+                &format!("agent:{}", conn.agent_id),
+                Some(&conn.agent_id),
+                json!({"address": address, "port": *port}),
+            )
+            .await;
+        Ok(true)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(self.conn().is_some_and(|c| c.remove_forward(address, port)))
+    }
+    // Every other channel type and request keeps russh's default: refused.
+}
+
+/// Handles the control channel's messages for one agent session.
+async fn control_loop(
+    relay: Relay,
+    conn: Arc<AgentConn>,
+    control: dwa_link::control::ControlSender,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<ControlEvent>,
+) {
+    while let Some(ev) = events.recv().await {
+        match ev {
+            ControlEvent::Msg(ControlMsg::Hello(h)) => {
+                // One hello per session; a repeat is ignored (no replies for
+                // an agent to multiply).
+                if conn.native().is_some() {
+                    continue;
+                }
+                if h.protocol != PROTOCOL_VERSION {
+                    tracing::warn!(
+                        protocol = h.protocol,
+                        "agent speaks another protocol version"
+                    );
+                }
+                tracing::info!(version = %h.agent_version, ports = ?h.ports, "agent hello");
+                control.send(ControlMsg::Welcome {
+                    relay_version: env!("CARGO_PKG_VERSION").into(),
+                    window: DEFAULT_WINDOW,
+                });
+                conn.set_native(Native {
+                    control: control.clone(),
+                    hello: h,
+                });
+                // Scan settings made on the relay follow the agent across
+                // reconnects: sent after every Welcome.
+                if let Err(e) =
+                    crate::services::telemetry::settings::push(&relay, &conn.agent_id).await
+                {
+                    tracing::error!(error = %e, "sending scan settings");
+                }
+            }
+            ControlEvent::Msg(ControlMsg::Denied(d)) => {
+                let detail = json!({"stream": d.stream, "target": format!("{}:{}", d.host, d.port),
+                                    "decided_by": "agent", "rule": d.rule, "reason": d.reason});
+                match conn.deliver_denial(d) {
+                    Some(actor) => {
+                        relay
+                            .audit
+                            .record(kind::STREAM_DENIED, &actor, Some(&conn.agent_id), detail)
+                            .await
+                    }
+                    None => tracing::debug!("denial report for a stream not being opened; ignored"),
+                }
+            }
+            ControlEvent::Msg(ControlMsg::TlsInfo(t)) => conn.deliver_tls(t),
+            ControlEvent::Msg(ControlMsg::ScanConfigApplied(a)) => {
+                crate::services::telemetry::settings::applied(&relay, &conn.agent_id, &a).await
+            }
+            ControlEvent::Msg(ControlMsg::DiagResult { request, outcome }) => {
+                relay.diag.deliver(&conn.agent_id, request, outcome)
+            }
+            ControlEvent::Msg(_) => {}
+            ControlEvent::Error(e) => {
+                relay
+                    .audit
+                    .record(
+                        kind::PROTOCOL_ERROR,
+                        &format!("agent:{}", conn.agent_id),
+                        Some(&conn.agent_id),
+                        json!({"error": e.to_string()}),
+                    )
+                    .await;
+                conn.disconnect("control channel protocol error").await;
+                break;
+            }
+        }
+    }
+}
+
+/// Runs one SSH connection (over TCP or WebSocket) to its end.
+pub async fn serve_connection(relay: Relay, io: BoxIo, peer: SocketAddr, transport: &'static str) {
+    let limits = relay.cfg.limits.clone();
+    // Bounded handshakes: a reconnect storm queues here instead of eating
+    // the CPU; whoever waits too long is dropped.
+    let permit = match tokio::time::timeout(
+        limits.handshake_timeout,
+        relay.handshakes.clone().acquire_owned(),
+    )
+    .await
+    {
+        Ok(Ok(p)) => p,
+        _ => {
+            tracing::warn!(%peer, "too many SSH handshakes in progress; dropping connection");
+            return;
+        }
+    };
+    let (authed_tx, authed_rx) = oneshot::channel();
+    let slot: Slot = Arc::default();
+    let kill = tokio_util::sync::CancellationToken::new();
+    let io = dwa_link::transport::read_ahead(io, dwa_link::transport::READ_AHEAD);
+    let io: BoxIo = Box::new(dwa_link::transport::Killable::new(io, kill.clone()));
+    let handler = SshHandler {
+        relay: relay.clone(),
+        peer,
+        transport,
+        pending: None,
+        conn: slot.clone(),
+        kill: kill.clone(),
+        authed: Some(authed_tx),
+        session_channel: None,
+        next_virtual_port: FIRST_VIRTUAL_PORT,
+    };
+    let running = match tokio::time::timeout(
+        limits.handshake_timeout,
+        russh::server::run_stream(relay.ssh_config.clone(), io, handler),
+    )
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "SSH handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "SSH version exchange timed out");
+            return;
+        }
+    };
+    let handle = running.handle();
+    tokio::select! {
+        _ = authed_rx => {}
+        _ = tokio::time::sleep(limits.handshake_timeout) => {
+            // Key exchange or authentication never finished (a slow or
+            // silent client): cut it, whatever state russh is in.
+            tracing::debug!(%peer, "SSH handshake timed out");
+            kill.cancel();
+        }
+    }
+    drop(permit);
+    let result = tokio::select! {
+        r = running => r.err().map(|e| e.to_string()),
+        _ = relay.shutdown.cancelled() => {
+            let bye = handle.disconnect(russh::Disconnect::ByApplication, "relay shutting down".into(), "en".into());
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), bye).await;
+            kill.cancel();
+            Some("relay shutting down".into())
+        }
+    };
+    tracing::info!(%peer, reason = ?result, "SSH session ended");
+    let conn = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(conn) = conn {
+        conn.credits.close_all();
+        let current = relay.agents.remove_if(&conn.agent_id, conn.generation);
+        relay
+            .audit
+            .record(
+                kind::AGENT_DISCONNECT,
+                &format!("agent:{}", conn.agent_id),
+                Some(&conn.agent_id),
+                json!({"peer": peer.to_string(), "transport": transport,
+                       "duration_ms": conn.since.elapsed().as_millis() as u64,
+                       "reason": result, "replaced": !current}),
+            )
+            .await;
+        // The agent is gone (not replaced by its own new session): its web
+        // sessions cannot go on.
+        if current {
+            for s in relay.web.live_where(|s| s.device.agent_id == conn.agent_id) {
+                crate::adapters::web::proxy::end(
+                    &relay,
+                    &s,
+                    crate::services::web_sessions::EndReason::AgentGone,
+                    "relay",
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Accepts SSH over TCP until shutdown.
+pub async fn listen_tcp(relay: Relay, listener: TcpListener) {
+    while let Some(a) = relay.accept(&listener).await {
+        let r = relay.clone();
+        let peer = a.peer;
+        relay.tracker.spawn(
+            async move {
+                serve_connection(r, Box::new(a.sock), peer, "ssh").await;
+                drop(a.slot);
+            }
+            .instrument(tracing::info_span!("ssh_conn", %peer)),
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! Enrollment service: redeem a token, register the agent's key, answer with
+//! what the agent must pin. Every outcome is audited.
+
+use dwa_proto::audit::kind;
+use dwa_proto::enroll::{secret_hash, EnrollRequest, EnrollResponse};
+use serde_json::json;
+
+use crate::app::Relay;
+use crate::db::TokenCheck;
+use crate::error::{RelayError, Result};
+
+/// A new enrollment token for customer `customer_id`: at most `uses` uses,
+/// valid `ttl_secs`; it carries the relay certificate's fingerprint. Returns
+/// the token text (shown once; only its hash is stored) and its expiry.
+pub async fn issue_token(
+    dir: &crate::config::DataDir,
+    db: &crate::db::Db,
+    customer_id: i64,
+    uses: u8,
+    ttl_secs: i64,
+    actor: &str,
+) -> Result<(String, i64)> {
+    let tls = crate::init::load_tls(dir)?;
+    let fp: [u8; 32] = hex::decode(&tls.fingerprint)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| RelayError::Tls("bad certificate fingerprint".into()))?;
+    let mut secret = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+    let token = dwa_proto::enroll::EnrollToken {
+        secret,
+        tls_fingerprint: fp,
+    };
+    let expires = crate::util::unix_now() + ttl_secs;
+    db.create_token(
+        &token.secret_hash(),
+        customer_id,
+        i64::from(uses),
+        expires,
+        actor,
+    )
+    .await?;
+    Ok((token.encode(), expires))
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
+pub async fn enroll(relay: &Relay, req: EnrollRequest, peer: &str) -> Result<EnrollResponse> {
+    let refuse = |reason: String| async {
+        relay
+            .audit
+            .record(
+                kind::ENROLL_REFUSED,
+                &format!("peer:{peer}"),
+                None,
+                json!({"reason": reason, "hostname": req.hostname}),
+            )
+            .await;
+        RelayError::Refused(reason)
+    };
+    use base64::Engine;
+    let secret = match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(req.secret.trim()) {
+        Ok(s) if s.len() == 16 => s,
+        _ => return Err(refuse("malformed token secret".into()).await),
+    };
+    if !valid_hostname(&req.hostname) {
+        return Err(refuse("invalid hostname".into()).await);
+    }
+    let key = match dwa_link::ssh::parse_public(&req.public_key) {
+        Ok(k) if k.algorithm() == russh::keys::Algorithm::Ed25519 => k,
+        Ok(_) => return Err(refuse("the agent key must be ed25519".into()).await),
+        Err(e) => return Err(refuse(e).await),
+    };
+    let public = dwa_link::ssh::public_openssh(&key);
+    let (check, agent) = match relay
+        .db
+        .enroll_agent(&secret_hash(&secret), &public, &req.hostname)
+        .await
+    {
+        Ok(x) => x,
+        Err(RelayError::Conflict(m)) => return Err(refuse(m).await),
+        Err(e) => return Err(e),
+    };
+    let agent = match (check, agent) {
+        (TokenCheck::Ok { .. }, Some(a)) => a,
+        (TokenCheck::Unknown, _) => return Err(refuse("unknown enrollment token".into()).await),
+        (TokenCheck::Expired, _) => {
+            return Err(refuse("the enrollment token has expired".into()).await)
+        }
+        (TokenCheck::UsedUp { max_uses }, _) => {
+            return Err(refuse(format!(
+                "the enrollment token was already used {max_uses} times (its limit)"
+            ))
+            .await)
+        }
+        (TokenCheck::Ok { .. }, None) => {
+            return Err(RelayError::Invalid("enrollment failed".into()))
+        }
+    };
+    relay
+        .audit
+        .append(
+            kind::ENROLL_OK,
+            &format!("peer:{peer}"),
+            Some(&agent.id),
+            json!({"agent_name": agent.name, "customer": agent.customer,
+                   "key_fingerprint": dwa_link::ssh::fingerprint(&key),
+                   "agent_version": req.agent_version}),
+        )
+        .await?;
+    Ok(EnrollResponse {
+        agent_id: agent.id,
+        agent_name: agent.name,
+        customer: agent.customer,
+        ssh_host_key: relay.host_key_public.clone(),
+        ssh_port: relay.ssh_port,
+    })
+}
