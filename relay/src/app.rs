@@ -1,59 +1,38 @@
-//! The relay as one value: its shared state (built once, handed to every
-//! task), and the one place that starts and stops it.
+//! The relay as one value: the services every adapter shares, plus what
+//! only the listeners need (SSH and TLS configuration, connection slots),
+//! and the one place that starts and stops it all.
 
+use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
-use crate::config::{DataDir, RelayConfig};
-use crate::db::Db;
-use crate::error::Result;
-use crate::init::{load_host_key, load_tls};
-use crate::services::audit::Audit;
-use crate::services::streams::AgentRegistry;
+use crate::config::{DataDir, ADMIN_SOCKET};
+use crate::error::{RelayError, Result};
+use crate::services::clock::Time;
+use crate::services::{Services, Svc};
 
 pub struct RelayState {
-    pub cfg: RelayConfig,
-    pub dir: DataDir,
-    pub db: Db,
-    pub audit: Audit,
-    pub agents: AgentRegistry,
+    pub svc: Svc,
     pub ssh_config: Arc<russh::server::Config>,
     pub tls: Arc<rustls::ServerConfig>,
-    pub tls_fingerprint: String,
-    /// The host key's public half, OpenSSH form, as agents pin it.
-    pub host_key_public: String,
-    /// SSH port agents are told to dial: `ssh.public_port`, else the bound one.
-    pub ssh_port: u16,
-    /// One signal stops everything; the tracker says when all of it stopped.
-    pub shutdown: CancellationToken,
-    pub tracker: TaskTracker,
     /// Open connections (SSH + HTTPS), and SSH handshakes in progress.
     pub connections: Arc<Semaphore>,
     pub handshakes: Arc<Semaphore>,
     /// New TCP connections per source address (SSH and HTTPS together).
     pub conn_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
-    /// Enrollment attempts per source address: 10 a minute, bursts of 10.
-    pub enroll_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
-    /// Log-in attempts per source address (`web.logins_per_minute`).
-    pub login_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
-    /// Web sessions created per user (`web.sessions_per_minute`).
-    pub session_rate: Arc<governor::DefaultKeyedRateLimiter<i64>>,
-    /// HTTPS port in the URLs we hand out: `https.public_port`, else the bound one.
-    pub https_port: u16,
-    pub web: crate::services::web_sessions::WebSessions,
-    pub telemetry: crate::services::telemetry::Telemetry,
-    /// Diagnostics waiting for their agent; their rate limits.
-    pub diag: crate::services::diagnostics::Diags,
-    pub tunnels: crate::services::tunnels::Tunnels,
-    /// A password hash to verify against for unknown users (equal timing).
-    pub dummy_hash: String,
-    /// Single sign-on (`[oidc]`), when configured.
-    pub oidc: Option<Arc<crate::services::sso::Oidc>>,
-    /// Failed log-ins per account and per source address.
-    pub gates: crate::services::accounts::Gates,
+}
+
+/// Adapters reach the services through the relay.
+impl Deref for RelayState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.svc
+    }
 }
 
 /// 20 new connections a second per source address, bursts of 200: enough
@@ -64,75 +43,35 @@ fn conn_quota() -> governor::Quota {
     governor::Quota::per_second(per_sec).allow_burst(burst)
 }
 
-fn per_minute(n: u32) -> governor::Quota {
-    governor::Quota::per_minute(std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN))
-}
+pub type Relay = Arc<RelayState>;
 
 impl RelayState {
-    /// The portal's origin, as browsers send it in `Origin`.
-    pub fn portal_origin(&self) -> String {
-        if self.https_port == 443 {
-            format!("https://{}", self.cfg.domain)
-        } else {
-            format!("https://{}:{}", self.cfg.domain, self.https_port)
-        }
+    pub async fn load(dir: DataDir, bound_ssh_port: u16, bound_https_port: u16) -> Result<Relay> {
+        let svc = Arc::new(
+            Services::open(
+                dir.clone(),
+                Some((bound_ssh_port, bound_https_port)),
+                Time::system(),
+            )
+            .await?,
+        );
+        let key = crate::init::load_host_key(&dir)?;
+        let tls = crate::init::load_tls(&dir)?;
+        let cfg = &svc.cfg;
+        let ssh_config = Arc::new(dwa_link::ssh::server_config(cfg.keepalive(), vec![key]));
+        Ok(Arc::new(RelayState {
+            connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
+            handshakes: Arc::new(Semaphore::new(cfg.limits.max_handshakes)),
+            conn_rate: Arc::new(governor::RateLimiter::keyed(conn_quota())),
+            ssh_config,
+            tls: tls.config,
+            svc,
+        }))
     }
 
     /// Whether a new connection from `ip` is within its rate.
     pub fn admit(&self, ip: std::net::IpAddr) -> bool {
         self.conn_rate.check_key(&ip).is_ok()
-    }
-}
-
-pub type Relay = Arc<RelayState>;
-
-impl RelayState {
-    pub async fn load(dir: DataDir, bound_ssh_port: u16, bound_https_port: u16) -> Result<Relay> {
-        let cfg = RelayConfig::load(&dir.0)?;
-        let db = Db::open(&dir, false).await?;
-        let key = load_host_key(&dir)?;
-        let host_key_public = dwa_link::ssh::public_openssh(key.public_key());
-        let tls = load_tls(&dir)?;
-        let ssh_port = cfg.ssh.public_port.unwrap_or(bound_ssh_port);
-        let ssh_config = Arc::new(dwa_link::ssh::server_config(cfg.keepalive(), vec![key]));
-        let oidc = cfg
-            .oidc
-            .as_ref()
-            .map(crate::services::sso::Oidc::new)
-            .transpose()?
-            .map(Arc::new);
-        Ok(Arc::new(RelayState {
-            oidc,
-            connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
-            handshakes: Arc::new(Semaphore::new(cfg.limits.max_handshakes)),
-            conn_rate: Arc::new(governor::RateLimiter::keyed(conn_quota())),
-            enroll_rate: Arc::new(governor::RateLimiter::keyed(per_minute(10))),
-            login_rate: Arc::new(governor::RateLimiter::keyed(per_minute(
-                cfg.web.logins_per_minute,
-            ))),
-            session_rate: Arc::new(governor::RateLimiter::keyed(per_minute(
-                cfg.web.sessions_per_minute,
-            ))),
-            https_port: cfg.https.public_port.unwrap_or(bound_https_port),
-            web: Default::default(),
-            telemetry: Default::default(),
-            diag: Default::default(),
-            tunnels: Default::default(),
-            dummy_hash: crate::init::hash_password(&crate::util::random_password())?,
-            gates: crate::services::accounts::Gates::new(&cfg.accounts),
-            audit: Audit::new(db.clone()),
-            agents: AgentRegistry::default(),
-            dir,
-            db,
-            ssh_config,
-            cfg,
-            tls: tls.config,
-            tls_fingerprint: tls.fingerprint,
-            host_key_public,
-            ssh_port,
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        }))
     }
 }
 
@@ -174,15 +113,6 @@ impl RelayState {
         }
     }
 }
-
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use tokio::net::TcpListener;
-use tracing::Instrument;
-
-use crate::config::ADMIN_SOCKET;
-use crate::error::RelayError;
 
 pub struct Bound {
     pub relay: Relay,
@@ -252,6 +182,7 @@ pub async fn stop(relay: &Relay) {
         tracing::warn!("some tasks did not stop within 10s");
     }
     let _ = std::fs::remove_file(relay.dir.path(ADMIN_SOCKET));
+    relay.store.close().await;
     relay.db.pool.close().await;
 }
 

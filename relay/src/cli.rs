@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use dwa_proto::audit::kind;
 use dwa_relay::adapters::admin_socket::{local_actor, AdminRequest};
 use dwa_relay::config::{DataDir, ADMIN_SOCKET};
-use dwa_relay::db::Db;
-use dwa_relay::services::audit::{to_csv, to_jsonl, Audit};
+use dwa_relay::services::audit::{to_csv, to_jsonl};
+use dwa_relay::services::clock::Time;
+use dwa_relay::services::Services;
 use dwa_relay::util::{parse_duration, random_password};
 use serde_json::json;
 
@@ -209,7 +210,7 @@ fn print(json_mode: bool, value: serde_json::Value, text: String) {
     }
 }
 
-async fn open(dir: &DataDir) -> Result<(Db, Audit)> {
+async fn open(dir: &DataDir) -> Result<Services> {
     if !dir.path(dwa_relay::config::CONFIG_FILE).exists() {
         bail!(
             "{} is not a relay data directory (run `dwa-relay init --data-dir {}` first)",
@@ -217,8 +218,7 @@ async fn open(dir: &DataDir) -> Result<(Db, Audit)> {
             dir.0.display()
         );
     }
-    let db = Db::open(dir, false).await?;
-    Ok((db.clone(), Audit::new(db)))
+    Ok(Services::open(dir.clone(), None, Time::system()).await?)
 }
 
 fn parse_target(s: &str) -> Result<(String, u16)> {
@@ -291,7 +291,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .await?;
         }
         Cmd::Serve => {
-            open(&dir).await?;
+            let _ = open(&dir).await?;
             let b = dwa_relay::app::start(dir).await?;
             tracing::info!(ssh = %b.ssh, https = %b.https, "relay serving");
             print(
@@ -306,8 +306,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Customer {
             cmd: CustomerCmd::Add { name },
         } => {
-            let (db, audit) = open(&dir).await?;
-            let id = db.add_customer(&name).await?;
+            let svc = open(&dir).await?;
+            let audit = &svc.audit;
+            let id = svc.store.add_customer(&name, &svc.time.rfc3339()).await?;
             audit
                 .append(
                     kind::ADMIN_COMMAND,
@@ -330,13 +331,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     name,
                 },
         } => {
-            let (db, audit) = open(&dir).await?;
-            let a = db.find_agent(&agent).await?;
+            let svc = open(&dir).await?;
+            let audit = &svc.audit;
+            let a = svc.store.find_agent(&agent).await?;
             let address = address.trim().to_string();
             if address.is_empty() || address.len() > 253 || address.contains(char::is_whitespace) {
                 bail!("--address {address:?}: expected an IP address or host name");
             }
-            let id = db.add_device(&a.id, &address, name.as_deref()).await?;
+            let id = svc
+                .store
+                .add_device(&a.id, &address, name.as_deref(), &svc.time.rfc3339())
+                .await?;
             audit
                 .append(
                     kind::ADMIN_COMMAND,
@@ -359,7 +364,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     customers,
                 },
         } => {
-            let (db, audit) = open(&dir).await?;
+            let svc = open(&dir).await?;
+            let audit = &svc.audit;
             if name.trim().is_empty() || name.len() > 64 {
                 bail!("user name must be 1..=64 characters");
             }
@@ -367,7 +373,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("a customer user belongs to exactly one customer (--customer NAME)");
             }
             let password = random_password();
-            let id = db
+            let id = svc
+                .db
                 .add_user(
                     &name,
                     &dwa_relay::init::hash_password(&password)?,
@@ -379,7 +386,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let totp_uri = if cfg.accounts.require_totp.contains(&role) {
                 Some(
                     dwa_relay::services::accounts::users::provision_totp(
-                        &db,
+                        &svc.db,
                         id,
                         &name,
                         &cfg.domain,
@@ -405,12 +412,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::User {
             cmd: UserCmd::Unlock { name },
         } => {
-            let (db, audit) = open(&dir).await?;
+            let svc = open(&dir).await?;
+            let audit = &svc.audit;
             let r = sqlx::query(
                 "UPDATE users SET locked_at = NULL, failed_logins = 0 WHERE username = ?",
             )
             .bind(&name)
-            .execute(&db.pool)
+            .execute(&svc.db.pool)
             .await?;
             if r.rows_affected() == 0 {
                 bail!("no user {name:?}");
@@ -437,15 +445,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     ttl,
                 },
         } => {
-            let (db, audit) = open(&dir).await?;
+            let svc = open(&dir).await?;
+            let audit = &svc.audit;
             let ttl = parse_duration(&ttl)?;
             if ttl.as_secs() == 0 || ttl.as_secs() > 30 * 86_400 {
                 bail!("--ttl must be between 1s and 30d");
             }
-            let cid = db.customer_id(&customer).await?;
+            let cid = svc.store.customer_id(&customer).await?;
             let (token, expires) = dwa_relay::services::enrollment::issue_token(
                 &dir,
-                &db,
+                &svc.store,
+                &svc.time,
                 cid,
                 uses,
                 ttl.as_secs() as i64,
@@ -470,8 +480,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Agent {
             cmd: AgentCmd::List,
         } => {
-            let (db, _) = open(&dir).await?;
-            let agents = db.agents().await?;
+            let svc = open(&dir).await?;
+            let agents = svc.store.agents().await?;
             let live = match dwa_relay::adapters::admin_socket::request(
                 &dir.path(ADMIN_SOCKET),
                 &AdminRequest::Status,
@@ -505,9 +515,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Agent {
             cmd: AgentCmd::Revoke { agent },
         } => {
-            let (db, audit) = open(&dir).await?;
-            let a = db.find_agent(&agent).await?;
-            let changed = db.revoke_agent(&a.id).await?;
+            let svc = open(&dir).await?;
+            let audit = &svc.audit;
+            let a = svc.store.find_agent(&agent).await?;
+            let changed = svc.store.revoke_agent(&a.id, &svc.time.rfc3339()).await?;
             audit
                 .append(
                     kind::ADMIN_COMMAND,
@@ -534,7 +545,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             cmd: Some(AuditCmd::Verify),
             ..
         } => {
-            let (_, audit) = open(&dir).await?;
+            let svc = open(&dir).await?;
+            let audit = &svc.audit;
             match audit.verify().await {
                 Ok(n) => print(
                     j,
@@ -556,7 +568,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             since,
             format,
         } => {
-            let (_, audit) = open(&dir).await?;
+            let svc = open(&dir).await?;
+            let audit = &svc.audit;
             let since = since.as_deref().map(parse_since).transpose()?;
             let records = audit.records(since.as_deref()).await?;
             match format {

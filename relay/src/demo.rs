@@ -78,9 +78,20 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     let bound = crate::app::start(dir.clone()).await?;
     let relay = bound.relay.clone();
     let result = async {
-        let cid = relay.db.add_customer(CUSTOMER).await?;
-        let (token, _) =
-            crate::services::enrollment::issue_token(&dir, &relay.db, cid, 1, 600, "demo").await?;
+        let cid = relay
+            .store
+            .add_customer(CUSTOMER, &relay.time.rfc3339())
+            .await?;
+        let (token, _) = crate::services::enrollment::issue_token(
+            &dir,
+            &relay.store,
+            &relay.time,
+            cid,
+            1,
+            600,
+            "demo",
+        )
+        .await?;
         let agent_toml = dir.path("demo-agent.toml");
         let relay_url = format!("https://{}", bound.https);
         let mut enroll = tokio::process::Command::new(&agent_bin);
@@ -131,11 +142,12 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         let mut devices = vec![];
         for (i, a) in addrs.iter().enumerate() {
             let id = relay
-                .db
+                .store
                 .add_device(
                     &agent_id,
                     &a.to_string(),
                     Some(&format!("Printer {}", i + 1)),
+                    &relay.time.rfc3339(),
                 )
                 .await?;
             devices.push(id);

@@ -45,6 +45,53 @@ pub enum RelayError {
     Key(String),
     #[error(transparent)]
     Proto(#[from] dwa_proto::ProtoError),
+    /// A log-in that must enroll two-factor before anything else (403).
+    #[error("{}", crate::services::auth::RESTRICTED_MESSAGE)]
+    Restricted,
+    #[error(transparent)]
+    Store(#[from] dwa_store::StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::services::audit::AuditError),
+}
+
+impl crate::services::error::Failure for RelayError {
+    fn class(&self) -> crate::services::error::Class {
+        use crate::services::error::Class;
+        match self {
+            RelayError::Refused(_) | RelayError::Restricted => Class::Forbidden,
+            RelayError::Unauthorized(_) | RelayError::TwoFactor { .. } => Class::Unauthorized,
+            RelayError::NotFound(_) => Class::NotFound,
+            RelayError::Conflict(_) => Class::Conflict,
+            RelayError::Invalid(_) => Class::Invalid,
+            RelayError::Unavailable(_) => Class::Unavailable,
+            RelayError::Locked(_) => Class::Locked,
+            RelayError::RateLimited { retry_after, .. } => Class::RateLimited {
+                retry_after: *retry_after,
+            },
+            RelayError::Store(e) => e.class(),
+            _ => Class::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        use crate::services::error::Class;
+        match self {
+            RelayError::TwoFactor { code, .. } => code,
+            RelayError::Restricted => crate::services::auth::RESTRICTED_CODE,
+            RelayError::Store(e) => e.code(),
+            _ => match self.class() {
+                Class::Invalid => "invalid",
+                Class::Unauthorized => "unauthorized",
+                Class::Forbidden => "refused",
+                Class::NotFound => "not_found",
+                Class::Conflict => "conflict",
+                Class::Locked => "locked",
+                Class::RateLimited { .. } => "rate_limited",
+                Class::Unavailable => "unavailable",
+                Class::Internal => "internal",
+            },
+        }
+    }
 }
 
 impl RelayError {

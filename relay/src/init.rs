@@ -78,7 +78,8 @@ pub async fn init(
     write_private(&dir.path(TLS_CERT_FILE), ck.cert.pem().as_bytes())?;
     let tls_fingerprint = dwa_link::tls::fingerprint(ck.cert.der());
 
-    let db = Db::open(dir, true).await?;
+    let store = dwa_store::Store::open_sqlite(&dir.path(crate::config::DB_FILE), true).await?;
+    let db = Db::open(dir, false).await?;
     let password = random_password();
     let admin_id = db
         .add_user("admin", &hash_password(&password)?, "admin", &[])
@@ -91,7 +92,7 @@ pub async fn init(
     } else {
         None
     };
-    Audit::new(db.clone())
+    Audit::new(store.clone(), crate::services::clock::Time::system())
         .append(
             dwa_proto::audit::kind::ADMIN_COMMAND,
             &crate::adapters::admin_socket::local_actor(),

@@ -191,7 +191,7 @@ async fn handle(relay: Relay, stream: UnixStream) {
                 tls: false,
             };
             // Fail early (unknown agent, relay-side denial) before listening.
-            if let Err(e) = relay.db.find_agent(&sreq.agent).await {
+            if let Err(e) = relay.store.find_agent(&sreq.agent).await {
                 let _ = send(&mut stream, &AdminResponse::err(e)).await;
                 return;
             }

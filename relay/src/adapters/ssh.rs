@@ -20,8 +20,8 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::app::Relay;
-use crate::db::AgentRow;
 use crate::services::streams::{AgentConn, Native};
+use dwa_store::agents::AgentRow;
 
 /// Remote forwards one SSH connection may hold.
 const MAX_FORWARDS: usize = 16;
@@ -77,7 +77,7 @@ impl SshHandler {
 
     async fn lookup(&self, key: &PublicKey) -> Option<AgentRow> {
         let public = dwa_link::ssh::public_openssh(key);
-        match self.relay.db.agent_by_key(&public).await {
+        match self.relay.store.agent_by_key(&public).await {
             Ok(Some(a)) if a.revoked_at.is_none() => Some(a),
             Ok(Some(_)) => {
                 self.refuse_key(key, "agent key revoked").await;
@@ -166,7 +166,10 @@ impl russh::server::Handler for SshHandler {
                     .await
             });
         }
-        let _ = relay.db.touch_agent(&agent.id).await;
+        let _ = relay
+            .store
+            .touch_agent(&agent.id, &relay.time.rfc3339())
+            .await;
         relay
             .audit
             .record(

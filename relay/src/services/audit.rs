@@ -1,33 +1,36 @@
-//! The audit log: append-only, hash-chained records in the relay database.
-//!
-//! Appends run in a `BEGIN IMMEDIATE` transaction (read the last hash, insert
-//! the next record) so that the server and CLI commands, separate processes
-//! on one file, never fork the chain. Chain rules live in `dwa_proto::audit`.
+//! The audit log service: records are appended through the store, which
+//! keeps the hash chain; rules of the chain live in `dwa_proto::audit`.
 
-use std::sync::Arc;
-
-use dwa_proto::audit::{record_hash, verify_chain, AuditEntry, AuditRecord, GENESIS};
+use dwa_proto::audit::{verify_chain, AuditEntry, AuditRecord};
+use dwa_store::{Store, StoreError};
 use serde_json::Value;
-use sqlx::Row;
 
-use crate::db::Db;
-use crate::error::Result;
-use crate::util::now_rfc3339;
+use crate::services::clock::Time;
+use crate::services::error::{Class, Failure};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log: {0}")]
+    Store(#[from] StoreError),
+    #[error("audit chain broken: {0}")]
+    Chain(#[from] dwa_proto::ProtoError),
+}
+
+impl Failure for AuditError {
+    fn class(&self) -> Class {
+        Class::Internal
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Audit {
-    db: Db,
-    // One appender at a time within this process, holding the last record's
-    // (id, hash) as this process last saw it.
-    head: Arc<tokio::sync::Mutex<Option<(i64, String)>>>,
+    store: Store,
+    time: Time,
 }
 
 impl Audit {
-    pub fn new(db: Db) -> Self {
-        Self {
-            db,
-            head: Arc::default(),
-        }
+    pub fn new(store: Store, time: Time) -> Self {
+        Self { store, time }
     }
 
     /// Appends one record and returns its id.
@@ -37,82 +40,15 @@ impl Audit {
         actor: &str,
         agent: Option<&str>,
         detail: Value,
-    ) -> Result<i64> {
-        let mut head = self.head.lock().await;
+    ) -> Result<i64, AuditError> {
         let entry = AuditEntry {
-            ts: now_rfc3339(),
+            ts: self.time.rfc3339(),
             kind: kind.to_string(),
             actor: actor.to_string(),
             agent: agent.map(str::to_string),
             detail: detail.to_string(),
         };
-        // Fast path: one statement that inserts only if the log still ends
-        // where we last saw it. Another process (a CLI command) may have
-        // appended meanwhile; then, or on any error, take the slow path.
-        if let Some((last_id, last_hash)) = head.as_ref() {
-            let id = last_id + 1;
-            let hash = record_hash(last_hash, id, &entry);
-            let r = sqlx::query(
-                "INSERT INTO audit (id, ts, kind, actor, agent, detail, prev_hash, hash)
-                 SELECT ?, ?, ?, ?, ?, ?, ?, ?
-                 WHERE (SELECT COALESCE(MAX(id), 0) FROM audit) = ?",
-            )
-            .bind(id)
-            .bind(&entry.ts)
-            .bind(&entry.kind)
-            .bind(&entry.actor)
-            .bind(&entry.agent)
-            .bind(&entry.detail)
-            .bind(last_hash)
-            .bind(&hash)
-            .bind(last_id)
-            .execute(&self.db.pool)
-            .await;
-            if matches!(r, Ok(ref done) if done.rows_affected() == 1) {
-                *head = Some((id, hash));
-                return Ok(id);
-            }
-        }
-        let (id, hash) = self.append_locked(&entry).await?;
-        *head = Some((id, hash));
-        Ok(id)
-    }
-
-    /// Slow path: read the chain's end and append inside one write
-    /// transaction (`BEGIN IMMEDIATE`), so processes never fork the chain.
-    async fn append_locked(&self, entry: &AuditEntry) -> Result<(i64, String)> {
-        // Rolls back if dropped (see Db::enroll_agent).
-        let mut conn = self.db.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let res: Result<(i64, String)> = async {
-            let last = sqlx::query("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&mut *conn)
-                .await?;
-            let (id, prev) = match last {
-                Some(r) => (r.get::<i64, _>(0) + 1, r.get::<String, _>(1)),
-                None => (1, GENESIS.to_string()),
-            };
-            let hash = record_hash(&prev, id, entry);
-            sqlx::query(
-                "INSERT INTO audit (id, ts, kind, actor, agent, detail, prev_hash, hash)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(id)
-            .bind(&entry.ts)
-            .bind(&entry.kind)
-            .bind(&entry.actor)
-            .bind(&entry.agent)
-            .bind(&entry.detail)
-            .bind(&prev)
-            .bind(&hash)
-            .execute(&mut *conn)
-            .await?;
-            Ok((id, hash))
-        }
-        .await;
-        if res.is_ok() {
-            conn.commit().await?;
-        }
-        res
+        Ok(self.store.audit_append(&entry).await?)
     }
 
     /// Appends, logging instead of failing: for paths (disconnect, stream
@@ -123,19 +59,12 @@ impl Audit {
         }
     }
 
-    pub async fn records(&self, since: Option<&str>) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, ts, kind, actor, agent, detail, prev_hash, hash FROM audit
-             WHERE (?1 IS NULL OR ts >= ?1) ORDER BY id",
-        )
-        .bind(since)
-        .fetch_all(&self.db.pool)
-        .await?;
-        Ok(rows.iter().map(record_from_row).collect())
+    pub async fn records(&self, since: Option<&str>) -> Result<Vec<AuditRecord>, AuditError> {
+        Ok(self.store.audit_records(since).await?)
     }
 
-    /// Recomputes the whole chain.
-    pub async fn verify(&self) -> Result<u64> {
+    /// Recomputes the whole chain; the number of records checked.
+    pub async fn verify(&self) -> Result<u64, AuditError> {
         let all = self.records(None).await?;
         Ok(verify_chain(all)?)
     }
@@ -184,23 +113,6 @@ pub fn to_csv(records: &[AuditRecord]) -> String {
         out.push('\n');
     }
     out
-}
-
-/// One audit row selected as `id, ts, kind, actor, agent, detail,
-/// prev_hash, hash` (the export and the scoped API share the shape).
-pub fn record_from_row(r: &sqlx::sqlite::SqliteRow) -> AuditRecord {
-    AuditRecord {
-        id: r.get(0),
-        entry: AuditEntry {
-            ts: r.get(1),
-            kind: r.get(2),
-            actor: r.get(3),
-            agent: r.get(4),
-            detail: r.get(5),
-        },
-        prev_hash: r.get(6),
-        hash: r.get(7),
-    }
 }
 
 #[cfg(test)]

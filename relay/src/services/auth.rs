@@ -57,7 +57,8 @@ pub const RESTRICTED_ALLOWED: [&str; 7] = [
     "/logout",
 ];
 
-/// The 403 a restricted log-in gets everywhere else.
+/// The 403 a restricted log-in gets everywhere else, and its code.
+pub const RESTRICTED_CODE: &str = "totp_enrollment_required";
 pub const RESTRICTED_MESSAGE: &str = "two-factor authentication is required for your role: enroll it first (POST /api/v1/me/totp, then POST /api/v1/me/totp/confirm)";
 
 impl Principal {
@@ -70,7 +71,7 @@ impl Principal {
     /// `customer`.
     pub fn require(&self, action: Action, customer: Option<i64>) -> Result<()> {
         if self.restricted {
-            return Err(RelayError::Refused(RESTRICTED_MESSAGE.into()));
+            return Err(RelayError::Restricted);
         }
         let p = permit(
             self.role,
@@ -345,7 +346,7 @@ pub async fn authenticate(relay: &Relay, parts: &Parts) -> Result<Principal> {
     .await?;
     let path = parts.uri.path();
     if p.restricted && !RESTRICTED_ALLOWED.contains(&path) {
-        return Err(RelayError::Refused(RESTRICTED_MESSAGE.into()));
+        return Err(RelayError::Restricted);
     }
     // CSRF: a state-changing API call on a cookie carries the log-in's
     // token in a header (portal forms carry it as `_csrf`; their handlers check it).

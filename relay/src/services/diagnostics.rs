@@ -164,7 +164,7 @@ pub async fn run(
     device: i64,
     params: Result<DiagParams>,
 ) -> Result<(StatusCode, Value)> {
-    let target = relay.db.device_target(device).await?;
+    let target = relay.store.device_target(device).await?;
     let agent = target.agent_id.clone();
     let refuse = |reason: String, detail: Value| {
         let relay = relay.clone();

@@ -6,15 +6,16 @@ use dwa_proto::enroll::{secret_hash, EnrollRequest, EnrollResponse};
 use serde_json::json;
 
 use crate::app::Relay;
-use crate::db::TokenCheck;
 use crate::error::{RelayError, Result};
+use dwa_store::enroll::TokenCheck;
 
 /// A new enrollment token for customer `customer_id`: at most `uses` uses,
 /// valid `ttl_secs`; it carries the relay certificate's fingerprint. Returns
 /// the token text (shown once; only its hash is stored) and its expiry.
 pub async fn issue_token(
     dir: &crate::config::DataDir,
-    db: &crate::db::Db,
+    store: &dwa_store::Store,
+    time: &crate::services::clock::Time,
     customer_id: i64,
     uses: u8,
     ttl_secs: i64,
@@ -31,15 +32,17 @@ pub async fn issue_token(
         secret,
         tls_fingerprint: fp,
     };
-    let expires = crate::util::unix_now() + ttl_secs;
-    db.create_token(
-        &token.secret_hash(),
-        customer_id,
-        i64::from(uses),
-        expires,
-        actor,
-    )
-    .await?;
+    let expires = time.unix() + ttl_secs;
+    store
+        .create_enroll_token(
+            &token.secret_hash(),
+            customer_id,
+            i64::from(uses),
+            expires,
+            actor,
+            &time.rfc3339(),
+        )
+        .await?;
     Ok((token.encode(), expires))
 }
 
@@ -77,29 +80,34 @@ pub async fn enroll(relay: &Relay, req: EnrollRequest, peer: &str) -> Result<Enr
         Err(e) => return Err(refuse(e).await),
     };
     let public = dwa_link::ssh::public_openssh(&key);
-    let (check, agent) = match relay
-        .db
-        .enroll_agent(&secret_hash(&secret), &public, &req.hostname)
+    let id = crate::util::random_id("agt_");
+    let check = match relay
+        .store
+        .enroll_agent(
+            &secret_hash(&secret),
+            dwa_store::enroll::NewAgent {
+                id: &id,
+                public_key: &public,
+                hostname: &req.hostname,
+            },
+            &relay.time.rfc3339(),
+            relay.time.unix(),
+        )
         .await
     {
         Ok(x) => x,
-        Err(RelayError::Conflict(m)) => return Err(refuse(m).await),
-        Err(e) => return Err(e),
+        Err(dwa_store::StoreError::Conflict(m)) => return Err(refuse(m).await),
+        Err(e) => return Err(e.into()),
     };
-    let agent = match (check, agent) {
-        (TokenCheck::Ok { .. }, Some(a)) => a,
-        (TokenCheck::Unknown, _) => return Err(refuse("unknown enrollment token".into()).await),
-        (TokenCheck::Expired, _) => {
-            return Err(refuse("the enrollment token has expired".into()).await)
-        }
-        (TokenCheck::UsedUp { max_uses }, _) => {
+    let agent = match check {
+        TokenCheck::Ok(a) => a,
+        TokenCheck::Unknown => return Err(refuse("unknown enrollment token".into()).await),
+        TokenCheck::Expired => return Err(refuse("the enrollment token has expired".into()).await),
+        TokenCheck::UsedUp { max_uses } => {
             return Err(refuse(format!(
                 "the enrollment token was already used {max_uses} times (its limit)"
             ))
             .await)
-        }
-        (TokenCheck::Ok { .. }, None) => {
-            return Err(RelayError::Invalid("enrollment failed".into()))
         }
     };
     relay

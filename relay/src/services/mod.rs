@@ -15,15 +15,142 @@
 //! - [`telemetry`]: ingest, inventory, alerts, webhook, reports.
 //! - [`audit`]: the hash-chained audit log.
 //! - [`ipp_audit`]: IPP operations recognised in traffic to port 631.
+//! - [`clock`]: the one clock every service reads the time from.
+//! - [`error`]: the failure classes adapters map services' errors by.
+//!
+//! [`Services`] holds them all; `app` builds it once and every adapter
+//! and task shares it.
 
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod clock;
 pub mod diagnostics;
 pub mod enrollment;
+pub mod error;
 pub mod ipp_audit;
 pub mod sso;
 pub mod streams;
 pub mod telemetry;
 pub mod tunnels;
 pub mod web_sessions;
+
+use std::sync::Arc;
+
+use dwa_store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{DataDir, RelayConfig, DB_FILE};
+use crate::error::Result;
+use audit::Audit;
+use clock::Time;
+
+/// Everything the services share: configuration, the store, the audit
+/// log, the clock, the live registries and the limits. Built once (by
+/// `app` for the server, by the CLI for one command) and shared.
+pub struct Services {
+    pub cfg: RelayConfig,
+    pub dir: DataDir,
+    pub store: Store,
+    /// Legacy SQL outside the store, until every area has moved.
+    pub db: crate::db::Db,
+    pub audit: Audit,
+    pub time: Time,
+    /// Connected agents and the streams opened through them.
+    pub agents: streams::AgentRegistry,
+    pub web: web_sessions::WebSessions,
+    pub telemetry: telemetry::Telemetry,
+    /// Diagnostics waiting for their agent; their rate limits.
+    pub diag: diagnostics::Diags,
+    pub tunnels: tunnels::Tunnels,
+    /// Single sign-on (`[oidc]`), when configured.
+    pub oidc: Option<Arc<sso::Oidc>>,
+    /// Failed log-ins per account and per source address.
+    pub gates: accounts::Gates,
+    /// A password hash to verify against for unknown users (equal timing).
+    pub dummy_hash: String,
+    /// Enrollment attempts per source address: 10 a minute.
+    pub enroll_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// Log-in attempts per source address (`web.logins_per_minute`).
+    pub login_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// Web sessions created per user (`web.sessions_per_minute`).
+    pub session_rate: Arc<governor::DefaultKeyedRateLimiter<i64>>,
+    /// What agents pin: the SSH host key (OpenSSH form) and the TLS
+    /// certificate's SHA-256.
+    pub host_key_public: String,
+    pub tls_fingerprint: String,
+    /// The ports handed out in URLs and to agents: the configured public
+    /// ones, else the bound ones.
+    pub ssh_port: u16,
+    pub https_port: u16,
+    /// One signal stops everything; the tracker says when all of it stopped.
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+pub type Svc = Arc<Services>;
+
+fn per_minute(n: u32) -> governor::Quota {
+    governor::Quota::per_minute(std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN))
+}
+
+impl Services {
+    /// Opens the data directory's store and builds the services.
+    /// `ports`: the SSH and HTTPS ports the server bound (None for a CLI
+    /// command: the configured ones).
+    pub async fn open(dir: DataDir, ports: Option<(u16, u16)>, time: Time) -> Result<Self> {
+        let cfg = RelayConfig::load(&dir.0)?;
+        let store = Store::open_sqlite(&dir.path(DB_FILE), false).await?;
+        let db = crate::db::Db::open(&dir, false).await?;
+        let key = crate::init::load_host_key(&dir)?;
+        let host_key_public = dwa_link::ssh::public_openssh(key.public_key());
+        let tls = crate::init::load_tls(&dir)?;
+        let (bound_ssh, bound_https) =
+            ports.unwrap_or((cfg.ssh.listen.port(), cfg.https.listen.port()));
+        let oidc = cfg
+            .oidc
+            .as_ref()
+            .map(sso::Oidc::new)
+            .transpose()?
+            .map(Arc::new);
+        Ok(Self {
+            oidc,
+            enroll_rate: Arc::new(governor::RateLimiter::keyed(per_minute(10))),
+            login_rate: Arc::new(governor::RateLimiter::keyed(per_minute(
+                cfg.web.logins_per_minute,
+            ))),
+            session_rate: Arc::new(governor::RateLimiter::keyed(per_minute(
+                cfg.web.sessions_per_minute,
+            ))),
+            ssh_port: cfg.ssh.public_port.unwrap_or(bound_ssh),
+            https_port: cfg.https.public_port.unwrap_or(bound_https),
+            web: Default::default(),
+            telemetry: Default::default(),
+            diag: Default::default(),
+            tunnels: Default::default(),
+            dummy_hash: crate::init::hash_password(&crate::util::random_password())?,
+            gates: accounts::Gates::new(&cfg.accounts),
+            audit: Audit::new(store.clone(), time.clone()),
+            agents: streams::AgentRegistry::default(),
+            time,
+            store,
+            db,
+            dir,
+            cfg,
+            tls_fingerprint: tls.fingerprint,
+            host_key_public,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    /// The portal's origin, as browsers send it in `Origin`.
+    pub fn portal_origin(&self) -> String {
+        if self.https_port == 443 {
+            format!("https://{}", self.cfg.domain)
+        } else {
+            format!("https://{}:{}", self.cfg.domain, self.https_port)
+        }
+    }
+}

@@ -383,7 +383,7 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
     // Always from the database: revocation and name ambiguity are checked
     // for every stream, whatever the registry holds.
     let agent = {
-        let a = relay.db.find_agent(&req.agent).await?;
+        let a = relay.store.find_agent(&req.agent).await?;
         AgentRef {
             revoked: a.revoked_at.is_some(),
             id: a.id,
@@ -426,7 +426,7 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
         .await);
     }
     if let Some(n) = &native {
-        let registered = relay.db.device_registered(&agent.id, &req.host).await?;
+        let registered = relay.store.device_registered(&agent.id, &req.host).await?;
         let d = relay_decide(&RelayCheck {
             device_registered: registered,
             port: req.port,

@@ -236,7 +236,7 @@ pub async fn open(
     device: i64,
     req: &TunnelRequest,
 ) -> Result<serde_json::Value> {
-    let target = relay.db.device_target(device).await?;
+    let target = relay.store.device_target(device).await?;
     let d = json!({"device": device, "port": req.port, "client": client.to_string()});
     let agent = target.agent_id.clone();
     if let Err(e) = p.require(Action::RawTunnel, Some(target.customer_id)) {

@@ -35,14 +35,7 @@ pub const SESSION_COOKIE: &str = "__Host-dwa_ws";
 pub const ENTER_PATH: &str = "/__dwa/enter";
 
 /// The device a session reaches.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeviceTarget {
-    pub id: i64,
-    pub name: Option<String>,
-    pub address: String,
-    pub agent_id: String,
-    pub customer_id: i64,
-}
+pub use dwa_store::devices::DeviceTarget;
 
 /// Why a session ended (audited, shown on the "session ended" page).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -87,7 +87,7 @@ pub async fn query(relay: &Relay, p: &Principal, q: &AuditQuery) -> Result<Vec<A
         ));
     }
     let (kind_exact, kind_prefix) = match q.kind.as_deref() {
-        Some(k) if k.ends_with('.') => (None, Some(format!("{k}%"))),
+        Some(k) if k.ends_with('.') => (None, Some(k.to_string())),
         Some(k) => (Some(k.to_string()), None),
         None => (None, None),
     };
@@ -100,54 +100,18 @@ pub async fn query(relay: &Relay, p: &Principal, q: &AuditQuery) -> Result<Vec<A
                 .map_err(|_| RelayError::Invalid("device: expected a device id".into()))
         })
         .transpose()?;
-    let actor = q.user.as_deref().map(|u| format!("user:{u}"));
-    let admin = p.role == Role::Admin;
-    // The scope, in SQL: an admin (?6) sees all; others their own actions
-    // (?7), their customers' agents and devices (?8: JSON array of ids).
-    let customers = format!(
-        "[{}]",
-        p.customers
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let rows = sqlx::query(
-        // A user's own refused attempt on another customer's device keeps
-        // its record, but not that customer's agent id.
-        "SELECT id, ts, kind, actor,
-                CASE WHEN ?6 OR agent IN (SELECT g.id FROM agents g
-                     WHERE g.customer_id IN (SELECT value FROM json_each(?8)))
-                THEN agent END AS agent,
-                detail, prev_hash, hash FROM audit a
-         WHERE (?1 IS NULL OR ts >= ?1)
-           AND (?2 IS NULL OR kind = ?2)
-           AND (?3 IS NULL OR kind LIKE ?3)
-           AND (?4 IS NULL OR actor = ?4)
-           AND (?5 IS NULL OR json_extract(detail, '$.device') = ?5)
-           AND (?6 OR actor = ?7
-                OR agent IN (SELECT g.id FROM agents g WHERE g.customer_id IN (SELECT value FROM json_each(?8)))
-                OR json_extract(detail, '$.device') IN (SELECT d.id FROM devices d JOIN agents g ON g.id = d.agent_id
-                     WHERE g.customer_id IN (SELECT value FROM json_each(?8))))
-         ORDER BY id DESC LIMIT ?9",
-    )
-    .bind(&since)
-    .bind(&kind_exact)
-    .bind(&kind_prefix)
-    .bind(&actor)
-    .bind(device)
-    .bind(admin)
-    .bind(p.actor())
-    .bind(&customers)
-    .bind(limit)
-    .fetch_all(&relay.db.pool)
-    .await?;
-    let mut out: Vec<AuditRecord> = rows
-        .iter()
-        .map(crate::services::audit::record_from_row)
-        .collect();
-    out.reverse();
-    Ok(out)
+    let filter = dwa_store::audit::AuditFilter {
+        since,
+        kind_exact,
+        kind_prefix,
+        actor: q.user.as_deref().map(|u| format!("user:{u}")),
+        device,
+        all: p.role == Role::Admin,
+        own_actor: p.actor(),
+        customers: p.customers.clone(),
+        limit,
+    };
+    Ok(relay.store.audit_query(&filter).await?)
 }
 
 /// The records in the asked format, as a response (`json`, `jsonl`, `csv`).

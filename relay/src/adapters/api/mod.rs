@@ -286,7 +286,7 @@ pub async fn open_web_session(
     device: i64,
     req: &WebSessionRequest,
 ) -> Result<serde_json::Value> {
-    let target = relay.db.device_target(device).await?;
+    let target = relay.store.device_target(device).await?;
     if let Err(e) = p.require(Action::WebSession, Some(target.customer_id)) {
         relay
             .audit

@@ -24,6 +24,7 @@ use tracing::Instrument;
 use crate::adapters::web::proxy;
 use crate::app::Relay;
 use crate::error::RelayError;
+use crate::services::error::{Class, Failure};
 use crate::services::web_sessions::session_id_from_host;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,39 +43,61 @@ pub fn api_error(status: StatusCode, code: &str, msg: impl Into<String>) -> Resp
         .into_response()
 }
 
-impl IntoResponse for RelayError {
-    fn into_response(self) -> Response {
-        if let RelayError::RateLimited { msg, retry_after } = &self {
-            let mut r = api_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg.clone());
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
-            return r;
-        }
-        if let RelayError::Locked(msg) = &self {
-            // The contract: the numeric status as the code.
+/// The one mapping of a service's failure to the API's answer: status,
+/// `{"error", "code"}`, and Retry-After for 429. Internal faults are
+/// logged, not shown.
+pub fn failure_response<E: Failure + ?Sized>(e: &E) -> Response {
+    let (status, retry) = match e.class() {
+        Class::Invalid => (StatusCode::BAD_REQUEST, None),
+        Class::Unauthorized => (StatusCode::UNAUTHORIZED, None),
+        Class::Forbidden => (StatusCode::FORBIDDEN, None),
+        Class::NotFound => (StatusCode::NOT_FOUND, None),
+        Class::Conflict => (StatusCode::CONFLICT, None),
+        Class::Locked => {
+            // The contract: the numeric status as the code.
             return (
                 StatusCode::LOCKED,
-                Json(serde_json::json!({"error": msg, "code": 423})),
+                Json(serde_json::json!({"error": e.to_string(), "code": 423})),
             )
                 .into_response();
         }
-        if let RelayError::TwoFactor { code, msg } = &self {
-            return api_error(StatusCode::UNAUTHORIZED, code, msg.clone());
+        Class::RateLimited { retry_after } => (StatusCode::TOO_MANY_REQUESTS, Some(retry_after)),
+        Class::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
+        Class::Internal => {
+            tracing::error!(error = %e, "internal error");
+            return api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            );
         }
-        let (status, code) = match &self {
-            RelayError::Refused(_) => (StatusCode::FORBIDDEN, "refused"),
-            RelayError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            RelayError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            RelayError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            RelayError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
-            RelayError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %self, "internal error");
-            return api_error(status, code, "internal error");
-        }
-        api_error(status, code, self.to_string())
+    };
+    let mut r = api_error(status, e.code(), e.to_string());
+    if let Some(s) = retry {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
+}
+
+/// A service's error on its way out of an API handler.
+pub struct ApiError(Box<dyn Failure + Send + Sync>);
+
+impl<E: Failure + Send + Sync + 'static> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        failure_response(&*self.0)
+    }
+}
+
+impl IntoResponse for RelayError {
+    fn into_response(self) -> Response {
+        failure_response(&self)
     }
 }
 

@@ -53,7 +53,7 @@ async fn allowed(
     id: i64,
     action: Action,
 ) -> PResult<()> {
-    let target = relay.db.device_target(id).await?;
+    let target = relay.store.device_target(id).await?;
     p.require(action, Some(target.customer_id))?;
     Ok(())
 }

@@ -26,7 +26,7 @@ fn admin(p: &Principal) -> PResult<()> {
 }
 
 fn invalid(m: impl Into<String>) -> PortalError {
-    PortalError(RelayError::Invalid(m.into()))
+    PortalError::from(RelayError::Invalid(m.into()))
 }
 
 async fn customer_list(relay: &Relay) -> PResult<Vec<(i64, String)>> {
@@ -318,7 +318,10 @@ pub async fn add_customer(
     let f = form(body)?;
     check_csrf(&p, &f._csrf)?;
     admin(&p)?;
-    let id = relay.db.add_customer(&f.name).await?;
+    let id = relay
+        .store
+        .add_customer(&f.name, &relay.time.rfc3339())
+        .await?;
     relay
         .audit
         .record(
@@ -443,7 +446,8 @@ pub async fn add_token(
     }
     let (token, expires) = crate::services::enrollment::issue_token(
         &relay.dir,
-        &relay.db,
+        &relay.store,
+        &relay.time,
         customer,
         uses,
         ttl.as_secs() as i64,
@@ -504,7 +508,7 @@ pub async fn alert_rules(
     let rules = match chosen {
         Some(c) => {
             if !customers.iter().any(|x| x.0 == c) {
-                return Err(PortalError(RelayError::NotFound(format!(
+                return Err(PortalError::from(RelayError::NotFound(format!(
                     "no customer {c}"
                 ))));
             }
@@ -575,7 +579,7 @@ pub async fn save_alert_rules(
     check_csrf(&p, csrf)?;
     p.require(Action::Administer, Some(customer))?;
     if !customer_list(&relay).await?.iter().any(|c| c.0 == customer) {
-        return Err(PortalError(RelayError::NotFound(format!(
+        return Err(PortalError::from(RelayError::NotFound(format!(
             "no customer {customer}"
         ))));
     }

@@ -24,7 +24,7 @@ pub fn tls_port(port: u16) -> bool {
 }
 
 fn not_found(what: &str) -> PortalError {
-    PortalError(RelayError::NotFound(format!("no {what}")))
+    PortalError::from(RelayError::NotFound(format!("no {what}")))
 }
 
 /// The customers the caller may see: None for an admin (all).
@@ -145,7 +145,7 @@ pub async fn devices(
     let customer: Option<i64> = match f.customer.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(c) => Some(c.parse().map_err(|_| {
-            PortalError(RelayError::Invalid(
+            PortalError::from(RelayError::Invalid(
                 "customer: expected a customer id".into(),
             ))
         })?),
@@ -409,7 +409,7 @@ fn device_csp(relay: &Relay) -> PResult<axum::http::HeaderValue> {
         "default-src 'self'; frame-ancestors 'none'; form-action 'self' https://*.{}{port}",
         relay.cfg.domain
     ))
-    .map_err(|e| PortalError(RelayError::Invalid(e.to_string())))
+    .map_err(|e| PortalError::from(RelayError::Invalid(e.to_string())))
 }
 
 pub async fn device(State(relay): State<Relay>, Portal(p): Portal, Path(id): Path<i64>) -> PResult {

@@ -106,7 +106,7 @@ pub async fn submit(
         Err(e @ RelayError::Refused(_)) => {
             Ok(fail(StatusCode::FORBIDDEN, &e.to_string(), &req.username))
         }
-        Err(e) => Err(PortalError(e)),
+        Err(e) => Err(PortalError::from(e)),
     }
 }
 

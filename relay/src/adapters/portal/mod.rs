@@ -36,6 +36,7 @@ use subtle::ConstantTimeEq;
 use crate::app::Relay;
 use crate::error::RelayError;
 use crate::services::auth::Principal;
+use crate::services::error::{Class, Failure};
 
 pub fn routes() -> Router<Relay> {
     Router::new()
@@ -115,18 +116,25 @@ async fn security_headers(req: Request, next: Next) -> Response {
 }
 
 /// A portal error: a redirect to the log-in page, or an HTML error page.
-#[derive(Debug)]
-pub struct PortalError(pub RelayError);
+/// Any service's error becomes one; its class picks the page.
+pub struct PortalError(pub Box<dyn Failure + Send + Sync>);
 
-impl From<RelayError> for PortalError {
-    fn from(e: RelayError) -> Self {
-        PortalError(e)
+impl std::fmt::Debug for PortalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PortalError({})", self.0)
     }
 }
 
+impl<E: Failure + Send + Sync + 'static> From<E> for PortalError {
+    fn from(e: E) -> Self {
+        PortalError(Box::new(e))
+    }
+}
+
+/// Transitional: pages that still run their own SQL.
 impl From<sqlx::Error> for PortalError {
     fn from(e: sqlx::Error) -> Self {
-        PortalError(e.into())
+        PortalError(Box::new(RelayError::from(e)))
     }
 }
 
@@ -135,21 +143,23 @@ pub type PResult<T = Response> = std::result::Result<T, PortalError>;
 impl IntoResponse for PortalError {
     fn into_response(self) -> Response {
         let e = self.0;
-        let (status, title) = match &e {
-            RelayError::Unauthorized(_) => return Redirect::to("/login").into_response(),
+        let (status, title) = match e.class() {
+            Class::Unauthorized if e.code().starts_with("totp_") => {
+                (StatusCode::UNAUTHORIZED, "Two-factor code")
+            }
+            Class::Unauthorized => return Redirect::to("/login").into_response(),
             // A log-in that must enroll two-factor first is sent to do so.
-            RelayError::Refused(m) if m == crate::services::auth::RESTRICTED_MESSAGE => {
+            Class::Forbidden if e.code() == crate::services::auth::RESTRICTED_CODE => {
                 return Redirect::to(account::PATH).into_response()
             }
-            RelayError::Refused(_) => (StatusCode::FORBIDDEN, "Not allowed"),
-            RelayError::Locked(_) => (StatusCode::LOCKED, "Account locked"),
-            RelayError::TwoFactor { .. } => (StatusCode::UNAUTHORIZED, "Two-factor code"),
-            RelayError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
-            RelayError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
-            RelayError::Invalid(_) => (StatusCode::BAD_REQUEST, "Invalid request"),
-            RelayError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
-            RelayError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+            Class::Forbidden => (StatusCode::FORBIDDEN, "Not allowed"),
+            Class::Locked => (StatusCode::LOCKED, "Account locked"),
+            Class::NotFound => (StatusCode::NOT_FOUND, "Not found"),
+            Class::Conflict => (StatusCode::CONFLICT, "Conflict"),
+            Class::Invalid => (StatusCode::BAD_REQUEST, "Invalid request"),
+            Class::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
+            Class::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+            Class::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
         };
         let text = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "portal: internal error");
@@ -189,7 +199,7 @@ pub fn check_csrf(p: &Principal, given: &str) -> PResult<()> {
     match p.csrf_token() {
         None => Ok(()),
         Some(t) if bool::from(t.as_bytes().ct_eq(given.as_bytes())) => Ok(()),
-        Some(_) => Err(PortalError(RelayError::Refused(
+        Some(_) => Err(PortalError::from(RelayError::Refused(
             "the form's anti-forgery token is missing or stale; reload the page and retry".into(),
         ))),
     }
@@ -200,12 +210,12 @@ pub type QueryArgs<T> = std::result::Result<axum::extract::Query<T>, QueryReject
 
 pub fn form<T>(f: FormBody<T>) -> PResult<T> {
     f.map(|Form(v)| v)
-        .map_err(|e| PortalError(RelayError::Invalid(e.body_text())))
+        .map_err(|e| PortalError::from(RelayError::Invalid(e.body_text())))
 }
 
 pub fn query<T>(q: QueryArgs<T>) -> PResult<T> {
     q.map(|axum::extract::Query(v)| v)
-        .map_err(|e| PortalError(RelayError::Invalid(e.body_text())))
+        .map_err(|e| PortalError::from(RelayError::Invalid(e.body_text())))
 }
 
 /// A 303 to `to` (after a form post, the browser GETs the result).

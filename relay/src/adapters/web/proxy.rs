@@ -300,11 +300,19 @@ pub async fn note_certificate(relay: &Relay, s: &WebSession, info: &dwa_proto::c
         return;
     }
     match relay
-        .db
-        .note_device_cert(s.device.id, s.port, &info.cert_sha256)
+        .store
+        .note_device_cert(
+            s.device.id,
+            s.port,
+            &info.cert_sha256,
+            &relay.time.rfc3339(),
+        )
         .await
     {
-        Ok((first_seen, previous)) => {
+        Ok(dwa_store::devices::CertSeen {
+            first_seen,
+            changed_from: previous,
+        }) => {
             if let Some(old) = &previous {
                 relay
                     .audit

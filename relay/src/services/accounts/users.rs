@@ -467,7 +467,10 @@ pub async fn create_customer(relay: &Relay, p: &Principal, name: &str) -> Result
             "customer name must be 1..=100 characters".into(),
         ));
     }
-    let id = relay.db.add_customer(name).await?;
+    let id = relay
+        .store
+        .add_customer(name, &relay.time.rfc3339())
+        .await?;
     admin_audit(
         relay,
         p,
@@ -533,7 +536,8 @@ pub async fn create_enrollment_token(
     check_customers_exist(relay, &[req.customer_id]).await?;
     let (token, expires) = crate::services::enrollment::issue_token(
         &relay.dir,
-        &relay.db,
+        &relay.store,
+        &relay.time,
         req.customer_id,
         uses,
         ttl,

@@ -169,7 +169,10 @@ pub async fn handler(
             if events > 0 {
                 relay.telemetry.wake.notify_one();
             }
-            let _ = relay.db.touch_agent(&agent.id).await;
+            let _ = relay
+                .store
+                .touch_agent(&agent.id, &relay.time.rfc3339())
+                .await;
             tracing::debug!(agent = %agent.id, accepted = ack.accepted.len(), rejected = ack.rejected.len(), "ingest");
             Json(ack).into_response()
         }
@@ -565,10 +568,13 @@ mod tests {
     #[tokio::test]
     async fn a_hand_added_device_is_claimed_and_weak_readings_stay_with_it() {
         let (_t, db) = crate::services::telemetry::testutil::db().await;
-        let hand = db
-            .add_device("agt_a", "10.0.0.7", Some("front desk"))
-            .await
-            .unwrap();
+        let hand: i64 = sqlx::query_scalar(
+            "INSERT INTO devices (agent_id, address, name, created_at) \
+             VALUES ('agt_a', '10.0.0.7', 'front desk', '2026-01-01T00:00:00.000Z') RETURNING id",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
         put(
             &db,
             "agt_a",

@@ -115,8 +115,15 @@ pub(crate) mod testutil {
         let db = Db::open(&DataDir(tmp.path().to_path_buf()), true)
             .await
             .expect("db");
-        db.add_customer("acme").await.expect("customer");
-        db.add_customer("other").await.expect("customer");
+        for name in ["acme", "other"] {
+            sqlx::query(
+                "INSERT INTO customers (name, created_at) VALUES (?, '2026-01-01T00:00:00.000Z')",
+            )
+            .bind(name)
+            .execute(&db.pool)
+            .await
+            .expect("customer");
+        }
         for (id, c) in [("agt_a", 1), ("agt_b", 1), ("agt_x", 2)] {
             sqlx::query(
                 "INSERT INTO agents (id, name, customer_id, public_key, hostname, created_at)

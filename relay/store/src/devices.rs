@@ -1,0 +1,163 @@
+//! Devices: registered by hand or discovered by telemetry, each behind one
+//! agent; the certificates seen on their HTTPS ports. The inventory's
+//! matching of readings to devices (in [`crate::Tx`]) is in
+//! [`crate::readings`].
+
+use crate::{unique, Result, Store, StoreError, Tx};
+
+/// A device and the customer it belongs to (through its agent): what a
+/// stream, a web session or a tunnel needs to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
+pub struct DeviceTarget {
+    pub id: i64,
+    pub name: Option<String>,
+    pub address: String,
+    pub agent_id: String,
+    pub customer_id: i64,
+}
+
+const TARGET_SELECT: &str = "SELECT d.id, d.name, d.address, d.agent_id, a.customer_id \
+    FROM devices d JOIN agents a ON a.id = d.agent_id";
+
+/// What recording a device's certificate found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSeen {
+    /// When this certificate was first seen on that port.
+    pub first_seen: String,
+    /// The certificate seen before, if this one differs from it.
+    pub changed_from: Option<String>,
+}
+
+impl Store {
+    pub async fn add_device(
+        &self,
+        agent_id: &str,
+        address: &str,
+        name: Option<&str>,
+        now: &str,
+    ) -> Result<i64> {
+        let r = sqlx::query_scalar(
+            "INSERT INTO devices (agent_id, address, name, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(agent_id)
+        .bind(address)
+        .bind(name)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await;
+        unique(r, || {
+            format!("device {address} is already registered for this agent")
+        })
+    }
+
+    pub async fn device_registered(&self, agent_id: &str, address: &str) -> Result<bool> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE agent_id = $1 AND address = $2")
+                .bind(agent_id)
+                .bind(address)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n > 0)
+    }
+
+    pub async fn device_target(&self, id: i64) -> Result<DeviceTarget> {
+        sqlx::query_as(&format!("{TARGET_SELECT} WHERE d.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no device {id}")))
+    }
+
+    /// Devices with their customer, optionally only those of `customers`.
+    pub async fn device_targets(&self, customers: Option<&[i64]>) -> Result<Vec<DeviceTarget>> {
+        let rows: Vec<DeviceTarget> = sqlx::query_as(&format!("{TARGET_SELECT} ORDER BY d.id"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|d| customers.is_none_or(|c| c.contains(&d.customer_id)))
+            .collect())
+    }
+
+    /// Records the certificate seen on a device's HTTPS port (trust on
+    /// first use, with notice: a new one is recorded, the change reported).
+    pub async fn note_device_cert(
+        &self,
+        device: i64,
+        port: u16,
+        sha256: &str,
+        now: &str,
+    ) -> Result<CertSeen> {
+        let mut tx = self.begin().await?;
+        let out = tx.note_device_cert(device, port, sha256, now).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+impl Tx {
+    async fn note_device_cert(
+        &mut self,
+        device: i64,
+        port: u16,
+        sha256: &str,
+        now: &str,
+    ) -> Result<CertSeen> {
+        let port = i64::from(port);
+        let old: Option<(String, String)> = sqlx::query_as(
+            "SELECT cert_sha256, first_seen FROM device_tls WHERE device_id = $1 AND port = $2",
+        )
+        .bind(device)
+        .bind(port)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(match old {
+            Some((cert, first_seen)) if cert == sha256 => {
+                sqlx::query(
+                    "UPDATE device_tls SET last_seen = $1 WHERE device_id = $2 AND port = $3",
+                )
+                .bind(now)
+                .bind(device)
+                .bind(port)
+                .execute(&mut *self.tx)
+                .await?;
+                CertSeen {
+                    first_seen,
+                    changed_from: None,
+                }
+            }
+            Some((cert, _)) => {
+                sqlx::query(
+                    "UPDATE device_tls SET cert_sha256 = $1, first_seen = $2, last_seen = $2 \
+                     WHERE device_id = $3 AND port = $4",
+                )
+                .bind(sha256)
+                .bind(now)
+                .bind(device)
+                .bind(port)
+                .execute(&mut *self.tx)
+                .await?;
+                CertSeen {
+                    first_seen: now.to_string(),
+                    changed_from: Some(cert),
+                }
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO device_tls (device_id, port, cert_sha256, first_seen, last_seen) \
+                     VALUES ($1, $2, $3, $4, $4)",
+                )
+                .bind(device)
+                .bind(port)
+                .bind(sha256)
+                .bind(now)
+                .execute(&mut *self.tx)
+                .await?;
+                CertSeen {
+                    first_seen: now.to_string(),
+                    changed_from: None,
+                }
+            }
+        })
+    }
+}
