@@ -87,6 +87,12 @@ pub mod kind {
     /// One IPP request seen on its way to port 631 (operation, requested
     /// attributes; never document data).
     pub const IPP_OPERATION: &str = "ipp.operation";
+    /// A log-in session, API token or pending single-sign-on log-in ended
+    /// (its reason: logout, revoked, deactivated, locked ...).
+    pub const GRANT_END: &str = "grant.end";
+    /// A customer and all its data erased (agents, devices, readings,
+    /// alerts); earlier audit records stay.
+    pub const CUSTOMER_ERASE: &str = "customer.erase";
 }
 
 /// The fields a record is made of, before it is chained.

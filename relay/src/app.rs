@@ -25,6 +25,8 @@ pub struct RelayState {
     pub handshakes: Arc<Semaphore>,
     /// New TCP connections per source address (SSH and HTTPS together).
     pub conn_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// The session-host proxy's per-session runtimes.
+    pub web_rt: crate::adapters::web::proxy::Runtimes,
 }
 
 /// Adapters reach the services through the relay.
@@ -63,6 +65,7 @@ impl RelayState {
             connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
             handshakes: Arc::new(Semaphore::new(cfg.limits.max_handshakes)),
             conn_rate: Arc::new(governor::RateLimiter::keyed(conn_quota())),
+            web_rt: Default::default(),
             ssh_config,
             tls: tls.config,
             svc,
@@ -143,6 +146,7 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
     );
     crate::services::telemetry::webhook::spawn(relay.clone())?;
     crate::services::accounts::inactivity::spawn(relay.clone());
+    crate::services::grants::spawn_watcher(&relay.svc);
     // Forget idle rate-limit keys so the table does not grow without bound.
     let r = relay.clone();
     relay.tracker.spawn(

@@ -12,6 +12,7 @@ use dwa_relay::adapters::admin_socket::{local_actor, AdminRequest};
 use dwa_relay::config::{DataDir, ADMIN_SOCKET};
 use dwa_relay::services::audit::{to_csv, to_jsonl};
 use dwa_relay::services::clock::Time;
+use dwa_relay::services::devices::Actor;
 use dwa_relay::services::Services;
 use dwa_relay::util::{parse_duration, random_password};
 use serde_json::json;
@@ -136,18 +137,38 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum CustomerCmd {
-    Add { name: String },
+    /// Add a customer.
+    Add {
+        /// The customer's name (unique).
+        name: String,
+    },
+    /// Erase a customer and all its data: its agents are revoked, web
+    /// sessions and tunnels to its devices end; one audit record says so.
+    Erase {
+        /// The customer's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum DeviceCmd {
+    /// Register a device by hand (devices are otherwise found by telemetry).
     Add {
+        /// The agent the device sits behind: its id, or its name when unambiguous.
         #[arg(long)]
         agent: String,
+        /// The device's IP address (or host name) as the agent reaches it.
         #[arg(long)]
         address: String,
+        /// A name to show in the portal.
         #[arg(long)]
         name: Option<String>,
+    },
+    /// Remove a device, its readings and alerts; its web sessions and
+    /// tunnels end.
+    Remove {
+        /// The device id.
+        id: i64,
     },
 }
 
@@ -304,6 +325,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             dwa_relay::app::stop(&b.relay).await;
         }
         Cmd::Customer {
+            cmd: CustomerCmd::Erase { name },
+        } => {
+            let svc = open(&dir).await?;
+            let id = svc.store.customer_id(&name).await?;
+            let agents: Vec<String> = svc
+                .store
+                .agents()
+                .await?
+                .into_iter()
+                .filter(|a| a.customer_id == id)
+                .map(|a| a.id)
+                .collect();
+            let e = dwa_relay::services::devices::erase_customer(&svc, Actor::Local(&actor), id)
+                .await?;
+            // The running server drops the erased agents' sessions.
+            for agent in agents {
+                let _ = dwa_relay::adapters::admin_socket::request(
+                    &dir.path(ADMIN_SOCKET),
+                    &AdminRequest::Disconnect { agent },
+                )
+                .await;
+            }
+            let text = format!(
+                "customer {name} erased: {} agents, {} devices, {} readings, {} alerts; {} customer users deactivated",
+                e.agents, e.devices, e.readings, e.alerts, e.users_deactivated
+            );
+            print(j, serde_json::to_value(&e)?, text);
+        }
+        Cmd::Customer {
             cmd: CustomerCmd::Add { name },
         } => {
             let svc = open(&dir).await?;
@@ -332,28 +382,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 },
         } => {
             let svc = open(&dir).await?;
-            let audit = &svc.audit;
-            let a = svc.store.find_agent(&agent).await?;
-            let address = address.trim().to_string();
-            if address.is_empty() || address.len() > 253 || address.contains(char::is_whitespace) {
-                bail!("--address {address:?}: expected an IP address or host name");
-            }
-            let id = svc
-                .store
-                .add_device(&a.id, &address, name.as_deref(), &svc.time.rfc3339())
-                .await?;
-            audit
-                .append(
-                    kind::ADMIN_COMMAND,
-                    &actor,
-                    Some(&a.id),
-                    json!({"command": "device add", "address": address, "name": name}),
-                )
-                .await?;
+            let d = dwa_relay::services::devices::add(
+                &svc,
+                Actor::Local(&actor),
+                &agent,
+                &address,
+                name.as_deref(),
+            )
+            .await?;
+            let text = format!(
+                "device {} added for agent {} (id {})",
+                d.address, d.agent, d.id
+            );
+            print(j, serde_json::to_value(&d)?, text);
+        }
+        Cmd::Device {
+            cmd: DeviceCmd::Remove { id },
+        } => {
+            let svc = open(&dir).await?;
+            dwa_relay::services::devices::remove(&svc, Actor::Local(&actor), id).await?;
             print(
                 j,
-                json!({"id": id, "agent": a.id, "address": address, "name": name}),
-                format!("device {address} added for agent {} (id {id})", a.name),
+                json!({"id": id, "removed": true}),
+                format!("device {id} removed"),
             );
         }
         Cmd::User {
@@ -516,17 +567,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             cmd: AgentCmd::Revoke { agent },
         } => {
             let svc = open(&dir).await?;
-            let audit = &svc.audit;
-            let a = svc.store.find_agent(&agent).await?;
-            let changed = svc.store.revoke_agent(&a.id, &svc.time.rfc3339()).await?;
-            audit
-                .append(
-                    kind::ADMIN_COMMAND,
-                    &actor,
-                    Some(&a.id),
-                    json!({"command": "agent revoke", "changed": changed}),
-                )
-                .await?;
+            let (id, _) =
+                dwa_relay::services::devices::revoke_agent(&svc, Actor::Local(&actor), &agent)
+                    .await?;
+            let a = svc.store.find_agent(&id).await?;
             // Drop its live session, if the server is running.
             let _ = dwa_relay::adapters::admin_socket::request(
                 &dir.path(ADMIN_SOCKET),

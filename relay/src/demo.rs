@@ -11,9 +11,9 @@ use dwa_sim::{Fleet, FleetConfig};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
-use crate::adapters::api::{open_web_session, WebSessionRequest};
 use crate::config::DataDir;
 use crate::error::{RelayError, Result};
+use crate::services::web_sessions::{self, OpenRequest};
 
 pub struct DemoOptions {
     /// Kept after the demo when given; a temporary directory otherwise.
@@ -244,13 +244,14 @@ async fn serve_demo(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let admin = crate::services::auth::local_principal(relay, &report.admin_user).await?;
-    let req = WebSessionRequest {
+    let req = OpenRequest {
         port: o.http_port,
         tls: None,
         rewrite: None,
     };
-    let link = |v: &serde_json::Value| v["url"].as_str().unwrap_or_default().to_string();
-    let first = open_web_session(relay, &admin, devices[0], &req).await?;
+    let warm = crate::adapters::web::proxy::Prewarm(relay.clone());
+    let link = |v: &web_sessions::Opened| v.url.clone();
+    let first = web_sessions::open(&relay.svc, &admin, devices[0], &req, &warm).await?;
     let portal = format!("{}/", relay.portal_origin());
     if o.json {
         println!(
@@ -280,7 +281,7 @@ async fn serve_demo(
         tokio::select! {
             _ = crate::app::shutdown_signal() => return Ok(()),
             l = lines.next_line(), if stdin_open => match l {
-                Ok(Some(_)) => match open_web_session(relay, &admin, devices[0], &req).await {
+                Ok(Some(_)) => match web_sessions::open(&relay.svc, &admin, devices[0], &req, &warm).await {
                     Ok(v) if o.json => println!("{}", json!({"web_session": link(&v)})),
                     Ok(v) => println!("  {}", link(&v)),
                     Err(e) => eprintln!("  web session: {e}"),

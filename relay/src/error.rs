@@ -52,6 +52,12 @@ pub enum RelayError {
     Store(#[from] dwa_store::StoreError),
     #[error(transparent)]
     Audit(#[from] crate::services::audit::AuditError),
+    #[error(transparent)]
+    Auth(#[from] crate::services::auth::AuthError),
+    #[error(transparent)]
+    Web(#[from] crate::services::web_sessions::WebSessionError),
+    #[error(transparent)]
+    Grant(#[from] crate::services::grants::GrantError),
 }
 
 impl crate::services::error::Failure for RelayError {
@@ -69,6 +75,9 @@ impl crate::services::error::Failure for RelayError {
                 retry_after: *retry_after,
             },
             RelayError::Store(e) => e.class(),
+            RelayError::Auth(e) => e.class(),
+            RelayError::Web(e) => e.class(),
+            RelayError::Grant(e) => e.class(),
             _ => Class::Internal,
         }
     }
@@ -79,6 +88,7 @@ impl crate::services::error::Failure for RelayError {
             RelayError::TwoFactor { code, .. } => code,
             RelayError::Restricted => crate::services::auth::RESTRICTED_CODE,
             RelayError::Store(e) => e.code(),
+            RelayError::Auth(e) => e.code(),
             _ => match self.class() {
                 Class::Invalid => "invalid",
                 Class::Unauthorized => "unauthorized",

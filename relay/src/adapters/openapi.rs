@@ -87,9 +87,12 @@ pub const AGENT_SIGNATURE: &str = "agent_signature";
         crate::adapters::api::accounts::list_enrollment_tokens,
         crate::adapters::api::accounts::create_enrollment_token,
         // Raw TCP tunnels (crate::services::tunnels).
-        crate::services::tunnels::create,
-        crate::services::tunnels::list,
-        crate::services::tunnels::revoke,
+        crate::adapters::api::tunnels::create,
+        crate::adapters::api::devices::add,
+        crate::adapters::api::devices::remove,
+        crate::adapters::api::devices::erase_customer,
+        crate::adapters::api::tunnels::list,
+        crate::adapters::api::tunnels::revoke,
         // The audit log (crate::adapters::api::audit).
         crate::adapters::api::audit::audit,
     ),

@@ -440,13 +440,16 @@ pub async fn serve_connection(relay: Relay, io: BoxIo, peer: SocketAddr, transpo
         // sessions cannot go on.
         if current {
             for s in relay.web.live_where(|s| s.device.agent_id == conn.agent_id) {
-                crate::adapters::web::proxy::end(
+                let r = crate::services::web_sessions::end(
                     &relay,
                     &s,
                     crate::services::web_sessions::EndReason::AgentGone,
                     "relay",
                 )
                 .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "ending a web session");
+                }
             }
         }
     }

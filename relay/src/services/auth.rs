@@ -1,19 +1,20 @@
-//! Who is calling the API. A password log-in (argon2id) opens a cookie
-//! session; scripts use per-user API tokens (`Authorization: Bearer`).
-//! Either way the caller becomes a [`Principal`], and every handler asks
+//! Who is calling. A password log-in (argon2id) or single sign-on opens a
+//! log-in grant behind a cookie; scripts use per-user API tokens. Either
+//! way the caller becomes a [`Principal`], and every service asks
 //! `dwa_policy::roles` whether it may act for the customer concerned.
-//! Two-factor and lockout slot into [`login`] without changing its callers.
+//! Log-ins and tokens are grants (`services::grants`): log-out and
+//! revocation end them and everything opened under them.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-use axum::http::{header, Method};
 use dwa_policy::roles::{permit, Action, Role, Scope};
-use serde::Deserialize;
-use sqlx::Row;
+use dwa_proto::audit::kind;
+use dwa_store::grants::{GrantKind, NewGrant, Selector};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use crate::app::Relay;
-use crate::error::{RelayError, Result};
-use crate::util::{now_rfc3339, random_secret, sha256_hex, unix_now};
+use crate::services::error::{Class, Failure};
+use crate::services::grants::{self, EndReason};
+use crate::services::Services;
+use crate::util::{random_secret, sha256_hex};
 
 /// The portal's log-in cookie (host-only: no Domain attribute).
 pub const SESSION_COOKIE: &str = "dwa_session";
@@ -21,13 +22,74 @@ pub const SESSION_COOKIE: &str = "dwa_session";
 /// API tokens start with this, so leaked ones are recognisable.
 pub const TOKEN_PREFIX: &str = "dwat_";
 
+/// The 403 a restricted log-in gets everywhere but enrollment, and its code.
+pub const RESTRICTED_CODE: &str = "totp_enrollment_required";
+pub const RESTRICTED_MESSAGE: &str = "two-factor authentication is required for your role: enroll it first (POST /api/v1/me/totp, then POST /api/v1/me/totp/confirm)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Not logged in, ended, unknown token (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The account is locked (423).
+    #[error("{0}")]
+    Locked(String),
+    /// Logged in but not allowed (403).
+    #[error("{0}")]
+    Refused(String),
+    /// Must enroll two-factor first (403, its own code).
+    #[error("{RESTRICTED_MESSAGE}")]
+    Restricted,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] dwa_store::StoreError),
+    #[error(transparent)]
+    Grant(#[from] grants::GrantError),
+    #[error(transparent)]
+    Audit(#[from] crate::services::audit::AuditError),
+}
+
+impl Failure for AuthError {
+    fn class(&self) -> Class {
+        match self {
+            AuthError::Unauthorized(_) => Class::Unauthorized,
+            AuthError::Locked(_) => Class::Locked,
+            AuthError::Refused(_) | AuthError::Restricted => Class::Forbidden,
+            AuthError::Invalid(_) => Class::Invalid,
+            AuthError::NotFound(_) => Class::NotFound,
+            AuthError::Store(e) => e.class(),
+            AuthError::Grant(e) => e.class(),
+            AuthError::Audit(e) => e.class(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            AuthError::Restricted => RESTRICTED_CODE,
+            AuthError::Store(e) => e.code(),
+            _ => match self.class() {
+                Class::Unauthorized => "unauthorized",
+                Class::Locked => "locked",
+                Class::Forbidden => "refused",
+                Class::Invalid => "invalid",
+                Class::NotFound => "not_found",
+                _ => "internal",
+            },
+        }
+    }
+}
+
+/// How the caller authenticated: the grant its request rides on.
 #[derive(Debug, Clone)]
 pub enum Via {
-    /// A log-in session, by the SHA-256 of its cookie.
-    Session(String),
-    /// An API token, by id.
+    /// A log-in grant, and the SHA-256 of its cookie.
+    Session { grant: i64, hash: String },
+    /// An API token's grant.
     Token(i64),
-    /// The relay's own commands on this host (`demo`).
+    /// The relay's own commands on this host (`demo`, the admin socket).
     Local,
 }
 
@@ -41,25 +103,9 @@ pub struct Principal {
     pub customers: Vec<i64>,
     pub via: Via,
     /// A log-in of a user who must enroll two-factor first: only the
-    /// enrollment routes answer (see [`RESTRICTED_ALLOWED`]).
+    /// enrollment routes answer.
     pub restricted: bool,
 }
-
-/// What a restricted log-in (two-factor required, not yet enrolled) may call.
-pub const RESTRICTED_ALLOWED: [&str; 7] = [
-    "/api/v1/me",
-    "/api/v1/me/totp",
-    "/api/v1/me/totp/confirm",
-    "/api/v1/logout",
-    // The portal's enrollment pages and log-out.
-    crate::adapters::portal::account::PATH,
-    crate::adapters::portal::account::CONFIRM_PATH,
-    "/logout",
-];
-
-/// The 403 a restricted log-in gets everywhere else, and its code.
-pub const RESTRICTED_CODE: &str = "totp_enrollment_required";
-pub const RESTRICTED_MESSAGE: &str = "two-factor authentication is required for your role: enroll it first (POST /api/v1/me/totp, then POST /api/v1/me/totp/confirm)";
 
 impl Principal {
     /// "Who" in the audit log.
@@ -69,9 +115,9 @@ impl Principal {
 
     /// Refuses (403, with the reason) unless the role allows `action` for
     /// `customer`.
-    pub fn require(&self, action: Action, customer: Option<i64>) -> Result<()> {
+    pub fn require(&self, action: Action, customer: Option<i64>) -> Result<(), AuthError> {
         if self.restricted {
-            return Err(RelayError::Restricted);
+            return Err(AuthError::Restricted);
         }
         let p = permit(
             self.role,
@@ -84,20 +130,28 @@ impl Principal {
         if p.allowed {
             Ok(())
         } else {
-            Err(RelayError::Refused(p.reason))
+            Err(AuthError::Refused(p.reason))
         }
     }
 
-    /// The log-in session this principal came through, if any.
+    /// The grant this principal's request rides on (a derived grant's parent).
+    pub fn grant(&self) -> Option<i64> {
+        match &self.via {
+            Via::Session { grant, .. } | Via::Token(grant) => Some(*grant),
+            Via::Local => None,
+        }
+    }
+
+    /// The cookie hash of the log-in this principal came through, if any.
     pub fn login_session(&self) -> Option<&str> {
         match &self.via {
-            Via::Session(h) => Some(h),
+            Via::Session { hash, .. } => Some(hash),
             Via::Token(_) | Via::Local => None,
         }
     }
 
     /// The anti-CSRF token of a cookie log-in: hex(sha256("dwa-csrf:" +
-    /// the session id's hash)). API tokens and local callers have none
+    /// the cookie's hash)). API tokens and local callers have none
     /// (nothing rides along on their requests).
     pub fn csrf_token(&self) -> Option<String> {
         self.login_session()
@@ -131,88 +185,72 @@ pub struct LoginOk {
 }
 
 /// The user `username` acting through the relay's own commands.
-pub async fn local_principal(relay: &Relay, username: &str) -> Result<Principal> {
-    let id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
-        .bind(username)
-        .fetch_optional(&relay.db.pool)
+pub async fn local_principal(svc: &Services, username: &str) -> Result<Principal, AuthError> {
+    let id = svc
+        .store
+        .user_id_by_name(username)
         .await?
-        .ok_or_else(|| RelayError::NotFound(format!("no user {username:?}")))?;
-    load_principal(relay, id, Via::Local).await
+        .ok_or_else(|| AuthError::NotFound(format!("no user {username:?}")))?;
+    load_principal(svc, id, Via::Local, false).await
 }
 
-pub async fn load_principal(relay: &Relay, user_id: i64, via: Via) -> Result<Principal> {
-    load_principal_as(relay, user_id, via, false).await
-}
-
-pub(crate) async fn load_principal_as(
-    relay: &Relay,
+/// The principal of user `user_id`, if the account may act at all.
+pub async fn load_principal(
+    svc: &Services,
     user_id: i64,
     via: Via,
     restricted: bool,
-) -> Result<Principal> {
-    let row = sqlx::query("SELECT username, role, active, locked_at FROM users WHERE id = ?")
-        .bind(user_id)
-        .fetch_optional(&relay.db.pool)
+) -> Result<Principal, AuthError> {
+    let u = svc
+        .store
+        .user_auth(user_id)
         .await?
-        .ok_or_else(|| RelayError::Unauthorized("the account no longer exists".into()))?;
-    if row.get::<i64, _>("active") == 0 {
-        return Err(RelayError::Unauthorized(
+        .ok_or_else(|| AuthError::Unauthorized("the account no longer exists".into()))?;
+    if !u.active {
+        return Err(AuthError::Unauthorized(
             "this account is deactivated; an administrator must reactivate it".into(),
         ));
     }
-    if row.get::<Option<String>, _>("locked_at").is_some() {
-        return Err(RelayError::Locked(
+    if u.locked_at.is_some() {
+        return Err(AuthError::Locked(
             "this account is locked; an administrator must unlock it".into(),
         ));
     }
-    let role: String = row.get("role");
-    let customers: Vec<i64> =
-        sqlx::query_scalar("SELECT customer_id FROM user_customers WHERE user_id = ?")
-            .bind(user_id)
-            .fetch_all(&relay.db.pool)
-            .await?;
     Ok(Principal {
         user_id,
-        username: row.get("username"),
-        role: role
+        username: u.username,
+        role: u
+            .role
             .parse()
-            .map_err(|e: String| RelayError::Invalid(format!("stored role: {e}")))?,
-        customers,
+            .map_err(|e: String| AuthError::Invalid(format!("stored role: {e}")))?,
+        customers: svc.store.user_customers(user_id).await?,
         via,
         restricted,
     })
 }
 
-/// Checks the credentials (password, then two-factor) and opens a log-in
-/// session; failure rates, lockout and inactivity apply (see
-/// [`crate::services::accounts::login`]). Every attempt is audited; the answer never
-/// says whether the user exists.
-pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<LoginOk> {
-    crate::services::accounts::login::login(relay, req, peer).await
-}
-
-/// Opens a log-in session for a user already authenticated some other way
-/// (single sign-on): the same cookie and lifetime as a password log-in.
-/// The caller audits the log-in, with what it knows of how it happened.
-pub async fn open_login_session(relay: &Relay, user_id: i64, peer: &str) -> Result<LoginOk> {
+/// Opens a log-in grant for a user whose credentials were checked (a
+/// password log-in or single sign-on). `restricted`: may only enroll
+/// two-factor. The caller audits the log-in.
+pub async fn open_login(
+    svc: &Services,
+    user_id: i64,
+    restricted: bool,
+) -> Result<LoginOk, AuthError> {
     let cookie = random_secret(32);
-    let expires_at = unix_now() + relay.cfg.web.login_lifetime.as_secs() as i64;
-    sqlx::query(
-        "INSERT INTO login_sessions (id_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(sha256_hex(&cookie))
-    .bind(user_id)
-    .bind(now_rfc3339())
-    .bind(expires_at)
-    .execute(&relay.db.pool)
-    .await?;
-    sqlx::query("UPDATE users SET last_login = ? WHERE id = ?")
-        .bind(now_rfc3339())
-        .bind(user_id)
-        .execute(&relay.db.pool)
+    let hash = sha256_hex(&cookie);
+    let now = svc.time.unix();
+    let expires_at = now + svc.cfg.web.login_lifetime.as_secs() as i64;
+    let mut g = NewGrant::new(GrantKind::Login, now);
+    g.secret_hash = Some(&hash);
+    g.user_id = Some(user_id);
+    g.restricted = restricted;
+    g.expires_at = Some(expires_at);
+    let grant = svc.store.issue_grant(&g).await?;
+    svc.store
+        .note_login(user_id, &svc.time.rfc3339(), now)
         .await?;
-    let principal = load_principal(relay, user_id, Via::Session(sha256_hex(&cookie))).await?;
-    tracing::debug!(user = %principal.username, %peer, "log-in session opened");
+    let principal = load_principal(svc, user_id, Via::Session { grant, hash }, restricted).await?;
     Ok(LoginOk {
         principal,
         cookie,
@@ -220,170 +258,166 @@ pub async fn open_login_session(relay: &Relay, user_id: i64, peer: &str) -> Resu
     })
 }
 
-/// Ends a log-in session (the user's logout). Returns whether it was live.
-pub async fn logout(relay: &Relay, id_hash: &str) -> Result<bool> {
-    let r = sqlx::query(
-        "UPDATE login_sessions SET ended_at = ? WHERE id_hash = ? AND ended_at IS NULL",
-    )
-    .bind(now_rfc3339())
-    .bind(id_hash)
-    .execute(&relay.db.pool)
-    .await?;
-    Ok(r.rows_affected() > 0)
-}
-
-/// A new API token for the principal's own account; the token is shown once.
-pub async fn create_token(relay: &Relay, p: &Principal, name: &str) -> Result<(i64, String)> {
-    let name = name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(RelayError::Invalid(
-            "token name must be 1..=100 characters".into(),
-        ));
-    }
-    let token = format!("{TOKEN_PREFIX}{}", random_secret(32));
-    let id = sqlx::query(
-        "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(p.user_id)
-    .bind(name)
-    .bind(sha256_hex(&token))
-    .bind(now_rfc3339())
-    .execute(&relay.db.pool)
-    .await?
-    .last_insert_rowid();
-    Ok((id, token))
-}
-
-/// Revokes one of the principal's tokens (admins: anyone's).
-pub async fn revoke_token(relay: &Relay, p: &Principal, id: i64) -> Result<()> {
-    let r = sqlx::query(
-        "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL AND (user_id = ? OR ?)",
-    )
-    .bind(now_rfc3339())
-    .bind(id)
-    .bind(p.user_id)
-    .bind(p.role == Role::Admin)
-    .execute(&relay.db.pool)
-    .await?;
-    if r.rows_affected() == 0 {
-        return Err(RelayError::NotFound(format!("no live token {id} of yours")));
-    }
-    Ok(())
-}
-
-/// Resolves the caller of an API request.
-pub async fn authenticate(relay: &Relay, parts: &Parts) -> Result<Principal> {
-    if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
-        let token = h
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| {
-                RelayError::Unauthorized("expected Authorization: Bearer <token>".into())
-            })?;
-        let row = sqlx::query(
-            "SELECT id, user_id FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
-        )
-        .bind(sha256_hex(token))
-        .fetch_optional(&relay.db.pool)
-        .await?
-        .ok_or_else(|| RelayError::Unauthorized("unknown or revoked API token".into()))?;
-        return load_principal(relay, row.get("user_id"), Via::Token(row.get("id"))).await;
-    }
-    let Some(cookie) = crate::util::cookie_value(&parts.headers, SESSION_COOKIE) else {
-        return Err(RelayError::Unauthorized(
-            "log in first (POST /api/v1/login) or send an API token".into(),
-        ));
-    };
-    // A cookie rides along on requests other sites trigger: state-changing
-    // ones must come from the portal itself (a JSON body already forces a
-    // CORS preflight, which we never grant; this covers the rest).
-    if parts.method != Method::GET && parts.method != Method::HEAD {
-        if let Some(origin) = parts.headers.get(header::ORIGIN) {
-            if origin.as_bytes() != relay.portal_origin().as_bytes() {
-                return Err(RelayError::Refused(
-                    "cross-origin request refused (Origin is not the portal)".into(),
-                ));
-            }
-        }
-    }
-    let id_hash = sha256_hex(cookie);
-    let now = unix_now();
-    let row = sqlx::query(
-        "SELECT user_id, last_seen, restricted FROM login_sessions WHERE id_hash = ? AND ended_at IS NULL AND expires_at > ?",
-    )
-    .bind(&id_hash)
-    .bind(now)
-    .fetch_optional(&relay.db.pool)
-    .await?
-    .ok_or_else(|| RelayError::Unauthorized("the log-in session ended; log in again".into()))?;
-    let idle = relay.cfg.accounts.session_idle_timeout.as_secs() as i64;
-    let last_seen: Option<i64> = row.get("last_seen");
-    match crate::services::accounts::users::idle_check(last_seen, now, idle) {
-        IdleCheck::Fresh => {}
-        IdleCheck::Touch => {
-            sqlx::query("UPDATE login_sessions SET last_seen = ? WHERE id_hash = ?")
-                .bind(now)
-                .bind(&id_hash)
-                .execute(&relay.db.pool)
-                .await?;
-        }
-        IdleCheck::TimedOut => {
-            logout(relay, &id_hash).await?;
-            return Err(RelayError::Unauthorized(format!(
-                "the log-in session timed out after {} minutes without a request; log in again",
-                idle / 60
-            )));
-        }
-    }
-    let p = load_principal_as(
-        relay,
-        row.get("user_id"),
-        Via::Session(id_hash),
-        row.get::<i64, _>("restricted") != 0,
-    )
-    .await?;
-    let path = parts.uri.path();
-    if p.restricted && !RESTRICTED_ALLOWED.contains(&path) {
-        return Err(RelayError::Restricted);
-    }
-    // CSRF: a state-changing API call on a cookie carries the log-in's
-    // token in a header (portal forms carry it as `_csrf`; their handlers check it).
-    if parts.method != Method::GET && parts.method != Method::HEAD && path.starts_with("/api/") {
-        let sent = parts
-            .headers
-            .get(CSRF_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if sent.is_empty() || !p.csrf_ok(sent) {
-            return Err(RelayError::Refused(
-                "missing or wrong X-CSRF-Token header (the csrf_token from log-in or GET /api/v1/me)"
-                    .into(),
-            ));
-        }
-    }
-    Ok(p)
-}
-
-/// The header a cookie-authenticated API write carries its CSRF token in.
-pub const CSRF_HEADER: &str = "x-csrf-token";
-
-/// What a request does to its log-in session's idle clock.
+/// What a request does to its log-in's idle clock.
 #[derive(Debug, PartialEq, Eq)]
 pub enum IdleCheck {
     /// Seen within the last minute: nothing to write.
     Fresh,
     /// Alive; note the request (at most once a minute).
     Touch,
-    /// Idle too long: the session ends.
+    /// Idle too long: the log-in ends.
     TimedOut,
 }
 
-impl FromRequestParts<Relay> for Principal {
-    type Rejection = RelayError;
+/// The idle rule of log-ins: ended after `idle` seconds without a
+/// request; `last_seen` written at most once a minute.
+pub fn idle_check(last_seen: Option<i64>, now: i64, idle: i64) -> IdleCheck {
+    match last_seen {
+        Some(t) if now - t > idle => IdleCheck::TimedOut,
+        Some(t) if now - t < 60 => IdleCheck::Fresh,
+        _ => IdleCheck::Touch,
+    }
+}
 
-    async fn from_request_parts(parts: &mut Parts, relay: &Relay) -> Result<Self> {
-        authenticate(relay, parts).await
+/// The caller behind a log-in cookie.
+pub async fn principal_for_cookie(svc: &Services, cookie: &str) -> Result<Principal, AuthError> {
+    let hash = sha256_hex(cookie);
+    let now = svc.time.unix();
+    let g = svc
+        .store
+        .grant_by_secret(GrantKind::Login, &hash)
+        .await?
+        .filter(|g| g.live_at(now))
+        .ok_or_else(|| AuthError::Unauthorized("the log-in session ended; log in again".into()))?;
+    let idle = svc.cfg.accounts.session_idle_timeout.as_secs() as i64;
+    match idle_check(g.last_seen, now, idle) {
+        IdleCheck::Fresh => {}
+        IdleCheck::Touch => svc.store.touch_grant(g.id, now).await?,
+        IdleCheck::TimedOut => {
+            grants::end(svc, Selector::Id(g.id), EndReason::Idle, "relay").await?;
+            return Err(AuthError::Unauthorized(format!(
+                "the log-in session timed out after {} minutes without a request; log in again",
+                idle / 60
+            )));
+        }
+    }
+    let user = g
+        .user_id
+        .ok_or_else(|| AuthError::Unauthorized("the log-in session ended; log in again".into()))?;
+    load_principal(svc, user, Via::Session { grant: g.id, hash }, g.restricted).await
+}
+
+/// The caller behind an API token.
+pub async fn principal_for_token(svc: &Services, token: &str) -> Result<Principal, AuthError> {
+    let g = svc
+        .store
+        .grant_by_secret(GrantKind::ApiToken, &sha256_hex(token))
+        .await?
+        .filter(|g| g.live_at(svc.time.unix()))
+        .ok_or_else(|| AuthError::Unauthorized("unknown or revoked API token".into()))?;
+    let user = g
+        .user_id
+        .ok_or_else(|| AuthError::Unauthorized("unknown or revoked API token".into()))?;
+    load_principal(svc, user, Via::Token(g.id), false).await
+}
+
+/// Ends `p`'s log-in and everything opened under it; audited.
+pub async fn logout(svc: &Services, p: &Principal) -> Result<(), AuthError> {
+    let Via::Session { grant, .. } = &p.via else {
+        return Err(AuthError::Invalid(
+            "log-out ends a cookie session; revoke an API token with DELETE /api/v1/tokens/{id}"
+                .into(),
+        ));
+    };
+    grants::end(svc, Selector::Id(*grant), EndReason::Logout, &p.actor()).await?;
+    svc.audit
+        .record(kind::USER_LOGOUT, &p.actor(), None, json!({}))
+        .await;
+    Ok(())
+}
+
+/// A new API token, shown once.
+#[derive(Debug, Serialize)]
+pub struct NewToken {
+    pub id: i64,
+    pub name: String,
+    pub token: String,
+}
+
+/// A new API token for `p`'s own account; audited.
+pub async fn create_token(
+    svc: &Services,
+    p: &Principal,
+    name: &str,
+) -> Result<NewToken, AuthError> {
+    if p.restricted {
+        return Err(AuthError::Restricted);
+    }
+    let name = name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(AuthError::Invalid(
+            "token name must be 1..=100 characters".into(),
+        ));
+    }
+    let token = format!("{TOKEN_PREFIX}{}", random_secret(32));
+    let hash = sha256_hex(&token);
+    let mut g = NewGrant::new(GrantKind::ApiToken, svc.time.unix());
+    g.secret_hash = Some(&hash);
+    g.user_id = Some(p.user_id);
+    g.name = Some(name);
+    let id = svc.store.issue_grant(&g).await?;
+    svc.audit
+        .record(
+            kind::TOKEN_CREATE,
+            &p.actor(),
+            None,
+            json!({"id": id, "name": name}),
+        )
+        .await;
+    Ok(NewToken {
+        id,
+        name: name.to_string(),
+        token,
+    })
+}
+
+/// Revokes one of `p`'s tokens (an admin: anyone's) and everything opened
+/// with it; audited.
+pub async fn revoke_token(svc: &Services, p: &Principal, id: i64) -> Result<(), AuthError> {
+    let mine = svc
+        .store
+        .grant(id)
+        .await?
+        .filter(|g| {
+            g.kind().ok() == Some(GrantKind::ApiToken)
+                && g.ended_at.is_none()
+                && (g.user_id == Some(p.user_id) || p.role == Role::Admin)
+        })
+        .is_some();
+    if !mine {
+        return Err(AuthError::NotFound(format!("no live token {id} of yours")));
+    }
+    grants::end(svc, Selector::Id(id), EndReason::TokenRevoked, &p.actor()).await?;
+    svc.audit
+        .record(kind::TOKEN_REVOKE, &p.actor(), None, json!({"id": id}))
+        .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_log_ins_time_out_and_touches_are_rare() {
+        let idle = 30 * 60;
+        assert_eq!(idle_check(Some(1000), 1030, idle), IdleCheck::Fresh);
+        assert_eq!(idle_check(Some(1000), 1061, idle), IdleCheck::Touch);
+        assert_eq!(idle_check(Some(1000), 1000 + idle, idle), IdleCheck::Touch);
+        assert_eq!(
+            idle_check(Some(1000), 1001 + idle, idle),
+            IdleCheck::TimedOut
+        );
+        assert_eq!(idle_check(None, 5, idle), IdleCheck::Touch);
     }
 }

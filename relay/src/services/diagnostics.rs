@@ -183,7 +183,7 @@ pub async fn run(
     };
     if let Err(e) = p.require(Action::Diagnostics, Some(target.customer_id)) {
         refuse(e.to_string(), json!({})).await;
-        return Err(e);
+        return Err(e.into());
     }
     let params = params?;
     let req = DiagRequest::from_params(&params).map_err(RelayError::Invalid)?;

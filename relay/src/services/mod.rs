@@ -7,11 +7,15 @@
 //! - [`web_sessions`]: Device Web Access sessions: tickets, cookies,
 //!   limits, the end of a session.
 //! - [`tunnels`]: raw TCP tunnels to a device port.
+//! - [`grants`]: the one lifecycle of everything a user holds, and the one
+//!   place every grant ends.
 //! - [`diagnostics`]: probes run by agents.
 //! - [`accounts`]: log-in, two-factor, lockout, inactivity, users.
 //! - [`auth`]: who is calling: log-in sessions, API tokens, permissions.
 //! - [`sso`]: single sign-on (OpenID Connect).
 //! - [`enrollment`]: enrollment tokens and redeeming them.
+//! - [`devices`]: registering and removing devices, revoking agents,
+//!   erasing customers.
 //! - [`telemetry`]: ingest, inventory, alerts, webhook, reports.
 //! - [`audit`]: the hash-chained audit log.
 //! - [`ipp_audit`]: IPP operations recognised in traffic to port 631.
@@ -25,9 +29,11 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod clock;
+pub mod devices;
 pub mod diagnostics;
 pub mod enrollment;
 pub mod error;
+pub mod grants;
 pub mod ipp_audit;
 pub mod sso;
 pub mod streams;

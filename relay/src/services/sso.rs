@@ -895,9 +895,9 @@ async fn finish(
         upsert_user(relay, &issuer, &subject, hint.as_deref(), &mapped)
             .await
             .map_err(internal)?;
-    let ok = crate::services::auth::open_login_session(relay, user_id, peer)
+    let ok = crate::services::auth::open_login(relay, user_id, false)
         .await
-        .map_err(internal)?;
+        .map_err(|e| internal(e.into()))?;
     relay
         .audit
         .record(

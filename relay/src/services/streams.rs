@@ -20,8 +20,8 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::app::Relay;
 use crate::error::{RelayError, Result};
+use crate::services::Services;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -344,7 +344,12 @@ where
     }
 }
 
-async fn failed(relay: &Relay, agent_id: &str, req: &StreamRequest, err: RelayError) -> RelayError {
+async fn failed(
+    relay: &Services,
+    agent_id: &str,
+    req: &StreamRequest,
+    err: RelayError,
+) -> RelayError {
     relay
         .audit
         .record(
@@ -357,7 +362,7 @@ async fn failed(relay: &Relay, agent_id: &str, req: &StreamRequest, err: RelayEr
     err
 }
 
-async fn deny(relay: &Relay, agent_id: &str, req: &StreamRequest, reason: String) -> RelayError {
+async fn deny(relay: &Services, agent_id: &str, req: &StreamRequest, reason: String) -> RelayError {
     relay
         .audit
         .record(
@@ -379,7 +384,7 @@ pub fn tls_is_legacy(t: &TlsInfo) -> bool {
 
 /// Opens a stream to `host:port` through the agent, after the relay's own
 /// check. The agent decides again, and has the last word.
-pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStream> {
+pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenStream> {
     // Always from the database: revocation and name ambiguity are checked
     // for every stream, whatever the registry holds.
     let agent = {
@@ -583,7 +588,7 @@ pub async fn open_stream(relay: &Relay, req: &StreamRequest) -> Result<OpenStrea
 
 impl OpenStream {
     /// Closes the stream and writes its close record.
-    pub async fn finish(self, relay: &Relay, error: Option<String>) {
+    pub async fn finish(self, relay: &Services, error: Option<String>) {
         drop(self.stream);
         self.record.finish(relay, error).await;
     }
@@ -591,7 +596,7 @@ impl OpenStream {
 
 impl StreamRecord {
     /// Writes the close record: bytes each way and duration.
-    pub async fn finish(self, relay: &Relay, error: Option<String>) {
+    pub async fn finish(self, relay: &Services, error: Option<String>) {
         let (stats, id) = (self.stats, self.id);
         relay
             .audit
@@ -612,7 +617,7 @@ impl StreamRecord {
 }
 
 /// Opens a stream and carries `client` through it until both sides finish.
-pub async fn carry<C>(relay: &Relay, req: &StreamRequest, mut client: C) -> Result<()>
+pub async fn carry<C>(relay: &Services, req: &StreamRequest, mut client: C) -> Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {

@@ -15,28 +15,26 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Extension, Json, Router};
 use dwa_policy::relay::{relay_decide, RelayCheck};
 use dwa_policy::roles::Action;
 use dwa_proto::audit::kind;
-use serde::{Deserialize, Serialize};
+use dwa_store::grants::{GrantKind, NewGrant, Selector};
+use serde::Serialize;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::adapters::http::PeerAddr;
-use crate::app::Relay;
-use crate::error::{RelayError, Result};
+use crate::error::RelayError;
 use crate::services::auth::Principal;
+use crate::services::clock::rfc3339_seconds;
+use crate::services::error::{Class, Failure};
+pub use crate::services::grants::EndReason;
 use crate::services::ipp_audit::{IppEvent, StreamTap};
 use crate::services::streams::{open_stream, StreamRequest};
 use crate::services::web_sessions::DeviceTarget;
+use crate::services::{Services, Svc};
 
 /// The IPP port: its client→printer bytes go through [`StreamTap`].
 const IPP_PORT: u16 = 631;
@@ -45,13 +43,61 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    Expired,
-    Revoked,
-    Logout,
-    Shutdown,
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{msg}")]
+    RateLimited { msg: String, retry_after: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] dwa_store::StoreError),
+    #[error(transparent)]
+    Grant(#[from] crate::services::grants::GrantError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Failure for TunnelError {
+    fn class(&self) -> Class {
+        match self {
+            TunnelError::Invalid(_) => Class::Invalid,
+            TunnelError::Refused(_) => Class::Forbidden,
+            TunnelError::NotFound(_) => Class::NotFound,
+            TunnelError::RateLimited { retry_after, .. } => Class::RateLimited {
+                retry_after: *retry_after,
+            },
+            TunnelError::Unavailable(_) => Class::Unavailable,
+            TunnelError::Store(e) => e.class(),
+            TunnelError::Grant(e) => e.class(),
+            TunnelError::Io(_) => Class::Internal,
+        }
+    }
+}
+
+/// A tunnel as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TunnelView {
+    pub id: String,
+    pub device: i64,
+    pub address: String,
+    pub port: u16,
+    pub listen: String,
+    pub host: String,
+    pub listen_port: u16,
+    pub client: String,
+    pub user: String,
+    pub expires_at: String,
+    pub live_connections: usize,
+    pub connections: u64,
+    pub refused: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
 }
 
 /// One live tunnel.
@@ -59,8 +105,8 @@ pub struct Tunnel {
     pub id: String,
     pub user_id: i64,
     pub actor: String,
-    /// The log-in session it was opened under (it ends with it).
-    pub login: Option<String>,
+    /// Its grant in the store.
+    pub grant: i64,
     pub device: DeviceTarget,
     pub port: u16,
     pub listen: SocketAddr,
@@ -83,19 +129,28 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    fn view(&self) -> serde_json::Value {
-        json!({
-            "id": self.id, "device": self.device.id, "address": self.device.address,
-            "port": self.port, "listen": self.listen.to_string(),
-            "host": self.host, "listen_port": self.listen.port(),
-            "client": self.client.to_string(), "user": self.actor,
-            "expires_at": humantime::format_rfc3339_seconds(self.expires_at).to_string(),
-            "live_connections": self.live.load(Ordering::Relaxed),
-            "connections": self.connections.load(Ordering::Relaxed),
-            "refused": self.refused.load(Ordering::Relaxed),
-            "bytes_up": self.bytes_up.load(Ordering::Relaxed),
-            "bytes_down": self.bytes_down.load(Ordering::Relaxed),
-        })
+    pub fn view(&self) -> TunnelView {
+        TunnelView {
+            id: self.id.clone(),
+            device: self.device.id,
+            address: self.device.address.clone(),
+            port: self.port,
+            listen: self.listen.to_string(),
+            host: self.host.clone(),
+            listen_port: self.listen.port(),
+            client: self.client.to_string(),
+            user: self.actor.clone(),
+            expires_at: rfc3339_seconds(self.expires_at),
+            live_connections: self.live.load(Ordering::Relaxed),
+            connections: self.connections.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            bytes_down: self.bytes_down.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn ended(&self) -> Option<EndReason> {
+        *lock(&self.ended)
     }
 
     /// Marks the tunnel ended (once); true for the caller that ended it.
@@ -121,89 +176,17 @@ impl Tunnels {
         lock(&self.map).values().filter(|t| f(t)).cloned().collect()
     }
 
-    fn get(&self, id: &str) -> Option<Arc<Tunnel>> {
+    pub fn get(&self, id: &str) -> Option<Arc<Tunnel>> {
         lock(&self.map).get(id).cloned()
     }
 }
 
-pub fn routes() -> Router<Relay> {
-    Router::new()
-        .route("/api/v1/devices/{id}/tunnels", post(create))
-        .route("/api/v1/tunnels", get(list))
-        .route("/api/v1/tunnels/{id}", delete(revoke))
-}
-
-/// `ttl` as seconds or a duration such as "30m".
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum Ttl {
-    Seconds(u64),
-    Text(String),
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TunnelRequest {
-    pub port: u16,
-    #[serde(default)]
-    pub ttl: Option<Ttl>,
-}
-
-type Body<T> = std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>;
-
-async fn refuse(
-    relay: &Relay,
-    p: &Principal,
-    agent: &str,
-    d: serde_json::Value,
-    e: RelayError,
-) -> RelayError {
-    let mut d = d;
-    d["reason"] = json!(e.to_string());
-    relay
-        .audit
-        .record(kind::TUNNEL_REFUSED, &p.actor(), Some(agent), d)
-        .await;
-    e
-}
-
-/// Opens a tunnel to a device port, for the caller's address only.
-#[utoipa::path(
-    post, path = "/api/v1/devices/{id}/tunnels", tag = "tunnels", security(("cookie" = []), ("bearer" = [])),
-    params(("id" = i64, Path, description = "device id")),
-    request_body = TunnelRequest,
-    responses(
-        (status = 201, description = "{id, host, port, client, expires_at, ...}: connect to host:port from client"),
-        (status = 400, description = "bad port or ttl"),
-        (status = 403, description = "not allowed for this customer, or the port is not allowed"),
-        (status = 404, description = "no such device"),
-        (status = 429, description = "the user has the maximum of tunnels open"),
-        (status = 503, description = "no free listening port, or the agent is offline"),
-    )
-)]
-pub async fn create(
-    State(relay): State<Relay>,
-    Extension(PeerAddr(peer)): Extension<PeerAddr>,
-    p: Principal,
-    Path(device): Path<i64>,
-    body: Body<TunnelRequest>,
-) -> Result<Response> {
-    let req = body
-        .map(|Json(v)| v)
-        .map_err(|e| RelayError::Invalid(e.body_text()))?;
-    let v = open(&relay, &p, peer.ip(), device, &req).await?;
-    Ok((StatusCode::CREATED, Json(v)).into_response())
-}
-
-fn requested_ttl(relay: &Relay, t: &Option<Ttl>) -> Result<Duration> {
-    let c = &relay.cfg.tunnels;
-    let ttl = match t {
-        None => c.ttl,
-        Some(Ttl::Seconds(s)) => Duration::from_secs(*s),
-        Some(Ttl::Text(s)) => crate::util::parse_duration(s)?,
-    };
+/// The asked lifetime (default `tunnels.ttl`), within the bounds.
+fn requested_ttl(svc: &Services, t: Option<Duration>) -> Result<Duration, TunnelError> {
+    let c = &svc.cfg.tunnels;
+    let ttl = t.unwrap_or(c.ttl);
     if ttl < c.min_ttl || ttl > c.max_ttl {
-        return Err(RelayError::Invalid(format!(
+        return Err(TunnelError::Invalid(format!(
             "ttl must be {}..={}",
             humantime::format_duration(c.min_ttl),
             humantime::format_duration(c.max_ttl)
@@ -229,78 +212,114 @@ async fn bind_free(ip: IpAddr, first: u16, last: u16) -> Option<TcpListener> {
     None
 }
 
+async fn refuse(
+    svc: &Services,
+    p: &Principal,
+    agent: &str,
+    d: serde_json::Value,
+    e: TunnelError,
+) -> TunnelError {
+    let mut d = d;
+    d["reason"] = json!(e.to_string());
+    svc.audit
+        .record(kind::TUNNEL_REFUSED, &p.actor(), Some(agent), d)
+        .await;
+    e
+}
+
+/// Opens a tunnel to `port` of `device` for `p`, served to `client` only,
+/// for `ttl` (default `tunnels.ttl`). Its grant derives from `p`'s log-in
+/// or token.
 pub async fn open(
-    relay: &Relay,
+    svc: &Svc,
     p: &Principal,
     client: IpAddr,
     device: i64,
-    req: &TunnelRequest,
-) -> Result<serde_json::Value> {
-    let target = relay.store.device_target(device).await?;
-    let d = json!({"device": device, "port": req.port, "client": client.to_string()});
+    port: u16,
+    ttl: Option<Duration>,
+) -> Result<TunnelView, TunnelError> {
+    let target = svc.store.device_target(device).await?;
+    let d = json!({"device": device, "port": port, "client": client.to_string()});
     let agent = target.agent_id.clone();
     if let Err(e) = p.require(Action::RawTunnel, Some(target.customer_id)) {
-        return Err(refuse(relay, p, &agent, d, e).await);
+        let e = TunnelError::Refused(e.to_string());
+        return Err(refuse(svc, p, &agent, d, e).await);
     }
-    if req.port == 0 {
-        return Err(RelayError::Invalid("port must be 1..=65535".into()));
+    if port == 0 {
+        return Err(TunnelError::Invalid("port must be 1..=65535".into()));
     }
-    let ttl = requested_ttl(relay, &req.ttl)?;
+    let ttl = requested_ttl(svc, ttl)?;
     // The relay's own check, as for any stream: the agent must be online
     // with a control channel that allows the port. The agent decides again
     // for every connection.
-    let Some(conn) = relay.agents.get(&agent) else {
-        let e = RelayError::Unavailable(format!("agent {agent} is not connected"));
-        return Err(refuse(relay, p, &agent, d, e).await);
+    let Some(conn) = svc.agents.get(&agent) else {
+        let e = TunnelError::Unavailable(format!("agent {agent} is not connected"));
+        return Err(refuse(svc, p, &agent, d, e).await);
     };
     let Some(native) = conn.native() else {
-        let e = RelayError::Unavailable("the agent's session has no control channel".into());
-        return Err(refuse(relay, p, &agent, d, e).await);
+        let e = TunnelError::Unavailable("the agent's session has no control channel".into());
+        return Err(refuse(svc, p, &agent, d, e).await);
     };
     let decision = relay_decide(&RelayCheck {
         device_registered: true,
-        port: req.port,
+        port,
         agent_ports: &native.hello.ports,
     });
     if !decision.allowed {
-        let e = RelayError::Refused(decision.reason);
-        return Err(refuse(relay, p, &agent, d, e).await);
+        let e = TunnelError::Refused(decision.reason);
+        return Err(refuse(svc, p, &agent, d, e).await);
     }
-    let c = &relay.cfg.tunnels;
-    if relay.tunnels.live_where(|t| t.user_id == p.user_id).len() >= c.max_per_user {
-        let e = RelayError::RateLimited {
+    let c = &svc.cfg.tunnels;
+    if svc.tunnels.live_where(|t| t.user_id == p.user_id).len() >= c.max_per_user {
+        let e = TunnelError::RateLimited {
             msg: format!(
                 "you have the maximum of {} tunnels open; close one first",
                 c.max_per_user
             ),
             retry_after: 60,
         };
-        return Err(refuse(relay, p, &agent, d, e).await);
+        return Err(refuse(svc, p, &agent, d, e).await);
     }
-    let (first, last) = c.port_range()?;
-    let bind_ip = c.bind.unwrap_or(relay.cfg.https.listen.ip());
+    let (first, last) = c
+        .port_range()
+        .map_err(|e| TunnelError::Invalid(e.to_string()))?;
+    let bind_ip = c.bind.unwrap_or(svc.cfg.https.listen.ip());
     let Some(listener) = bind_free(bind_ip, first, last).await else {
-        let e = RelayError::Unavailable(format!("no free tunnel port in {first}-{last}"));
-        return Err(refuse(relay, p, &agent, d, e).await);
+        let e = TunnelError::Unavailable(format!("no free tunnel port in {first}-{last}"));
+        return Err(refuse(svc, p, &agent, d, e).await);
     };
     let listen = listener.local_addr()?;
+    let id = crate::util::random_id("tun_");
+    let now = svc.time.unix();
+    let detail = json!({"port": port, "client": client.to_string(), "listen": listen.to_string()})
+        .to_string();
+    let mut g = NewGrant::new(GrantKind::Tunnel, now);
+    g.handle = Some(&id);
+    g.user_id = Some(p.user_id);
+    g.parent_id = p.grant();
+    g.customer_id = Some(target.customer_id);
+    g.device_id = Some(target.id);
+    g.agent_id = Some(&agent);
+    g.expires_at = Some(now + ttl.as_secs() as i64);
+    g.detail = Some(&detail);
+    let grant = svc.store.issue_grant(&g).await?;
     let t = Arc::new(Tunnel {
-        id: crate::util::random_id("tun_"),
+        id,
         user_id: p.user_id,
         actor: p.actor(),
-        login: p.login_session().map(str::to_string),
+        grant,
         device: target,
-        port: req.port,
+        port,
         listen,
         host: if listen.ip().is_unspecified() {
-            relay.cfg.domain.clone()
+            svc.cfg.domain.clone()
         } else {
             listen.ip().to_string()
         },
         client,
         created: Instant::now(),
-        expires_at: SystemTime::now() + ttl,
-        cancel: relay.shutdown.child_token(),
+        expires_at: svc.time.now() + ttl,
+        cancel: svc.shutdown.child_token(),
         listener_closed: CancellationToken::new(),
         ended: Mutex::new(None),
         live: AtomicUsize::new(0),
@@ -309,28 +328,26 @@ pub async fn open(
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
     });
-    lock(&relay.tunnels.map).insert(t.id.clone(), t.clone());
+    lock(&svc.tunnels.map).insert(t.id.clone(), t.clone());
     let view = t.view();
-    relay
-        .audit
+    svc.audit
         .record(
             kind::TUNNEL_OPEN,
             &t.actor,
             Some(&agent),
             json!({"tunnel": t.id, "device": t.device.id, "address": t.device.address,
                    "port": t.port, "listen": listen.to_string(), "client": client.to_string(),
-                   "expires_at": view["expires_at"]}),
+                   "expires_at": view.expires_at}),
         )
         .await;
     let span = tracing::info_span!("tunnel", id = %t.id, %listen, client = %client);
-    relay
-        .tracker
-        .spawn(serve(relay.clone(), t.clone(), listener, ttl).instrument(span));
+    svc.tracker
+        .spawn(serve(svc.clone(), t.clone(), listener, ttl).instrument(span));
     Ok(view)
 }
 
 /// The tunnel's listener until it ends.
-async fn serve(relay: Relay, t: Arc<Tunnel>, listener: TcpListener, ttl: Duration) {
+async fn serve(relay: Svc, t: Arc<Tunnel>, listener: TcpListener, ttl: Duration) {
     let expiry = tokio::time::sleep(ttl);
     tokio::pin!(expiry);
     let audited = relay.cfg.tunnels.max_refusals_audited;
@@ -397,12 +414,16 @@ async fn serve(relay: Relay, t: Arc<Tunnel>, listener: TcpListener, ttl: Duratio
     // reported; live connections end on the token.
     drop(listener);
     t.listener_closed.cancel();
-    lock(&relay.tunnels.map).remove(&t.id);
-    end(&relay, &t, reason, "relay").await;
+    // Expired, or the relay stops; an end from elsewhere closed it already.
+    if t.ended().is_none() {
+        if let Err(e) = end(&relay, &t, reason, "relay").await {
+            tracing::error!(error = %e, "ending a tunnel");
+        }
+    }
 }
 
 /// Carries one accepted connection through the agent.
-async fn connection(relay: &Relay, t: &Arc<Tunnel>, sock: TcpStream, peer: SocketAddr) {
+async fn connection(relay: &Services, t: &Arc<Tunnel>, sock: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     let req = StreamRequest {
         agent: t.device.agent_id.clone(),
@@ -499,7 +520,7 @@ async fn connection(relay: &Relay, t: &Arc<Tunnel>, sock: TcpStream, peer: Socke
         .await;
 }
 
-async fn audit_ipp(relay: &Relay, t: &Tunnel, peer: SocketAddr, events: Vec<IppEvent>) {
+async fn audit_ipp(relay: &Services, t: &Tunnel, peer: SocketAddr, events: Vec<IppEvent>) {
     for ev in events {
         let mut d = crate::services::ipp_audit::detail(&ev);
         d["tunnel"] = json!(t.id);
@@ -572,16 +593,29 @@ impl AsyncWrite for Counted {
     }
 }
 
-/// Ends a tunnel: close record, listener and connections closed.
-pub async fn end(relay: &Relay, t: &Tunnel, reason: EndReason, by: &str) {
+/// Ends a tunnel through its grant (the one way a tunnel ends).
+pub async fn end(
+    svc: &Services,
+    t: &Tunnel,
+    reason: EndReason,
+    by: &str,
+) -> Result<(), TunnelError> {
+    crate::services::grants::end(svc, Selector::Id(t.grant), reason, by).await?;
+    close(svc, t, reason, by).await;
+    Ok(())
+}
+
+/// Closes the tunnel on this relay: listener first, then its connections,
+/// then the close record, once. Called by `grants` when its grant ended.
+pub async fn close(svc: &Services, t: &Tunnel, reason: EndReason, by: &str) {
     if !t.end(reason) {
         return;
     }
     // The listener task sees the token at once; when this returns, the
     // tunnel's port accepts nothing more.
     let _ = tokio::time::timeout(Duration::from_secs(2), t.listener_closed.cancelled()).await;
-    relay
-        .audit
+    lock(&svc.tunnels.map).remove(&t.id);
+    svc.audit
         .record(
             kind::TUNNEL_CLOSE,
             by,
@@ -596,57 +630,34 @@ pub async fn end(relay: &Relay, t: &Tunnel, reason: EndReason, by: &str) {
         .await;
 }
 
-/// Ends the tunnels opened under a log-in session (at its log-out).
-pub async fn end_for_login(relay: &Relay, login: &str, by: &str) {
-    for t in relay
-        .tunnels
-        .live_where(|t| t.login.as_deref() == Some(login))
-    {
-        end(relay, &t, EndReason::Logout, by).await;
-    }
-}
-
-/// The tunnel if it exists and the caller may see it (its creator, or
-/// someone allowed tunnels for that customer).
-fn visible(relay: &Relay, p: &Principal, id: &str) -> Result<Arc<Tunnel>> {
-    let t = relay
+/// The tunnel if it exists and `p` may see it (its creator, or someone
+/// allowed tunnels for that customer).
+fn visible(svc: &Services, p: &Principal, id: &str) -> Result<Arc<Tunnel>, TunnelError> {
+    let t = svc
         .tunnels
         .get(id)
-        .ok_or_else(|| RelayError::NotFound(format!("no tunnel {id}")))?;
+        .ok_or_else(|| TunnelError::NotFound(format!("no tunnel {id}")))?;
     if t.user_id != p.user_id {
-        p.require(Action::RawTunnel, Some(t.device.customer_id))?;
+        p.require(Action::RawTunnel, Some(t.device.customer_id))
+            .map_err(|e| TunnelError::Refused(e.to_string()))?;
     }
     Ok(t)
 }
 
-/// Live tunnels the caller may see.
-#[utoipa::path(get, path = "/api/v1/tunnels", tag = "tunnels", security(("cookie" = []), ("bearer" = [])),
-    responses((status = 200, description = "the caller's tunnels, and those of customers it may open tunnels for")))]
-pub async fn list(State(relay): State<Relay>, p: Principal) -> Json<serde_json::Value> {
-    let mut v: Vec<_> = relay.tunnels.live_where(|t| {
+/// Live tunnels `p` may see, oldest first.
+pub fn list(svc: &Services, p: &Principal) -> Vec<TunnelView> {
+    let mut v: Vec<_> = svc.tunnels.live_where(|t| {
         t.user_id == p.user_id
             || p.require(Action::RawTunnel, Some(t.device.customer_id))
                 .is_ok()
     });
     v.sort_by_key(|t| t.created);
-    Json(json!(v.iter().map(|t| t.view()).collect::<Vec<_>>()))
+    v.iter().map(|t| t.view()).collect()
 }
 
-/// Closes a tunnel and every connection it carries.
-#[utoipa::path(delete, path = "/api/v1/tunnels/{id}", tag = "tunnels", security(("cookie" = []), ("bearer" = [])),
-    params(("id" = String, Path, description = "tunnel id")),
-    responses(
-        (status = 200, description = "the tunnel as it ended"),
-        (status = 403, description = "not the caller's and not allowed for its customer"),
-        (status = 404, description = "no such live tunnel"),
-    ))]
-pub async fn revoke(
-    State(relay): State<Relay>,
-    p: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>> {
-    let t = visible(&relay, &p, &id)?;
-    end(&relay, &t, EndReason::Revoked, &p.actor()).await;
-    lock(&relay.tunnels.map).remove(&t.id);
-    Ok(Json(t.view()))
+/// Closes a tunnel at `p`'s request, and every connection it carries.
+pub async fn revoke(svc: &Services, p: &Principal, id: &str) -> Result<TunnelView, TunnelError> {
+    let t = visible(svc, p, id)?;
+    end(svc, &t, EndReason::Revoked, &p.actor()).await?;
+    Ok(t.view())
 }

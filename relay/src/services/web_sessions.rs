@@ -1,7 +1,11 @@
 //! Web sessions: one printer web page opened by one user, on its own host
-//! `s-<id>.<domain>`. The registry, the one-time ticket and the session
-//! cookie, the limits (maximum duration, idle timeout) and the end of a
-//! session, which closes every connection of it.
+//! `s-<id>.<domain>`. Each is a grant (`services::grants`) derived from the
+//! log-in or API token it was opened with. The registry, the one-time
+//! ticket and the session cookie, the limits (maximum duration, idle
+//! timeout, request rate) and the end of a session, which closes every
+//! connection of it. The proxy that carries its requests is an adapter
+//! (`adapters::web`); it reaches the printer through [`Warmup`] here and
+//! `streams::open_stream`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +16,18 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::web::pool::PrinterPool;
-use crate::adapters::web::rewrite::{PrinterOrigin, Rewriter, Scheme, SessionOrigin};
+use dwa_policy::roles::Action;
+use dwa_proto::audit::kind;
+use dwa_store::grants::{GrantKind, NewGrant, Selector};
+use serde::Serialize;
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::services::auth::Principal;
+use crate::services::clock::rfc3339_seconds;
+use crate::services::error::{Class, Failure};
+pub use crate::services::grants::EndReason;
+use crate::services::{Services, Svc};
 use crate::util::{random_secret, sha256_hex};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -36,31 +50,6 @@ pub const ENTER_PATH: &str = "/__dwa/enter";
 
 /// The device a session reaches.
 pub use dwa_store::devices::DeviceTarget;
-
-/// Why a session ended (audited, shown on the "session ended" page).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    Expired,
-    Idle,
-    Deleted,
-    Logout,
-    AgentGone,
-    Shutdown,
-}
-
-impl EndReason {
-    pub fn describe(self) -> &'static str {
-        match self {
-            EndReason::Expired => "it reached its maximum duration",
-            EndReason::Idle => "it was idle too long",
-            EndReason::Deleted => "it was closed",
-            EndReason::Logout => "its user logged out",
-            EndReason::AgentGone => "the site's agent disconnected",
-            EndReason::Shutdown => "the relay restarted",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TicketError {
@@ -91,12 +80,10 @@ pub struct WebSession {
     pub tls: bool,
     /// HTML/CSS/JavaScript bodies rewritten (on by default).
     pub rewrite_bodies: bool,
-    /// Built once: every request of the session uses it.
-    pub rewriter: Rewriter,
+    /// Its grant in the store.
+    pub grant: i64,
     pub user_id: i64,
     pub actor: String,
-    /// The log-in session that created it (ends with its logout).
-    pub login: Option<String>,
     pub created_at: SystemTime,
     pub expires_at: SystemTime,
     started: Instant,
@@ -112,7 +99,8 @@ pub struct WebSession {
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
     pub requests: AtomicU64,
-    pub pool: PrinterPool,
+    /// Printer connections the proxy may keep open for it.
+    pub printer_connections: usize,
     limiter: governor::DefaultDirectRateLimiter,
     pub cert: Mutex<Option<PrinterCert>>,
 }
@@ -124,9 +112,9 @@ pub struct NewSession {
     pub port: u16,
     pub tls: bool,
     pub rewrite_bodies: bool,
+    pub grant: i64,
     pub user_id: i64,
     pub actor: String,
-    pub login: Option<String>,
     pub max_duration: Duration,
     pub idle: Duration,
     pub requests_per_second: u32,
@@ -136,10 +124,8 @@ pub struct NewSession {
 
 impl WebSession {
     /// A new session and its first ticket (returned once, kept hashed).
-    pub fn new(n: NewSession) -> (Arc<Self>, String) {
-        // 128 bits each, from the OS CSPRNG; hex keeps the id a DNS label.
-        let id = random_secret(16);
-        let ticket = random_secret(16);
+    /// A session with id `id` and its first ticket's hash.
+    pub fn new(id: String, ticket_hash: String, n: NewSession) -> Arc<Self> {
         let host = format!("s-{id}.{}", n.domain);
         let url_base = if n.https_port == 443 {
             format!("https://{host}")
@@ -150,25 +136,7 @@ impl WebSession {
         let nz = |v: u32| std::num::NonZeroU32::new(v).unwrap_or(std::num::NonZeroU32::MIN);
         let quota =
             governor::Quota::per_second(nz(n.requests_per_second)).allow_burst(nz(n.request_burst));
-        let rewriter = Rewriter::new(
-            PrinterOrigin {
-                scheme: if n.tls { Scheme::Https } else { Scheme::Http },
-                host: n.device.address.clone(),
-                port: n.port,
-            },
-            SessionOrigin {
-                host: host.clone(),
-                port: n.https_port,
-            },
-            SESSION_COOKIE,
-        );
-        let rewriter = if n.rewrite_bodies {
-            rewriter
-        } else {
-            rewriter.without_body_rewriting()
-        };
         let s = Arc::new(Self {
-            rewriter,
             id,
             host,
             url_base,
@@ -176,27 +144,27 @@ impl WebSession {
             port: n.port,
             tls: n.tls,
             rewrite_bodies: n.rewrite_bodies,
+            grant: n.grant,
             user_id: n.user_id,
             actor: n.actor,
-            login: n.login,
             created_at: SystemTime::now(),
             expires_at: SystemTime::now() + n.max_duration,
             started: now,
             deadline: now + n.max_duration,
             idle: n.idle,
             last_activity: AtomicU64::new(0),
-            ticket: Mutex::new(Some((sha256_hex(&ticket), now + TICKET_TTL))),
+            ticket: Mutex::new(Some((ticket_hash, now + TICKET_TTL))),
             cookie: Mutex::new(None),
             cancel: CancellationToken::new(),
             ended: Mutex::new(None),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             requests: AtomicU64::new(0),
-            pool: PrinterPool::new(n.printer_connections),
+            printer_connections: n.printer_connections,
             limiter: governor::RateLimiter::direct(quota),
             cert: Mutex::new(None),
         });
-        (s, ticket)
+        s
     }
 
     /// The URL the user opens: the session host, carrying the ticket.
@@ -260,7 +228,6 @@ impl WebSession {
         *e = Some((reason, Instant::now()));
         drop(e);
         self.cancel.cancel();
-        self.pool.clear();
         true
     }
 
@@ -298,24 +265,24 @@ impl WebSession {
     }
 
     /// The API's view of the session.
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "host": self.host,
-            "url": self.url_base,
-            "device": self.device,
-            "port": self.port,
-            "tls": self.tls,
-            "rewrite": self.rewrite_bodies,
-            "user": self.actor,
-            "created_at": humantime::format_rfc3339_seconds(self.created_at).to_string(),
-            "expires_at": humantime::format_rfc3339_seconds(self.expires_at).to_string(),
-            "ended": self.ended(),
-            "bytes_up": self.bytes_up.load(Ordering::Relaxed),
-            "bytes_down": self.bytes_down.load(Ordering::Relaxed),
-            "requests": self.requests.load(Ordering::Relaxed),
-            "certificate": *lock(&self.cert),
-        })
+    pub fn view(&self) -> SessionView {
+        SessionView {
+            id: self.id.clone(),
+            host: self.host.clone(),
+            url: self.url_base.clone(),
+            device: self.device.clone(),
+            port: self.port,
+            tls: self.tls,
+            rewrite: self.rewrite_bodies,
+            user: self.actor.clone(),
+            created_at: rfc3339_seconds(self.created_at),
+            expires_at: rfc3339_seconds(self.expires_at),
+            ended: self.ended(),
+            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            bytes_down: self.bytes_down.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            certificate: lock(&self.cert).clone(),
+        }
     }
 
     pub fn set_cert(&self, c: PrinterCert) {
@@ -381,33 +348,359 @@ impl WebSessions {
     }
 }
 
+/// A session as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub host: String,
+    pub url: String,
+    pub device: DeviceTarget,
+    pub port: u16,
+    pub tls: bool,
+    pub rewrite: bool,
+    pub user: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub ended: Option<EndReason>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub requests: u64,
+    pub certificate: Option<PrinterCert>,
+}
+
+/// A new session: open `url` in the browser (it carries the one-time ticket).
+#[derive(Debug, Clone, Serialize)]
+pub struct Opened {
+    pub id: String,
+    pub url: String,
+    pub expires_at: String,
+    pub host: String,
+    pub tls: bool,
+    pub certificate: Option<PrinterCert>,
+}
+
+/// What a caller asks for.
+#[derive(Debug, Clone, Default)]
+pub struct OpenRequest {
+    pub port: u16,
+    /// TLS toward the printer (default: port 443).
+    pub tls: Option<bool>,
+    /// Rewrite the printer's URLs in HTML/CSS/JavaScript (default true).
+    pub rewrite: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebSessionError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{msg}")]
+    RateLimited { msg: String, retry_after: u64 },
+    /// The printer, its agent or the relay's capacity is not there.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] dwa_store::StoreError),
+    #[error(transparent)]
+    Grant(#[from] crate::services::grants::GrantError),
+}
+
+impl Failure for WebSessionError {
+    fn class(&self) -> Class {
+        match self {
+            WebSessionError::Invalid(_) => Class::Invalid,
+            WebSessionError::Refused(_) => Class::Forbidden,
+            WebSessionError::NotFound(_) => Class::NotFound,
+            WebSessionError::Conflict(_) => Class::Conflict,
+            WebSessionError::RateLimited { retry_after, .. } => Class::RateLimited {
+                retry_after: *retry_after,
+            },
+            WebSessionError::Unavailable(_) => Class::Unavailable,
+            WebSessionError::Store(e) => e.class(),
+            WebSessionError::Grant(e) => e.class(),
+        }
+    }
+}
+
+/// Why a first printer connection could not be made.
+#[derive(Debug, Clone)]
+pub struct WarmupError {
+    /// Refused (by policy: the relay's check or the agent), or unavailable.
+    pub refused: bool,
+    pub message: String,
+}
+
+/// The proxy's part of opening a session: the first printer connection,
+/// made at once so that errors show to the caller, not in the browser.
+pub trait Warmup: Send + Sync {
+    fn prewarm<'a>(
+        &'a self,
+        svc: &'a Svc,
+        s: &'a Arc<WebSession>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), WarmupError>> + Send + 'a>>;
+}
+
+/// Opens a web session to `device` for `p`: permission, rate, its grant
+/// (derived from `p`'s log-in or token), a first printer connection, then
+/// the session's entry URL.
+pub async fn open(
+    svc: &Svc,
+    p: &Principal,
+    device: i64,
+    req: &OpenRequest,
+    warmup: &dyn Warmup,
+) -> Result<Opened, WebSessionError> {
+    let target = svc.store.device_target(device).await?;
+    let agent = target.agent_id.clone();
+    let refused = |reason: String| {
+        let (svc, actor, agent) = (svc.clone(), p.actor(), agent.clone());
+        async move {
+            svc.audit
+                .record(
+                    kind::WEB_SESSION_REFUSED,
+                    &actor,
+                    Some(&agent),
+                    json!({"device": device, "port": req.port, "reason": reason}),
+                )
+                .await;
+        }
+    };
+    if let Err(e) = p.require(Action::WebSession, Some(target.customer_id)) {
+        refused(e.to_string()).await;
+        return Err(WebSessionError::Refused(e.to_string()));
+    }
+    if req.port == 0 {
+        return Err(WebSessionError::Invalid("port must be 1..=65535".into()));
+    }
+    if svc.session_rate.check_key(&p.user_id).is_err() {
+        return Err(WebSessionError::RateLimited {
+            msg: "too many web sessions created; retry in a minute".into(),
+            retry_after: 60,
+        });
+    }
+    let w = &svc.cfg.web;
+    // 128 bits each, from the OS CSPRNG; hex keeps the id a DNS label.
+    let id = random_secret(16);
+    let ticket = random_secret(16);
+    let now = svc.time.unix();
+    let mut g = NewGrant::new(GrantKind::WebSession, now);
+    g.handle = Some(&id);
+    g.user_id = Some(p.user_id);
+    g.parent_id = p.grant();
+    g.customer_id = Some(target.customer_id);
+    g.device_id = Some(target.id);
+    g.agent_id = Some(&target.agent_id);
+    g.expires_at = Some(now + w.max_duration.as_secs() as i64);
+    let grant = svc.store.issue_grant(&g).await?;
+    let s = WebSession::new(
+        id,
+        sha256_hex(&ticket),
+        NewSession {
+            domain: svc.cfg.domain.clone(),
+            https_port: svc.https_port,
+            device: target,
+            port: req.port,
+            tls: req.tls.unwrap_or(req.port == 443),
+            rewrite_bodies: req.rewrite.unwrap_or(true),
+            grant,
+            user_id: p.user_id,
+            actor: p.actor(),
+            max_duration: w.max_duration,
+            idle: w.idle_timeout,
+            requests_per_second: w.requests_per_second,
+            request_burst: w.request_burst,
+            printer_connections: w.printer_connections,
+        },
+    );
+    // Never started: its grant ends without a session-end record.
+    let abandon = |s: Arc<WebSession>| async move {
+        s.end(EndReason::Deleted);
+        if let Err(e) =
+            crate::services::grants::end(svc, Selector::Id(s.grant), EndReason::Deleted, "relay")
+                .await
+        {
+            tracing::warn!(error = %e, "ending an unused web session's grant");
+        }
+    };
+    if let Err(e) = warmup.prewarm(svc, &s).await {
+        refused(e.message.clone()).await;
+        abandon(s).await;
+        return Err(if e.refused {
+            WebSessionError::Refused(e.message)
+        } else {
+            WebSessionError::Unavailable(e.message)
+        });
+    }
+    if !svc.web.insert(s.clone(), w.max_sessions) {
+        abandon(s).await;
+        return Err(WebSessionError::Unavailable(
+            "the relay carries its maximum of web sessions".into(),
+        ));
+    }
+    spawn_watchdog(svc, s.clone());
+    let view = s.view();
+    svc.audit
+        .record(
+            kind::WEB_SESSION_CREATE,
+            &p.actor(),
+            Some(&s.device.agent_id),
+            json!({"session": s.id, "device": s.device.id, "address": s.device.address, "port": s.port,
+                   "tls": s.tls, "certificate": view.certificate, "expires_at": view.expires_at}),
+        )
+        .await;
+    Ok(Opened {
+        id: s.id.clone(),
+        url: s.entry_url(&ticket),
+        expires_at: view.expires_at,
+        host: s.host.clone(),
+        tls: s.tls,
+        certificate: view.certificate,
+    })
+}
+
+/// The session if it exists and `p` may see it (its creator, or someone
+/// allowed web sessions for that customer).
+pub fn visible(
+    svc: &Services,
+    p: &Principal,
+    id: &str,
+) -> Result<Arc<WebSession>, WebSessionError> {
+    let s = svc
+        .web
+        .get(id)
+        .ok_or_else(|| WebSessionError::NotFound(format!("no web session {id}")))?;
+    if s.user_id != p.user_id {
+        p.require(Action::WebSession, Some(s.device.customer_id))
+            .map_err(|e| WebSessionError::Refused(e.to_string()))?;
+    }
+    Ok(s)
+}
+
+pub fn get(svc: &Services, p: &Principal, id: &str) -> Result<SessionView, WebSessionError> {
+    Ok(visible(svc, p, id)?.view())
+}
+
+/// Live sessions `p` may see.
+pub fn list(svc: &Services, p: &Principal) -> Vec<SessionView> {
+    svc.web
+        .live_where(|s| {
+            s.user_id == p.user_id
+                || p.require(Action::WebSession, Some(s.device.customer_id))
+                    .is_ok()
+        })
+        .iter()
+        .map(|s| s.view())
+        .collect()
+}
+
+/// Closes a session at `p`'s request: every connection of it closes.
+pub async fn delete(
+    svc: &Services,
+    p: &Principal,
+    id: &str,
+) -> Result<SessionView, WebSessionError> {
+    let s = visible(svc, p, id)?;
+    if s.ended().is_some() {
+        return Err(WebSessionError::Conflict(format!(
+            "web session {id} already ended"
+        )));
+    }
+    end(svc, &s, EndReason::Deleted, &p.actor()).await?;
+    Ok(s.view())
+}
+
+/// Ends a session through its grant (the one way a session ends).
+pub async fn end(
+    svc: &Services,
+    s: &WebSession,
+    reason: EndReason,
+    by: &str,
+) -> Result<(), WebSessionError> {
+    crate::services::grants::end(svc, Selector::Id(s.grant), reason, by).await?;
+    // Its grant may have ended already in the store (another process):
+    // the session here still ends.
+    close(svc, s, reason, by).await;
+    Ok(())
+}
+
+/// Ends the live session on this relay and writes its end record, once.
+/// Called by `grants` when the session's grant ended.
+pub async fn close(svc: &Services, s: &WebSession, reason: EndReason, by: &str) {
+    if !s.end(reason) {
+        return;
+    }
+    svc.audit
+        .record(
+            kind::WEB_SESSION_END,
+            by,
+            Some(&s.device.agent_id),
+            json!({"session": s.id, "device": s.device.id, "address": s.device.address, "port": s.port,
+                   "user": s.actor, "reason": reason, "duration_ms": s.duration().as_millis() as u64,
+                   "bytes_up": s.bytes_up.load(Ordering::Relaxed), "bytes_down": s.bytes_down.load(Ordering::Relaxed),
+                   "requests": s.requests.load(Ordering::Relaxed)}),
+        )
+        .await;
+}
+
+/// Ends the session by itself at its maximum duration or when idle, and
+/// at the relay's shutdown.
+pub fn spawn_watchdog(svc: &Svc, s: Arc<WebSession>) {
+    let r = svc.clone();
+    let span = tracing::info_span!("web_session", id = %s.id);
+    svc.tracker.spawn(
+        async move {
+            let reason = tokio::select! {
+                reason = s.watch() => reason,
+                _ = r.shutdown.cancelled() => Some(EndReason::Shutdown),
+            };
+            if let Some(reason) = reason {
+                if let Err(e) = end(&r, &s, reason, "relay").await {
+                    tracing::error!(error = %e, "ending a web session");
+                }
+            }
+        }
+        .instrument(span),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn session(idle: Duration, max: Duration) -> (Arc<WebSession>, String) {
-        WebSession::new(NewSession {
-            domain: "dwa.test".into(),
-            https_port: 8443,
-            device: DeviceTarget {
-                id: 1,
-                name: None,
-                address: "10.0.0.5".into(),
-                agent_id: "a".into(),
-                customer_id: 1,
+        let ticket = random_secret(16);
+        let s = WebSession::new(
+            random_secret(16),
+            sha256_hex(&ticket),
+            NewSession {
+                domain: "dwa.test".into(),
+                https_port: 8443,
+                device: DeviceTarget {
+                    id: 1,
+                    name: None,
+                    address: "10.0.0.5".into(),
+                    agent_id: "a".into(),
+                    customer_id: 1,
+                },
+                port: 80,
+                tls: false,
+                rewrite_bodies: true,
+                grant: 1,
+                user_id: 1,
+                actor: "user:t".into(),
+                max_duration: max,
+                idle,
+                requests_per_second: 10,
+                request_burst: 10,
+                printer_connections: 4,
             },
-            port: 80,
-            tls: false,
-            rewrite_bodies: true,
-            user_id: 1,
-            actor: "user:t".into(),
-            login: None,
-            max_duration: max,
-            idle,
-            requests_per_second: 10,
-            request_burst: 10,
-            printer_connections: 4,
-        })
+        );
+        (s, ticket)
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,6 +2,17 @@
 
 use crate::{unique, Result, Store, StoreError};
 
+/// What erasing a customer removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Erased {
+    pub agents: u64,
+    pub devices: u64,
+    pub readings: u64,
+    pub alerts: u64,
+    /// Customer users deactivated (their only customer is gone).
+    pub users_deactivated: u64,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct CustomerRow {
     pub id: i64,
@@ -44,5 +55,82 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    /// Erases a customer and all its data — agents, devices, readings,
+    /// scans, alerts, rules, enrollment tokens, user assignments — in one
+    /// transaction; its customer users are deactivated. The audit log is
+    /// not touched (it is append-only).
+    pub async fn erase_customer(&self, id: i64, now: &str) -> Result<Erased> {
+        let mut tx = self.begin().await?;
+        let t = &mut *tx.tx;
+        let mut out = Erased::default();
+        let agents = "SELECT id FROM agents WHERE customer_id = $1";
+        let devices = "SELECT id FROM devices WHERE agent_id IN (SELECT id FROM agents WHERE customer_id = $1)";
+        out.alerts = sqlx::query(&format!(
+            "DELETE FROM alerts WHERE customer_id = $1 OR device_id IN ({devices})"
+        ))
+        .bind(id)
+        .execute(&mut *t)
+        .await?
+        .rows_affected();
+        sqlx::query(&format!(
+            "DELETE FROM device_tls WHERE device_id IN ({devices})"
+        ))
+        .bind(id)
+        .execute(&mut *t)
+        .await?;
+        out.readings = sqlx::query(&format!(
+            "DELETE FROM readings WHERE agent_id IN ({agents}) OR device_id IN ({devices})"
+        ))
+        .bind(id)
+        .execute(&mut *t)
+        .await?
+        .rows_affected();
+        out.devices = sqlx::query(&format!("DELETE FROM devices WHERE id IN ({devices})"))
+            .bind(id)
+            .execute(&mut *t)
+            .await?
+            .rows_affected();
+        for table in ["scans", "telemetry_items", "agent_scan_settings"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE agent_id IN ({agents})"))
+                .bind(id)
+                .execute(&mut *t)
+                .await?;
+        }
+        out.agents = sqlx::query("DELETE FROM agents WHERE customer_id = $1")
+            .bind(id)
+            .execute(&mut *t)
+            .await?
+            .rows_affected();
+        for sql in [
+            "DELETE FROM enroll_tokens WHERE customer_id = $1",
+            "DELETE FROM alert_rules WHERE customer_id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *t).await?;
+        }
+        out.users_deactivated = sqlx::query(
+            "UPDATE users SET active = 0, deactivated_at = $2 WHERE role = 'customer' AND active = 1 \
+             AND id IN (SELECT user_id FROM user_customers WHERE customer_id = $1)",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *t)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM user_customers WHERE customer_id = $1")
+            .bind(id)
+            .execute(&mut *t)
+            .await?;
+        let n = sqlx::query("DELETE FROM customers WHERE id = $1")
+            .bind(id)
+            .execute(&mut *t)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("no customer {id}")));
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 }

@@ -79,6 +79,26 @@ impl Store {
             .collect())
     }
 
+    /// Removes a device and everything recorded of it (readings, alerts,
+    /// certificates); false if there was no such device.
+    pub async fn remove_device(&self, id: i64) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        for sql in [
+            "DELETE FROM alerts WHERE device_id = $1",
+            "DELETE FROM device_tls WHERE device_id = $1",
+            "DELETE FROM readings WHERE device_id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx.tx).await?;
+        }
+        let n = sqlx::query("DELETE FROM devices WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx.tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
     /// Records the certificate seen on a device's HTTPS port (trust on
     /// first use, with notice: a new one is recorded, the change reported).
     pub async fn note_device_cert(

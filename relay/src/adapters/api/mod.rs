@@ -4,15 +4,15 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod devices;
 pub mod telemetry;
+pub mod tunnels;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
-use dwa_policy::roles::Action;
-use dwa_proto::audit::kind;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
@@ -23,7 +23,7 @@ use crate::adapters::web::proxy;
 use crate::app::Relay;
 use crate::error::{RelayError, Result};
 use crate::services::auth::{LoginRequest, Principal, SESSION_COOKIE};
-use crate::services::web_sessions::{EndReason, NewSession, WebSession};
+use crate::services::web_sessions;
 
 pub fn routes() -> Router<Relay> {
     Router::new()
@@ -48,7 +48,8 @@ pub fn routes() -> Router<Relay> {
         .merge(crate::services::sso::routes())
         .merge(crate::adapters::openapi::routes())
         .merge(crate::adapters::api::accounts::routes())
-        .merge(crate::services::tunnels::routes())
+        .merge(tunnels::routes())
+        .merge(devices::routes())
         .merge(crate::adapters::api::audit::routes())
         .merge(crate::adapters::portal::routes())
 }
@@ -90,7 +91,7 @@ pub(crate) async fn login(
         return Err(limited("too many log-in attempts; retry later", 60));
     }
     let req = json_body(body)?;
-    let ok = crate::services::auth::login(&relay, &req, &peer.to_string()).await?;
+    let ok = crate::services::accounts::login::login(&relay, &req, &peer.to_string()).await?;
     let mut r = Json(json!({
         "user": ok.principal.username, "role": ok.principal.role.as_str(),
         "expires_at": ok.expires_at, "csrf_token": ok.principal.csrf_token(),
@@ -134,26 +135,10 @@ pub fn login_cookie(relay: &Relay, value: &str) -> Result<HeaderValue> {
 pub const LOGOUT_COOKIE: &str =
     "dwa_session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0";
 
-/// Ends `p`'s log-in session and everything opened under it (web
-/// sessions), audited: the API's and the portal's log-out.
+/// Ends `p`'s log-in and everything opened under it (web sessions,
+/// tunnels), audited: the API's and the portal's log-out.
 pub async fn end_login(relay: &Relay, p: &Principal) -> Result<()> {
-    let Some(login) = p.login_session() else {
-        return Err(RelayError::Invalid(
-            "log-out ends a cookie session; revoke an API token with DELETE /api/v1/tokens/{id}"
-                .into(),
-        ));
-    };
-    crate::services::auth::logout(relay, login).await?;
-    // Everything opened under this log-in ends with it.
-    for s in relay.web.live_where(|s| s.login.as_deref() == Some(login)) {
-        proxy::end(relay, &s, EndReason::Logout, &p.actor()).await;
-    }
-    crate::services::tunnels::end_for_login(relay, login, &p.actor()).await;
-    relay
-        .audit
-        .record(kind::USER_LOGOUT, &p.actor(), None, json!({}))
-        .await;
-    Ok(())
+    Ok(crate::services::auth::logout(relay, p).await?)
 }
 
 /// The caller: user name, role, customers.
@@ -198,21 +183,8 @@ pub(crate) async fn create_token(
     body: Body<TokenRequest>,
 ) -> Result<Response> {
     let req = json_body(body)?;
-    let (id, token) = crate::services::auth::create_token(&relay, &p, &req.name).await?;
-    relay
-        .audit
-        .record(
-            kind::TOKEN_CREATE,
-            &p.actor(),
-            None,
-            json!({"id": id, "name": req.name}),
-        )
-        .await;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": id, "name": req.name, "token": token})),
-    )
-        .into_response())
+    let t = crate::services::auth::create_token(&relay, &p, &req.name).await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
 /// Revoke one of the caller's API tokens (an admin: anyone's).
@@ -233,10 +205,6 @@ pub(crate) async fn revoke_token(
     Path(id): Path<i64>,
 ) -> Result<Json<serde_json::Value>> {
     crate::services::auth::revoke_token(&relay, &p, id).await?;
-    relay
-        .audit
-        .record(kind::TOKEN_REVOKE, &p.actor(), None, json!({"id": id}))
-        .await;
     Ok(Json(json!({"ok": true})))
 }
 
@@ -249,6 +217,16 @@ pub struct WebSessionRequest {
     /// Rewrite the printer's URLs in HTML/CSS/JavaScript (default true).
     #[serde(default)]
     pub rewrite: Option<bool>,
+}
+
+impl From<WebSessionRequest> for web_sessions::OpenRequest {
+    fn from(r: WebSessionRequest) -> Self {
+        Self {
+            port: r.port,
+            tls: r.tls,
+            rewrite: r.rewrite,
+        }
+    }
 }
 
 /// Open a web session to the device's web page (technician, admin).
@@ -273,106 +251,15 @@ pub(crate) async fn create_web_session(
     body: Body<WebSessionRequest>,
 ) -> Result<Response> {
     let req = json_body(body)?;
-    let v = open_web_session(&relay, &p, device, &req).await?;
+    let v = web_sessions::open(
+        &relay.svc,
+        &p,
+        device,
+        &req.into(),
+        &proxy::Prewarm(relay.clone()),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
-}
-
-/// Opens a web session to `device` for `p`: permission, rate, a first
-/// printer connection (errors show here, not in the browser), then the
-/// session's `{id, url, expires_at, ...}`.
-pub async fn open_web_session(
-    relay: &Relay,
-    p: &Principal,
-    device: i64,
-    req: &WebSessionRequest,
-) -> Result<serde_json::Value> {
-    let target = relay.store.device_target(device).await?;
-    if let Err(e) = p.require(Action::WebSession, Some(target.customer_id)) {
-        relay
-            .audit
-            .record(
-                kind::WEB_SESSION_REFUSED,
-                &p.actor(),
-                Some(&target.agent_id),
-                json!({"device": device, "port": req.port, "reason": e.to_string()}),
-            )
-            .await;
-        return Err(e);
-    }
-    if req.port == 0 {
-        return Err(RelayError::Invalid("port must be 1..=65535".into()));
-    }
-    if relay.session_rate.check_key(&p.user_id).is_err() {
-        return Err(limited(
-            "too many web sessions created; retry in a minute",
-            60,
-        ));
-    }
-    let w = &relay.cfg.web;
-    let (s, ticket) = WebSession::new(NewSession {
-        domain: relay.cfg.domain.clone(),
-        https_port: relay.https_port,
-        device: target,
-        port: req.port,
-        tls: req.tls.unwrap_or(req.port == 443),
-        rewrite_bodies: req.rewrite.unwrap_or(true),
-        user_id: p.user_id,
-        actor: p.actor(),
-        login: p.login_session().map(str::to_string),
-        max_duration: w.max_duration,
-        idle: w.idle_timeout,
-        requests_per_second: w.requests_per_second,
-        request_burst: w.request_burst,
-        printer_connections: w.printer_connections,
-    });
-    if let Err(e) = proxy::prewarm(relay, &s).await {
-        relay
-            .audit
-            .record(
-                kind::WEB_SESSION_REFUSED,
-                &p.actor(),
-                Some(&s.device.agent_id),
-                json!({"device": device, "port": req.port, "reason": e.to_string()}),
-            )
-            .await;
-        s.end(EndReason::Deleted);
-        return Err(e);
-    }
-    if !relay.web.insert(s.clone(), w.max_sessions) {
-        s.end(EndReason::Deleted);
-        return Err(RelayError::Unavailable(
-            "the relay carries its maximum of web sessions".into(),
-        ));
-    }
-    proxy::spawn_watchdog(relay, s.clone());
-    let view = s.view();
-    relay
-        .audit
-        .record(
-            kind::WEB_SESSION_CREATE,
-            &p.actor(),
-            Some(&s.device.agent_id),
-            json!({"session": s.id, "device": s.device.id, "address": s.device.address, "port": s.port,
-                   "tls": s.tls, "certificate": view["certificate"], "expires_at": view["expires_at"]}),
-        )
-        .await;
-    Ok(json!({
-        "id": s.id, "url": s.entry_url(&ticket), "expires_at": view["expires_at"],
-        "host": s.host, "tls": s.tls, "certificate": view["certificate"],
-    }))
-}
-
-/// The session if it exists and the caller may see it (its creator, or
-/// someone allowed web sessions for that customer).
-fn visible(relay: &Relay, p: &Principal, id: &str) -> Result<std::sync::Arc<WebSession>> {
-    let s = relay
-        .web
-        .get(id)
-        .ok_or_else(|| RelayError::NotFound(format!("no web session {id}")))?;
-    if s.user_id != p.user_id {
-        p.require(Action::WebSession, Some(s.device.customer_id))?;
-    }
-    Ok(s)
 }
 
 /// One web session (its creator, or whoever may open web sessions for
@@ -392,8 +279,8 @@ pub(crate) async fn get_web_session(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>> {
-    Ok(Json(visible(&relay, &p, &id)?.view()))
+) -> Result<Json<web_sessions::SessionView>> {
+    Ok(Json(web_sessions::get(&relay, &p, &id)?))
 }
 
 /// Live web sessions the caller may see.
@@ -410,18 +297,8 @@ pub(crate) async fn get_web_session(
 pub(crate) async fn list_web_sessions(
     State(relay): State<Relay>,
     p: Principal,
-) -> Json<serde_json::Value> {
-    let list: Vec<_> = relay
-        .web
-        .live_where(|s| {
-            s.user_id == p.user_id
-                || p.require(Action::WebSession, Some(s.device.customer_id))
-                    .is_ok()
-        })
-        .iter()
-        .map(|s| s.view())
-        .collect();
-    Json(json!(list))
+) -> Json<Vec<web_sessions::SessionView>> {
+    Json(web_sessions::list(&relay, &p))
 }
 
 /// End a web session: every connection of it closes.
@@ -440,13 +317,6 @@ pub(crate) async fn delete_web_session(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>> {
-    let s = visible(&relay, &p, &id)?;
-    if s.ended().is_some() {
-        return Err(RelayError::Conflict(format!(
-            "web session {id} already ended"
-        )));
-    }
-    proxy::end(&relay, &s, EndReason::Deleted, &p.actor()).await;
-    Ok(Json(s.view()))
+) -> Result<Json<web_sessions::SessionView>> {
+    Ok(Json(web_sessions::delete(&relay, &p, &id).await?))
 }

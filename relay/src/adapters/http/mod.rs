@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub mod extract;
 pub mod headers;
 
 use axum::extract::{DefaultBodyLimit, Request, State};

@@ -15,7 +15,6 @@ use serde::Deserialize;
 
 use super::layout::page;
 use super::{check_csrf, form, FormBody, PResult, Portal};
-use crate::adapters::api::WebSessionRequest;
 use crate::adapters::http::PeerAddr;
 use crate::app::Relay;
 use crate::error::RelayError;
@@ -36,14 +35,14 @@ pub async fn open_web(
     let f = form(body)?;
     check_csrf(&p, &f._csrf)?;
     let port = f.port.unwrap_or(80);
-    let req = WebSessionRequest {
+    let req = crate::services::web_sessions::OpenRequest {
         port,
         tls: Some(super::fleet::tls_port(port)),
         rewrite: None,
     };
-    let v = crate::adapters::api::open_web_session(&relay, &p, id, &req).await?;
-    let url = v["url"].as_str().unwrap_or("/");
-    Ok(super::see_other(url))
+    let warm = crate::adapters::web::proxy::Prewarm(relay.clone());
+    let v = crate::services::web_sessions::open(&relay.svc, &p, id, &req, &warm).await?;
+    Ok(super::see_other(&v.url))
 }
 
 /// The customer of device `id`, once `p` may do `action` on it.
@@ -153,18 +152,15 @@ pub async fn tunnel(
     let port = f
         .port
         .ok_or_else(|| RelayError::Invalid("choose the device port to tunnel to".into()))?;
-    let req = crate::services::tunnels::TunnelRequest { port, ttl: None };
     // Bound to the address this browser's request came from.
-    let v = crate::services::tunnels::open(&relay, &p, peer.ip(), id, &req).await?;
+    let t = crate::services::tunnels::open(&relay.svc, &p, peer.ip(), id, port, None).await?;
     let summary = [
-        (
-            "Connect to",
-            format!("{}:{}", text(&v["host"]), text(&v["listen_port"])),
-        ),
-        ("Only from", text(&v["client"])),
+        ("Connect to", format!("{}:{}", t.host, t.listen_port)),
+        ("Only from", t.client.clone()),
         ("Device port", port.to_string()),
-        ("Expires at", text(&v["expires_at"])),
+        ("Expires at", t.expires_at.clone()),
     ];
+    let v = serde_json::to_value(&t).unwrap_or_default();
     Ok(result_page(
         &p,
         id,

@@ -1,5 +1,5 @@
 //! Log-in and log-out pages. Both run the API's own code: the same
-//! [`crate::services::auth::login`] (password, two-factor, lockout, audit), the same
+//! [`crate::services::accounts::login::login`] (password, two-factor, lockout, audit), the same
 //! cookie, and [`crate::adapters::api::end_login`] (which also ends the user's web
 //! sessions).
 
@@ -83,7 +83,7 @@ pub async fn submit(
         password: f.password,
         totp: (!totp.is_empty()).then(|| totp.to_string()),
     };
-    match crate::services::auth::login(&relay, &req, &peer.to_string()).await {
+    match crate::services::accounts::login::login(&relay, &req, &peer.to_string()).await {
         Ok(ok) => {
             // A restricted log-in can only enroll two-factor: go there.
             let next = if ok.principal.restricted {

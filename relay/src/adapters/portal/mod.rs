@@ -187,7 +187,7 @@ impl FromRequestParts<Relay> for Portal {
 
     async fn from_request_parts(parts: &mut Parts, relay: &Relay) -> PResult<Self> {
         Ok(Portal(
-            crate::services::auth::authenticate(relay, parts).await?,
+            crate::adapters::http::extract::authenticate(relay, parts).await?,
         ))
     }
 }

@@ -18,19 +18,98 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::adapters::web::pool::{Sender, Wait};
-use crate::adapters::web::rewrite::BodyPlan;
+use crate::adapters::web::pool::{PrinterPool, Sender, Wait};
+use crate::adapters::web::rewrite::{BodyPlan, PrinterOrigin, Rewriter, Scheme, SessionOrigin};
 use crate::app::Relay;
 use crate::error::RelayError;
 use crate::services::streams::{open_stream, StreamRecord, StreamRequest};
 use crate::services::web_sessions::{
     EndReason, TicketError, WebSession, ENTER_PATH, SESSION_COOKIE,
 };
+use crate::services::web_sessions::{Warmup, WarmupError};
 
 /// How long a request waits for a free printer connection.
 const SLOT_WAIT: Duration = Duration::from_secs(30);
 /// How long the printer may take to answer with headers.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the proxy keeps per session: its printer connections and its
+/// rewriter (built once from the session's origins).
+pub struct Runtime {
+    pool: PrinterPool,
+    rewriter: Rewriter,
+}
+
+/// The proxy's runtimes, by session id; an ended session's goes (its
+/// idle printer connections with it).
+#[derive(Default)]
+pub struct Runtimes(std::sync::Mutex<std::collections::HashMap<String, Arc<Runtime>>>);
+
+impl Runtimes {
+    fn get(&self, s: &WebSession) -> Arc<Runtime> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = m.get(&s.id) {
+            return r.clone();
+        }
+        m.retain(|id, _| id != &s.id);
+        let rewriter = Rewriter::new(
+            PrinterOrigin {
+                scheme: if s.tls { Scheme::Https } else { Scheme::Http },
+                host: s.device.address.clone(),
+                port: s.port,
+            },
+            SessionOrigin {
+                host: s.host.clone(),
+                port: url_port(&s.url_base),
+            },
+            SESSION_COOKIE,
+        );
+        let rewriter = if s.rewrite_bodies {
+            rewriter
+        } else {
+            rewriter.without_body_rewriting()
+        };
+        let r = Arc::new(Runtime {
+            pool: PrinterPool::new(s.printer_connections),
+            rewriter,
+        });
+        m.insert(s.id.clone(), r.clone());
+        r
+    }
+
+    /// Forgets the runtimes of sessions that ended.
+    fn prune(&self, relay: &Relay) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|id, _| relay.web.get(id).is_some_and(|s| s.ended().is_none()));
+    }
+}
+
+/// The port of the session's URL base (`https://host:port`), 443 if none.
+fn url_port(base: &str) -> u16 {
+    base.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(443)
+}
+
+/// The first printer connection of a new session (see [`Warmup`]).
+pub struct Prewarm(pub Relay);
+
+impl Warmup for Prewarm {
+    fn prewarm<'a>(
+        &'a self,
+        _svc: &'a crate::services::Svc,
+        s: &'a Arc<WebSession>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), WarmupError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            self.0.web_rt.prune(&self.0);
+            prewarm(&self.0, s).await.map_err(|e| WarmupError {
+                refused: matches!(e, RelayError::Refused(_)),
+                message: e.to_string(),
+            })
+        })
+    }
+}
 
 /// A small HTML page of our own (errors, "session ended").
 pub fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
@@ -341,7 +420,8 @@ pub async fn note_certificate(relay: &Relay, s: &WebSession, info: &dwa_proto::c
 async fn sender(relay: &Relay, s: &Arc<WebSession>) -> Result<Sender, RelayError> {
     let deadline = tokio::time::Instant::now() + SLOT_WAIT;
     loop {
-        if let Some(mut c) = s.pool.take() {
+        let rt = relay.web_rt.get(s);
+        if let Some(mut c) = rt.pool.take() {
             // Its last response was read to the end: hyper marks it ready
             // a moment later.
             if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), c.ready()).await {
@@ -349,9 +429,9 @@ async fn sender(relay: &Relay, s: &Arc<WebSession>) -> Result<Sender, RelayError
             }
             continue;
         }
-        let slot = match s.pool.try_slot() {
+        let slot = match rt.pool.try_slot() {
             Some(p) => p,
-            None => match tokio::time::timeout_at(deadline, s.pool.wait()).await {
+            None => match tokio::time::timeout_at(deadline, rt.pool.wait()).await {
                 Ok(Wait::Slot(p)) => p,
                 Ok(Wait::Returned) => continue,
                 Err(_) => {
@@ -373,7 +453,7 @@ async fn sender(relay: &Relay, s: &Arc<WebSession>) -> Result<Sender, RelayError
 /// once, the certificate is known, and the first page needs no new stream.
 pub async fn prewarm(relay: &Relay, s: &Arc<WebSession>) -> Result<(), RelayError> {
     let c = sender(relay, s).await?;
-    s.pool.put(c);
+    relay.web_rt.get(s).pool.put(c);
     Ok(())
 }
 
@@ -409,7 +489,7 @@ impl Finish {
     fn done(mut self, down: u64, complete: bool) {
         if complete {
             if let Some(c) = self.conn.take() {
-                self.session.pool.put(c);
+                self.relay.web_rt.get(&self.session).pool.put(c);
             }
         }
         self.session.touch();
@@ -583,7 +663,8 @@ fn is_ipp(h: &axum::http::HeaderMap) -> bool {
 
 async fn forward(relay: Relay, s: Arc<WebSession>, req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
-    let rw = &s.rewriter;
+    let rt = relay.web_rt.get(&s);
+    let rw = &rt.rewriter;
     let method = req.method().to_string();
     let path = redacted_path(req.uri());
     let (mut parts, body) = req.into_parts();
@@ -663,7 +744,8 @@ async fn forward(relay: Relay, s: Arc<WebSession>, req: Request<Body>) -> Respon
 /// A WebSocket: a connection of its own to the printer, upgraded on both
 /// sides, then bytes copied until either side closes or the session ends.
 async fn websocket(relay: Relay, s: Arc<WebSession>, mut req: Request<Body>) -> Response<Body> {
-    let rw = &s.rewriter;
+    let rt = relay.web_rt.get(&s);
+    let rw = &rt.rewriter;
     let path = redacted_path(req.uri());
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, _) = req.into_parts();
@@ -671,9 +753,9 @@ async fn websocket(relay: Relay, s: Arc<WebSession>, mut req: Request<Body>) -> 
     if let Some(pq) = parts.uri.path_and_query().cloned() {
         parts.uri = pq.into();
     }
-    let slot = match s.pool.try_slot() {
+    let slot = match rt.pool.try_slot() {
         Some(p) => p,
-        None => match tokio::time::timeout(SLOT_WAIT, s.pool.wait()).await {
+        None => match tokio::time::timeout(SLOT_WAIT, rt.pool.wait()).await {
             Ok(Wait::Slot(p)) => p,
             // WebSockets never share a connection: only a slot will do.
             _ => {
@@ -758,40 +840,4 @@ async fn websocket(relay: Relay, s: Arc<WebSession>, mut req: Request<Body>) -> 
     let (mut parts, _) = resp.into_parts();
     rw.response_headers(parts.status, &mut parts.headers);
     Response::from_parts(parts, Body::empty())
-}
-
-/// Ends a session: audit record, every connection closed.
-pub async fn end(relay: &Relay, s: &WebSession, reason: EndReason, by: &str) {
-    if !s.end(reason) {
-        return;
-    }
-    relay
-        .audit
-        .record(
-            kind::WEB_SESSION_END,
-            by,
-            Some(&s.device.agent_id),
-            json!({"session": s.id, "device": s.device.id, "address": s.device.address, "port": s.port,
-                   "user": s.actor, "reason": reason, "duration_ms": s.duration().as_millis() as u64,
-                   "bytes_up": s.bytes_up.load(Ordering::Relaxed), "bytes_down": s.bytes_down.load(Ordering::Relaxed),
-                   "requests": s.requests.load(Ordering::Relaxed)}),
-        )
-        .await;
-}
-
-/// Ends the session by itself at its maximum duration or when idle.
-pub fn spawn_watchdog(relay: &Relay, s: Arc<WebSession>) {
-    let r = relay.clone();
-    let span = tracing::info_span!("web_session", id = %s.id);
-    relay.tracker.spawn(
-        async move {
-            tokio::select! {
-                reason = s.watch() => if let Some(reason) = reason {
-                    end(&r, &s, reason, "relay").await;
-                },
-                _ = r.shutdown.cancelled() => end(&r, &s, EndReason::Shutdown, "relay").await,
-            }
-        }
-        .instrument(span),
-    );
 }

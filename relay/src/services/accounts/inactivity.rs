@@ -31,7 +31,13 @@ pub async fn deactivate(
     if r.rows_affected() == 0 {
         return Ok(());
     }
-    super::users::end_sessions_of(relay, user_id, by).await?;
+    super::users::end_sessions_of(
+        relay,
+        user_id,
+        by,
+        crate::services::grants::EndReason::Inactive,
+    )
+    .await?;
     relay
         .audit
         .record(

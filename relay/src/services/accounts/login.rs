@@ -9,7 +9,7 @@ use sqlx::Row;
 use crate::app::Relay;
 use crate::error::{RelayError, Result};
 use crate::services::auth::{LoginOk, LoginRequest};
-use crate::util::{now_rfc3339, random_secret, sha256_hex, unix_now};
+use crate::util::{now_rfc3339, unix_now};
 
 /// The 423 answer's text (the issue fixes it).
 pub fn locked_message(n: u32) -> String {
@@ -212,33 +212,8 @@ pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<Logi
         (None, _) => restricted = totp_required(relay, role),
     }
 
-    let cookie = random_secret(32);
-    let id_hash = sha256_hex(&cookie);
-    let expires_at = now + relay.cfg.web.login_lifetime.as_secs() as i64;
-    sqlx::query(
-        "INSERT INTO login_sessions (id_hash, user_id, created_at, expires_at, last_seen, restricted) VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&id_hash)
-    .bind(user_id)
-    .bind(now_rfc3339())
-    .bind(expires_at)
-    .bind(now)
-    .bind(restricted)
-    .execute(&relay.db.pool)
-    .await?;
-    sqlx::query("UPDATE users SET last_login = ?, last_active = ?, failed_logins = 0 WHERE id = ?")
-        .bind(now_rfc3339())
-        .bind(now)
-        .bind(user_id)
-        .execute(&relay.db.pool)
-        .await?;
-    let principal = crate::services::auth::load_principal_as(
-        relay,
-        user_id,
-        crate::services::auth::Via::Session(id_hash),
-        restricted,
-    )
-    .await?;
+    let ok = crate::services::auth::open_login(relay, user_id, restricted).await?;
+    let principal = &ok.principal;
     relay
         .audit
         .record(
@@ -249,11 +224,7 @@ pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<Logi
                    "restricted": restricted}),
         )
         .await;
-    Ok(LoginOk {
-        principal,
-        cookie,
-        expires_at,
-    })
+    Ok(ok)
 }
 
 async fn two_factor_failure(
@@ -312,6 +283,19 @@ async fn failure(
     match locked {
         Ok(Some(r)) if r.get::<Option<String>, _>("locked_at").is_some() => {
             let n: i64 = r.get("failed_logins");
+            // A locked account holds nothing any more.
+            if let Ok(Some(id)) = relay.store.user_id_by_name(name).await {
+                if let Err(e) = super::users::end_sessions_of(
+                    relay,
+                    id,
+                    "relay",
+                    crate::services::grants::EndReason::Locked,
+                )
+                .await
+                {
+                    tracing::error!(error = %e, "ending a locked account's grants");
+                }
+            }
             relay
                 .audit
                 .record(

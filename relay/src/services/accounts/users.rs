@@ -9,22 +9,10 @@ use serde_json::{json, Value};
 use sqlx::Row;
 
 use super::totp;
-use crate::adapters::web::proxy;
 use crate::app::Relay;
 use crate::error::{RelayError, Result};
-use crate::services::auth::{IdleCheck, Principal};
-use crate::services::web_sessions::EndReason;
+use crate::services::auth::Principal;
 use crate::util::{now_rfc3339, random_password, unix_now};
-
-/// The idle rule of log-in sessions: ended after `idle` seconds without a
-/// request; `last_seen` written at most once a minute.
-pub fn idle_check(last_seen: Option<i64>, now: i64, idle: i64) -> IdleCheck {
-    match last_seen {
-        Some(t) if now - t > idle => IdleCheck::TimedOut,
-        Some(t) if now - t < 60 => IdleCheck::Fresh,
-        _ => IdleCheck::Touch,
-    }
-}
 
 /// A new TOTP secret made active for `user_id` (init, `user add`, the
 /// admin API's create): returns the otpauth URI, shown once.
@@ -118,13 +106,10 @@ pub async fn confirm_totp(relay: &Relay, p: &Principal, code: &str) -> Result<Va
             .execute(&mut *tx)
             .await?;
     }
-    if let Some(h) = p.login_session() {
-        sqlx::query("UPDATE login_sessions SET restricted = 0 WHERE id_hash = ?")
-            .bind(h)
-            .execute(&mut *tx)
-            .await?;
-    }
     tx.commit().await?;
+    if let crate::services::auth::Via::Session { grant, .. } = &p.via {
+        relay.store.unrestrict_grant(*grant).await?;
+    }
     relay
         .audit
         .record(
@@ -305,16 +290,21 @@ pub struct UserPatch {
     pub active: Option<bool>,
 }
 
-/// Ends every log-in and web session of `user_id` (deactivation, 2FA reset).
-pub async fn end_sessions_of(relay: &Relay, user_id: i64, by: &str) -> Result<()> {
-    sqlx::query("UPDATE login_sessions SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL")
-        .bind(now_rfc3339())
-        .bind(user_id)
-        .execute(&relay.db.pool)
-        .await?;
-    for s in relay.web.live_where(|s| s.user_id == user_id) {
-        proxy::end(relay, &s, EndReason::Logout, by).await;
-    }
+/// Ends every grant of `user_id` (log-ins, tokens, web sessions, tunnels):
+/// the authority they were issued under is gone.
+pub async fn end_sessions_of(
+    relay: &Relay,
+    user_id: i64,
+    by: &str,
+    reason: crate::services::grants::EndReason,
+) -> Result<()> {
+    crate::services::grants::end(
+        relay,
+        dwa_store::grants::Selector::User(user_id),
+        reason,
+        by,
+    )
+    .await?;
     Ok(())
 }
 
@@ -389,8 +379,23 @@ pub async fn update_user(
         None => {}
     }
     tx.commit().await?;
-    if patch.active == Some(false) {
-        end_sessions_of(relay, id, &p.actor()).await?;
+    // Authority lost: deactivation, a role change, or a customer taken away.
+    let old_role = current["role"].as_str().unwrap_or_default();
+    let old_customers: Vec<i64> = current["customers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c.as_i64()).collect())
+        .unwrap_or_default();
+    let lost = if patch.active == Some(false) {
+        Some(crate::services::grants::EndReason::Deactivated)
+    } else if role.as_str() != old_role {
+        Some(crate::services::grants::EndReason::RoleChanged)
+    } else if old_customers.iter().any(|c| !customers.contains(c)) {
+        Some(crate::services::grants::EndReason::CustomersChanged)
+    } else {
+        None
+    };
+    if let Some(reason) = lost {
+        end_sessions_of(relay, id, &p.actor(), reason).await?;
     }
     admin_audit(
         relay,
@@ -434,7 +439,13 @@ pub async fn reset_totp(relay: &Relay, p: &Principal, id: i64) -> Result<Value> 
         .bind(id)
         .execute(&relay.db.pool)
         .await?;
-    end_sessions_of(relay, id, &p.actor()).await?;
+    end_sessions_of(
+        relay,
+        id,
+        &p.actor(),
+        crate::services::grants::EndReason::TwoFactorReset,
+    )
+    .await?;
     admin_audit(
         relay,
         p,
@@ -552,22 +563,4 @@ pub async fn create_enrollment_token(
     )
     .await;
     Ok(json!({"token": token, "customer_id": req.customer_id, "uses": uses, "expires_at": expires}))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idle_sessions_time_out_and_touches_are_rare() {
-        let idle = 30 * 60;
-        assert_eq!(idle_check(Some(1000), 1030, idle), IdleCheck::Fresh);
-        assert_eq!(idle_check(Some(1000), 1061, idle), IdleCheck::Touch);
-        assert_eq!(idle_check(Some(1000), 1000 + idle, idle), IdleCheck::Touch);
-        assert_eq!(
-            idle_check(Some(1000), 1001 + idle, idle),
-            IdleCheck::TimedOut
-        );
-        assert_eq!(idle_check(None, 5, idle), IdleCheck::Touch);
-    }
 }
