@@ -58,6 +58,8 @@ pub enum RelayError {
     Web(#[from] crate::services::web_sessions::WebSessionError),
     #[error(transparent)]
     Grant(#[from] crate::services::grants::GrantError),
+    #[error(transparent)]
+    Stream(#[from] crate::services::streams::StreamError),
 }
 
 impl crate::services::error::Failure for RelayError {
@@ -78,6 +80,7 @@ impl crate::services::error::Failure for RelayError {
             RelayError::Auth(e) => e.class(),
             RelayError::Web(e) => e.class(),
             RelayError::Grant(e) => e.class(),
+            RelayError::Stream(e) => e.class(),
             _ => Class::Internal,
         }
     }

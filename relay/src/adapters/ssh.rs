@@ -4,12 +4,14 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use dwa_link::control::{spawn_control, ControlEvent};
+use dwa_link::flow::{Flow, FlowStream};
 use dwa_link::transport::BoxIo;
 use dwa_proto::audit::kind;
 use dwa_proto::control::ControlMsg;
-use dwa_proto::stream::DEFAULT_WINDOW;
+use dwa_proto::stream::{StreamId, DEFAULT_WINDOW};
 use dwa_proto::{CONTROL_SUBSYSTEM, PROTOCOL_VERSION};
 use russh::keys::PublicKey;
 use russh::server::{Auth, Msg, Session};
@@ -20,7 +22,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::app::Relay;
-use crate::services::streams::{AgentConn, Native};
+use crate::services::streams::{AgentConn, AgentLink, LinkError, LinkFuture, Native};
 use dwa_store::agents::AgentRow;
 
 /// Remote forwards one SSH connection may hold.
@@ -95,6 +97,95 @@ impl SshHandler {
     }
 }
 
+/// The agent's session, as the streams service reaches it.
+struct SshLink {
+    handle: russh::server::Handle,
+    /// Cuts the connection under the session when a polite disconnect is
+    /// not enough (a frozen or hostile peer).
+    kill: tokio_util::sync::CancellationToken,
+}
+
+type ServerChannel = Channel<Msg>;
+
+/// Waits at most `t` for a channel open. If the far end confirms later, the
+/// channel is closed at once, so it is not left holding an orphan stream
+/// (and a connection to a printer) that nobody reads.
+async fn open_bounded<F>(t: Duration, open: F) -> Result<ServerChannel, LinkError>
+where
+    F: std::future::Future<Output = Result<ServerChannel, russh::Error>> + Send + 'static,
+{
+    let mut task = tokio::spawn(open);
+    match tokio::time::timeout(t, &mut task).await {
+        Ok(Ok(Ok(ch))) => Ok(ch),
+        Ok(Ok(Err(e))) => Err(LinkError::Refused(e.to_string())),
+        Ok(Err(_)) => Err(LinkError::Refused("session gone".into())),
+        Err(_) => {
+            tokio::spawn(async move {
+                if let Ok(Ok(ch)) = task.await {
+                    let _ = ch.close().await;
+                }
+            });
+            Err(LinkError::Timeout)
+        }
+    }
+}
+
+impl AgentLink for SshLink {
+    fn open_direct(
+        &self,
+        host: String,
+        port: u16,
+        originator: &'static str,
+        id: StreamId,
+        flow: Flow,
+        wait: Duration,
+    ) -> LinkFuture<'_, Result<FlowStream, LinkError>> {
+        let h = self.handle.clone();
+        Box::pin(async move {
+            let ch = open_bounded(wait, async move {
+                h.channel_open_direct_tcpip(host, u32::from(port), originator, id)
+                    .await
+            })
+            .await?;
+            Ok(FlowStream::new(ch, id, flow))
+        })
+    }
+
+    fn open_forwarded(
+        &self,
+        address: String,
+        port: u32,
+        id: StreamId,
+        wait: Duration,
+    ) -> LinkFuture<'_, Result<FlowStream, LinkError>> {
+        let h = self.handle.clone();
+        Box::pin(async move {
+            let ch = open_bounded(wait, async move {
+                h.channel_open_forwarded_tcpip(address, port, "127.0.0.1", 0)
+                    .await
+            })
+            .await?;
+            Ok(FlowStream::new(ch, id, Flow::Plain))
+        })
+    }
+
+    fn disconnect(&self, why: String) -> LinkFuture<'_, ()> {
+        Box::pin(async move {
+            let polite = self
+                .handle
+                .disconnect(russh::Disconnect::ByApplication, why, "en".into());
+            let _ = tokio::time::timeout(Duration::from_secs(2), polite).await;
+            // Give the message a moment to leave, then cut the pipe
+            // regardless: a frozen or hostile peer must not keep its session.
+            let kill = self.kill.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                kill.cancel();
+            });
+        })
+    }
+}
+
 impl russh::server::Handler for SshHandler {
     type Error = russh::Error;
 
@@ -139,13 +230,16 @@ impl russh::server::Handler for SshHandler {
             return Err(russh::Error::NotAuthenticated);
         };
         let relay = &self.relay;
+        let link = Arc::new(SshLink {
+            handle: session.handle(),
+            kill: self.kill.clone(),
+        });
         let conn = Arc::new(AgentConn::new(
             agent.id.clone(),
             agent.name.clone(),
             agent.customer.clone(),
             relay.agents.next_generation(),
-            session.handle(),
-            self.kill.clone(),
+            link,
             self.peer,
             self.transport,
             relay.cfg.limits.max_streams_per_agent,

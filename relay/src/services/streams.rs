@@ -1,4 +1,8 @@
 //! Connected agents and the streams the relay opens through them.
+//! [`open_stream`] is the one way anything on the relay reaches a device:
+//! the relay's own check, then the agent's, which has the last word. The
+//! SSH session under an agent is the adapter's; it is reached through the
+//! [`AgentLink`] port.
 //!
 //! The registry maps an agent id to its one live session. A reconnecting
 //! agent's new session replaces the old one under the lock (atomically), and
@@ -20,7 +24,7 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::error::{RelayError, Result};
+use crate::services::error::{Class, Failure};
 use crate::services::Services;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,6 +127,85 @@ impl<N: Clone> Routes<N> {
     }
 }
 
+/// A boxed future, as the link's methods return them.
+pub type LinkFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Why a channel through the agent's session did not open.
+#[derive(Debug, Clone)]
+pub enum LinkError {
+    /// No answer within the time given (a late channel is closed at once).
+    Timeout,
+    /// The far end refused or the session is gone.
+    Refused(String),
+}
+
+/// The agent's SSH session as the streams service sees it: open a channel
+/// and wrap it in a [`FlowStream`], or drop the session. Implemented by the
+/// SSH adapter.
+pub trait AgentLink: Send + Sync {
+    /// A `direct-tcpip` channel to `host:port` (a dwa-agent), within `wait`.
+    fn open_direct(
+        &self,
+        host: String,
+        port: u16,
+        originator: &'static str,
+        id: StreamId,
+        flow: Flow,
+        wait: Duration,
+    ) -> LinkFuture<'_, Result<FlowStream, LinkError>>;
+
+    /// A `forwarded-tcpip` channel to a plain SSH client's `ssh -R` binding.
+    fn open_forwarded(
+        &self,
+        address: String,
+        port: u32,
+        id: StreamId,
+        wait: Duration,
+    ) -> LinkFuture<'_, Result<FlowStream, LinkError>>;
+
+    /// Ends the session: politely, then by cutting the connection.
+    fn disconnect(&self, why: String) -> LinkFuture<'_, ()>;
+}
+
+/// Why a stream was not opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// Refused by the relay's check or by the agent (its reason).
+    #[error("{0}")]
+    Refused(String),
+    /// The agent is not connected, or did not answer.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(dwa_store::StoreError),
+}
+
+impl From<dwa_store::StoreError> for StreamError {
+    fn from(e: dwa_store::StoreError) -> Self {
+        match e {
+            dwa_store::StoreError::NotFound(m) => StreamError::NotFound(m),
+            dwa_store::StoreError::Invalid(m) => StreamError::Invalid(m),
+            e => StreamError::Store(e),
+        }
+    }
+}
+
+impl Failure for StreamError {
+    fn class(&self) -> Class {
+        match self {
+            StreamError::Refused(_) => Class::Forbidden,
+            StreamError::Unavailable(_) => Class::Unavailable,
+            StreamError::NotFound(_) => Class::NotFound,
+            StreamError::Invalid(_) => Class::Invalid,
+            StreamError::Store(e) => e.class(),
+        }
+    }
+}
+
 /// How long a stream request waits for a just-authenticated session to
 /// become usable.
 const ROUTE_WAIT: Duration = Duration::from_secs(3);
@@ -133,10 +216,8 @@ pub struct AgentConn {
     pub agent_name: String,
     pub customer: String,
     pub generation: u64,
-    pub handle: russh::server::Handle,
-    /// Cuts the connection under the session when a polite disconnect is
-    /// not enough (a frozen or hostile peer).
-    pub kill: tokio_util::sync::CancellationToken,
+    /// The SSH session under it.
+    link: Arc<dyn AgentLink>,
     pub peer: SocketAddr,
     pub transport: &'static str,
     pub connected_at: SystemTime,
@@ -156,8 +237,7 @@ impl AgentConn {
         agent_name: String,
         customer: String,
         generation: u64,
-        handle: russh::server::Handle,
-        kill: tokio_util::sync::CancellationToken,
+        link: Arc<dyn AgentLink>,
         peer: SocketAddr,
         transport: &'static str,
         max_streams: usize,
@@ -167,8 +247,7 @@ impl AgentConn {
             agent_name,
             customer,
             generation,
-            handle,
-            kill,
+            link,
             peer,
             transport,
             connected_at: SystemTime::now(),
@@ -228,19 +307,7 @@ impl AgentConn {
 
     pub async fn disconnect(&self, why: &str) {
         self.credits.close_all();
-        let polite = self.handle.disconnect(
-            russh::Disconnect::ByApplication,
-            why.to_string(),
-            "en".into(),
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(2), polite).await;
-        // Give the message a moment to leave, then cut the pipe regardless:
-        // a frozen or hostile peer must not keep its session.
-        let kill = self.kill.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            kill.cancel();
-        });
+        self.link.disconnect(why.to_string()).await;
     }
 }
 
@@ -320,36 +387,12 @@ pub struct StreamRecord {
     _permit: OwnedSemaphorePermit,
 }
 
-type ServerChannel = russh::Channel<russh::server::Msg>;
-
-/// Waits at most `t` for a channel open. If the far end confirms later, the
-/// channel is closed at once, so it is not left holding an orphan stream
-/// (and a connection to a printer) that nobody reads.
-async fn open_bounded<F>(t: Duration, open: F) -> Result<Result<ServerChannel, russh::Error>, ()>
-where
-    F: std::future::Future<Output = Result<ServerChannel, russh::Error>> + Send + 'static,
-{
-    let mut task = tokio::spawn(open);
-    match tokio::time::timeout(t, &mut task).await {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(_)) => Ok(Err(russh::Error::Disconnect)),
-        Err(_) => {
-            tokio::spawn(async move {
-                if let Ok(Ok(ch)) = task.await {
-                    let _ = ch.close().await;
-                }
-            });
-            Err(())
-        }
-    }
-}
-
 async fn failed(
     relay: &Services,
     agent_id: &str,
     req: &StreamRequest,
-    err: RelayError,
-) -> RelayError {
+    err: StreamError,
+) -> StreamError {
     relay
         .audit
         .record(
@@ -362,7 +405,12 @@ async fn failed(
     err
 }
 
-async fn deny(relay: &Services, agent_id: &str, req: &StreamRequest, reason: String) -> RelayError {
+async fn deny(
+    relay: &Services,
+    agent_id: &str,
+    req: &StreamRequest,
+    reason: String,
+) -> StreamError {
     relay
         .audit
         .record(
@@ -372,7 +420,7 @@ async fn deny(relay: &Services, agent_id: &str, req: &StreamRequest, reason: Str
             json!({"target": format!("{}:{}", req.host, req.port), "decided_by": "relay", "reason": reason}),
         )
         .await;
-    RelayError::Refused(reason)
+    StreamError::Refused(reason)
 }
 
 /// Whether the agent reached the target through its legacy (OpenSSL,
@@ -384,7 +432,7 @@ pub fn tls_is_legacy(t: &TlsInfo) -> bool {
 
 /// Opens a stream to `host:port` through the agent, after the relay's own
 /// check. The agent decides again, and has the last word.
-pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenStream> {
+pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenStream, StreamError> {
     // Always from the database: revocation and name ambiguity are checked
     // for every stream, whatever the registry holds.
     let agent = {
@@ -405,7 +453,7 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
         .await);
     }
     let Some(conn) = relay.agents.get(&agent.id) else {
-        let e = RelayError::Unavailable(format!(
+        let e = StreamError::Unavailable(format!(
             "agent {} ({}) is not connected",
             agent.name, agent.id
         ));
@@ -465,7 +513,7 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
         .await);
     }
     let mut tls = None;
-    let (stream, flow) = match (&native, &forward) {
+    let stream = match (&native, &forward) {
         (Some(n), _) => {
             let (tx, rx) = oneshot::channel();
             let (tls_tx, tls_rx) = oneshot::channel();
@@ -477,17 +525,26 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
                     tls: req.tls.then_some(tls_tx),
                 },
             );
-            let h = conn.handle.clone();
-            let host = req.host.clone();
-            let port = u32::from(req.port);
             let originator = if req.tls { ORIGINATOR_TLS } else { ORIGINATOR };
-            let r = open_bounded(open_timeout, async move {
-                h.channel_open_direct_tcpip(host, port, originator, id)
-                    .await
-            })
-            .await;
-            let ch = match r {
-                Ok(Ok(ch)) => {
+            let flow = Flow::Credit {
+                table: conn.credits.clone(),
+                control: n.control.clone(),
+                peer_window: n.hello.window,
+                own_window: DEFAULT_WINDOW,
+            };
+            let r = conn
+                .link
+                .open_direct(
+                    req.host.clone(),
+                    req.port,
+                    originator,
+                    id,
+                    flow,
+                    open_timeout,
+                )
+                .await;
+            match r {
+                Ok(stream) => {
                     if req.tls {
                         // Sent before the accept, on the control channel,
                         // which another task reads: it may land just after.
@@ -498,65 +555,57 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
                     }
                     lock(&conn.pending).remove(&id);
                     if req.tls && tls.is_none() {
-                        let _ = ch.close().await;
-                        let e = RelayError::Unavailable(
+                        drop(stream);
+                        let e = StreamError::Unavailable(
                             "the agent did not report the target's TLS certificate".into(),
                         );
                         return Err(failed(relay, &agent.id, req, e).await);
                     }
-                    ch
+                    stream
                 }
-                other => {
+                Err(other) => {
                     // The agent sends its reason on the control channel just
                     // before refusing; give it a moment to arrive. The control
                     // loop audits it.
                     if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
-                        return Err(RelayError::Refused(format!(
+                        return Err(StreamError::Refused(format!(
                             "denied by the agent: {}",
                             d.reason
                         )));
                     }
                     lock(&conn.pending).remove(&id);
                     let e = match other {
-                        Err(_) => RelayError::Unavailable(format!(
+                        LinkError::Timeout => StreamError::Unavailable(format!(
                             "the agent did not answer within {open_timeout:?}"
                         )),
-                        Ok(Err(e)) => {
-                            RelayError::Refused(format!("the agent refused the stream: {e}"))
+                        LinkError::Refused(e) => {
+                            StreamError::Refused(format!("the agent refused the stream: {e}"))
                         }
-                        Ok(Ok(_)) => RelayError::Invalid("unreachable".into()),
                     };
-                    return Err(failed(relay, &agent.id, req, e).await);
-                }
-            };
-            let flow = Flow::Credit {
-                table: conn.credits.clone(),
-                control: n.control.clone(),
-                peer_window: n.hello.window,
-                own_window: DEFAULT_WINDOW,
-            };
-            (ch, flow)
-        }
-        (None, Some((addr, port))) => {
-            let (h, addr, port) = (conn.handle.clone(), addr.clone(), *port);
-            let r = open_bounded(open_timeout, async move {
-                h.channel_open_forwarded_tcpip(addr, port, "127.0.0.1", 0)
-                    .await
-            })
-            .await;
-            match r {
-                Ok(Ok(ch)) => (ch, Flow::Plain),
-                Ok(Err(e)) => {
-                    let e = RelayError::Refused(format!("the SSH client refused the stream: {e}"));
-                    return Err(failed(relay, &agent.id, req, e).await);
-                }
-                Err(_) => {
-                    let e = RelayError::Unavailable(format!("no answer within {open_timeout:?}"));
                     return Err(failed(relay, &agent.id, req, e).await);
                 }
             }
         }
-        (None, None) => unreachable!("checked above"),
+        (None, Some((addr, port))) => {
+            match conn
+                .link
+                .open_forwarded(addr.clone(), *port, id, open_timeout)
+                .await
+            {
+                Ok(stream) => stream,
+                Err(LinkError::Refused(e)) => {
+                    let e = StreamError::Refused(format!("the SSH client refused the stream: {e}"));
+                    return Err(failed(relay, &agent.id, req, e).await);
+                }
+                Err(LinkError::Timeout) => {
+                    let e = StreamError::Unavailable(format!("no answer within {open_timeout:?}"));
+                    return Err(failed(relay, &agent.id, req, e).await);
+                }
+            }
+        }
+        (None, None) => {
+            return Err(deny(relay, &agent.id, req, "agent session has no route".into()).await)
+        }
     };
     relay
         .audit
@@ -570,7 +619,6 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
                    "tls_legacy": tls.as_ref().map(tls_is_legacy)}),
         )
         .await;
-    let stream = FlowStream::new(stream, id, flow);
     Ok(OpenStream {
         record: StreamRecord {
             agent_id: agent.id,
@@ -617,7 +665,11 @@ impl StreamRecord {
 }
 
 /// Opens a stream and carries `client` through it until both sides finish.
-pub async fn carry<C>(relay: &Services, req: &StreamRequest, mut client: C) -> Result<()>
+pub async fn carry<C>(
+    relay: &Services,
+    req: &StreamRequest,
+    mut client: C,
+) -> Result<(), StreamError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {

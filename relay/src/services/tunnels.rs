@@ -26,7 +26,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::error::RelayError;
 use crate::services::auth::Principal;
 use crate::services::clock::rfc3339_seconds;
 use crate::services::error::{Class, Failure};
@@ -434,7 +433,7 @@ async fn connection(relay: &Services, t: &Arc<Tunnel>, sock: TcpStream, peer: So
     };
     let opened = tokio::select! {
         s = open_stream(relay, &req) => s,
-        _ = t.cancel.cancelled() => Err(RelayError::Unavailable("tunnel ended".into())),
+        _ = t.cancel.cancelled() => Err(crate::services::streams::StreamError::Unavailable("tunnel ended".into())),
     };
     let mut s = match opened {
         Ok(s) => s,

@@ -103,9 +103,12 @@ impl Warmup for Prewarm {
     {
         Box::pin(async move {
             self.0.web_rt.prune(&self.0);
-            prewarm(&self.0, s).await.map_err(|e| WarmupError {
-                refused: matches!(e, RelayError::Refused(_)),
-                message: e.to_string(),
+            prewarm(&self.0, s).await.map_err(|e| {
+                use crate::services::error::{Class, Failure};
+                WarmupError {
+                    refused: e.class() == Class::Forbidden,
+                    message: e.to_string(),
+                }
             })
         })
     }
@@ -458,8 +461,9 @@ pub async fn prewarm(relay: &Relay, s: &Arc<WebSession>) -> Result<(), RelayErro
 }
 
 fn bad_gateway(e: &RelayError) -> Response<Body> {
-    let (status, title) = match e {
-        RelayError::Refused(_) => (StatusCode::FORBIDDEN, "Refused"),
+    use crate::services::error::{Class, Failure};
+    let (status, title) = match e.class() {
+        Class::Forbidden => (StatusCode::FORBIDDEN, "Refused"),
         _ => (StatusCode::BAD_GATEWAY, "Printer unreachable"),
     };
     page(status, title, &html_escape(&e.to_string()))
