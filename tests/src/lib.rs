@@ -93,6 +93,12 @@ fn bin_dir() -> PathBuf {
 pub fn bins() -> &'static (PathBuf, PathBuf) {
     static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BINS.get_or_init(|| {
+        let d = bin_dir();
+        // Built already (scripts/test.sh builds them first): do not rebuild
+        // from a source tree that may have changed since.
+        if std::env::var_os("DWA_TEST_BINS_BUILT").is_some() {
+            return (d.join("dwa-relay"), d.join("dwa-agent"));
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--bins", "-p", "dwa-relay", "-p", "dwa-agent"])

@@ -140,7 +140,7 @@ async fn csrf_headers_and_idle_timeout() {
     let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("db");
-    sqlx::query("UPDATE login_sessions SET last_seen = last_seen - 3600 WHERE ended_at IS NULL")
+    sqlx::query("UPDATE grants SET last_seen = last_seen - 3600 WHERE kind = 'login' AND ended_at IS NULL")
         .execute(&mut c)
         .await
         .expect("update");
