@@ -108,6 +108,11 @@ pub fn parse_public(line: &str) -> Result<russh::keys::PublicKey, String> {
 }
 
 /// `SHA256:...` as OpenSSH prints it.
+/// Whether `key` is an ed25519 key (the only kind agents enroll with).
+pub fn is_ed25519(key: &russh::keys::PublicKey) -> bool {
+    key.algorithm() == russh::keys::Algorithm::Ed25519
+}
+
 pub fn fingerprint(key: &russh::keys::PublicKey) -> String {
     key.fingerprint(russh::keys::HashAlg::Sha256).to_string()
 }

@@ -60,6 +60,8 @@ pub enum RelayError {
     Grant(#[from] crate::services::grants::GrantError),
     #[error(transparent)]
     Stream(#[from] crate::services::streams::StreamError),
+    #[error(transparent)]
+    Enroll(#[from] crate::services::enrollment::EnrollError),
 }
 
 impl crate::services::error::Failure for RelayError {
@@ -81,6 +83,7 @@ impl crate::services::error::Failure for RelayError {
             RelayError::Web(e) => e.class(),
             RelayError::Grant(e) => e.class(),
             RelayError::Stream(e) => e.class(),
+            RelayError::Enroll(e) => e.class(),
             _ => Class::Internal,
         }
     }

@@ -68,7 +68,7 @@ pub const AGENT_SIGNATURE: &str = "agent_signature";
         crate::adapters::api::telemetry::get_rules,
         crate::adapters::api::telemetry::put_rules,
         // Diagnostics (crate::services::diagnostics).
-        crate::services::diagnostics::run_diagnostic,
+        crate::adapters::api::diagnostics::run_diagnostic,
         // Single sign-on (crate::services::sso).
         crate::services::sso::login,
         crate::services::sso::callback,

@@ -100,6 +100,7 @@ impl SshHandler {
 /// The agent's session, as the streams service reaches it.
 struct SshLink {
     handle: russh::server::Handle,
+    tracker: tokio_util::task::TaskTracker,
     /// Cuts the connection under the session when a polite disconnect is
     /// not enough (a frozen or hostile peer).
     kill: tokio_util::sync::CancellationToken,
@@ -110,21 +111,28 @@ type ServerChannel = Channel<Msg>;
 /// Waits at most `t` for a channel open. If the far end confirms later, the
 /// channel is closed at once, so it is not left holding an orphan stream
 /// (and a connection to a printer) that nobody reads.
-async fn open_bounded<F>(t: Duration, open: F) -> Result<ServerChannel, LinkError>
+async fn open_bounded<F>(
+    tracker: &tokio_util::task::TaskTracker,
+    t: Duration,
+    open: F,
+) -> Result<ServerChannel, LinkError>
 where
     F: std::future::Future<Output = Result<ServerChannel, russh::Error>> + Send + 'static,
 {
-    let mut task = tokio::spawn(open);
+    let mut task = tracker.spawn(open.instrument(tracing::debug_span!("channel_open")));
     match tokio::time::timeout(t, &mut task).await {
         Ok(Ok(Ok(ch))) => Ok(ch),
         Ok(Ok(Err(e))) => Err(LinkError::Refused(e.to_string())),
         Ok(Err(_)) => Err(LinkError::Refused("session gone".into())),
         Err(_) => {
-            tokio::spawn(async move {
-                if let Ok(Ok(ch)) = task.await {
-                    let _ = ch.close().await;
+            tracker.spawn(
+                async move {
+                    if let Ok(Ok(ch)) = task.await {
+                        let _ = ch.close().await;
+                    }
                 }
-            });
+                .instrument(tracing::debug_span!("late_channel_close")),
+            );
             Err(LinkError::Timeout)
         }
     }
@@ -142,7 +150,7 @@ impl AgentLink for SshLink {
     ) -> LinkFuture<'_, Result<FlowStream, LinkError>> {
         let h = self.handle.clone();
         Box::pin(async move {
-            let ch = open_bounded(wait, async move {
+            let ch = open_bounded(&self.tracker, wait, async move {
                 h.channel_open_direct_tcpip(host, u32::from(port), originator, id)
                     .await
             })
@@ -160,7 +168,7 @@ impl AgentLink for SshLink {
     ) -> LinkFuture<'_, Result<FlowStream, LinkError>> {
         let h = self.handle.clone();
         Box::pin(async move {
-            let ch = open_bounded(wait, async move {
+            let ch = open_bounded(&self.tracker, wait, async move {
                 h.channel_open_forwarded_tcpip(address, port, "127.0.0.1", 0)
                     .await
             })
@@ -178,10 +186,13 @@ impl AgentLink for SshLink {
             // Give the message a moment to leave, then cut the pipe
             // regardless: a frozen or hostile peer must not keep its session.
             let kill = self.kill.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                kill.cancel();
-            });
+            self.tracker.spawn(
+                async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    kill.cancel();
+                }
+                .instrument(tracing::debug_span!("session_kill")),
+            );
         })
     }
 }
@@ -232,6 +243,7 @@ impl russh::server::Handler for SshHandler {
         let relay = &self.relay;
         let link = Arc::new(SshLink {
             handle: session.handle(),
+            tracker: relay.tracker.clone(),
             kill: self.kill.clone(),
         });
         let conn = Arc::new(AgentConn::new(
@@ -255,10 +267,13 @@ impl russh::server::Handler for SshHandler {
                     json!({"old_peer": old.peer.to_string(), "new_peer": self.peer.to_string()}),
                 )
                 .await;
-            tokio::spawn(async move {
-                old.disconnect("replaced by a newer session of this agent")
-                    .await
-            });
+            relay.tracker.spawn(
+                async move {
+                    old.disconnect("replaced by a newer session of this agent")
+                        .await
+                }
+                .instrument(tracing::info_span!("replaced_session", agent = %agent.id)),
+            );
         }
         let _ = relay
             .store
@@ -316,7 +331,8 @@ impl russh::server::Handler for SshHandler {
         let (control, events) = spawn_control(ch, conn.credits.clone());
         let relay = self.relay.clone();
         let span = tracing::info_span!("control", agent = %conn.agent_id);
-        tokio::spawn(control_loop(relay, conn, control, events).instrument(span));
+        let tracker = relay.tracker.clone();
+        tracker.spawn(control_loop(relay, conn, control, events).instrument(span));
         Ok(())
     }
 

@@ -10,6 +10,9 @@ use crate::services::error::{Class, Failure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// A filter out of bounds.
+    #[error("{0}")]
+    Invalid(String),
     #[error("audit log: {0}")]
     Store(#[from] StoreError),
     #[error("audit chain broken: {0}")]
@@ -18,8 +21,88 @@ pub enum AuditError {
 
 impl Failure for AuditError {
     fn class(&self) -> Class {
-        Class::Internal
+        match self {
+            AuditError::Invalid(_) => Class::Invalid,
+            _ => Class::Internal,
+        }
     }
+}
+
+/// Newest records returned by default, and at most.
+pub const DEFAULT_LIMIT: i64 = 500;
+pub const MAX_LIMIT: i64 = 10_000;
+
+/// Filters of the audit log (all optional; empty means none).
+#[derive(Debug, Default, Clone)]
+pub struct AuditSearch {
+    /// RFC 3339 time: records at or after it.
+    pub since: Option<String>,
+    /// Exact kind (`web.session_create`) or a prefix ending in `.` (`web.`).
+    pub kind: Option<String>,
+    /// User name: records whose actor is `user:<name>`.
+    pub user: Option<String>,
+    /// Device id: records whose detail names that device.
+    pub device: Option<String>,
+    /// Newest records returned, 1..=10000 (default 500).
+    pub limit: Option<i64>,
+}
+
+/// The records `p` may see that match `q`, oldest first (the newest
+/// `limit` of them).
+///
+/// Scope: an admin sees every record. Anyone else sees the records of their
+/// customers' agents (the `agent` column), records naming one of their
+/// customers' devices (`detail.device`), and their own actions (actor
+/// `user:<name>`); another customer's agent id is withheld from their own
+/// refused attempts.
+pub async fn query(
+    svc: &crate::services::Services,
+    p: &crate::services::auth::Principal,
+    q: &AuditSearch,
+) -> Result<Vec<AuditRecord>, AuditError> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(AuditError::Invalid(format!("limit must be 1..={MAX_LIMIT}")));
+    }
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| crate::services::telemetry::normalize_time("since", s))
+        .transpose()
+        .map_err(|e| AuditError::Invalid(e.to_string()))?;
+    if q.kind.as_deref().is_some_and(|k| k.len() > 100)
+        || q.user.as_deref().is_some_and(|u| u.len() > 100)
+    {
+        return Err(AuditError::Invalid(
+            "kind and user are at most 100 characters".into(),
+        ));
+    }
+    let (kind_exact, kind_prefix) = match q.kind.as_deref() {
+        Some(k) if k.ends_with('.') => (None, Some(k.to_string())),
+        Some(k) => (Some(k.to_string()), None),
+        None => (None, None),
+    };
+    let device: Option<i64> = q
+        .device
+        .as_deref()
+        .map(|d| {
+            d.trim()
+                .parse()
+                .map_err(|_| AuditError::Invalid("device: expected a device id".into()))
+        })
+        .transpose()?;
+    let filter = dwa_store::audit::AuditFilter {
+        since,
+        kind_exact,
+        kind_prefix,
+        actor: q.user.as_deref().map(|u| format!("user:{u}")),
+        device,
+        all: p.role == dwa_policy::roles::Role::Admin,
+        own_actor: p.actor(),
+        customers: p.customers.clone(),
+        limit,
+    };
+    Ok(svc.store.audit_query(&filter).await?)
 }
 
 #[derive(Clone, Debug)]

@@ -1,5 +1,5 @@
-//! `POST /api/v1/devices/{id}/diagnostics`: a typed diagnostic (ping, tcp,
-//! http, ipp, pjl) run by the device's agent, never a shell. The relay
+//! Diagnostics: a typed probe (ping, tcp, http, ipp, pjl) run by the
+//! device's agent, never a shell. The relay
 //! checks permission, rate (per user and per device) and its own coarse
 //! policy, sends `ControlMsg::Diag` on the agent's control channel and
 //! waits for `ControlMsg::DiagResult`; the agent's policy decides again
@@ -10,23 +10,18 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use dwa_policy::relay::{relay_decide, RelayCheck};
 use dwa_policy::roles::Action;
 use dwa_proto::audit::kind;
 use dwa_proto::control::ControlMsg;
 use dwa_proto::diag::{DiagKind, DiagOutcome, DiagParams, DiagRequest};
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use crate::app::Relay;
-use crate::error::{RelayError, Result};
 use crate::services::auth::Principal;
+use crate::services::error::{Class, Failure};
+use crate::services::Services;
 use crate::util::random_secret;
 
 /// Diagnostics one user may start per minute (all devices together).
@@ -94,10 +89,6 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-pub fn routes() -> Router<Relay> {
-    Router::new().route("/api/v1/devices/{id}/diagnostics", post(run_diagnostic))
-}
-
 /// Seconds until `limiter` admits `key` again (at least 1).
 fn retry_after<K>(limiter: &Limiter<K>, key: &K) -> Option<u64>
 where
@@ -123,51 +114,74 @@ fn summary(o: &DiagOutcome) -> Value {
     v
 }
 
-/// Runs one diagnostic on a device through its agent.
-#[utoipa::path(
-    post,
-    path = "/api/v1/devices/{id}/diagnostics",
-    tag = "diagnostics",
-    security(("cookie" = []), ("bearer" = [])),
-    params(("id" = i64, Path, description = "Device id")),
-    request_body(content = serde_json::Value, description = "{kind: ping|tcp|http|ipp|pjl, port?, count?, interval_ms?, timeout_ms?, size?, tls?}"),
-    responses(
-        (status = 200, description = "The diagnostic ran: {device, address, kind, request, outcome: done, result}"),
-        (status = 400, description = "Invalid or out-of-bounds parameters"),
-        (status = 403, description = "No permission, or refused by the relay's or the agent's policy (rule and reason)"),
-        (status = 404, description = "No such device"),
-        (status = 409, description = "The device's agent is not connected"),
-        (status = 429, description = "Rate limit per user or per device; see Retry-After"),
-        (status = 502, description = "The agent could not run it (reason)"),
-        (status = 504, description = "No result from the agent in time"),
-    )
-)]
-pub async fn run_diagnostic(
-    State(relay): State<Relay>,
-    p: Principal,
-    Path(device): Path<i64>,
-    body: std::result::Result<Json<DiagParams>, JsonRejection>,
-) -> Result<Response> {
-    let params = body
-        .map(|Json(v)| v)
-        .map_err(|e| RelayError::Invalid(e.body_text()));
-    let (status, body) = run(&relay, &p, device, params).await?;
-    Ok((status, Json(body)).into_response())
+#[derive(Debug, thiserror::Error)]
+pub enum DiagError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Refused(String),
+    /// The device's agent is not connected (or is leaving).
+    #[error("{0}")]
+    AgentOffline(String),
+    #[error("{msg}")]
+    RateLimited { msg: String, retry_after: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] dwa_store::StoreError),
+}
+
+impl Failure for DiagError {
+    fn class(&self) -> Class {
+        match self {
+            DiagError::Invalid(_) => Class::Invalid,
+            DiagError::Refused(_) => Class::Forbidden,
+            DiagError::AgentOffline(_) => Class::Conflict,
+            DiagError::RateLimited { retry_after, .. } => Class::RateLimited {
+                retry_after: *retry_after,
+            },
+            DiagError::Unavailable(_) => Class::Unavailable,
+            DiagError::Store(e) => e.class(),
+        }
+    }
+}
+
+/// How a diagnostic that reached the agent ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Finished {
+    /// The agent's answer: done, refused by its policy, or failed.
+    Outcome(DiagOutcome),
+    /// No answer within the diagnostic's budget.
+    TimedOut {
+        #[serde(skip)]
+        reason: String,
+    },
+}
+
+/// A diagnostic that reached the agent: what was asked, and how it ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiagReport {
+    pub device: i64,
+    pub address: String,
+    pub kind: &'static str,
+    pub request: String,
+    pub params: DiagRequest,
+    #[serde(flatten)]
+    pub finished: Finished,
 }
 
 /// Runs one diagnostic for `p` (the API's and the portal's path): the
-/// status to answer with and the JSON body (the result, or the agent's
-/// refusal or failure with `error` and `code`).
+/// relay's checks, then the agent's answer (or its silence).
 pub async fn run(
-    relay: &Relay,
+    relay: &Services,
     p: &Principal,
     device: i64,
-    params: Result<DiagParams>,
-) -> Result<(StatusCode, Value)> {
+    params: DiagParams,
+) -> Result<DiagReport, DiagError> {
     let target = relay.store.device_target(device).await?;
     let agent = target.agent_id.clone();
     let refuse = |reason: String, detail: Value| {
-        let relay = relay.clone();
         let actor = p.actor();
         let agent = agent.clone();
         async move {
@@ -183,10 +197,9 @@ pub async fn run(
     };
     if let Err(e) = p.require(Action::Diagnostics, Some(target.customer_id)) {
         refuse(e.to_string(), json!({})).await;
-        return Err(e.into());
+        return Err(DiagError::Refused(e.to_string()));
     }
-    let params = params?;
-    let req = DiagRequest::from_params(&params).map_err(RelayError::Invalid)?;
+    let req = DiagRequest::from_params(&params).map_err(DiagError::Invalid)?;
     let kind_name = req.kind.as_str();
     for (limiter, key, who) in [
         (&relay.diag.per_user, p.user_id, "user"),
@@ -195,7 +208,7 @@ pub async fn run(
         if let Some(secs) = retry_after(limiter, &key) {
             let msg = format!("too many diagnostics for this {who}; retry in {secs} s");
             refuse(msg.clone(), json!({"kind": kind_name, "limit": who})).await;
-            return Err(RelayError::RateLimited {
+            return Err(DiagError::RateLimited {
                 msg,
                 retry_after: secs,
             });
@@ -204,7 +217,7 @@ pub async fn run(
     let Some(native) = relay.agents.get(&agent).and_then(|c| c.native()) else {
         let msg = format!("agent {agent} is not connected");
         refuse(msg.clone(), json!({"kind": kind_name})).await;
-        return Err(RelayError::Conflict(msg));
+        return Err(DiagError::AgentOffline(msg));
     };
     // The relay's coarse pre-check (the device is the agent's by
     // construction): ports must be among those the agent announced.
@@ -221,7 +234,7 @@ pub async fn run(
                     json!({"kind": kind_name, "decided_by": "relay", "port": port}),
                 )
                 .await;
-                return Err(RelayError::Refused(d.reason));
+                return Err(DiagError::Refused(d.reason));
             }
         }
     }
@@ -230,7 +243,7 @@ pub async fn run(
     {
         let mut pending = relay.diag.lock();
         if pending.len() >= MAX_PENDING {
-            return Err(RelayError::Unavailable(
+            return Err(DiagError::Unavailable(
                 "the relay has too many diagnostics waiting".into(),
             ));
         }
@@ -248,52 +261,39 @@ pub async fn run(
     if !sent {
         let msg = format!("agent {agent} is disconnecting");
         refuse(msg.clone(), json!({"kind": kind_name})).await;
-        return Err(RelayError::Conflict(msg));
+        return Err(DiagError::AgentOffline(msg));
     }
     let wait = Duration::from_millis(req.budget_ms()) + SLACK;
+    let report = |finished| DiagReport {
+        device,
+        address: target.address.clone(),
+        kind: kind_name,
+        request: request.clone(),
+        params: req.clone(),
+        finished,
+    };
     let base = json!({"device": device, "address": target.address, "kind": kind_name,
                       "request": request, "params": req});
     let outcome = match tokio::time::timeout(wait, rx).await {
         Ok(Ok(o)) => o,
         _ => {
-            let msg = format!("no result from agent {agent} within {wait:?}");
+            let reason = format!("no result from agent {agent} within {wait:?}");
             let mut d = base.clone();
-            d["outcome"] = json!({"outcome": "timeout", "reason": msg});
+            d["outcome"] = json!({"outcome": "timeout", "reason": reason});
             relay
                 .audit
                 .record(kind::DIAG_RUN, &p.actor(), Some(&agent), d)
                 .await;
-            return Ok((
-                StatusCode::GATEWAY_TIMEOUT,
-                json!({"error": msg, "code": "timeout"}),
-            ));
+            return Ok(report(Finished::TimedOut { reason }));
         }
     };
-    let mut audit = base.clone();
+    let mut audit = base;
     audit["outcome"] = summary(&outcome);
     relay
         .audit
         .record(kind::DIAG_RUN, &p.actor(), Some(&agent), audit)
         .await;
-    let mut body = base;
-    if let (Some(b), Some(o)) = (body.as_object_mut(), json!(outcome).as_object()) {
-        b.extend(o.clone());
-    }
-    let status = match &outcome {
-        DiagOutcome::Done { .. } => StatusCode::OK,
-        DiagOutcome::Refused { reason, .. } => {
-            body["error"] = json!(format!("denied by the agent: {reason}"));
-            body["code"] = json!("refused");
-            body["decided_by"] = json!("agent");
-            StatusCode::FORBIDDEN
-        }
-        DiagOutcome::Failed { reason } => {
-            body["error"] = json!(reason);
-            body["code"] = json!("diag_failed");
-            StatusCode::BAD_GATEWAY
-        }
-    };
-    Ok((status, body))
+    Ok(report(Finished::Outcome(outcome)))
 }
 
 #[cfg(test)]
@@ -311,17 +311,6 @@ mod tests {
         d.deliver("agt_a", "r1".into(), o.clone());
         assert_eq!(rx.try_recv().ok(), Some(o));
         assert!(d.lock().is_empty());
-    }
-
-    #[test]
-    fn the_route_is_described_for_openapi() {
-        use utoipa::OpenApi;
-        #[derive(OpenApi)]
-        #[openapi(paths(run_diagnostic))]
-        struct Doc;
-        let doc = Doc::openapi();
-        let path = &doc.paths.paths["/api/v1/devices/{id}/diagnostics"];
-        assert!(path.post.is_some());
     }
 
     #[test]

@@ -5,9 +5,35 @@ use dwa_proto::audit::kind;
 use dwa_proto::enroll::{secret_hash, EnrollRequest, EnrollResponse};
 use serde_json::json;
 
-use crate::app::Relay;
-use crate::error::{RelayError, Result};
 use dwa_store::enroll::TokenCheck;
+
+use crate::services::error::{Class, Failure};
+use crate::services::Services;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// The token or request was refused (audited with the reason).
+    #[error("{0}")]
+    Refused(String),
+    /// The relay's own TLS material cannot be read.
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Store(#[from] dwa_store::StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::services::audit::AuditError),
+}
+
+impl Failure for EnrollError {
+    fn class(&self) -> Class {
+        match self {
+            EnrollError::Refused(_) => Class::Forbidden,
+            EnrollError::Tls(_) => Class::Internal,
+            EnrollError::Store(e) => e.class(),
+            EnrollError::Audit(e) => e.class(),
+        }
+    }
+}
 
 /// A new enrollment token for customer `customer_id`: at most `uses` uses,
 /// valid `ttl_secs`; it carries the relay certificate's fingerprint. Returns
@@ -20,12 +46,12 @@ pub async fn issue_token(
     uses: u8,
     ttl_secs: i64,
     actor: &str,
-) -> Result<(String, i64)> {
-    let tls = crate::init::load_tls(dir)?;
+) -> Result<(String, i64), EnrollError> {
+    let tls = crate::init::load_tls(dir).map_err(|e| EnrollError::Tls(e.to_string()))?;
     let fp: [u8; 32] = hex::decode(&tls.fingerprint)
         .ok()
         .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| RelayError::Tls("bad certificate fingerprint".into()))?;
+        .ok_or_else(|| EnrollError::Tls("bad certificate fingerprint".into()))?;
     let mut secret = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
     let token = dwa_proto::enroll::EnrollToken {
@@ -53,7 +79,11 @@ fn valid_hostname(h: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
 }
 
-pub async fn enroll(relay: &Relay, req: EnrollRequest, peer: &str) -> Result<EnrollResponse> {
+pub async fn enroll(
+    relay: &Services,
+    req: EnrollRequest,
+    peer: &str,
+) -> Result<EnrollResponse, EnrollError> {
     let refuse = |reason: String| async {
         relay
             .audit
@@ -64,7 +94,7 @@ pub async fn enroll(relay: &Relay, req: EnrollRequest, peer: &str) -> Result<Enr
                 json!({"reason": reason, "hostname": req.hostname}),
             )
             .await;
-        RelayError::Refused(reason)
+        EnrollError::Refused(reason)
     };
     use base64::Engine;
     let secret = match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(req.secret.trim()) {
@@ -75,7 +105,7 @@ pub async fn enroll(relay: &Relay, req: EnrollRequest, peer: &str) -> Result<Enr
         return Err(refuse("invalid hostname".into()).await);
     }
     let key = match dwa_link::ssh::parse_public(&req.public_key) {
-        Ok(k) if k.algorithm() == russh::keys::Algorithm::Ed25519 => k,
+        Ok(k) if dwa_link::ssh::is_ed25519(&k) => k,
         Ok(_) => return Err(refuse("the agent key must be ed25519".into()).await),
         Err(e) => return Err(refuse(e).await),
     };

@@ -13,7 +13,6 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use dwa_policy::roles::Role;
 use dwa_proto::audit::AuditRecord;
 use serde::Deserialize;
 
@@ -21,9 +20,7 @@ use crate::app::Relay;
 use crate::error::{RelayError, Result};
 use crate::services::auth::Principal;
 
-/// Newest records returned by default, and at most.
-pub const DEFAULT_LIMIT: i64 = 500;
-pub const MAX_LIMIT: i64 = 10_000;
+pub use crate::services::audit::MAX_LIMIT;
 
 pub fn routes() -> Router<Relay> {
     Router::new().route("/api/v1/audit", get(audit))
@@ -65,53 +62,21 @@ impl AuditQuery {
 }
 
 /// The records `p` may see that match `q`, oldest first (the newest
-/// `limit` of them).
-pub async fn query(relay: &Relay, p: &Principal, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+/// `limit` of them): the API's and the portal's query.
+pub async fn query(
+    relay: &Relay,
+    p: &Principal,
+    q: &AuditQuery,
+) -> Result<Vec<AuditRecord>, crate::services::audit::AuditError> {
     let q = q.clone().clean();
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(RelayError::Invalid(format!(
-            "limit must be 1..={MAX_LIMIT}"
-        )));
-    }
-    let since = q
-        .since
-        .as_deref()
-        .map(|s| crate::services::telemetry::normalize_time("since", s))
-        .transpose()?;
-    if q.kind.as_deref().is_some_and(|k| k.len() > 100)
-        || q.user.as_deref().is_some_and(|u| u.len() > 100)
-    {
-        return Err(RelayError::Invalid(
-            "kind and user are at most 100 characters".into(),
-        ));
-    }
-    let (kind_exact, kind_prefix) = match q.kind.as_deref() {
-        Some(k) if k.ends_with('.') => (None, Some(k.to_string())),
-        Some(k) => (Some(k.to_string()), None),
-        None => (None, None),
+    let search = crate::services::audit::AuditSearch {
+        since: q.since,
+        kind: q.kind,
+        user: q.user,
+        device: q.device,
+        limit: q.limit,
     };
-    let device: Option<i64> = q
-        .device
-        .as_deref()
-        .map(|d| {
-            d.trim()
-                .parse()
-                .map_err(|_| RelayError::Invalid("device: expected a device id".into()))
-        })
-        .transpose()?;
-    let filter = dwa_store::audit::AuditFilter {
-        since,
-        kind_exact,
-        kind_prefix,
-        actor: q.user.as_deref().map(|u| format!("user:{u}")),
-        device,
-        all: p.role == Role::Admin,
-        own_actor: p.actor(),
-        customers: p.customers.clone(),
-        limit,
-    };
-    Ok(relay.store.audit_query(&filter).await?)
+    crate::services::audit::query(relay, p, &search).await
 }
 
 /// The records in the asked format, as a response (`json`, `jsonl`, `csv`).

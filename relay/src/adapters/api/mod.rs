@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod devices;
+pub mod diagnostics;
 pub mod telemetry;
 pub mod tunnels;
 
@@ -43,7 +44,7 @@ pub fn routes() -> Router<Relay> {
         )
         // Devices, readings, reports, agents, alerts.
         .merge(crate::adapters::api::telemetry::routes())
-        .merge(crate::services::diagnostics::routes())
+        .merge(diagnostics::routes())
         // Single sign-on: /auth/oidc/login and /auth/oidc/callback.
         .merge(crate::services::sso::routes())
         .merge(crate::adapters::openapi::routes())

@@ -178,7 +178,7 @@ pub(crate) async fn enroll(
     };
     match crate::services::enrollment::enroll(&relay, req, &peer.to_string()).await {
         Ok(resp) => Json(resp).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => failure_response(&e),
     }
 }
 

@@ -122,7 +122,8 @@ pub async fn diagnose(
         port: f.port,
         ..Default::default()
     };
-    let (status, v) = crate::services::diagnostics::run(&relay, &p, id, Ok(params)).await?;
+    let r = crate::services::diagnostics::run(&relay, &p, id, params).await?;
+    let (status, v) = crate::adapters::api::diagnostics::answer(&r);
     let mut summary = vec![("Address", text(&v["address"]))];
     if let Some(e) = v.get("error") {
         summary.push(("Error", text(e)));

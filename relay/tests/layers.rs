@@ -1,0 +1,106 @@
+//! The relay's layering, checked: services never name an HTTP or SSH
+//! framework, SQL, or the adapters above them; the relay crate itself does
+//! not depend on sqlx at all (the store crate is the only code that speaks
+//! SQL, and the compiler enforces that once the dependency is gone); the
+//! store depends on no framework. See CONTRIBUTING.md.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Code lines of a file (comments and doc comments left out).
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_start()))
+        .filter(|(_, l)| !l.starts_with("//"))
+}
+
+/// What a service may not name: HTTP and SSH frameworks, SQL, the
+/// adapters and the app that sit above the services.
+const FORBIDDEN_IN_SERVICES: [&str; 11] = [
+    "axum::",
+    "hyper::",
+    "hyper_util::",
+    "russh::",
+    "sqlx::",
+    "tokio_rustls::",
+    "StatusCode",
+    "crate::adapters",
+    "crate::app",
+    "crate::db",
+    "http::",
+];
+
+#[test]
+fn services_name_no_framework_no_sql_and_no_adapter() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/services");
+    let mut files = vec![];
+    rust_files(&root, &mut files);
+    assert!(files.len() >= 10, "the scan found too few services: {files:?}");
+    let mut found = vec![];
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        for (n, line) in code_lines(&text) {
+            for bad in FORBIDDEN_IN_SERVICES {
+                // `http::` as a path segment, not inside another name.
+                let hit = line.match_indices(bad).any(|(i, _)| {
+                    bad != "http::"
+                        || i == 0
+                        || !line[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                });
+                if hit {
+                    found.push(format!("{}:{n}: {bad}: {line}", f.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "services must not use these (move the code to an adapter or the store):\n{}",
+        found.join("\n")
+    );
+}
+
+fn dependencies(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).expect("read Cargo.toml");
+    let doc: toml::Table = text.parse().expect("Cargo.toml parses");
+    let mut out = vec![];
+    for section in ["dependencies", "dev-dependencies"] {
+        if let Some(t) = doc.get(section).and_then(|v| v.as_table()) {
+            out.extend(t.keys().cloned());
+        }
+    }
+    out
+}
+
+#[test]
+fn only_the_store_crate_depends_on_sqlx() {
+    let relay = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let deps = dependencies(&relay.join("Cargo.toml"));
+    assert!(deps.contains(&"dwa-store".to_string()), "{deps:?}");
+    assert!(
+        !deps.iter().any(|d| d == "sqlx"),
+        "dwa-relay must not depend on sqlx: SQL belongs in relay/store"
+    );
+    let store = dependencies(&relay.join("store/Cargo.toml"));
+    assert!(store.contains(&"sqlx".to_string()), "{store:?}");
+    for framework in ["axum", "hyper", "hyper-util", "russh", "tokio-rustls"] {
+        assert!(
+            !store.iter().any(|d| d == framework),
+            "the store must not depend on {framework}"
+        );
+    }
+}
