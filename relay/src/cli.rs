@@ -296,6 +296,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             printer_ipp_port,
             printer_pjl_port,
         } => {
+            #[cfg(feature = "demo")]
             dwa_relay::demo::run(dwa_relay::demo::DemoOptions {
                 data_dir: keep_data,
                 ssh_listen,
@@ -310,6 +311,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 json: j,
             })
             .await?;
+            #[cfg(not(feature = "demo"))]
+            {
+                let _ = (keep_data, ssh_listen, https_listen, printers, first_printer);
+                let _ = (printer_http_port, printer_https_port, printer_snmp_port);
+                let _ = (printer_ipp_port, printer_pjl_port);
+                bail!("this dwa-relay was built without the demo (cargo feature `demo`)");
+            }
         }
         Cmd::Serve => {
             let _ = open(&dir).await?;

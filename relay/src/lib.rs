@@ -13,13 +13,15 @@
 //!
 //! Around them: [`app`] builds everything from the data directory and is
 //! the one place that starts and stops it; [`config`] is relay.toml;
-//! [`init`] creates a data directory; [`demo`] runs relay, agent and a
-//! simulated fleet in one command.
+//! [`init`] creates a data directory; `demo` (the `demo` feature, on by
+//! default, off in production builds) runs relay, agent and a simulated
+//! fleet in one command.
 
 pub mod adapters;
 pub mod app;
 pub mod config;
 pub mod db;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod init;

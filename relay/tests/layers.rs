@@ -49,7 +49,10 @@ fn services_name_no_framework_no_sql_and_no_adapter() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/services");
     let mut files = vec![];
     rust_files(&root, &mut files);
-    assert!(files.len() >= 10, "the scan found too few services: {files:?}");
+    assert!(
+        files.len() >= 10,
+        "the scan found too few services: {files:?}"
+    );
     let mut found = vec![];
     for f in &files {
         let text = std::fs::read_to_string(f).expect("read");
@@ -103,4 +106,37 @@ fn only_the_store_crate_depends_on_sqlx() {
             "the store must not depend on {framework}"
         );
     }
+}
+
+#[test]
+fn a_production_build_does_not_link_the_simulator() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let tree = |features: &[&str]| {
+        let out = std::process::Command::new(&cargo)
+            .args([
+                "tree",
+                "-p",
+                "dwa-relay",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+            ])
+            .args(features)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo tree");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The check can tell: the default (demo) build does link it.
+    assert!(tree(&[]).contains("dwa-sim"));
+    assert!(
+        !tree(&["--no-default-features"]).contains("dwa-sim"),
+        "a relay built without the demo feature must not depend on dwa-sim"
+    );
 }

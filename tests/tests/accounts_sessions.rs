@@ -140,10 +140,12 @@ async fn csrf_headers_and_idle_timeout() {
     let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("db");
-    sqlx::query("UPDATE grants SET last_seen = last_seen - 3600 WHERE kind = 'login' AND ended_at IS NULL")
-        .execute(&mut c)
-        .await
-        .expect("update");
+    sqlx::query(
+        "UPDATE grants SET last_seen = last_seen - 3600 WHERE kind = 'login' AND ended_at IS NULL",
+    )
+    .execute(&mut c)
+    .await
+    .expect("update");
     c.close().await.expect("close");
     let (s, v) = admin.call(Method::GET, "/me", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");

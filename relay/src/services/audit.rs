@@ -62,7 +62,9 @@ pub async fn query(
 ) -> Result<Vec<AuditRecord>, AuditError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(AuditError::Invalid(format!("limit must be 1..={MAX_LIMIT}")));
+        return Err(AuditError::Invalid(format!(
+            "limit must be 1..={MAX_LIMIT}"
+        )));
     }
     let since = q
         .since
