@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use dwa_agent::config::{AgentConfig, Secret, TransportMode};
 use dwa_agent::enroll::{enroll, EnrollOptions};
 use dwa_agent::session::Agent;
-use dwa_agent::telemetry::spool::{Limits, Spool};
+use dwa_agent::telemetry::spool::{Limits, OnBadKey, Spool};
 use dwa_agent::telemetry::v3::{
     AuthProtocol, PrivProtocol, SecurityLevel, V3Field, V3Input, V3Security,
 };
@@ -356,12 +356,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     path.display()
                 );
             }
+            // Read-only: a spool the key does not open is reported, never
+            // moved aside from under a running agent.
             let spool = Spool::open(
                 &path,
+                &cfg.spool_key_path(&config),
                 Limits {
                     max_items: cfg.spool.max_items,
                     max_bytes: cfg.spool.max_bytes,
                 },
+                OnBadKey::Fail,
             )
             .await?;
             let st = spool.stats().await?;

@@ -116,6 +116,10 @@ impl Default for ScanConfig {
 pub struct SpoolConfig {
     /// SQLite file, relative to this file's directory.
     pub path: PathBuf,
+    /// The spool's AES-256-GCM key (64 hex digits, 0600), relative to this
+    /// file's directory; created on first run. Keep it with `key_file`:
+    /// without it the spooled readings cannot be read.
+    pub key_file: PathBuf,
     pub max_items: u64,
     pub max_bytes: u64,
     /// Items per upload (1..=256).
@@ -126,6 +130,7 @@ impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("spool.db"),
+            key_file: PathBuf::from("spool_key"),
             // About 3 days of 5-minute scans of 200 printers.
             max_items: 200_000,
             max_bytes: 512 * 1024 * 1024,
@@ -364,6 +369,11 @@ impl AgentConfig {
     /// `spool.path` resolved against the config file's directory.
     pub fn spool_path(&self, config_path: &Path) -> PathBuf {
         beside(config_path, &self.spool.path)
+    }
+
+    /// `spool.key_file` resolved against the config file's directory.
+    pub fn spool_key_path(&self, config_path: &Path) -> PathBuf {
+        beside(config_path, &self.spool.key_file)
     }
 }
 

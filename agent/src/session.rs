@@ -34,7 +34,7 @@ use crate::relay_http::RelayHttp;
 use crate::streams::StreamService;
 use crate::telemetry::collector::{Collector, Plan};
 use crate::telemetry::scan::ScanOptions;
-use crate::telemetry::spool::{Limits, Spool};
+use crate::telemetry::spool::{Limits, OnBadKey, Spool};
 use crate::telemetry::upload::Uploader;
 
 /// One upload request, connect to answer.
@@ -225,10 +225,12 @@ impl Agent {
         let scan = &self.cfg.scan;
         let spool = Spool::open(
             &self.cfg.spool_path(config_path),
+            &self.cfg.spool_key_path(config_path),
             Limits {
                 max_items: self.cfg.spool.max_items,
                 max_bytes: self.cfg.spool.max_bytes,
             },
+            OnBadKey::StartFresh,
         )
         .await?;
         let options = ScanOptions {
