@@ -92,6 +92,16 @@ pub struct ScanConfig {
     /// Devices walked at the same time. Discovery, which finds them, covers
     /// the whole range over one paced socket regardless.
     pub concurrency: usize,
+    /// Look up each printer's DNS name (PTR record).
+    pub dns_names: bool,
+    /// Ask each printer for its NetBIOS name (node status, UDP, unicast to
+    /// the printer's own address only).
+    pub netbios_names: bool,
+    /// DNS servers (`address` or `address:port`) for host-name ranges and
+    /// PTR lookups; empty: the system's (resolv.conf, /etc/hosts).
+    pub dns_servers: Vec<String>,
+    /// The NetBIOS name service port (137; another only for labs and tests).
+    pub netbios_port: u16,
 }
 
 impl Default for ScanConfig {
@@ -105,6 +115,10 @@ impl Default for ScanConfig {
             timeout: Duration::from_secs(1),
             retries: 1,
             concurrency: 64,
+            dns_names: true,
+            netbios_names: true,
+            dns_servers: vec![],
+            netbios_port: crate::telemetry::netbios::PORT,
         }
     }
 }
@@ -147,6 +161,28 @@ impl ScanConfig {
             None if self.v3.is_empty() => vec!["public".into()],
             None => vec![],
         }
+    }
+
+    /// The DNS servers, parsed; the error names the key.
+    pub fn dns_servers(&self) -> Result<Vec<std::net::SocketAddr>> {
+        self.dns_servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                crate::telemetry::names::parse_server(s)
+                    .map_err(|e| AgentError::Config(format!("scan.dns_servers[{i}]: {e}")))
+            })
+            .collect()
+    }
+
+    /// NetBIOS settings of a scan, when on.
+    pub fn netbios(&self) -> Option<crate::telemetry::netbios::NetbiosOptions> {
+        self.netbios_names
+            .then_some(crate::telemetry::netbios::NetbiosOptions {
+                port: self.netbios_port,
+                timeout: self.timeout,
+                retries: self.retries,
+            })
     }
 
     /// The v3 users, checked; the error names the key.
@@ -280,10 +316,13 @@ impl AgentConfig {
             );
         }
         for (i, r) in self.scan.ranges.iter().enumerate() {
-            if r.parse::<ipnetwork::IpNetwork>().is_err() && r.parse::<IpAddr>().is_err() {
+            if r.parse::<ipnetwork::IpNetwork>().is_err()
+                && r.parse::<IpAddr>().is_err()
+                && !crate::telemetry::names::is_host_name(r)
+            {
                 return bad(
                     &format!("scan.ranges[{i}]"),
-                    format!("invalid network {r:?}"),
+                    format!("invalid network or host name {r:?}"),
                 );
             }
         }
@@ -318,6 +357,10 @@ impl AgentConfig {
         if self.scan.snmp_port == 0 {
             return bad("scan.snmp_port", "must be 1..=65535".into());
         }
+        if self.scan.netbios_port == 0 {
+            return bad("scan.netbios_port", "must be 1..=65535".into());
+        }
+        self.scan.dns_servers()?;
         self.scan.v3_security()?;
         if self.link.max_streams == 0 || self.link.keepalive_max == 0 {
             return bad(
@@ -342,7 +385,15 @@ impl AgentConfig {
     pub fn policy(&self, own_addresses: Vec<IpAddr>) -> Result<AgentPolicy> {
         let mut p = self.policy.clone();
         if p.allow.is_empty() {
-            p.allow = self.scan.ranges.clone();
+            // Host-name ranges are no networks: they name no ceiling (set
+            // policy.allow to scan them).
+            p.allow = self
+                .scan
+                .ranges
+                .iter()
+                .filter(|r| !crate::telemetry::names::is_host_name(r))
+                .cloned()
+                .collect();
         }
         Ok(AgentPolicy::from_config(&p, own_addresses)?)
     }

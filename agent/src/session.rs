@@ -33,6 +33,7 @@ use crate::error::{AgentError, Result};
 use crate::relay_http::RelayHttp;
 use crate::streams::StreamService;
 use crate::telemetry::collector::{Collector, Plan};
+use crate::telemetry::names::Names;
 use crate::telemetry::scan::ScanOptions;
 use crate::telemetry::spool::{Limits, OnBadKey, Spool};
 use crate::telemetry::upload::Uploader;
@@ -233,7 +234,11 @@ impl Agent {
             OnBadKey::StartFresh,
         )
         .await?;
+        let names = Arc::new(Names::new(&scan.dns_servers()?)?);
         let options = ScanOptions {
+            dns: scan.dns_names.then(|| names.clone()),
+            netbios: scan.netbios(),
+            target_names: vec![],
             v3: scan.v3_security()?,
             communities: scan.effective_communities(),
             port: scan.snmp_port,
@@ -263,6 +268,7 @@ impl Agent {
             plan,
             self.policy.clone(),
             options,
+            names,
             spool,
             wake,
         ));

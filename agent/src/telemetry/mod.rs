@@ -15,6 +15,8 @@
 pub mod collector;
 pub mod decode;
 pub mod discover;
+pub mod names;
+pub mod netbios;
 pub mod scan;
 pub mod snmp;
 pub mod spool;
