@@ -71,8 +71,15 @@ pub fn is_host_name(s: &str) -> bool {
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
-        // A dotted quad with a bad octet is a typo, not a name.
-        && !s.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        // A dotted quad with a bad octet is a typo, not a name; so is a
+        // range (`10.0.0.1-20`): a top-level label is never numeric.
+        && !s
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
+        && !s
+            .split_once('-')
+            .is_some_and(|(a, _)| a.parse::<IpAddr>().is_ok())
 }
 
 fn under_localhost(name: &str) -> bool {

@@ -135,7 +135,8 @@ mod tests {
         let (_, pkt) = parse_nbss_packet(&m).unwrap();
         assert!(pkt.header.request());
         assert_eq!(pkt.questions[0].qtype.0, 0x21);
-        assert_eq!(pkt.questions[0].qname.decode().unwrap().nb_name, "*");
+        let q = pkt.questions[0].qname.decode().unwrap();
+        assert_eq!(q.nb_name.trim_end_matches('\0'), "*");
     }
 
     #[test]
