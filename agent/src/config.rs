@@ -56,6 +56,35 @@ pub struct AgentConfig {
     pub link: LinkConfig,
     #[serde(default)]
     pub spool: SpoolConfig,
+    #[serde(default)]
+    pub traps: TrapsConfig,
+}
+
+/// `[traps]`: printer alert traps trigger an immediate scan of the sender
+/// (see `telemetry::traps`). Off by default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrapsConfig {
+    pub enabled: bool,
+    /// UDP address to listen on; 162 needs root or CAP_NET_BIND_SERVICE.
+    pub listen: String,
+    /// Accepted trap communities; when absent, the scan communities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub communities: Option<Vec<Secret>>,
+    /// One trap-triggered scan per device per this interval.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+}
+
+impl Default for TrapsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "0.0.0.0:162".into(),
+            communities: None,
+            min_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 fn default_key_file() -> PathBuf {
@@ -160,6 +189,14 @@ impl ScanConfig {
             Some(c) => c.iter().map(|s| s.0.clone()).collect(),
             None if self.v3.is_empty() => vec!["public".into()],
             None => vec![],
+        }
+    }
+
+    /// The communities a trap may carry (`[traps] communities`, else these).
+    pub fn trap_communities(&self, traps: &TrapsConfig) -> Vec<String> {
+        match &traps.communities {
+            Some(c) => c.iter().map(|s| s.0.clone()).collect(),
+            None => self.effective_communities(),
         }
     }
 
@@ -361,6 +398,15 @@ impl AgentConfig {
             return bad("scan.netbios_port", "must be 1..=65535".into());
         }
         self.scan.dns_servers()?;
+        if self.traps.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "traps.listen",
+                format!("{:?} is not an address:port", self.traps.listen),
+            );
+        }
+        if self.traps.min_interval < Duration::from_secs(1) {
+            return bad("traps.min_interval", "must be at least 1s".into());
+        }
         self.scan.v3_security()?;
         if self.link.max_streams == 0 || self.link.keepalive_max == 0 {
             return bad(

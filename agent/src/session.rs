@@ -36,6 +36,7 @@ use crate::telemetry::collector::{Collector, Plan};
 use crate::telemetry::names::Names;
 use crate::telemetry::scan::ScanOptions;
 use crate::telemetry::spool::{Limits, OnBadKey, Spool};
+use crate::telemetry::traps::TrapListener;
 use crate::telemetry::upload::Uploader;
 
 /// One upload request, connect to answer.
@@ -200,6 +201,8 @@ struct Telemetry {
     collector: Arc<Collector>,
     uploader: Option<Uploader>,
     relay_up: Arc<Notify>,
+    /// `[traps]` when enabled: the listener and its bound socket.
+    traps: Option<(TrapListener, tokio::net::UdpSocket)>,
 }
 
 impl Agent {
@@ -272,10 +275,34 @@ impl Agent {
             spool,
             wake,
         ));
+        let traps = if self.cfg.traps.enabled {
+            let listen = &self.cfg.traps.listen;
+            let socket = tokio::net::UdpSocket::bind(listen.as_str())
+                .await
+                .map_err(|e| {
+                    AgentError::Config(format!(
+                        "traps.listen {listen}: {e} (port 162 needs root or CAP_NET_BIND_SERVICE)"
+                    ))
+                })?;
+            tracing::info!(%listen, "listening for SNMP traps");
+            Some((
+                TrapListener {
+                    policy: self.policy.clone(),
+                    collector: collector.clone(),
+                    communities: scan.trap_communities(&self.cfg.traps),
+                    min_interval: self.cfg.traps.min_interval,
+                    stats: Arc::default(),
+                },
+                socket,
+            ))
+        } else {
+            None
+        };
         self.telemetry = Some(Telemetry {
             collector,
             uploader: Some(uploader),
             relay_up,
+            traps,
         });
         Ok(self)
     }
@@ -456,6 +483,13 @@ impl Agent {
                 tracker.spawn(
                     u.run(shutdown.clone())
                         .instrument(tracing::info_span!("uploader")),
+                );
+            }
+            if let Some((listener, socket)) = t.traps.take() {
+                tracker.spawn(
+                    listener
+                        .run(socket, shutdown.clone())
+                        .instrument(tracing::info_span!("traps")),
                 );
             }
         }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use dwa_policy::agent::AgentPolicy;
 use dwa_proto::control::{ScanApplied, ScanSettings};
-use dwa_proto::telemetry::{IngestItem, Reading, ScanDone};
+use dwa_proto::telemetry::{IngestItem, Reading, ScanDone, TrapEvent};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -202,8 +202,27 @@ impl Collector {
         }
     }
 
+    /// A printer alert trap from `ip`: scan that one printer now; its
+    /// reading carries the trap (see `traps`).
+    pub async fn scan_trap(&self, ip: IpAddr, trap: TrapEvent) -> Result<ScanDone> {
+        let plan = Plan {
+            ranges: vec![ip.to_string()],
+            interval: self.plan().interval,
+        };
+        self.scan_with(&plan, "trap", Some(trap)).await
+    }
+
     /// One scan: readings and the end marker go to the spool together.
     pub async fn scan_once(&self, plan: &Plan, trigger: &str) -> Result<ScanDone> {
+        self.scan_with(plan, trigger, None).await
+    }
+
+    async fn scan_with(
+        &self,
+        plan: &Plan,
+        trigger: &str,
+        trap: Option<TrapEvent>,
+    ) -> Result<ScanDone> {
         let started_at = now_text();
         // Host names are resolved at every scan; each address they give is
         // checked by the policy, and only allowed ones are scanned.
@@ -233,7 +252,8 @@ impl Collector {
         let mut items: Vec<IngestItem> = report
             .devices
             .into_iter()
-            .map(|record| {
+            .map(|mut record| {
+                record.trap = trap.clone();
                 IngestItem::Reading(Reading {
                     id: random_id(),
                     scan: scan_id.clone(),

@@ -929,7 +929,7 @@ fn supplies(cx: &mut Ctx, pi: u32) -> Vec<Supply> {
     out
 }
 
-fn alert_code_name(code: i64) -> Option<&'static str> {
+pub(crate) fn alert_code_name(code: i64) -> Option<&'static str> {
     Some(match code {
         1 => "other",
         2 => "unknown",
