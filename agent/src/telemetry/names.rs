@@ -77,9 +77,9 @@ pub fn is_host_name(s: &str) -> bool {
             .rsplit('.')
             .next()
             .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
-        && !s
+        && s
             .split_once('-')
-            .is_some_and(|(a, _)| a.parse::<IpAddr>().is_ok())
+            .is_none_or(|(a, _)| a.parse::<IpAddr>().is_err())
 }
 
 fn under_localhost(name: &str) -> bool {
