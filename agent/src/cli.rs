@@ -373,6 +373,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     retries,
                 }),
                 target_names: resolved.names,
+                policy: policy.map(std::sync::Arc::new),
                 v3,
                 communities,
                 port,

@@ -242,6 +242,7 @@ impl Agent {
             dns: scan.dns_names.then(|| names.clone()),
             netbios: scan.netbios(),
             target_names: vec![],
+            policy: Some(self.policy.clone()),
             v3: scan.v3_security()?,
             communities: scan.effective_communities(),
             port: scan.snmp_port,

@@ -119,6 +119,7 @@ async fn printer_alert_traps_trigger_an_immediate_reading() {
         dns: None,
         netbios: None,
         target_names: vec![],
+        policy: None,
     };
     let collector = Arc::new(Collector::new(
         Plan {

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dwa_policy::agent::AgentPolicy;
 use dwa_proto::telemetry::{DeviceRecord, FieldError, Level, SupplyClass};
 use ipnetwork::Ipv4Network;
 
@@ -141,6 +142,8 @@ pub struct ScanOptions {
     pub netbios: Option<NetbiosOptions>,
     /// Address → the host name it was written as (see `names`).
     pub target_names: Vec<(IpAddr, String)>,
+    /// When given, a NetBIOS request goes only to addresses it allows.
+    pub policy: Option<Arc<AgentPolicy>>,
 }
 
 /// Name lookups in flight at once (they wait on other hosts' answers, not
@@ -160,9 +163,13 @@ async fn add_names(rec: &mut DeviceRecord, ip: IpAddr, opts: &ScanOptions) {
             None => None,
         }
     };
+    let allowed = opts
+        .policy
+        .as_ref()
+        .is_none_or(|p| p.decide_icmp(ip).allowed);
     let nb = async {
         match (opts.netbios, ip) {
-            (Some(o), IpAddr::V4(v4)) => netbios::query(v4, o).await,
+            (Some(o), IpAddr::V4(v4)) if allowed => netbios::query(v4, o).await,
             _ => None,
         }
     };
