@@ -339,6 +339,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .map(|c| c.policy(dwa_agent::config::own_addresses()))
                 .transpose()?;
             let resolved = names::resolve_targets(&resolver, policy.as_ref(), &ranges).await;
+            if resolved.ranges.is_empty() {
+                if let Some((target, why)) = resolved.refused.first() {
+                    bail!("nothing to scan: {target}: {why}");
+                }
+            }
             for (target, why) in &resolved.refused {
                 eprintln!("warning: {target}: {why}");
             }
