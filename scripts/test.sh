@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs the test peers first when they
-# are missing (Debian packages): OpenSSH client and server, net-snmp.
+# are missing (Debian packages): OpenSSH client and server, net-snmp,
+# dnsmasq, Samba's nmblookup and nmbd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +35,7 @@ if ! command -v snmpget >/dev/null 2>&1; then
   echo "installing net-snmp tools (snmp)"
   if ! { $sudo apt-get update -qq &&
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends snmp; }; then
-    echo "WARNING: installing the snmp package failed (only needed for manual checks)" >&2
+    echo "WARNING: installing the snmp package failed; the traps test will skip" >&2
   fi
 fi
 # net-snmp's agent for agent/tests/scan_snmpv3.rs (those tests skip without
@@ -48,6 +49,34 @@ if [ ! -x /usr/sbin/snmpd ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends snmpd; }; then
     echo "WARNING: installing the snmpd package failed; the SNMPv3 scan tests will skip" >&2
   fi
+fi
+
+# Peers of the names and traps tests (agent/tests/names_dns_netbios.rs,
+# agent/tests/traps_snmptrap.rs; they skip without them): dnsmasq's binary
+# only (dnsmasq-base: no service), Samba's nmblookup and nmbd, net-snmp's
+# snmptrap/snmpinform (the snmp package, above). The tests start their own
+# dnsmasq and nmbd on loopback; Samba's own services must not start on
+# install (nmbd would hold UDP 137/138 on every address), so a machine
+# without a policy-rc.d gets one for the install only.
+need=()
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+[ -x /usr/bin/nmblookup ] || need+=(samba-common-bin)
+[ -x /usr/sbin/nmbd ] || need+=(samba)
+if ((${#need[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing test peers: ${need[*]}"
+  added_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod 755 /usr/sbin/policy-rc.d
+    added_policy=1
+  fi
+  if ! { $sudo apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"; }; then
+    echo "WARNING: installing ${need[*]} failed; the names tests will skip" >&2
+  fi
+  [ -z "$added_policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
 fi
 
 # Headless Chromium and its WebDriver for the portal tests

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use dwa_agent::config::{AgentConfig, Secret, TransportMode};
 use dwa_agent::enroll::{enroll, EnrollOptions};
 use dwa_agent::session::Agent;
-use dwa_agent::telemetry::spool::{Limits, Spool};
+use dwa_agent::telemetry::spool::{Limits, OnBadKey, Spool};
 use dwa_agent::telemetry::v3::{
     AuthProtocol, PrivProtocol, SecurityLevel, V3Field, V3Input, V3Security,
 };
@@ -65,9 +65,24 @@ enum Cmd {
     /// "public". SNMPv3 pass phrases are read from an environment variable
     /// or a file, never from the command line (other users see it in ps).
     Scan {
-        /// CIDR (192.168.1.0/24), single address, a.b.c.x-y, or first-last.
+        /// CIDR (192.168.1.0/24), single address, a.b.c.x-y, first-last, or
+        /// a host name (resolved now; with --config, each address must be
+        /// allowed by its policy).
         #[arg(required = true)]
         ranges: Vec<String>,
+        /// DNS server (ADDR or ADDR:PORT, repeatable) for host names and
+        /// PTR lookups; default: --config's scan.dns_servers, else the system's.
+        #[arg(long = "dns-server", value_parser = dwa_agent::telemetry::names::parse_server)]
+        dns_servers: Vec<std::net::SocketAddr>,
+        /// Do not look up the printers' DNS names (PTR).
+        #[arg(long)]
+        no_dns_names: bool,
+        /// Do not ask the printers for their NetBIOS names.
+        #[arg(long)]
+        no_netbios: bool,
+        /// NetBIOS name service port (default 137, or --config's).
+        #[arg(long)]
+        netbios_port: Option<u16>,
         /// Community to try, in order (repeatable); default "public" unless
         /// a v3 user is given.
         #[arg(long = "community")]
@@ -299,6 +314,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Scan {
             ranges,
+            dns_servers,
+            no_dns_names,
+            no_netbios,
+            netbios_port,
             communities,
             port,
             config,
@@ -308,15 +327,33 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             concurrency,
             format,
         } => {
-            use dwa_agent::telemetry::scan;
-            let addrs = scan::expand_ranges(&ranges)?;
+            use dwa_agent::telemetry::{names, netbios, scan};
+            let cfg = config.as_deref().map(AgentConfig::load).transpose()?;
+            let dns_servers = match (&cfg, dns_servers.is_empty()) {
+                (Some(c), true) => c.scan.dns_servers()?,
+                _ => dns_servers,
+            };
+            let resolver = std::sync::Arc::new(names::Names::new(&dns_servers)?);
+            let policy = cfg
+                .as_ref()
+                .map(|c| c.policy(dwa_agent::config::own_addresses()))
+                .transpose()?;
+            let resolved = names::resolve_targets(&resolver, policy.as_ref(), &ranges).await;
+            if resolved.ranges.is_empty() {
+                if let Some((target, why)) = resolved.refused.first() {
+                    bail!("nothing to scan: {target}: {why}");
+                }
+            }
+            for (target, why) in &resolved.refused {
+                eprintln!("warning: {target}: {why}");
+            }
+            let addrs = scan::expand_ranges(&resolved.ranges)?;
             let format = match format.as_str() {
                 _ if cli.json => scan::Format::Json,
                 "json" => scan::Format::Json,
                 "csv" => scan::Format::Csv,
                 _ => scan::Format::Table,
             };
-            let cfg = config.as_deref().map(AgentConfig::load).transpose()?;
             let cli_v3 = v3.security()?;
             // Credentials given here replace the config's; a v3 user alone
             // means v3 only.
@@ -330,7 +367,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let port = port
                 .or(cfg.as_ref().map(|c| c.scan.snmp_port))
                 .unwrap_or(161);
+            let netbios_port = netbios_port
+                .or(cfg.as_ref().map(|c| c.scan.netbios_port))
+                .unwrap_or(netbios::PORT);
             let opts = scan::ScanOptions {
+                dns: (!no_dns_names).then(|| resolver.clone()),
+                netbios: (!no_netbios).then_some(netbios::NetbiosOptions {
+                    port: netbios_port,
+                    timeout,
+                    retries,
+                }),
+                target_names: resolved.names,
+                policy: policy.map(std::sync::Arc::new),
                 v3,
                 communities,
                 port,
@@ -356,12 +404,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     path.display()
                 );
             }
+            // Read-only: a spool the key does not open is reported, never
+            // moved aside from under a running agent.
             let spool = Spool::open(
                 &path,
+                &cfg.spool_key_path(&config),
                 Limits {
                     max_items: cfg.spool.max_items,
                     max_bytes: cfg.spool.max_bytes,
                 },
+                OnBadKey::Fail,
             )
             .await?;
             let st = spool.stats().await?;

@@ -56,6 +56,35 @@ pub struct AgentConfig {
     pub link: LinkConfig,
     #[serde(default)]
     pub spool: SpoolConfig,
+    #[serde(default)]
+    pub traps: TrapsConfig,
+}
+
+/// `[traps]`: printer alert traps trigger an immediate scan of the sender
+/// (see `telemetry::traps`). Off by default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrapsConfig {
+    pub enabled: bool,
+    /// UDP address to listen on; 162 needs root or CAP_NET_BIND_SERVICE.
+    pub listen: String,
+    /// Accepted trap communities; when absent, the scan communities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub communities: Option<Vec<Secret>>,
+    /// One trap-triggered scan per device per this interval.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+}
+
+impl Default for TrapsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "0.0.0.0:162".into(),
+            communities: None,
+            min_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 fn default_key_file() -> PathBuf {
@@ -92,6 +121,16 @@ pub struct ScanConfig {
     /// Devices walked at the same time. Discovery, which finds them, covers
     /// the whole range over one paced socket regardless.
     pub concurrency: usize,
+    /// Look up each printer's DNS name (PTR record).
+    pub dns_names: bool,
+    /// Ask each printer for its NetBIOS name (node status, UDP, unicast to
+    /// the printer's own address only).
+    pub netbios_names: bool,
+    /// DNS servers (`address` or `address:port`) for host-name ranges and
+    /// PTR lookups; empty: the system's (resolv.conf, /etc/hosts).
+    pub dns_servers: Vec<String>,
+    /// The NetBIOS name service port (137; another only for labs and tests).
+    pub netbios_port: u16,
 }
 
 impl Default for ScanConfig {
@@ -105,6 +144,10 @@ impl Default for ScanConfig {
             timeout: Duration::from_secs(1),
             retries: 1,
             concurrency: 64,
+            dns_names: true,
+            netbios_names: true,
+            dns_servers: vec![],
+            netbios_port: crate::telemetry::netbios::PORT,
         }
     }
 }
@@ -116,6 +159,10 @@ impl Default for ScanConfig {
 pub struct SpoolConfig {
     /// SQLite file, relative to this file's directory.
     pub path: PathBuf,
+    /// The spool's AES-256-GCM key (64 hex digits, 0600), relative to this
+    /// file's directory; created on first run. Keep it with `key_file`:
+    /// without it the spooled readings cannot be read.
+    pub key_file: PathBuf,
     pub max_items: u64,
     pub max_bytes: u64,
     /// Items per upload (1..=256).
@@ -126,6 +173,7 @@ impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("spool.db"),
+            key_file: PathBuf::from("spool_key"),
             // About 3 days of 5-minute scans of 200 printers.
             max_items: 200_000,
             max_bytes: 512 * 1024 * 1024,
@@ -142,6 +190,36 @@ impl ScanConfig {
             None if self.v3.is_empty() => vec!["public".into()],
             None => vec![],
         }
+    }
+
+    /// The communities a trap may carry (`[traps] communities`, else these).
+    pub fn trap_communities(&self, traps: &TrapsConfig) -> Vec<String> {
+        match &traps.communities {
+            Some(c) => c.iter().map(|s| s.0.clone()).collect(),
+            None => self.effective_communities(),
+        }
+    }
+
+    /// The DNS servers, parsed; the error names the key.
+    pub fn dns_servers(&self) -> Result<Vec<std::net::SocketAddr>> {
+        self.dns_servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                crate::telemetry::names::parse_server(s)
+                    .map_err(|e| AgentError::Config(format!("scan.dns_servers[{i}]: {e}")))
+            })
+            .collect()
+    }
+
+    /// NetBIOS settings of a scan, when on.
+    pub fn netbios(&self) -> Option<crate::telemetry::netbios::NetbiosOptions> {
+        self.netbios_names
+            .then_some(crate::telemetry::netbios::NetbiosOptions {
+                port: self.netbios_port,
+                timeout: self.timeout,
+                retries: self.retries,
+            })
     }
 
     /// The v3 users, checked; the error names the key.
@@ -275,10 +353,13 @@ impl AgentConfig {
             );
         }
         for (i, r) in self.scan.ranges.iter().enumerate() {
-            if r.parse::<ipnetwork::IpNetwork>().is_err() && r.parse::<IpAddr>().is_err() {
+            if r.parse::<ipnetwork::IpNetwork>().is_err()
+                && r.parse::<IpAddr>().is_err()
+                && !crate::telemetry::names::is_host_name(r)
+            {
                 return bad(
                     &format!("scan.ranges[{i}]"),
-                    format!("invalid network {r:?}"),
+                    format!("invalid network or host name {r:?}"),
                 );
             }
         }
@@ -313,6 +394,19 @@ impl AgentConfig {
         if self.scan.snmp_port == 0 {
             return bad("scan.snmp_port", "must be 1..=65535".into());
         }
+        if self.scan.netbios_port == 0 {
+            return bad("scan.netbios_port", "must be 1..=65535".into());
+        }
+        self.scan.dns_servers()?;
+        if self.traps.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "traps.listen",
+                format!("{:?} is not an address:port", self.traps.listen),
+            );
+        }
+        if self.traps.min_interval < Duration::from_secs(1) {
+            return bad("traps.min_interval", "must be at least 1s".into());
+        }
         self.scan.v3_security()?;
         if self.link.max_streams == 0 || self.link.keepalive_max == 0 {
             return bad(
@@ -337,7 +431,15 @@ impl AgentConfig {
     pub fn policy(&self, own_addresses: Vec<IpAddr>) -> Result<AgentPolicy> {
         let mut p = self.policy.clone();
         if p.allow.is_empty() {
-            p.allow = self.scan.ranges.clone();
+            // Host-name ranges are no networks: they name no ceiling (set
+            // policy.allow to scan them).
+            p.allow = self
+                .scan
+                .ranges
+                .iter()
+                .filter(|r| !crate::telemetry::names::is_host_name(r))
+                .cloned()
+                .collect();
         }
         Ok(AgentPolicy::from_config(&p, own_addresses)?)
     }
@@ -364,6 +466,11 @@ impl AgentConfig {
     /// `spool.path` resolved against the config file's directory.
     pub fn spool_path(&self, config_path: &Path) -> PathBuf {
         beside(config_path, &self.spool.path)
+    }
+
+    /// `spool.key_file` resolved against the config file's directory.
+    pub fn spool_key_path(&self, config_path: &Path) -> PathBuf {
+        beside(config_path, &self.spool.key_file)
     }
 }
 

@@ -111,6 +111,7 @@ pub async fn enroll(o: EnrollOptions) -> Result<Enrolled> {
         policy,
         link: LinkConfig::default(),
         spool: SpoolConfig::default(),
+        traps: Default::default(),
     };
     config.validate()?;
     if let Some(dir) = o.config_path.parent().filter(|d| !d.as_os_str().is_empty()) {

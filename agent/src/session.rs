@@ -33,8 +33,10 @@ use crate::error::{AgentError, Result};
 use crate::relay_http::RelayHttp;
 use crate::streams::StreamService;
 use crate::telemetry::collector::{Collector, Plan};
+use crate::telemetry::names::Names;
 use crate::telemetry::scan::ScanOptions;
-use crate::telemetry::spool::{Limits, Spool};
+use crate::telemetry::spool::{Limits, OnBadKey, Spool};
+use crate::telemetry::traps::TrapListener;
 use crate::telemetry::upload::Uploader;
 
 /// One upload request, connect to answer.
@@ -199,6 +201,8 @@ struct Telemetry {
     collector: Arc<Collector>,
     uploader: Option<Uploader>,
     relay_up: Arc<Notify>,
+    /// `[traps]` when enabled: the listener and its bound socket.
+    traps: Option<(TrapListener, tokio::net::UdpSocket)>,
 }
 
 impl Agent {
@@ -225,13 +229,20 @@ impl Agent {
         let scan = &self.cfg.scan;
         let spool = Spool::open(
             &self.cfg.spool_path(config_path),
+            &self.cfg.spool_key_path(config_path),
             Limits {
                 max_items: self.cfg.spool.max_items,
                 max_bytes: self.cfg.spool.max_bytes,
             },
+            OnBadKey::StartFresh,
         )
         .await?;
+        let names = Arc::new(Names::new(&scan.dns_servers()?)?);
         let options = ScanOptions {
+            dns: scan.dns_names.then(|| names.clone()),
+            netbios: scan.netbios(),
+            target_names: vec![],
+            policy: Some(self.policy.clone()),
             v3: scan.v3_security()?,
             communities: scan.effective_communities(),
             port: scan.snmp_port,
@@ -261,13 +272,38 @@ impl Agent {
             plan,
             self.policy.clone(),
             options,
+            names,
             spool,
             wake,
         ));
+        let traps = if self.cfg.traps.enabled {
+            let listen = &self.cfg.traps.listen;
+            let socket = tokio::net::UdpSocket::bind(listen.as_str())
+                .await
+                .map_err(|e| {
+                    AgentError::Config(format!(
+                        "traps.listen {listen}: {e} (port 162 needs root or CAP_NET_BIND_SERVICE)"
+                    ))
+                })?;
+            tracing::info!(%listen, "listening for SNMP traps");
+            Some((
+                TrapListener {
+                    policy: self.policy.clone(),
+                    collector: collector.clone(),
+                    communities: scan.trap_communities(&self.cfg.traps),
+                    min_interval: self.cfg.traps.min_interval,
+                    stats: Arc::default(),
+                },
+                socket,
+            ))
+        } else {
+            None
+        };
         self.telemetry = Some(Telemetry {
             collector,
             uploader: Some(uploader),
             relay_up,
+            traps,
         });
         Ok(self)
     }
@@ -448,6 +484,13 @@ impl Agent {
                 tracker.spawn(
                     u.run(shutdown.clone())
                         .instrument(tracing::info_span!("uploader")),
+                );
+            }
+            if let Some((listener, socket)) = t.traps.take() {
+                tracker.spawn(
+                    listener
+                        .run(socket, shutdown.clone())
+                        .instrument(tracing::info_span!("traps")),
                 );
             }
         }

@@ -114,8 +114,10 @@ struct Expect {
     unit: &'static str,
     supplies: Vec<S>,
     errors: Vec<ErrorState>,
-    device_status: &'static str,
-    printer_status: &'static str,
+    device_status: Option<&'static str>,
+    printer_status: Option<&'static str>,
+    /// Fields no source of the profile has.
+    missing: Vec<&'static str>,
     /// (severity, code, code name, description, group, group index)
     alert: (&'static str, i64, &'static str, &'static str, i64, i64),
     console: Vec<&'static str>,
@@ -137,10 +139,11 @@ fn expectations() -> Vec<Expect> {
                 s(5, "Toner Collection Unit HP 3WT90A", SupplyKind::WasteToner, Receptacle, None, V(85), V(100), "percent", None, Some(15.0)),
             ],
             errors: vec![ErrorState::LowToner],
-            device_status: "warning",
-            printer_status: "idle",
+            device_status: Some("warning"),
+            printer_status: Some("idle"),
             alert: ("warning", 1104, "marker_toner_almost_empty", "Cyan Cartridge Low", 11, 2),
             console: vec!["Ready", "Cyan cartridge low"],
+            missing: vec![],
         },
         Expect {
             profile: "kyocera_mono",
@@ -152,10 +155,11 @@ fn expectations() -> Vec<Expect> {
                 s(2, "Waste Toner Box", SupplyKind::WasteToner, Receptacle, None, SomeRemaining, V(100), "percent", None, None),
             ],
             errors: vec![ErrorState::LowPaper, ErrorState::NoPaper, ErrorState::InputTrayEmpty],
-            device_status: "warning",
-            printer_status: "other",
+            device_status: Some("warning"),
+            printer_status: Some("other"),
             alert: ("warning", 808, "input_media_supply_empty", "Add paper in Cassette 1.", 8, 1),
             console: vec!["Add paper in Cassette 1."],
+            missing: vec!["firmware"],
         },
         Expect {
             profile: "ricoh_color_mfp",
@@ -170,10 +174,11 @@ fn expectations() -> Vec<Expect> {
                 s(5, "Waste Toner Bottle", SupplyKind::WasteToner, Receptacle, None, V(100), V(100), "percent", None, Some(0.0)),
             ],
             errors: vec![ErrorState::DoorOpen],
-            device_status: "down",
-            printer_status: "other",
+            device_status: Some("down"),
+            printer_status: Some("other"),
             alert: ("critical", 3, "cover_open", "Front Cover Open", 6, 1),
             console: vec!["Close Front Cover."],
+            missing: vec![],
         },
         Expect {
             profile: "brother_inkjet",
@@ -187,10 +192,49 @@ fn expectations() -> Vec<Expect> {
                 s(4, "Yellow Ink", SupplyKind::InkCartridge, Consumed, Some("yellow"), V(5), Unknown, "percent", Some(5.0), None),
             ],
             errors: vec![ErrorState::LowToner],
-            device_status: "warning",
-            printer_status: "idle",
+            device_status: Some("warning"),
+            printer_status: Some("idle"),
             alert: ("warning", 1104, "marker_toner_almost_empty", "Ink Low Yellow", 11, 4),
             console: vec!["Ink Low Yellow"],
+            missing: vec![],
+        },
+        // hrDeviceTable without hrDeviceType: status and error state still
+        // come from the printer's rows; model and serial from Ricoh's MIB.
+        Expect {
+            profile: "ricoh_no_hrtype",
+            printer_index: 1,
+            firmware: Some("1.40"),
+            unit: "sheets",
+            supplies: vec![
+                s(1, "黑色碳粉", SupplyKind::Toner, Consumed, Some("black"), V(60), V(100), "percent", Some(60.0), None),
+                s(2, "廢棄碳粉", SupplyKind::WasteToner, Receptacle, None, V(90), V(100), "percent", None, Some(10.0)),
+                s(3, "青色碳粉", SupplyKind::Toner, Consumed, Some("cyan"), V(10), V(100), "percent", Some(10.0), None),
+            ],
+            errors: vec![ErrorState::LowToner],
+            device_status: Some("warning"),
+            printer_status: None,
+            alert: ("warning", 1104, "marker_toner_almost_empty", "Toner low (cyan)", 11, 3),
+            console: vec![],
+            missing: vec!["printer_status"],
+        },
+        // No HOST-RESOURCES-MIB: model and firmware from sysDescr, the
+        // maker from sysDescr over the OEM's enterprise number.
+        Expect {
+            profile: "oem_sysdescr_only",
+            printer_index: 1,
+            firmware: Some("CXTZJ.081.022"),
+            unit: "impressions",
+            supplies: vec![
+                s(1, "Black Cartridge", SupplyKind::Toner, Consumed, Some("black"), V(3000), V(15000), "impressions", Some(20.0), None),
+                s(2, "Imaging Kit", SupplyKind::Other, Consumed, None, V(45000), V(60000), "impressions", Some(75.0), None),
+                s(3, "Maintenance Kit", SupplyKind::Fuser, Consumed, None, V(150_000), V(200_000), "impressions", Some(75.0), None),
+            ],
+            errors: vec![],
+            device_status: None,
+            printer_status: None,
+            alert: ("critical", 8, "jam", "Paper jam in tray 1", 13, 1),
+            console: vec![],
+            missing: vec!["device_status", "printer_status", "error_states"],
         },
     ]
 }
@@ -269,16 +313,9 @@ fn check(rec: &DeviceRecord, p: &Printer, before: u64, after: u64) {
         assert_eq!(got.fullness_percent, want.fullness, "{sn}");
     }
     assert_eq!(rec.error_states, e.errors, "{name}");
-    assert_eq!(
-        rec.device_status.as_deref(),
-        Some(e.device_status),
-        "{name}"
-    );
-    assert_eq!(
-        rec.printer_status.as_deref(),
-        Some(e.printer_status),
-        "{name}"
-    );
+    assert_eq!(rec.device_status.as_deref(), e.device_status, "{name}");
+    assert_eq!(rec.printer_status.as_deref(), e.printer_status, "{name}");
+    assert_eq!(rec.missing, e.missing, "{name}");
     assert_eq!(rec.alerts.len(), 1, "{name}: {:?}", rec.alerts);
     let a = &rec.alerts[0];
     let (sev, code, code_name, descr, group, gi) = e.alert;
@@ -293,12 +330,14 @@ fn check(rec: &DeviceRecord, p: &Printer, before: u64, after: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_reads_every_simulated_printer() {
     let addrs = [
-        "127.20.0.1", // hp
-        "127.20.0.2", // kyocera
-        "127.20.0.3", // ricoh
-        "127.20.0.4", // brother
-        "127.20.0.5", // switch: no printer
-        "127.20.0.6", // hp again: a second, different instance
+        "127.20.0.1",  // hp
+        "127.20.0.2",  // kyocera
+        "127.20.0.3",  // ricoh
+        "127.20.0.4",  // brother
+        "127.20.0.5",  // switch: no printer
+        "127.20.0.6",  // hp again: a second, different instance
+        "127.20.0.9",  // no hrDeviceType (Ricoh-like)
+        "127.20.0.10", // no HOST-RESOURCES-MIB, rebadged (Toshiba on Lexmark)
     ];
     let f = fleet(
         &addrs,
@@ -311,6 +350,8 @@ async fn scan_reads_every_simulated_printer() {
                 "brother_inkjet",
                 "switch",
                 "hp_color_mfp",
+                "ricoh_no_hrtype",
+                "oem_sysdescr_only",
             ]
             .map(String::from)
             .to_vec(),
@@ -332,7 +373,7 @@ async fn scan_reads_every_simulated_printer() {
     // 500 ms x 2 attempts x (v2c, v1) = 2 s for each silent address, in
     // parallel; the printers answer in milliseconds.
     let (recs, _, took) = scan(
-        "127.20.0.1-127.20.0.8",
+        "127.20.0.1-127.20.0.10",
         port,
         &["--timeout", "500ms", "--retries", "1"],
     )
@@ -351,7 +392,9 @@ async fn scan_reads_every_simulated_printer() {
             "127.20.0.2",
             "127.20.0.3",
             "127.20.0.4",
-            "127.20.0.6"
+            "127.20.0.6",
+            "127.20.0.9",
+            "127.20.0.10"
         ]
     );
     for (i, p) in f.printers.iter().enumerate() {

@@ -332,7 +332,8 @@ fn bad_range_is_a_one_line_error() {
     for bad in [
         "127.0.0.20-10",
         "127.0.0.0/8",
-        "not-an-ip",
+        // Neither an address nor a host name (a name would be resolved).
+        "not an ip",
         "127.0.1.5-127.0.0.1",
     ] {
         let out = agent(&["scan", bad]);

@@ -270,6 +270,11 @@ struct Expect {
     black: (u32, &'static str, Option<&'static str>, Level, Level),
     /// Its percentage, when one is meaningful.
     black_percent: Option<f32>,
+    firmware: Option<&'static str>,
+    /// hrDeviceStatus of the printer row.
+    device_status: Option<&'static str>,
+    /// Fields no source had, after every fallback.
+    missing: &'static [&'static str],
 }
 
 fn corpus_dir() -> Option<PathBuf> {
@@ -309,6 +314,10 @@ const REAL: &[Expect] = &[
         // .6.1.1 "Black Toner Cartridge", .9.1.1 = 0, .8.1.1 = -2
         black: (1, "Black Toner Cartridge", Some("black"), V(0), Unknown),
         black_percent: None,
+        // firmware: 2435.2.4.3.1240.6.5.0; hrDev.5.1 = 2; no hrPrinterStatus
+        firmware: Some("Firmware Ver.1.01 (08.12.12)"),
+        device_status: Some("running"),
+        missing: &["printer_status"],
     },
     Expect {
         file: "canonprinter_lbp",
@@ -322,6 +331,10 @@ const REAL: &[Expect] = &[
         // no colorant table.
         black: (1, "Canon Cartridge 719/719H", None, V(70), V(100)),
         black_percent: Some(70.0),
+        // firmware: 1602.1.1.1.4.0; no 25.3.5 rows at all
+        firmware: Some("R7.21"),
+        device_status: Some("running"),
+        missing: &["counters.total", "printer_status", "error_states"],
     },
     Expect {
         file: "canonprinter_tm",
@@ -334,6 +347,10 @@ const REAL: &[Expect] = &[
         // Row 1 is "Matte Black"; row 2 the (photo) black ink: 3000 of 3000.
         black: (2, "CANON Black Ink Tank", Some("black"), V(3000), V(3000)),
         black_percent: Some(100.0),
+        // firmware: 1602.1.1.1.4.0
+        firmware: Some("01.21"),
+        device_status: Some("running"),
+        missing: &["serial", "printer_status"],
     },
     Expect {
         file: "dell-laser_s5830dn",
@@ -347,6 +364,10 @@ const REAL: &[Expect] = &[
         supplies: 4,
         black: (1, "Black Toner", Some("black"), V(22050), V(45000)),
         black_percent: Some(49.0),
+        // firmware: 674.10898.100.1.1.1.0
+        firmware: Some("NH62.YS.N636"),
+        device_status: Some("running"),
+        missing: &["counters.total", "printer_status"],
     },
     Expect {
         file: "epson",
@@ -364,6 +385,10 @@ const REAL: &[Expect] = &[
             V(100),
         ),
         black_percent: Some(1.0),
+        // firmware: hrDev.5.1 = 3; no firmware OID, sysDescr "EPSON Built-in"
+        firmware: None,
+        device_status: Some("warning"),
+        missing: &["firmware", "counters.total", "printer_status"],
     },
     Expect {
         file: "jetdirect",
@@ -375,6 +400,15 @@ const REAL: &[Expect] = &[
         supplies: 4,
         black: (1, "Black Cartridge HP CF410A", Some("black"), V(54), V(100)),
         black_percent: Some(54.0),
+        // firmware: no 11.2.3.9.4.2.1.1.3.5.0; FN: in sysDescr is no firmware
+        firmware: None,
+        device_status: Some("running"),
+        missing: &[
+            "firmware",
+            "counters.total",
+            "printer_status",
+            "error_states",
+        ],
     },
     Expect {
         file: "jetdirect_m130nw",
@@ -386,6 +420,10 @@ const REAL: &[Expect] = &[
         supplies: 2, // rows 1 and 5
         black: (1, "Black Cartridge HP CF217A", Some("black"), V(28), V(100)),
         black_percent: Some(28.0),
+        // firmware: 11.2.3.9.4.2.1.1.3.5.0 = 4x 0115 "20201023"
+        firmware: Some("20201023"),
+        device_status: Some("running"),
+        missing: &["printer_status"],
     },
     Expect {
         file: "jetdirect_m252dw",
@@ -398,6 +436,9 @@ const REAL: &[Expect] = &[
         // colorant index 1 but no prt.12 rows: colour from the description.
         black: (1, "Black Cartridge HP CF400X", Some("black"), V(63), V(100)),
         black_percent: Some(63.0),
+        firmware: None,
+        device_status: Some("running"),
+        missing: &["firmware", "counters.total", "printer_status"],
     },
     Expect {
         file: "jetdirect_m880",
@@ -417,6 +458,9 @@ const REAL: &[Expect] = &[
             V(100),
         ),
         black_percent: Some(92.0),
+        firmware: None,
+        device_status: Some("running"),
+        missing: &["serial", "firmware", "counters.total", "printer_status"],
     },
     Expect {
         file: "konica_c250i",
@@ -428,6 +472,10 @@ const REAL: &[Expect] = &[
         supplies: 5, // rows 1-4 and 13
         black: (4, "Toner (Black)", Some("black"), V(86), V(100)),
         black_percent: Some(86.0),
+        // firmware: 18334.1.1.1.1.6.1.0
+        firmware: Some("1.102"),
+        device_status: Some("warning"),
+        missing: &["printer_status"],
     },
     Expect {
         file: "ricoh_mpc3002",
@@ -439,6 +487,10 @@ const REAL: &[Expect] = &[
         supplies: 5,
         black: (1, "Black Toner", Some("black"), V(40), V(100)),
         black_percent: Some(40.0),
+        // firmware: 367.3.2.1.1.1.2.0
+        firmware: Some("2.20"),
+        device_status: Some("warning"),
+        missing: &["printer_status"],
     },
     Expect {
         file: "sharp_mxm266nv",
@@ -450,6 +502,9 @@ const REAL: &[Expect] = &[
         supplies: 5,
         black: (1, "Black Toner", Some("black"), V(75), V(100)),
         black_percent: Some(75.0),
+        firmware: None,
+        device_status: Some("running"),
+        missing: &["firmware", "printer_status"],
     },
     Expect {
         file: "xerox",
@@ -467,6 +522,72 @@ const REAL: &[Expect] = &[
             V(5300),
         ),
         black_percent: Some(20.0),
+        // firmware: sysDescr "…; SS 100.002.057.09608, NC …"; no HOST-RESOURCES rows
+        firmware: Some("100.002.057.09608"),
+        device_status: None,
+        missing: &[
+            "serial",
+            "mac",
+            "counters.total",
+            "device_status",
+            "printer_status",
+            "error_states",
+        ],
+    },
+    // The walks below each lack a whole MIB table; what the other tables
+    // say is still reported, and each field falls back source by source.
+    Expect {
+        // hrDeviceTable has rows 1-3 (row 1 of type printer) but no
+        // Printer-MIB general or marker table: no serial, no total.
+        file: "konica_2",
+        vendor: "Konica Minolta",           // 1.3.6.1.4.1.18334.1.1.1.2.1...
+        model: "Konica Minolta bizhub 25e", // hrDev.3.1
+        serial: None,
+        mac: Some("00:50:81:41:8b:3e"), // no ipAd rows; ifPhys.1 (ifType 6)
+        total: None,
+        supplies: 4,
+        // No class, unit or colorant columns: level 8 of max 100.
+        black: (1, "Black Toner", Some("black"), V(8), V(100)),
+        black_percent: Some(8.0),
+        firmware: None,
+        device_status: Some("running"), // hrDev.5.1 = 2
+        missing: &["serial", "firmware", "counters.total", "printer_status"],
+    },
+    Expect {
+        // hrDeviceTable without hrDeviceType or hrDeviceDescr: only
+        // hrDeviceStatus.1 = 2 and hrPrinterDetectedErrorState.1 = 00. The
+        // model comes from Ricoh's MIB (367.3.2.1.1.1.1.0 "MP C2503"), the
+        // serial from 367.3.2.1.2.1.4.0; descriptions are UTF-8 Chinese.
+        file: "ricoh_mpc2503",
+        vendor: "Ricoh", // 1.3.6.1.4.1.367.1.1
+        model: "MP C2503",
+        serial: Some("E216R220016"),
+        mac: Some("58:38:79:2a:3d:fb"), // ifPhys.1, ifType 6; lo0 has none
+        total: Some(580_249),           // prt.10.2.1.4.1.1, unit 8 sheets
+        supplies: 5,
+        // .6.1.1 = 4x E9BB91E889B2E7A2B3E7B289 = "黑色碳粉" (black toner).
+        black: (1, "黑色碳粉", Some("black"), V(80), V(100)),
+        black_percent: Some(80.0),
+        firmware: Some("1.35"), // 367.3.2.1.1.1.2.0
+        device_status: Some("running"),
+        missing: &["printer_status"],
+    },
+    Expect {
+        // No HOST-RESOURCES-MIB and no IF-MIB at all; sysObjectID is
+        // Lexmark's (641: the engine maker), sysDescr names Toshiba.
+        file: "toshiba-tec",
+        vendor: "Toshiba TEC",
+        // sysDescr "TOSHIBA e-STUDIO338CS version CXTZJ.230.307 kernel …"
+        model: "TOSHIBA e-STUDIO338CS",
+        serial: Some("1234567890ABC"), // prt.5.1.1.17.1
+        mac: None,
+        total: Some(29648), // prt.10.2.1.4.1.1, unit 7 impressions
+        supplies: 8,
+        black: (1, "Black Cartridge", Some("black"), V(6570), V(9000)),
+        black_percent: Some(73.0),
+        firmware: Some("CXTZJ.230.307"),
+        device_status: None,
+        missing: &["mac", "device_status", "printer_status", "error_states"],
     },
 ];
 
@@ -476,7 +597,19 @@ fn real_walks() {
         println!("skipping: ../shared/fixtures/snmprec not found");
         return;
     };
-    assert_eq!(REAL.len(), 13);
+    // Every walk of the corpus has its expectations here.
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".snmprec").map(str::to_string))
+        .collect();
+    files.sort();
+    let mut named: Vec<String> = REAL.iter().map(|e| e.file.to_string()).collect();
+    named.sort();
+    assert_eq!(
+        files, named,
+        "walks in the corpus vs walks with expectations"
+    );
     for e in REAL {
         let path = dir.join(format!("{}.snmprec", e.file));
         let text = std::fs::read_to_string(&path).unwrap();
@@ -508,6 +641,16 @@ fn real_walks() {
             None => assert_eq!(b.percent, None, "{f} black percent"),
         }
         assert_eq!(rec.printer_index, Some(1), "{f} printer index");
+        assert_eq!(rec.firmware.as_deref(), e.firmware, "{f} firmware");
+        assert_eq!(rec.device_status.as_deref(), e.device_status, "{f} status");
+        assert_eq!(rec.missing, e.missing, "{f} missing fields");
+        // Every field is either reported (with its source) or missing.
+        for field in dwa_proto::telemetry::SOURCE_FIELDS {
+            assert!(
+                rec.sources.contains_key(field) != rec.missing.iter().any(|m| m == field),
+                "{f}: {field} is neither sourced nor missing, or both"
+            );
+        }
         // These walks are well-formed in the fields we decode.
         assert!(rec.field_errors.is_empty(), "{f}: {:?}", rec.field_errors);
     }
@@ -562,6 +705,80 @@ fn real_walk_details() {
     let r = load("xerox");
     assert_eq!(r.printer_index, Some(1));
     assert_eq!(r.uptime_ticks, Some(4_280_423));
+    assert_eq!(r.sources["model"], "ieee1284");
+    assert_eq!(r.sources["firmware"], "sysdescr");
+
+    // ricoh_mpc2503: status and error state from the hrDeviceTable and
+    // hrPrinterTable rows although hrDeviceType is missing; identity from
+    // the vendor MIB; Chinese colour words.
+    let r = load("ricoh_mpc2503");
+    assert!(r.error_states.is_empty()); // 25.3.5.1.2.1 = 4x 00
+    assert_eq!(r.sources["device_status"], "host-resources-mib");
+    assert_eq!(r.sources["error_states"], "host-resources-mib");
+    assert_eq!(r.sources["model"], "vendor:367");
+    assert_eq!(r.sources["serial"], "vendor:367");
+    assert_eq!(r.counters.unit.as_deref(), Some("sheets"));
+    let colours: Vec<_> = r.supplies.iter().map(|s| s.colour.as_deref()).collect();
+    // .6.1.2 "廢棄碳粉" (waste toner, type 4): no colour, a receptacle.
+    assert_eq!(
+        colours,
+        [
+            Some("black"),
+            None,
+            Some("cyan"),
+            Some("magenta"),
+            Some("yellow")
+        ]
+    );
+    assert_eq!(supply(&r, 2).class, Some(SupplyClass::Receptacle));
+    assert_eq!(supply(&r, 2).fullness_percent, Some(0.0));
+
+    // toshiba: a rebadged Lexmark engine; everything else from sysDescr.
+    let r = load("toshiba-tec");
+    assert_eq!(r.sources["manufacturer"], "sysdescr");
+    assert_eq!(r.sources["model"], "sysdescr");
+    assert_eq!(r.sources["serial"], "printer-mib");
+    assert_eq!(r.counters.unit.as_deref(), Some("impressions"));
+    let waste = supply(&r, 7); // "Waste Toner Bottle" 25000 of 25000 space
+    assert_eq!(waste.kind, Some(SupplyKind::WasteToner));
+    assert_eq!(waste.fullness_percent, Some(0.0));
+    assert_eq!(supply(&r, 6).kind, Some(SupplyKind::Fuser)); // type 15
+
+    // konica_2: hrDeviceTable, no Printer-MIB general/marker tables.
+    let r = load("konica_2");
+    assert_eq!(r.sources["model"], "host-resources-mib");
+    assert_eq!(supply(&r, 2).kind, Some(SupplyKind::Drum));
+}
+
+#[test]
+fn a_device_without_hr_device_type_still_reports_status_and_errors() {
+    // Only hrPrinterTable (no hrDeviceTable, no Printer-MIB tables): still a
+    // printer, with its status and error states.
+    let w = snmprec::parse(
+        "1.3.6.1.2.1.1.1.0|4|Lexmark MS510dn version LW80.PR2 kernel 4.11\n\
+         1.3.6.1.2.1.1.2.0|6|1.3.6.1.4.1.641.2.1\n\
+         1.3.6.1.2.1.25.3.5.1.1.3|2|4\n\
+         1.3.6.1.2.1.25.3.5.1.2.3|4x|4400\n",
+    )
+    .unwrap();
+    let r = decode("10.0.0.9", &w);
+    assert_eq!(r.printer_index, Some(3));
+    assert_eq!(r.printer_status.as_deref(), Some("printing"));
+    assert_eq!(r.error_states, [ErrorState::NoPaper, ErrorState::Jammed]);
+    assert_eq!(r.manufacturer.as_deref(), Some("Lexmark"));
+    assert_eq!(r.model.as_deref(), Some("Lexmark MS510dn"));
+    assert_eq!(r.firmware.as_deref(), Some("LW80.PR2"));
+    assert_eq!(r.sources["printer_status"], "host-resources-mib");
+    assert_eq!(
+        r.missing,
+        [
+            "serial",
+            "mac",
+            "counters.total",
+            "device_status",
+            "supplies"
+        ]
+    );
 }
 
 #[test]

@@ -10,6 +10,8 @@
 //! - A field that could not be decoded leaves a [`FieldError`] in the record
 //!   instead of failing the whole device.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// One device as decoded from an SNMP walk.
@@ -42,6 +44,58 @@ pub struct DeviceRecord {
     pub alerts: Vec<Alert>,
     pub console: Vec<String>,
     pub field_errors: Vec<FieldError>,
+    /// The host name the scan target was written as, when it was one (the
+    /// address above is what it resolved to at this scan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_name: Option<String>,
+    /// DNS name of the address (PTR record), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+    /// NetBIOS name (node status: the unique workstation `<00>` name), when
+    /// the device answers node status queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netbios_name: Option<String>,
+    /// Where each identity and status field came from, field → source
+    /// ([`SOURCE_FIELDS`]; sources such as `host-resources-mib`,
+    /// `printer-mib`, `vendor:367`, `sysdescr`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, String>,
+    /// [`SOURCE_FIELDS`] that no source reported, after every fallback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// The SNMP trap that triggered this reading, when a trap did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trap: Option<TrapEvent>,
+}
+
+/// Fields reported in [`DeviceRecord::sources`] or [`DeviceRecord::missing`].
+pub const SOURCE_FIELDS: [&str; 10] = [
+    "manufacturer",
+    "model",
+    "serial",
+    "firmware",
+    "mac",
+    "counters.total",
+    "device_status",
+    "printer_status",
+    "error_states",
+    "supplies",
+];
+
+/// An SNMP trap or inform a device sent, as the agent received it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrapEvent {
+    /// RFC 3339 UTC, agent's clock.
+    pub received_at: String,
+    /// `v1`, `v2c` or `v2c-inform`.
+    pub version: String,
+    /// snmpTrapOID (v2c) or the v1 enterprise/generic/specific mapped to
+    /// one (RFC 3584), dotted.
+    pub trap_oid: String,
+    /// Printer-MIB alert varbinds of the trap, when it carried them
+    /// (prtAlertTable columns: severity, group, code, description).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<Alert>,
 }
 
 /// Page counters. `None` means the device does not report that counter.

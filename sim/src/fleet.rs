@@ -52,6 +52,10 @@ pub struct FleetConfig {
     /// `None`: no raw port. `Some(0)`: a free port per printer; a real
     /// printer: 9100. Answers PJL `INFO ID` and `INFO STATUS`.
     pub pjl_port: Option<u16>,
+    /// `None`: no NetBIOS. `Some(0)`: one free UDP port shared by every
+    /// printer (as for SNMP); a real printer: 137. Answers node status
+    /// requests with its SNMP sysName (or `PRN<address>` without SNMP).
+    pub netbios_port: Option<u16>,
 }
 
 impl FleetConfig {
@@ -81,6 +85,7 @@ impl Default for FleetConfig {
             snmp: SnmpOptions::default(),
             ipp_port: None,
             pjl_port: None,
+            netbios_port: None,
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct Printer {
     pub pjl_port: Option<u16>,
     /// What IPP and PJL say about the printer.
     pub identity: Arc<crate::ipp::Identity>,
+    /// The NetBIOS name it answers node status requests with, when NetBIOS runs.
+    pub netbios_name: Option<String>,
 }
 
 impl Printer {
@@ -145,6 +152,8 @@ pub struct Fleet {
     pub snmp_port: Option<u16>,
     /// Datagrams the black hole swallowed, when there is one.
     pub black_hole: Option<Arc<SnmpStats>>,
+    /// The UDP port of every printer's NetBIOS name service, when it runs.
+    pub netbios_port: Option<u16>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -229,6 +238,7 @@ impl Fleet {
                 ipp_port,
                 pjl_port,
                 identity: Arc::new(crate::ipp::Identity::new(None, None)),
+                netbios_name: None,
             });
             bound.push(Bound {
                 state,
@@ -261,6 +271,24 @@ impl Fleet {
             }
             snmp_sockets = sockets;
             snmp_port = Some(chosen);
+        }
+        let mut netbios_port = None;
+        let mut netbios_sockets = Vec::new();
+        if let Some(port) = cfg.netbios_port {
+            let sockets = snmp::bind_all(&cfg.addresses, port)?;
+            netbios_port = sockets.first().map(|s| s.port());
+            for p in printers.iter_mut() {
+                let (host, mac) = match &p.snmp {
+                    Some(d) => (d.identity.sys_name.clone(), mac_bytes(&d.identity.mac)),
+                    None => (format!("PRN{}", p.addr).replace(['.', ':'], ""), [0; 6]),
+                };
+                let st = crate::netbios::NodeStatus::new(&host, mac);
+                p.netbios_name = Some(st.name.clone());
+                netbios_sockets.push(Arc::new(st));
+            }
+            for (st, s) in netbios_sockets.drain(..).zip(sockets) {
+                crate::netbios::spawn(st, s, cancel.clone(), &tracker);
+            }
         }
         for (p, s) in printers.iter().zip(snmp_sockets) {
             if let Some(d) = &p.snmp {
@@ -297,6 +325,7 @@ impl Fleet {
             printers,
             snmp_port,
             black_hole,
+            netbios_port,
             cancel,
             tracker,
         })
@@ -316,6 +345,15 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// `aa:bb:..` → bytes (zeros when malformed: only the statistics carry it).
+fn mac_bytes(text: &str) -> [u8; 6] {
+    let mut out = [0u8; 6];
+    for (o, part) in out.iter_mut().zip(text.split(':')) {
+        *o = u8::from_str_radix(part, 16).unwrap_or(0);
+    }
+    out
 }
 
 fn spawn_listener(site: Arc<Site>, listener: TcpListener, tls: Option<TlsAcceptor>) {

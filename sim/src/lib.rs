@@ -19,6 +19,8 @@
 //! - [`snmp`]: each printer's SNMP v1/v2c agent answering from a device
 //!   profile (`sim/profiles/*.snmprec`, templated per address), faults for
 //!   robustness tests, and the black hole that keeps empty addresses silent.
+//! - [`netbios`]: each printer's answer to NetBIOS node status requests
+//!   (its name, as `nmblookup -A` shows it).
 //! - [`addrs`]: address specs (`A`, `A-B`, CIDR) for the `dwa-sim` binary.
 
 pub mod addrs;
@@ -26,6 +28,7 @@ mod app;
 pub mod download;
 pub mod fleet;
 pub mod ipp;
+pub mod netbios;
 mod pages;
 pub mod snmp;
 pub mod stats;

@@ -38,12 +38,16 @@ struct Args {
     /// printer; 0: a free port per printer). Without it, no raw port.
     #[arg(long)]
     pjl_port: Option<u16>,
+    /// Answer NetBIOS node status requests on this UDP port (137 on a real
+    /// printer; 0: one free port for all). Without it, no NetBIOS.
+    #[arg(long)]
+    netbios_port: Option<u16>,
     /// SNMP community the agents answer to.
     #[arg(long, default_value = "public")]
     community: String,
     /// Device profiles used in turn (repeatable; default: every printer
     /// profile): hp_color_mfp, kyocera_mono, ricoh_color_mfp,
-    /// brother_inkjet, switch.
+    /// brother_inkjet, ricoh_no_hrtype, oem_sysdescr_only, switch.
     #[arg(long = "profile")]
     profiles: Vec<String>,
     /// Misbehave at one address: ADDR=FAULT, FAULT one of truncated-ber,
@@ -92,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         },
         ipp_port: args.ipp_port,
         pjl_port: args.pjl_port,
+        netbios_port: args.netbios_port,
     };
     let fleet = Fleet::start(cfg).await.context("starting the fleet")?;
     if let Some(port) = fleet.snmp_port {

@@ -16,10 +16,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use dwa_policy::agent::AgentPolicy;
 use dwa_proto::control::{ScanApplied, ScanSettings};
-use dwa_proto::telemetry::{IngestItem, Reading, ScanDone};
+use dwa_proto::telemetry::{IngestItem, Reading, ScanDone, TrapEvent};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::names::{self, Names};
 use super::scan::{self, ScanOptions};
 use super::spool::Spool;
 use crate::error::{AgentError, Result};
@@ -113,6 +114,8 @@ pub struct Collector {
     policy: Arc<AgentPolicy>,
     /// Template for each scan (credentials, port, timeouts, concurrency).
     options: ScanOptions,
+    /// Resolves host-name ranges at each scan.
+    names: Arc<Names>,
     spool: Spool,
     /// The uploader's nudge.
     uploader: Arc<Notify>,
@@ -127,6 +130,7 @@ impl Collector {
         local: Plan,
         policy: Arc<AgentPolicy>,
         options: ScanOptions,
+        names: Arc<Names>,
         spool: Spool,
         uploader: Arc<Notify>,
     ) -> Collector {
@@ -135,6 +139,7 @@ impl Collector {
             local,
             policy,
             options,
+            names,
             spool,
             uploader,
             now: Mutex::new(None),
@@ -197,12 +202,39 @@ impl Collector {
         }
     }
 
+    /// A printer alert trap from `ip`: scan that one printer now; its
+    /// reading carries the trap (see `traps`).
+    pub async fn scan_trap(&self, ip: IpAddr, trap: TrapEvent) -> Result<ScanDone> {
+        let plan = Plan {
+            ranges: vec![ip.to_string()],
+            interval: self.plan().interval,
+        };
+        self.scan_with(&plan, "trap", Some(trap)).await
+    }
+
     /// One scan: readings and the end marker go to the spool together.
     pub async fn scan_once(&self, plan: &Plan, trigger: &str) -> Result<ScanDone> {
-        let addrs = scan::expand_ranges(&plan.ranges).map_err(|e| AgentError::Config(e.0))?;
+        self.scan_with(plan, trigger, None).await
+    }
+
+    async fn scan_with(
+        &self,
+        plan: &Plan,
+        trigger: &str,
+        trap: Option<TrapEvent>,
+    ) -> Result<ScanDone> {
         let started_at = now_text();
+        // Host names are resolved at every scan; each address they give is
+        // checked by the policy, and only allowed ones are scanned.
+        let resolved = names::resolve_targets(&self.names, Some(&self.policy), &plan.ranges).await;
+        for (target, why) in &resolved.refused {
+            tracing::warn!(%target, "scan target skipped: {why}");
+        }
+        let addrs = scan::expand_ranges(&resolved.ranges).map_err(|e| AgentError::Config(e.0))?;
         let addresses = addrs.len() as u32;
-        let report = scan::scan(addrs, self.options.clone()).await;
+        let mut options = self.options.clone();
+        options.target_names = resolved.names;
+        let report = scan::scan(addrs, options).await;
         for (ip, why) in &report.refused {
             tracing::warn!(%ip, "SNMPv3 refused: {why}");
         }
@@ -220,7 +252,8 @@ impl Collector {
         let mut items: Vec<IngestItem> = report
             .devices
             .into_iter()
-            .map(|record| {
+            .map(|mut record| {
+                record.trap = trap.clone();
                 IngestItem::Reading(Reading {
                     id: random_id(),
                     scan: scan_id.clone(),

@@ -7,7 +7,19 @@
 //!
 //! Decisions worth knowing:
 //! - The printer is the hrDeviceTable row of type printer (any index); with
-//!   no such row, the index used by the Printer-MIB tables.
+//!   no such row, the index used by the Printer-MIB tables, else the
+//!   hrPrinterTable's row. A device that lacks one table still reports what
+//!   the others say: status and error states come from the hrDeviceTable /
+//!   hrPrinterTable row of that index even when hrDeviceType is missing.
+//! - Every identity and status field falls back source by source (standard
+//!   MIB, vendor MIB, sysDescr) before it is reported missing; the record
+//!   says which source gave each field (`sources`) and which none had
+//!   (`missing`).
+//! - Manufacturer: the enterprise number of sysObjectID, unless sysDescr
+//!   starts with another maker's name: rebadged devices (a Toshiba built on
+//!   a Lexmark engine) keep the OEM's enterprise number, and the name on
+//!   the device is the one a dealer knows it by. Vendor OIDs are still
+//!   chosen by the enterprise number (the firmware is the engine maker's).
 //! - A supply level above its max capacity is kept raw in `level`, gets no
 //!   percentage, and leaves a field error (it is never clamped to 100 %).
 //! - Supply colour comes from the colorant table; devices without one get the
@@ -19,6 +31,7 @@ use std::net::Ipv4Addr;
 
 use dwa_proto::telemetry::{
     Alert, Counters, DeviceRecord, ErrorState, FieldError, Level, Supply, SupplyClass, SupplyKind,
+    SOURCE_FIELDS,
 };
 
 use super::text::{display_string, strip_leading_controls};
@@ -207,27 +220,59 @@ pub fn decode(address: &str, walk: &Walk) -> DeviceRecord {
             _ => None,
         });
 
-    rec.manufacturer = manufacturer(&rec);
+    let mut sources: Vec<(&'static str, String)> = Vec::new();
+    if let Some((m, src)) = manufacturer(&rec) {
+        rec.manufacturer = Some(m);
+        sources.push(("manufacturer", src.to_string()));
+    }
     // Vendor OIDs are chosen by enterprise number; when sysObjectID is
     // missing or broken, by the manufacturer recognised from sysDescr.
     let vendor_pen = enterprise(&rec).or_else(|| {
         let m = rec.manufacturer.as_deref()?;
         VENDORS.iter().find(|(_, n)| *n == m).map(|(p, _)| *p)
     });
+    // The row of hrDeviceTable/hrPrinterTable that describes the printer.
+    let status_index = hr_index.or_else(|| status_row(walk, rec.printer_index));
 
-    rec.serial = serial(&mut cx, pi, vendor_pen, rec.sys_descr.as_deref());
-    rec.model = model(
+    if let Some((s, src)) = serial(&mut cx, pi, vendor_pen, rec.sys_descr.as_deref()) {
+        rec.serial = Some(s);
+        sources.push(("serial", src));
+    }
+    if let Some((m, src)) = model(
         &mut cx,
-        hr_index,
+        status_index,
+        vendor_pen,
         rec.serial.as_deref(),
         rec.sys_descr.as_deref(),
-    );
-    rec.firmware = firmware(&mut cx, vendor_pen);
+    ) {
+        rec.model = Some(m);
+        sources.push(("model", src));
+    }
+    if rec.manufacturer.is_none() {
+        // Last resort: a maker's name at the start of the model text.
+        if let Some(m) = rec.model.as_deref().and_then(descr_vendor) {
+            rec.manufacturer = Some(m.0.to_string());
+            sources.push(("manufacturer", "model".to_string()));
+        }
+    }
+    if let Some((f, src)) = firmware(&mut cx, vendor_pen, rec.sys_descr.as_deref()) {
+        rec.firmware = Some(f);
+        sources.push(("firmware", src));
+    }
     rec.mac = mac(&mut cx, address);
+    if rec.mac.is_some() {
+        sources.push(("mac", "if-mib".to_string()));
+    }
     rec.counters = counters(&mut cx, pi, vendor_pen);
+    if let Some(src) = &rec.counters.source {
+        sources.push(("counters.total", src.clone()));
+    }
     rec.supplies = supplies(&mut cx, pi);
+    if !rec.supplies.is_empty() {
+        sources.push(("supplies", "printer-mib".to_string()));
+    }
 
-    if let Some(h) = hr_index {
+    if let Some(h) = status_index {
         rec.device_status = cx
             .int("device_status", &cat(&HR_DEVICE_ENTRY, &[5, h]))
             .map(|s| {
@@ -258,17 +303,72 @@ pub fn decode(address: &str, walk: &Walk) -> DeviceRecord {
             });
         match walk.get(&cat(&HR_PRINTER_ENTRY, &[2, h])) {
             None => {}
-            Some(Value::OctetString(b)) => rec.error_states = ErrorState::from_bits(b),
+            Some(Value::OctetString(b)) => {
+                rec.error_states = ErrorState::from_bits(b);
+                sources.push(("error_states", "host-resources-mib".to_string()));
+            }
             Some(other) => {
                 let t = other.type_name();
                 cx.err("error_states", format!("expected OCTET STRING, got {t}"));
             }
         }
+        if rec.device_status.is_some() {
+            sources.push(("device_status", "host-resources-mib".to_string()));
+        }
+        if rec.printer_status.is_some() {
+            sources.push(("printer_status", "host-resources-mib".to_string()));
+        }
     }
     rec.alerts = alerts(&mut cx, pi);
     rec.console = console(&mut cx, pi);
     rec.field_errors = cx.errors;
+    rec.sources = sources
+        .into_iter()
+        .map(|(f, s)| (f.to_string(), s))
+        .collect();
+    // A field that could not be decoded is an error, not "missing".
+    rec.missing = SOURCE_FIELDS
+        .iter()
+        .filter(|f| !rec.sources.contains_key(**f))
+        .filter(|f| !rec.field_errors.iter().any(|e| e.field == **f))
+        .map(|f| f.to_string())
+        .collect();
     rec
+}
+
+/// The hrDeviceTable/hrPrinterTable row of a printer whose hrDeviceType is
+/// missing: the Printer-MIB's index (RFC 3805 indexes its tables by
+/// hrDeviceIndex) when that row exists, else the only hrPrinterTable row.
+fn status_row(walk: &Walk, printer_index: Option<u32>) -> Option<u32> {
+    let has_row = |i: u32| {
+        walk.get(&cat(&HR_DEVICE_ENTRY, &[5, i])).is_some()
+            || walk.get(&cat(&HR_DEVICE_ENTRY, &[3, i])).is_some()
+            || walk.get(&cat(&HR_PRINTER_ENTRY, &[1, i])).is_some()
+            || walk.get(&cat(&HR_PRINTER_ENTRY, &[2, i])).is_some()
+    };
+    if let Some(i) = printer_index.filter(|i| has_row(*i)) {
+        return Some(i);
+    }
+    let rows = hr_printer_rows(walk);
+    match rows[..] {
+        [only] => Some(only),
+        _ => None,
+    }
+}
+
+/// Indexes of hrPrinterTable rows.
+fn hr_printer_rows(walk: &Walk) -> Vec<u32> {
+    let mut rows = Vec::new();
+    for col in [1u32, 2] {
+        for (idx, _) in walk.subtree(&cat(&HR_PRINTER_ENTRY, &[col])) {
+            if let [i] = idx {
+                if !rows.contains(i) {
+                    rows.push(*i);
+                }
+            }
+        }
+    }
+    rows
 }
 
 fn name_of(code: i64, names: &[(i64, &str)]) -> String {
@@ -302,7 +402,10 @@ fn printer_indexes(walk: &Walk) -> (Option<u32>, Option<u32>) {
         Some(h) if prt_indexes.contains(&h) || prt_indexes.is_empty() => Some(h),
         _ => prt_indexes.iter().min().copied(),
     };
-    (hr, prt.or(hr))
+    // Neither hrDeviceType nor Printer-MIB rows: an hrPrinterTable row
+    // still says this is a printer.
+    let from_hr_printer = || hr_printer_rows(walk).into_iter().min();
+    (hr, prt.or(hr).or_else(from_hr_printer))
 }
 
 fn enterprise(rec: &DeviceRecord) -> Option<u32> {
@@ -312,24 +415,42 @@ fn enterprise(rec: &DeviceRecord) -> Option<u32> {
         .flatten()
 }
 
-fn manufacturer(rec: &DeviceRecord) -> Option<String> {
-    if let Some(pen) = enterprise(rec) {
-        if let Some((_, name)) = VENDORS.iter().find(|(p, _)| *p == pen) {
-            return Some(name.to_string());
+/// The maker named in a text, and whether the text starts with it.
+fn descr_vendor(text: &str) -> Option<(&'static str, bool)> {
+    let descr = format!("{} ", text.to_ascii_lowercase());
+    DESCR_VENDORS.iter().find_map(|(word, name)| {
+        if descr.starts_with(word) {
+            Some((*name, true))
+        } else {
+            descr
+                .contains(&format!(" {}", word.trim_end()))
+                .then_some((*name, false))
         }
-    }
-    let descr = format!("{} ", rec.sys_descr.as_deref()?.to_ascii_lowercase());
-    DESCR_VENDORS
-        .iter()
-        .find(|(word, _)| {
-            descr.starts_with(word) || descr.contains(&format!(" {}", word.trim_end()))
-        })
-        .map(|(_, name)| name.to_string())
+    })
 }
 
-fn serial(cx: &mut Ctx, pi: u32, pen: Option<u32>, descr: Option<&str>) -> Option<String> {
+/// Manufacturer and its source (see the module docs for rebadged devices).
+fn manufacturer(rec: &DeviceRecord) -> Option<(String, &'static str)> {
+    let by_pen = enterprise(rec)
+        .and_then(|pen| VENDORS.iter().find(|(p, _)| *p == pen))
+        .map(|(_, name)| *name);
+    let by_descr = rec.sys_descr.as_deref().and_then(descr_vendor);
+    match (by_pen, by_descr) {
+        (Some(p), Some((d, true))) if p != d => Some((d.to_string(), "sysdescr")),
+        (Some(p), _) => Some((p.to_string(), "sysobjectid")),
+        (None, Some((d, _))) => Some((d.to_string(), "sysdescr")),
+        (None, None) => None,
+    }
+}
+
+fn serial(
+    cx: &mut Ctx,
+    pi: u32,
+    pen: Option<u32>,
+    descr: Option<&str>,
+) -> Option<(String, String)> {
     if let Some(s) = cx.string("serial", &cat(&PRT, &[5, 1, 1, 17, pi])) {
-        return Some(s);
+        return Some((s, "printer-mib".into()));
     }
     // Vendor fallbacks (NOTES): HP PML serial (0x01 0x15 prefixed), Brother,
     // Ricoh.
@@ -339,13 +460,8 @@ fn serial(cx: &mut Ctx, pi: u32, pen: Option<u32>, descr: Option<&str>) -> Optio
         Some(367) => &[&[1, 3, 6, 1, 4, 1, 367, 3, 2, 1, 2, 1, 4, 0]],
         _ => &[],
     };
-    for oid in vendor {
-        if let Some(Value::OctetString(b)) = cx.get(oid) {
-            let s = display_string(strip_leading_controls(b), None);
-            if !s.is_empty() {
-                return Some(s);
-            }
-        }
+    if let Some(s) = vendor_string(cx, vendor) {
+        return Some((s, vendor_source(pen)));
     }
     // JetDirect sysDescr carries "SN:<serial>,".
     let d = descr?;
@@ -354,18 +470,43 @@ fn serial(cx: &mut Ctx, pi: u32, pen: Option<u32>, descr: Option<&str>) -> Optio
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect();
-    (!sn.is_empty()).then_some(sn)
+    (!sn.is_empty()).then_some((sn, "sysdescr".into()))
+}
+
+fn vendor_source(pen: Option<u32>) -> String {
+    format!("vendor:{}", pen.unwrap_or(0))
+}
+
+/// The first of `oids` that holds a non-empty string (vendor strings may
+/// start with control bytes, HP's PML does).
+fn vendor_string(cx: &Ctx, oids: &[&[u32]]) -> Option<String> {
+    oids.iter().find_map(|oid| match cx.get(oid) {
+        Some(Value::OctetString(b)) => {
+            let s = display_string(strip_leading_controls(b), None);
+            (!s.is_empty()).then_some(s)
+        }
+        _ => None,
+    })
 }
 
 fn model(
     cx: &mut Ctx,
     hr: Option<u32>,
+    pen: Option<u32>,
     serial: Option<&str>,
     descr: Option<&str>,
-) -> Option<String> {
+) -> Option<(String, String)> {
     let from_hr = hr.and_then(|h| cx.string("model", &cat(&HR_DEVICE_ENTRY, &[3, h])));
     if let Some(m) = from_hr {
-        return Some(clean_model(&m, serial));
+        return Some((clean_model(&m, serial), "host-resources-mib".into()));
+    }
+    // Vendor model strings (Ricoh's product name).
+    let vendor: &[&[u32]] = match pen {
+        Some(367) => &[&[1, 3, 6, 1, 4, 1, 367, 3, 2, 1, 1, 1, 1, 0]],
+        _ => &[],
+    };
+    if let Some(m) = vendor_string(cx, vendor) {
+        return Some((m, vendor_source(pen)));
     }
     // IEEE 1284 device ID ("MFG:...;MDL:<model>;") anywhere under enterprises.
     for (_, v) in cx.walk.subtree(&ENTERPRISES) {
@@ -374,13 +515,33 @@ fn model(
             if let Some(p) = s.find("MDL:") {
                 let m = s[p + 4..].split(';').next().unwrap_or("").trim();
                 if !m.is_empty() {
-                    return Some(m.to_string());
+                    return Some((m.to_string(), "ieee1284".into()));
                 }
             }
         }
     }
-    let head = descr?.split([',', ';']).next()?.trim();
-    (!head.is_empty()).then(|| head.to_string())
+    model_from_descr(descr?).map(|m| (m, "sysdescr".into()))
+}
+
+/// The model at the head of a sysDescr: up to the first `,`, `;` or ` / `,
+/// without a trailing `version …` or firmware number (Lexmark-built
+/// devices: "TOSHIBA e-STUDIO338CS version CXTZJ.230.307 kernel …"; Ricoh:
+/// "RICOH MP C2503 1.35 / RICOH Network Printer …").
+fn model_from_descr(descr: &str) -> Option<String> {
+    let head = descr.split([',', ';']).next()?;
+    let head = head.split(" / ").next()?;
+    let head = head.split(" version ").next()?;
+    let mut words: Vec<&str> = head.split_whitespace().collect();
+    // A trailing firmware number ("1.35"): digits and dots only.
+    if words.len() > 1
+        && words
+            .last()
+            .is_some_and(|w| w.contains('.') && w.chars().all(|c| c.is_ascii_digit() || c == '.'))
+    {
+        words.pop();
+    }
+    let m = words.join(" ");
+    (!m.is_empty()).then_some(m)
 }
 
 /// Collapse whitespace and cut at a service tag / serial token (Dell puts
@@ -397,7 +558,7 @@ fn clean_model(raw: &str, serial: Option<&str>) -> String {
     words.join(" ")
 }
 
-fn firmware(cx: &mut Ctx, pen: Option<u32>) -> Option<String> {
+fn firmware(cx: &mut Ctx, pen: Option<u32>, descr: Option<&str>) -> Option<(String, String)> {
     let oids: &[&[u32]] = match pen {
         Some(1602) => &[&[1, 3, 6, 1, 4, 1, 1602, 1, 1, 1, 4, 0]],
         Some(367) => &[&[1, 3, 6, 1, 4, 1, 367, 3, 2, 1, 1, 1, 2, 0]],
@@ -407,15 +568,27 @@ fn firmware(cx: &mut Ctx, pen: Option<u32>) -> Option<String> {
         Some(11) => &[&[1, 3, 6, 1, 4, 1, 11, 2, 3, 9, 4, 2, 1, 1, 3, 5, 0]],
         _ => &[],
     };
-    for oid in oids {
-        if let Some(Value::OctetString(b)) = cx.get(oid) {
-            let s = display_string(strip_leading_controls(b), None);
-            if !s.is_empty() {
-                return Some(s);
-            }
-        }
+    if let Some(f) = vendor_string(cx, oids) {
+        return Some((f, vendor_source(pen)));
     }
-    None
+    firmware_from_descr(descr?).map(|f| (f, "sysdescr".into()))
+}
+
+/// Firmware named in a sysDescr: "… version <fw> …" (Lexmark-built
+/// devices), "Firmware Ver.<fw>" (Brother), "; SS <fw>," (Xerox system
+/// software).
+fn firmware_from_descr(descr: &str) -> Option<String> {
+    let after = |marker: &str| {
+        let start = descr.find(marker)? + marker.len();
+        let tok: String = descr[start..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != ',' && *c != ';')
+            .collect();
+        (!tok.is_empty() && tok.chars().any(|c| c.is_ascii_digit())).then_some(tok)
+    };
+    after(" version ")
+        .or_else(|| after("Firmware Ver."))
+        .or_else(|| after("; SS "))
 }
 
 fn format_mac(b: &[u8]) -> Option<String> {
@@ -622,7 +795,27 @@ const COLOUR_WORDS: &[&str] = &[
     "yellow",
 ];
 
+/// Colour words of Chinese and Japanese descriptions (UTF-8, as Ricoh's
+/// Asian firmware sends them: "黑色碳粉" = black toner).
+const CJK_COLOURS: &[(&str, &str)] = &[
+    ("黑", "black"),
+    ("黒", "black"),
+    ("ブラック", "black"),
+    ("青", "cyan"),
+    ("シアン", "cyan"),
+    ("洋红", "magenta"),
+    ("洋紅", "magenta"),
+    ("品红", "magenta"),
+    ("マゼンタ", "magenta"),
+    ("黄", "yellow"),
+    ("黃", "yellow"),
+    ("イエロー", "yellow"),
+];
+
 fn colour_from_description(d: &str) -> Option<String> {
+    if let Some((_, c)) = CJK_COLOURS.iter().find(|(w, _)| d.contains(w)) {
+        return Some(c.to_string());
+    }
     let d = d.to_ascii_lowercase();
     COLOUR_WORDS
         .iter()
@@ -736,7 +929,7 @@ fn supplies(cx: &mut Ctx, pi: u32) -> Vec<Supply> {
     out
 }
 
-fn alert_code_name(code: i64) -> Option<&'static str> {
+pub(crate) fn alert_code_name(code: i64) -> Option<&'static str> {
     Some(match code {
         1 => "other",
         2 => "unknown",

@@ -9,16 +9,21 @@
 //! - [`scan`]: the one-shot scan of address ranges.
 //! - [`spool`]: readings on disk (SQLite) until the relay acknowledges them.
 //! - [`upload`]: signed, batched, idempotent uploads with backoff.
+//! - [`names`], [`netbios`]: host-name targets, PTR and NetBIOS names.
+//! - [`traps`]: printer alert traps trigger an immediate scan.
 //! - [`collector`]: the schedule of `run`, scan-now, relay-pushed settings
 //!   within the local ceiling.
 
 pub mod collector;
 pub mod decode;
 pub mod discover;
+pub mod names;
+pub mod netbios;
 pub mod scan;
 pub mod snmp;
 pub mod spool;
 mod text;
+pub mod traps;
 pub mod upload;
 pub mod v3;
 

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dwa_policy::agent::AgentPolicy;
 use dwa_proto::telemetry::{DeviceRecord, FieldError, Level, SupplyClass};
 use ipnetwork::Ipv4Network;
 
@@ -15,6 +16,8 @@ use tracing::Instrument as _;
 
 use super::decode::decode;
 use super::discover::{discover, Answer, CommunityVersion, DiscoverOptions, SEND_RATE};
+use super::names::Names;
+use super::netbios::{self, NetbiosOptions};
 use super::snmp::{answered, Client, SnmpError, Version, WALK_ROOTS};
 use super::v3::V3Security;
 
@@ -133,6 +136,46 @@ pub struct ScanOptions {
     pub retries: u32,
     pub concurrency: usize,
     pub progress: bool,
+    /// PTR lookups of the printers found (`None`: off).
+    pub dns: Option<Arc<Names>>,
+    /// NetBIOS node status of the printers found (IPv4; `None`: off).
+    pub netbios: Option<NetbiosOptions>,
+    /// Address → the host name it was written as (see `names`).
+    pub target_names: Vec<(IpAddr, String)>,
+    /// When given, a NetBIOS request goes only to addresses it allows.
+    pub policy: Option<Arc<AgentPolicy>>,
+}
+
+/// Name lookups in flight at once (they wait on other hosts' answers, not
+/// on the walk budget).
+const NAME_LOOKUPS: usize = 256;
+
+/// DNS and NetBIOS names of a printer found at `ip`.
+async fn add_names(rec: &mut DeviceRecord, ip: IpAddr, opts: &ScanOptions) {
+    rec.target_name = opts
+        .target_names
+        .iter()
+        .find(|(a, _)| *a == ip)
+        .map(|(_, n)| n.clone());
+    let dns = async {
+        match &opts.dns {
+            Some(n) => n.reverse(ip).await,
+            None => None,
+        }
+    };
+    let allowed = opts
+        .policy
+        .as_ref()
+        .is_none_or(|p| p.decide_icmp(ip).allowed);
+    let nb = async {
+        match (opts.netbios, ip) {
+            (Some(o), IpAddr::V4(v4)) if allowed => netbios::query(v4, o).await,
+            _ => None,
+        }
+    };
+    let (dns, nb) = tokio::join!(dns, nb);
+    rec.dns_name = dns;
+    rec.netbios_name = nb;
 }
 
 /// What one address turned out to be.
@@ -279,17 +322,24 @@ pub async fn scan(addrs: Vec<IpAddr>, opts: ScanOptions) -> ScanReport {
     };
     let opts = Arc::new(opts);
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1)));
+    let name_sem = Arc::new(tokio::sync::Semaphore::new(NAME_LOOKUPS));
     let mut set = tokio::task::JoinSet::new();
     let spawn = |set: &mut tokio::task::JoinSet<_>, ip: IpAddr, answer: Option<Answer>| {
-        let (opts, sem, bar) = (opts.clone(), sem.clone(), bar.clone());
+        let (opts, sem, name_sem, bar) = (opts.clone(), sem.clone(), name_sem.clone(), bar.clone());
         set.spawn(
             async move {
-                let _permit = sem.acquire_owned().await.ok()?;
-                let outcome = match answer {
+                let permit = sem.acquire_owned().await.ok()?;
+                let mut outcome = match answer {
                     Some(a) => scan_found(ip, a, &opts).await,
                     // Discovery failed: the old way, address by address.
                     None => scan_one(ip, &opts).await,
                 };
+                // The walk slot is free again while names are looked up.
+                drop(permit);
+                if let Outcome::Printer(rec) = &mut outcome {
+                    let _names = name_sem.acquire_owned().await.ok()?;
+                    add_names(rec, ip, &opts).await;
+                }
                 bar.inc(1);
                 Some((ip, outcome))
             }
@@ -496,6 +546,8 @@ pub fn csv(records: &[DeviceRecord]) -> String {
         "model",
         "serial",
         "mac",
+        "dns_name",
+        "netbios_name",
         "firmware",
         "location",
         "total",
@@ -527,6 +579,8 @@ pub fn csv(records: &[DeviceRecord]) -> String {
             s(&r.model),
             s(&r.serial),
             s(&r.mac),
+            s(&r.dns_name),
+            s(&r.netbios_name),
             s(&r.firmware),
             s(&r.sys_location),
             num(c.total),

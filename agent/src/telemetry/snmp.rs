@@ -87,8 +87,8 @@ pub const WALK_ROOTS: &[&[u32]] = &[
     // Kyocera counters.
     &[1, 3, 6, 1, 4, 1, 1347, 43, 10, 1, 1, 12],
     &[1, 3, 6, 1, 4, 1, 1347, 42, 3, 1, 1, 1],
-    // Ricoh: firmware, serial, counter table.
-    &[1, 3, 6, 1, 4, 1, 367, 3, 2, 1, 1, 1, 2],
+    // Ricoh: model and firmware, serial, counter table.
+    &[1, 3, 6, 1, 4, 1, 367, 3, 2, 1, 1, 1],
     &[1, 3, 6, 1, 4, 1, 367, 3, 2, 1, 2, 1, 4],
     &[1, 3, 6, 1, 4, 1, 367, 3, 2, 1, 2, 19, 5, 1],
     // Xerox: device id, counters.

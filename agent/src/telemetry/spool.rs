@@ -12,11 +12,30 @@
 //! dropped first (the newest state of a printer matters most to a dealer;
 //! meter totals are cumulative, so a later reading still carries the count),
 //! each drop is counted in `dropped` and logged.
+//!
+//! Encrypted at rest: each item's JSON is sealed with AES-256-GCM (the
+//! `aes-gcm` crate) under a random 96-bit nonce, with the item's id as
+//! associated data (a sealed payload cannot be moved to another row). The
+//! key is 32 random bytes in a 0600 file beside the agent's key
+//! (`spool.key_file`, hex). Per-item encryption rather than an encrypted
+//! database (SQLCipher): the agent keeps the sqlx SQLite it already links
+//! and needs no second SQLite build with its own crypto; what stays in the
+//! clear is only the random item ids, the sizes and the counters, none of
+//! which names a device. A key check (a sealed constant in `meta`) tells a
+//! wrong or lost key from a damaged item: the spool is then moved aside
+//! (its readings cannot be read by anyone without that key) and a fresh
+//! one is started, with one clear log line. A spool written before
+//! encryption (plaintext `json` column) is sealed in place on first open,
+//! in one transaction, then vacuumed so no plaintext page survives in the
+//! file or its write-ahead log.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::Aes256Gcm;
 use dwa_proto::telemetry::IngestItem;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -50,10 +69,133 @@ pub struct Stats {
     pub dropped: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Spool {
     pool: SqlitePool,
     limits: Limits,
+    key: Arc<SpoolKey>,
+    opened: Opened,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("limits", &self.limits)
+            .field("opened", &self.opened)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What opening found, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Opened {
+    /// Plaintext items sealed by this open (a spool from before encryption).
+    pub migrated: u64,
+    /// The spool could not be decrypted with the key (lost or wrong key):
+    /// it was moved here and a fresh spool started.
+    pub moved_aside: Option<PathBuf>,
+}
+
+/// What to do when the key does not open the spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBadKey {
+    /// `dwa-agent run`: move the spool aside, start a fresh one.
+    StartFresh,
+    /// Read-only callers (`spool status`): report the error, touch nothing.
+    Fail,
+}
+
+/// The spool's AES-256-GCM key.
+pub struct SpoolKey(Aes256Gcm);
+
+/// Nonce length of AES-GCM (96 bits).
+const NONCE: usize = 12;
+/// Sealed in `meta` to check the key on open.
+const KEY_CHECK: &[u8] = b"dwa-spool-key-check-v1";
+
+impl SpoolKey {
+    fn from_bytes(b: &[u8; 32]) -> SpoolKey {
+        SpoolKey(Aes256Gcm::new(&(*b).into()))
+    }
+
+    /// Reads the key file (64 hex digits). `create`: make a new random key
+    /// (0600, written to a temporary file and renamed) when there is none.
+    pub fn load(path: &Path, create: bool) -> Result<SpoolKey> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let bytes = hex::decode(text.trim()).ok();
+                let key: Option<[u8; 32]> = bytes.and_then(|b| b.try_into().ok());
+                match key {
+                    Some(k) => Ok(SpoolKey::from_bytes(&k)),
+                    None => Err(AgentError::Spool(format!(
+                        "{}: not a spool key (64 hex digits expected); \
+                         move it away to start a fresh spool",
+                        path.display()
+                    ))),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                let k: [u8; 32] = rand::random();
+                write_private(path, format!("{}\n", hex::encode(k)).as_bytes())?;
+                Ok(SpoolKey::from_bytes(&k))
+            }
+            Err(e) => Err(AgentError::file(path, e)),
+        }
+    }
+
+    /// nonce ‖ ciphertext+tag of `plain`, bound to `id`.
+    fn seal(&self, id: &str, plain: &[u8]) -> Result<Vec<u8>> {
+        let nonce: [u8; NONCE] = rand::random();
+        let sealed = self
+            .0
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: plain,
+                    aad: id.as_bytes(),
+                },
+            )
+            .map_err(|_| AgentError::Spool("encryption failed".into()))?;
+        let mut out = Vec::with_capacity(NONCE + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    fn open(&self, id: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < NONCE {
+            return None;
+        }
+        let (nonce, ct) = sealed.split_at(NONCE);
+        let nonce: [u8; NONCE] = nonce.try_into().ok()?;
+        self.0
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: ct,
+                    aad: id.as_bytes(),
+                },
+            )
+            .ok()
+    }
+}
+
+/// Writes `data` to `path` with mode 0600 (temporary file, then rename).
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| AgentError::file(&tmp, e))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| AgentError::file(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| AgentError::file(path, e))
 }
 
 fn db_err(e: sqlx::Error) -> AgentError {
@@ -61,11 +203,16 @@ fn db_err(e: sqlx::Error) -> AgentError {
 }
 
 const SCHEMA: &[&str] = &[
+    // sealed: nonce ‖ AES-256-GCM(json); bytes: length of the JSON.
     "CREATE TABLE IF NOT EXISTS items (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT NOT NULL UNIQUE,
-        json TEXT NOT NULL,
+        sealed BLOB NOT NULL,
         bytes INTEGER NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS meta (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL
     )",
     "CREATE TABLE IF NOT EXISTS counters (
         name TEXT PRIMARY KEY,
@@ -75,28 +222,209 @@ const SCHEMA: &[&str] = &[
         ('spooled', 0), ('acknowledged', 0), ('dropped', 0)",
 ];
 
-impl Spool {
-    /// Opens (creating when missing) the spool at `path`.
-    pub async fn open(path: &Path, limits: Limits) -> Result<Spool> {
-        let opts = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(db_err)?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed scan survives a power cut, not just a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
-        // One connection: the agent is the only writer, and a single
-        // connection serialises push and remove without extra locking.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await
-            .map_err(|e| AgentError::Spool(format!("{}: {e}", path.display())))?;
-        for stmt in SCHEMA {
-            sqlx::query(stmt).execute(&pool).await.map_err(db_err)?;
+async fn connect(path: &Path) -> Result<SqlitePool> {
+    let opts = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(db_err)?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: a committed scan survives a power cut, not just a crash.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10));
+    // One connection: the agent is the only writer, and a single
+    // connection serialises push and remove without extra locking.
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .map_err(|e| AgentError::Spool(format!("{}: {e}", path.display())))
+}
+
+async fn has_column(pool: &SqlitePool, table: &str, column: &str) -> Result<bool> {
+    let rows = sqlx::query(&format!("PRAGMA table_info({table})"))
+        .fetch_all(pool)
+        .await
+        .map_err(db_err)?;
+    Ok(rows.iter().any(|r| r.get::<String, _>("name") == column))
+}
+
+/// Whether `key` opens the spool: `Some(true)` it does (the check is
+/// written when missing), `Some(false)` it does not.
+async fn check_key(pool: &SqlitePool, key: &SpoolKey) -> Result<bool> {
+    let row = sqlx::query("SELECT value FROM meta WHERE name = 'key_check'")
+        .fetch_optional(pool)
+        .await
+        .map_err(db_err)?;
+    match row {
+        Some(r) => {
+            let sealed: Vec<u8> = r.get("value");
+            Ok(key.open("key_check", &sealed).as_deref() == Some(KEY_CHECK))
         }
-        Ok(Spool { pool, limits })
+        None => {
+            // A spool with sealed items but no check was not written by
+            // this code: let the first item decide.
+            let first = sqlx::query("SELECT id, sealed FROM items ORDER BY seq LIMIT 1")
+                .fetch_optional(pool)
+                .await
+                .map_err(db_err)?;
+            if let Some(r) = first {
+                let (id, sealed): (String, Vec<u8>) = (r.get("id"), r.get("sealed"));
+                if key.open(&id, &sealed).is_none() {
+                    return Ok(false);
+                }
+            }
+            sqlx::query("INSERT INTO meta (name, value) VALUES ('key_check', ?)")
+                .bind(key.seal("key_check", KEY_CHECK)?)
+                .execute(pool)
+                .await
+                .map_err(db_err)?;
+            Ok(true)
+        }
+    }
+}
+
+/// Seals every item of a spool written before encryption, in one
+/// transaction, then scrubs the freed plaintext pages.
+async fn migrate_plaintext(pool: &SqlitePool, key: &SpoolKey) -> Result<u64> {
+    let mut tx = pool.begin().await.map_err(db_err)?;
+    sqlx::query(
+        "CREATE TABLE items_sealed (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            sealed BLOB NOT NULL,
+            bytes INTEGER NOT NULL
+        )",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    let rows = sqlx::query("SELECT seq, id, json FROM items ORDER BY seq")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    let n = rows.len() as u64;
+    for r in rows {
+        let (seq, id, json): (i64, String, String) = (r.get("seq"), r.get("id"), r.get("json"));
+        sqlx::query("INSERT INTO items_sealed (seq, id, sealed, bytes) VALUES (?, ?, ?, ?)")
+            .bind(seq)
+            .bind(&id)
+            .bind(key.seal(&id, json.as_bytes())?)
+            .bind(json.len() as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    }
+    for stmt in [
+        "DROP TABLE items",
+        "ALTER TABLE items_sealed RENAME TO items",
+    ] {
+        sqlx::query(stmt).execute(&mut *tx).await.map_err(db_err)?;
+    }
+    tx.commit().await.map_err(db_err)?;
+    scrub(pool).await?;
+    Ok(n)
+}
+
+/// Rewrites the file without free pages and empties the WAL, so that no
+/// plaintext page of a migrated spool stays on disk.
+async fn scrub(pool: &SqlitePool) -> Result<()> {
+    for stmt in ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"] {
+        sqlx::query(stmt).execute(pool).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// `spool.db` → `spool.db.undecryptable-<unix seconds>`, with its WAL and
+/// shared-memory files.
+fn move_aside(path: &Path) -> Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".undecryptable-{secs}"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside).map_err(|e| AgentError::file(path, e))?;
+    for ext in ["-wal", "-shm"] {
+        let mut from = path.as_os_str().to_owned();
+        from.push(ext);
+        let mut to = aside.as_os_str().to_owned();
+        to.push(ext);
+        // Absent after a clean close: nothing to move.
+        let _ = std::fs::rename(PathBuf::from(from), PathBuf::from(to));
+    }
+    Ok(aside)
+}
+
+impl Spool {
+    /// Opens (creating when missing) the spool at `path`, sealed with the
+    /// key at `key_path` (created when missing, if `on_bad_key` is
+    /// `StartFresh`). See the module docs for a wrong or lost key and for
+    /// spools from before encryption.
+    pub async fn open(
+        path: &Path,
+        key_path: &Path,
+        limits: Limits,
+        on_bad_key: OnBadKey,
+    ) -> Result<Spool> {
+        let key = SpoolKey::load(key_path, on_bad_key == OnBadKey::StartFresh)?;
+        let mut opened = Opened::default();
+        let mut pool = connect(path).await?;
+        loop {
+            let plaintext = has_column(&pool, "items", "json").await?
+                && !has_column(&pool, "items", "sealed").await?;
+            if plaintext {
+                if on_bad_key == OnBadKey::Fail {
+                    // Read-only callers count items without migrating.
+                    break;
+                }
+                for stmt in &SCHEMA[1..] {
+                    sqlx::query(stmt).execute(&pool).await.map_err(db_err)?;
+                }
+                opened.migrated = migrate_plaintext(&pool, &key).await?;
+                tracing::info!(
+                    items = opened.migrated,
+                    "telemetry spool {} encrypted (it was written by an older agent in clear)",
+                    path.display()
+                );
+            }
+            for stmt in SCHEMA {
+                sqlx::query(stmt).execute(&pool).await.map_err(db_err)?;
+            }
+            if check_key(&pool, &key).await? {
+                break;
+            }
+            let why = format!(
+                "telemetry spool {} cannot be decrypted with the key in {} (the key was lost or \
+                 replaced)",
+                path.display(),
+                key_path.display()
+            );
+            if on_bad_key == OnBadKey::Fail || opened.moved_aside.is_some() {
+                pool.close().await;
+                return Err(AgentError::Spool(why));
+            }
+            pool.close().await;
+            let aside = move_aside(path)?;
+            tracing::error!(
+                "{why}: moved to {} and starting a fresh spool; the readings in it cannot be \
+                 uploaded without that key",
+                aside.display()
+            );
+            opened.moved_aside = Some(aside);
+            pool = connect(path).await?;
+        }
+        Ok(Spool {
+            pool,
+            limits,
+            key: Arc::new(key),
+            opened,
+        })
+    }
+
+    /// What opening did (migration, a spool moved aside).
+    pub fn opened(&self) -> &Opened {
+        &self.opened
     }
 
     /// Stores `items` in one transaction, then drops the oldest items while
@@ -107,9 +435,10 @@ impl Spool {
         let mut added = 0i64;
         for item in items {
             let json = serde_json::to_string(item).map_err(|e| AgentError::Spool(e.to_string()))?;
-            let r = sqlx::query("INSERT OR IGNORE INTO items (id, json, bytes) VALUES (?, ?, ?)")
+            let sealed = self.key.seal(item.id(), json.as_bytes())?;
+            let r = sqlx::query("INSERT OR IGNORE INTO items (id, sealed, bytes) VALUES (?, ?, ?)")
                 .bind(item.id())
-                .bind(&json)
+                .bind(sealed)
                 .bind(json.len() as i64)
                 .execute(&mut *tx)
                 .await
@@ -131,14 +460,18 @@ impl Spool {
     }
 
     /// The oldest items, at most `max_items` and (except for a single
-    /// oversized item) `max_bytes` of JSON.
+    /// oversized item) `max_bytes` of JSON. An item that does not decrypt
+    /// (damaged on disk: the key itself was checked at open) is dropped
+    /// with a log line and counted as dropped, so it cannot block the
+    /// items behind it.
     pub async fn peek(&self, max_items: usize, max_bytes: usize) -> Result<Vec<Spooled>> {
-        let rows = sqlx::query("SELECT id, json, bytes FROM items ORDER BY seq LIMIT ?")
+        let rows = sqlx::query("SELECT id, sealed, bytes FROM items ORDER BY seq LIMIT ?")
             .bind(max_items as i64)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         let mut total = 0usize;
         for row in rows {
             let bytes: i64 = row.get("bytes");
@@ -146,10 +479,32 @@ impl Spool {
             if total > max_bytes && !out.is_empty() {
                 break;
             }
-            out.push(Spooled {
-                id: row.get("id"),
-                json: row.get("json"),
-            });
+            let id: String = row.get("id");
+            let sealed: Vec<u8> = row.get("sealed");
+            match self
+                .key
+                .open(&id, &sealed)
+                .and_then(|p| String::from_utf8(p).ok())
+            {
+                Some(json) => out.push(Spooled { id, json }),
+                None => damaged.push(id),
+            }
+        }
+        if !damaged.is_empty() {
+            tracing::error!(
+                items = damaged.len(),
+                "spooled items that do not decrypt (damaged on disk) dropped"
+            );
+            let mut tx = self.pool.begin().await.map_err(db_err)?;
+            for id in &damaged {
+                sqlx::query("DELETE FROM items WHERE id = ?")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            bump(&mut tx, "dropped", damaged.len() as i64).await?;
+            tx.commit().await.map_err(db_err)?;
         }
         Ok(out)
     }
@@ -277,6 +632,16 @@ mod tests {
         })
     }
 
+    async fn open(path: &Path, limits: Limits) -> Result<Spool> {
+        Spool::open(
+            path,
+            &path.with_extension("key"),
+            limits,
+            OnBadKey::StartFresh,
+        )
+        .await
+    }
+
     const ROOMY: Limits = Limits {
         max_items: 1000,
         max_bytes: 1 << 30,
@@ -286,7 +651,7 @@ mod tests {
     async fn items_survive_reopening_until_removed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.db");
-        let s = Spool::open(&path, ROOMY).await.unwrap();
+        let s = open(&path, ROOMY).await.unwrap();
         let done = IngestItem::ScanDone(ScanDone {
             id: "s".into(),
             started_at: "a".into(),
@@ -301,7 +666,7 @@ mod tests {
         s.push(&[reading("r1")]).await.unwrap();
         s.close().await;
 
-        let s = Spool::open(&path, ROOMY).await.unwrap();
+        let s = open(&path, ROOMY).await.unwrap();
         let items = s.peek(10, 1 << 20).await.unwrap();
         let ids: Vec<_> = items.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["r1", "r2", "s"], "oldest first, each once");
@@ -320,7 +685,7 @@ mod tests {
     #[tokio::test]
     async fn peek_respects_the_byte_budget_but_always_returns_one() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Spool::open(&dir.path().join("s.db"), ROOMY).await.unwrap();
+        let s = open(&dir.path().join("s.db"), ROOMY).await.unwrap();
         s.push(&[reading("a"), reading("b"), reading("c")])
             .await
             .unwrap();
@@ -342,7 +707,7 @@ mod tests {
             max_items: 3,
             max_bytes: 1 << 30,
         };
-        let s = Spool::open(&dir.path().join("s.db"), limits).await.unwrap();
+        let s = open(&dir.path().join("s.db"), limits).await.unwrap();
         s.push(&[reading("1"), reading("2")]).await.unwrap();
         assert_eq!(
             s.push(&[reading("3"), reading("4"), reading("5")])
@@ -366,7 +731,7 @@ mod tests {
             max_items: 100,
             max_bytes: 2 * size,
         };
-        let s = Spool::open(&dir.path().join("b.db"), limits).await.unwrap();
+        let s = open(&dir.path().join("b.db"), limits).await.unwrap();
         assert_eq!(
             s.push(&[reading("x"), reading("y"), reading("z")])
                 .await

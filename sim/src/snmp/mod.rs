@@ -331,4 +331,8 @@ impl BoundSocket {
     pub(crate) fn port(&self) -> u16 {
         self.addr.port()
     }
+
+    pub(crate) fn into_socket(self) -> UdpSocket {
+        self.socket
+    }
 }

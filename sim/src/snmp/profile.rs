@@ -43,9 +43,11 @@ pub struct Profile {
 /// What the collector should decode from a printer profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrinterMeta {
-    /// Manufacturer name as the collector spells it (from the enterprise number).
+    /// Manufacturer name as the collector spells it (from the enterprise
+    /// number, or from sysDescr for a rebadged device).
     pub vendor: &'static str,
-    /// hrDeviceDescr of the printer row.
+    /// hrDeviceDescr of the printer row, or the vendor MIB's model, or the
+    /// head of sysDescr: whichever the profile has.
     pub model: &'static str,
 }
 
@@ -94,6 +96,30 @@ pub const PROFILES: &[Profile] = &[
         oui: [0x30, 0x05, 0x5c],
         sys_name_prefix: "BRN",
         serial_prefix: "E80",
+    },
+    // Shapes of real walks that lack a table: the collector must still
+    // report what the other tables and sysDescr say.
+    Profile {
+        name: "ricoh_no_hrtype",
+        text: include_str!("../../profiles/ricoh_no_hrtype.snmprec"),
+        printer: Some(PrinterMeta {
+            vendor: "Ricoh",
+            model: "MP C2504",
+        }),
+        oui: [0x58, 0x38, 0x79],
+        sys_name_prefix: "RNP",
+        serial_prefix: "E216R",
+    },
+    Profile {
+        name: "oem_sysdescr_only",
+        text: include_str!("../../profiles/oem_sysdescr_only.snmprec"),
+        printer: Some(PrinterMeta {
+            vendor: "Toshiba TEC",
+            model: "TOSHIBA e-STUDIO409S",
+        }),
+        oui: [0x00, 0x80, 0x91],
+        sys_name_prefix: "TEC",
+        serial_prefix: "CNE",
     },
     Profile {
         name: "switch",
@@ -398,7 +424,11 @@ mod tests {
                     .values()
                     .any(|v| matches!(v, Value::OctetString(b) if b == needle))
             };
-            assert!(has(meta.model.as_bytes()), "{}: model", p.name);
+            let in_descr = matches!(
+                inst.entries.get(&vec![1, 3, 6, 1, 2, 1, 1, 1, 0]),
+                Some(Value::OctetString(d)) if d.starts_with(meta.model.as_bytes())
+            );
+            assert!(has(meta.model.as_bytes()) || in_descr, "{}: model", p.name);
             assert!(has(inst.identity.serial.as_bytes()), "{}: serial", p.name);
             assert!(
                 inst.dynamic.values().any(|d| *d == Dynamic::Total),
