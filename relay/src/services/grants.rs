@@ -154,6 +154,31 @@ pub async fn end(
     Ok(ended)
 }
 
+/// Ends one grant (and what derives from it); returns the reason and who
+/// it ended with — the stored ones if it had ended already (another
+/// process or path got there first), so the end is told as it happened.
+pub async fn end_one(
+    svc: &Services,
+    id: i64,
+    reason: EndReason,
+    by: &str,
+) -> Result<(EndReason, String), GrantError> {
+    let ended = end(svc, Selector::Id(id), reason, by).await?;
+    if ended.iter().any(|g| g.id == id) {
+        return Ok((reason, by.to_string()));
+    }
+    Ok(match svc.store.grant(id).await? {
+        Some(g) if g.ended_at.is_some() => (
+            g.end_reason
+                .as_deref()
+                .and_then(EndReason::parse)
+                .unwrap_or(reason),
+            g.ended_by.unwrap_or_else(|| by.to_string()),
+        ),
+        _ => (reason, by.to_string()),
+    })
+}
+
 /// Closes what a just-ended grant holds on this relay and audits the end.
 async fn close(svc: &Services, g: &GrantRow, reason: EndReason, by: &str) {
     let Ok(k) = g.kind() else {

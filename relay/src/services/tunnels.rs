@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use dwa_policy::relay::{relay_decide, RelayCheck};
 use dwa_policy::roles::Action;
 use dwa_proto::audit::kind;
-use dwa_store::grants::{GrantKind, NewGrant, Selector};
+use dwa_store::grants::{GrantKind, NewGrant};
 use serde::Serialize;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -599,8 +599,8 @@ pub async fn end(
     reason: EndReason,
     by: &str,
 ) -> Result<(), TunnelError> {
-    crate::services::grants::end(svc, Selector::Id(t.grant), reason, by).await?;
-    close(svc, t, reason, by).await;
+    let (reason, by) = crate::services::grants::end_one(svc, t.grant, reason, by).await?;
+    close(svc, t, reason, &by).await;
     Ok(())
 }
 

@@ -136,7 +136,7 @@ impl WebSession {
         let nz = |v: u32| std::num::NonZeroU32::new(v).unwrap_or(std::num::NonZeroU32::MIN);
         let quota =
             governor::Quota::per_second(nz(n.requests_per_second)).allow_burst(nz(n.request_burst));
-        let s = Arc::new(Self {
+        Arc::new(Self {
             id,
             host,
             url_base,
@@ -163,8 +163,7 @@ impl WebSession {
             printer_connections: n.printer_connections,
             limiter: governor::RateLimiter::direct(quota),
             cert: Mutex::new(None),
-        });
-        s
+        })
     }
 
     /// The URL the user opens: the session host, carrying the ticket.
@@ -621,10 +620,10 @@ pub async fn end(
     reason: EndReason,
     by: &str,
 ) -> Result<(), WebSessionError> {
-    crate::services::grants::end(svc, Selector::Id(s.grant), reason, by).await?;
     // Its grant may have ended already in the store (another process):
-    // the session here still ends.
-    close(svc, s, reason, by).await;
+    // the session here still ends, with the reason it ended for.
+    let (reason, by) = crate::services::grants::end_one(svc, s.grant, reason, by).await?;
+    close(svc, s, reason, &by).await;
     Ok(())
 }
 

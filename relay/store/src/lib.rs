@@ -6,18 +6,18 @@
 //! One module per aggregate, each adding its methods to [`Store`] and
 //! [`Tx`]:
 //!
-//! - [`customers`]: customers.
-//! - [`agents`]: enrolled agents (identity, revocation, last seen).
-//! - [`devices`]: devices, their inventory columns and TLS certificates.
-//! - [`enroll`]: enrollment tokens and redeeming them.
-//! - [`users`]: users, their customers, two-factor and recovery codes.
-//! - [`grants`]: everything a user holds — log-in sessions, API tokens,
+//! - [`customers`] — customers.
+//! - [`agents`] — enrolled agents (identity, revocation, last seen).
+//! - [`devices`] — devices, their inventory columns and TLS certificates.
+//! - [`enroll`] — enrollment tokens and redeeming them.
+//! - [`users`] — users, their customers, two-factor and recovery codes.
+//! - [`grants`] — everything a user holds — log-in sessions, API tokens,
 //!   web sessions, raw tunnels, pending single-sign-on log-ins.
-//! - [`readings`]: uploaded telemetry items, readings and scans.
-//! - [`alerts`]: alert rules and alerts.
-//! - [`outbox`]: webhook deliveries.
-//! - [`settings`]: scan settings per agent.
-//! - [`audit`]: the append-only, hash-chained audit log.
+//! - [`readings`] — uploaded telemetry items, readings and scans.
+//! - [`alerts`] — alert rules and alerts.
+//! - [`outbox`] — webhook deliveries.
+//! - [`settings`] — scan settings per agent.
+//! - [`audit`] — the append-only, hash-chained audit log.
 //!
 //! Timestamps are passed in by the caller (services own the clock):
 //! RFC 3339 UTC text where the schema keeps text, unix seconds where it
