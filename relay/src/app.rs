@@ -145,7 +145,7 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
             .instrument(tracing::info_span!("https_listener")),
     );
     crate::services::telemetry::webhook::spawn(relay.clone())?;
-    crate::services::accounts::inactivity::spawn(relay.clone());
+    crate::services::accounts::inactivity::spawn(&relay.svc);
     crate::services::grants::spawn_watcher(&relay.svc);
     // Forget idle rate-limit keys so the table does not grow without bound.
     let r = relay.clone();

@@ -65,7 +65,6 @@ const NOT_YET_CONVERTED: &[&str] = &[
     "demo.rs",
     "error.rs",
     "init.rs",
-    "services/accounts/inactivity.rs",
     "services/accounts/login.rs",
     "services/accounts/users.rs",
     "services/mod.rs",

@@ -7,35 +7,32 @@ use std::time::Duration;
 
 use dwa_proto::audit::kind;
 use serde_json::json;
-use sqlx::Row;
 use tracing::Instrument;
 
-use crate::app::Relay;
 use crate::error::Result;
-use crate::util::{now_rfc3339, unix_now};
+use crate::services::grants::{self, EndReason};
+use crate::services::{Services, Svc};
 
 /// Deactivates one account (unused too long), ends its sessions, audits.
 pub async fn deactivate(
-    relay: &Relay,
+    relay: &Services,
     user_id: i64,
     username: &str,
     last_active: i64,
     by: &str,
 ) -> Result<()> {
-    let r =
-        sqlx::query("UPDATE users SET active = 0, deactivated_at = ? WHERE id = ? AND active = 1")
-            .bind(now_rfc3339())
-            .bind(user_id)
-            .execute(&relay.db.pool)
-            .await?;
-    if r.rows_affected() == 0 {
+    if !relay
+        .store
+        .deactivate_user(user_id, &relay.time.rfc3339())
+        .await?
+    {
         return Ok(());
     }
-    super::users::end_sessions_of(
+    grants::end(
         relay,
-        user_id,
+        dwa_store::grants::Selector::User(user_id),
+        EndReason::Inactive,
         by,
-        crate::services::grants::EndReason::Inactive,
     )
     .await?;
     relay
@@ -52,47 +49,32 @@ pub async fn deactivate(
     Ok(())
 }
 
-/// Active accounts whose last use is more than `after` before `now`:
-/// (id, username, last use).
-pub async fn stale_accounts(
-    db: &crate::db::Db,
-    now: i64,
-    after: Duration,
-) -> Result<Vec<(i64, String, i64)>> {
-    let cutoff = now - after.as_secs() as i64;
-    let rows = sqlx::query(
-        "SELECT id, username, COALESCE(last_active, CAST(strftime('%s', created_at) AS INTEGER)) AS used
-         FROM users WHERE active = 1 AND used < ?",
-    )
-    .bind(cutoff)
-    .fetch_all(&db.pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get("id"), r.get("username"), r.get("used")))
-        .collect())
+/// The last use (unix seconds) before which an account counts as unused at
+/// `now`.
+pub fn unused_before(now: i64, after: Duration) -> i64 {
+    now.saturating_sub(i64::try_from(after.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// One sweep at `now`; returns the user names deactivated.
-pub async fn sweep(relay: &Relay, now: i64) -> Result<Vec<String>> {
-    let stale = stale_accounts(&relay.db, now, relay.cfg.accounts.inactive_after).await?;
+pub async fn sweep(relay: &Services, now: i64) -> Result<Vec<String>> {
+    let cutoff = unused_before(now, relay.cfg.accounts.inactive_after);
     let mut done = vec![];
-    for (id, name, used) in stale {
-        deactivate(relay, id, &name, used, "relay").await?;
-        done.push(name);
+    for u in relay.store.stale_users(cutoff).await? {
+        deactivate(relay, u.id, &u.username, u.used, "relay").await?;
+        done.push(u.username);
     }
     Ok(done)
 }
 
 /// The daily sweep, stopped by the relay's shutdown signal.
-pub fn spawn(relay: Relay) {
+pub fn spawn(relay: &Svc) {
     let r = relay.clone();
     relay.tracker.spawn(
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(86_400));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => match sweep(&r, unix_now()).await {
+                    _ = tick.tick() => match sweep(&r, r.time.unix()).await {
                         Ok(names) if !names.is_empty() => tracing::info!(?names, "deactivated unused accounts"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "inactivity sweep failed"),
@@ -108,49 +90,15 @@ pub fn spawn(relay: Relay) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DataDir;
 
-    #[tokio::test]
-    async fn unused_accounts_are_found_after_the_limit_only() {
-        let tmp = tempfile::tempdir().unwrap();
-        let db = crate::db::Db::open(&DataDir(tmp.path().to_path_buf()), true)
-            .await
-            .unwrap();
-        let id = db.add_user("old", "x", "viewer", &[]).await.unwrap();
-        let start = 2_000_000_000i64;
-        sqlx::query("UPDATE users SET last_active = ? WHERE id = ?")
-            .bind(start)
-            .bind(id)
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        let after = Duration::from_secs(90 * 86_400);
-        let day = 86_400;
-        assert!(stale_accounts(&db, start + 89 * day, after)
-            .await
-            .unwrap()
-            .is_empty());
-        let s = stale_accounts(&db, start + 91 * day, after).await.unwrap();
-        assert_eq!(s, vec![(id, "old".to_string(), start)]);
-        // Deactivated accounts are not found again.
-        sqlx::query("UPDATE users SET active = 0 WHERE id = ?")
-            .bind(id)
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        assert!(stale_accounts(&db, start + 91 * day, after)
-            .await
-            .unwrap()
-            .is_empty());
-        // Never logged in: the creation time counts.
-        let fresh = db.add_user("new", "x", "viewer", &[]).await.unwrap();
-        let s = stale_accounts(&db, unix_now() + 91 * day, after)
-            .await
-            .unwrap();
-        assert_eq!(s.iter().map(|x| x.0).collect::<Vec<_>>(), vec![fresh]);
-        assert!(stale_accounts(&db, unix_now() + 89 * day, after)
-            .await
-            .unwrap()
-            .is_empty());
+    #[test]
+    fn an_account_is_unused_once_the_limit_has_passed() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(unused_before(1_000_000, day), 1_000_000 - 86_400);
+        // A limit beyond the epoch cannot wrap around.
+        assert_eq!(
+            unused_before(5, Duration::from_secs(u64::MAX)),
+            i64::MIN + 6
+        );
     }
 }
