@@ -55,7 +55,6 @@ const FORBIDDEN_IN_SERVICES: [&str; 11] = [
 /// store and their framework types into adapters.
 const NOT_YET_CONVERTED: &[&str] = &[
     "adapters/api/telemetry.rs",
-    "adapters/portal/account.rs",
     "adapters/portal/admin.rs",
     "adapters/portal/fleet.rs",
     "adapters/portal/mod.rs",

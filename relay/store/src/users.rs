@@ -64,6 +64,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the user has two-factor enrolled (false for no such user).
+    pub async fn has_totp(&self, id: i64) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT totp_secret IS NOT NULL FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(false),
+        )
+    }
+
     /// Active accounts last used (last log-in, else creation or
     /// reactivation) before `cutoff` (unix seconds).
     pub async fn stale_users(&self, cutoff: i64) -> Result<Vec<StaleUser>> {

@@ -16,10 +16,7 @@ pub const PATH: &str = "/account/two-factor";
 pub const CONFIRM_PATH: &str = "/account/two-factor/confirm";
 
 pub async fn two_factor(State(relay): State<Relay>, Portal(p): Portal) -> PResult {
-    let active: bool = sqlx::query_scalar("SELECT totp_secret IS NOT NULL FROM users WHERE id = ?")
-        .bind(p.user_id)
-        .fetch_one(&relay.db.pool)
-        .await?;
+    let active = crate::services::accounts::totp::enrolled(&relay, p.user_id).await?;
     Ok(page(
         "Two-factor",
         Some(&p),

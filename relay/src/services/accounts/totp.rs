@@ -7,6 +7,11 @@ use totp_rs::{Algorithm, Secret, TOTP};
 use crate::error::{RelayError, Result};
 use crate::util::{random_secret, sha256_hex};
 
+/// Whether `user_id` has two-factor enrolled.
+pub async fn enrolled(svc: &crate::services::Services, user_id: i64) -> Result<bool> {
+    Ok(svc.store.has_totp(user_id).await?)
+}
+
 pub const STEP: u64 = 30;
 pub const DIGITS: usize = 6;
 pub const RECOVERY_CODES: usize = 10;
