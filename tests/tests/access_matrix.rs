@@ -459,18 +459,16 @@ async fn every_route_and_role() {
     let (s, v) = call(&relay, "GET", "/api/v1/users", bearer(Caller::Admin), None).await;
     assert_eq!(s, 200, "{v}");
     let users: Value = serde_json::from_str(&v).unwrap_or(Value::Null);
-    let viewer_id = users
-        .as_array()
-        .or_else(|| users["users"].as_array())
-        .and_then(|a| a.iter().find(|u| u["username"] == "viewer-a"))
-        .and_then(|u| u["id"].as_i64())
-        .expect("the viewer's user id");
-    let spare_user = users
-        .as_array()
-        .or_else(|| users["users"].as_array())
-        .and_then(|a| a.iter().find(|u| u["username"] == "spare-user"))
-        .and_then(|u| u["id"].as_i64())
-        .expect("the spare user's id");
+    let id_of = |name: &str| {
+        users
+            .as_array()
+            .or_else(|| users["users"].as_array())
+            .and_then(|a| a.iter().find(|u| u["username"] == name))
+            .and_then(|u| u["id"].as_i64())
+            .unwrap_or_else(|| panic!("no user id for {name}"))
+    };
+    let viewer_id = id_of("viewer-a");
+    let spare_user = id_of("spare-user");
     let ctx = Ctx {
         relay: &relay,
         customer_a: customer_a_id,
