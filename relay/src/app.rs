@@ -144,7 +144,7 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
         crate::adapters::http::listen(relay.clone(), https)
             .instrument(tracing::info_span!("https_listener")),
     );
-    crate::services::telemetry::webhook::spawn(relay.clone())?;
+    crate::adapters::webhook::spawn(&relay)?;
     crate::services::accounts::inactivity::spawn(&relay.svc);
     crate::services::grants::spawn_watcher(&relay.svc);
     // Forget idle rate-limit keys so the table does not grow without bound.

@@ -54,9 +54,7 @@ const FORBIDDEN_IN_SERVICES: [&str; 11] = [
 /// Files (under `relay/src`) still waiting to move their SQL into the
 /// store and their framework types into adapters.
 const NOT_YET_CONVERTED: &[&str] = &[
-    "adapters/api/telemetry.rs",
     "adapters/portal/admin.rs",
-    "adapters/portal/fleet.rs",
     "adapters/portal/mod.rs",
     "app.rs",
     "cli.rs",
@@ -68,12 +66,6 @@ const NOT_YET_CONVERTED: &[&str] = &[
     "services/accounts/users.rs",
     "services/mod.rs",
     "services/sso.rs",
-    "services/telemetry/alerts.rs",
-    "services/telemetry/ingest.rs",
-    "services/telemetry/inventory.rs",
-    "services/telemetry/mod.rs",
-    "services/telemetry/settings.rs",
-    "services/telemetry/webhook.rs",
 ];
 
 fn src() -> PathBuf {

@@ -9,6 +9,8 @@
 //! - [`openapi`]: the OpenAPI document of every route.
 //! - [`web`]: the session-host proxy to printers' web pages.
 //! - [`admin_socket`]: the local socket the CLI uses to reach the server.
+//! - [`webhook`]: the HTTP client that posts alert events to the
+//!   configured receiver.
 
 pub mod admin_socket;
 pub mod api;
@@ -17,3 +19,4 @@ pub mod openapi;
 pub mod portal;
 pub mod ssh;
 pub mod web;
+pub mod webhook;

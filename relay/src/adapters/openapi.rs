@@ -42,10 +42,10 @@ pub const AGENT_SIGNATURE: &str = "agent_signature";
         // Meta.
         openapi_json,
         crate::adapters::http::healthz,
-        // Agent-facing (crate::adapters::http, crate::services::telemetry::ingest).
+        // Agent-facing (crate::adapters::http, crate::adapters::http::ingest).
         crate::adapters::http::enroll,
         crate::adapters::http::agent_ws,
-        crate::services::telemetry::ingest::handler,
+        crate::adapters::http::ingest::handler,
         // Log-in, API tokens, web sessions (crate::adapters::api).
         crate::adapters::api::login,
         crate::adapters::api::logout,

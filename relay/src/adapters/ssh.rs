@@ -255,6 +255,7 @@ impl russh::server::Handler for SshHandler {
             self.peer,
             self.transport,
             relay.cfg.limits.max_streams_per_agent,
+            relay.time.now(),
         ));
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
         if let Some(old) = relay.agents.insert(conn.clone()) {

@@ -241,6 +241,7 @@ impl AgentConn {
         peer: SocketAddr,
         transport: &'static str,
         max_streams: usize,
+        connected_at: SystemTime,
     ) -> Self {
         Self {
             agent_id,
@@ -250,7 +251,7 @@ impl AgentConn {
             link,
             peer,
             transport,
-            connected_at: SystemTime::now(),
+            connected_at,
             since: Instant::now(),
             credits: Arc::default(),
             routes: Routes::default(),

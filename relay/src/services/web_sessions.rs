@@ -106,6 +106,8 @@ pub struct WebSession {
 }
 
 pub struct NewSession {
+    /// When the session is created (the services' clock).
+    pub created_at: SystemTime,
     pub domain: String,
     pub https_port: u16,
     pub device: DeviceTarget,
@@ -147,8 +149,8 @@ impl WebSession {
             grant: n.grant,
             user_id: n.user_id,
             actor: n.actor,
-            created_at: SystemTime::now(),
-            expires_at: SystemTime::now() + n.max_duration,
+            created_at: n.created_at,
+            expires_at: n.created_at + n.max_duration,
             started: now,
             deadline: now + n.max_duration,
             idle: n.idle,
@@ -500,6 +502,7 @@ pub async fn open(
         id,
         sha256_hex(&ticket),
         NewSession {
+            created_at: svc.time.now(),
             domain: svc.cfg.domain.clone(),
             https_port: svc.https_port,
             device: target,
@@ -677,6 +680,7 @@ mod tests {
             random_secret(16),
             sha256_hex(&ticket),
             NewSession {
+                created_at: SystemTime::now(),
                 domain: "dwa.test".into(),
                 https_port: 8443,
                 device: DeviceTarget {

@@ -181,3 +181,71 @@ impl Tx {
         })
     }
 }
+
+/// A device's inventory row with its latest reading's record (JSON) and
+/// its count of active alerts.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct DeviceViewRow {
+    pub id: i64,
+    pub agent_id: String,
+    pub customer_id: i64,
+    pub customer: String,
+    pub address: String,
+    pub name: Option<String>,
+    pub identity: Option<String>,
+    pub mac: Option<String>,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+    pub missed_scans: i64,
+    pub displaced_from: Option<String>,
+    pub record: Option<String>,
+    pub active_alerts: i64,
+}
+
+const VIEW_SELECT: &str = "SELECT d.id, d.agent_id, a.customer_id, c.name AS customer, d.address, d.name, \
+    d.identity, d.mac, d.first_seen, d.last_seen, d.missed_scans, d.displaced_from, r.record, \
+    (SELECT COUNT(*) FROM alerts x WHERE x.device_id = d.id AND x.resolved_at IS NULL) AS active_alerts \
+    FROM devices d JOIN agents a ON a.id = d.agent_id JOIN customers c ON c.id = a.customer_id \
+    LEFT JOIN readings r ON r.id = d.latest_reading";
+
+/// A customer with how many live agents and devices it has.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CustomerCounts {
+    pub id: i64,
+    pub name: String,
+    pub agents: i64,
+    pub devices: i64,
+}
+
+impl Store {
+    /// Devices with their latest record, optionally only those of
+    /// `customers`.
+    pub async fn device_views(&self, customers: Option<&[i64]>) -> Result<Vec<DeviceViewRow>> {
+        let rows: Vec<DeviceViewRow> = sqlx::query_as(&format!("{VIEW_SELECT} ORDER BY d.id"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|d| customers.is_none_or(|c| c.contains(&d.customer_id)))
+            .collect())
+    }
+
+    pub async fn device_view(&self, id: i64) -> Result<Option<DeviceViewRow>> {
+        Ok(sqlx::query_as(&format!("{VIEW_SELECT} WHERE d.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Every customer with its counts of live agents and devices, by name.
+    pub async fn customer_counts(&self) -> Result<Vec<CustomerCounts>> {
+        Ok(sqlx::query_as(
+            "SELECT c.id, c.name, \
+             (SELECT COUNT(*) FROM agents a WHERE a.customer_id = c.id AND a.revoked_at IS NULL) AS agents, \
+             (SELECT COUNT(*) FROM devices d JOIN agents a ON a.id = d.agent_id WHERE a.customer_id = c.id) AS devices \
+             FROM customers c ORDER BY c.name",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -146,3 +146,6 @@ impl Tx {
         Ok(self.tx.commit().await?)
     }
 }
+
+#[cfg(feature = "test-support")]
+pub mod testing;

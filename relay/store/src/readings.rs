@@ -1,1 +1,356 @@
-//! (filled below)
+//! Telemetry as agents upload it: items (every upload's idempotency key),
+//! readings, finished scans; and the steps of filing a reading under its
+//! device, which the relay's inventory rules combine inside one [`Tx`].
+
+use crate::{Result, Store, Tx};
+
+/// A reading to store; `record` is the device record as JSON.
+#[derive(Debug, Clone)]
+pub struct NewReading<'a> {
+    pub id: &'a str,
+    pub device_id: i64,
+    pub agent_id: &'a str,
+    pub scan: &'a str,
+    pub taken_at: &'a str,
+    pub received_at: &'a str,
+    pub address: &'a str,
+    pub identity: &'a str,
+    pub record: &'a str,
+}
+
+/// A finished scan to store; `ranges` is the JSON list of its ranges.
+#[derive(Debug, Clone)]
+pub struct NewScan<'a> {
+    pub id: &'a str,
+    pub agent_id: &'a str,
+    pub started_at: &'a str,
+    pub finished_at: &'a str,
+    pub trigger: &'a str,
+    pub ranges: &'a str,
+    pub addresses: i64,
+    pub found: i64,
+    pub received_at: &'a str,
+}
+
+/// Where a device is and who it is: what matching a reading needs.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DeviceSlot {
+    pub id: i64,
+    pub agent_id: String,
+    pub address: String,
+    pub identity: Option<String>,
+    pub last_seen: Option<String>,
+}
+
+/// A device a finished scan may have missed.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ScanCandidate {
+    pub id: i64,
+    pub address: String,
+    pub missed_scans: i64,
+}
+
+/// One stored reading; `record` is the device record as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReadingRow {
+    pub id: String,
+    pub scan: String,
+    pub taken_at: String,
+    pub received_at: String,
+    pub address: String,
+    pub identity: String,
+    pub record: String,
+}
+
+const SLOT: &str = "SELECT d.id, d.agent_id, d.address, d.identity, d.last_seen FROM devices d";
+
+impl Tx {
+    /// The agent that uploaded item `id`, if any did.
+    pub async fn item_owner(&mut self, id: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT agent_id FROM telemetry_items WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *self.tx)
+                .await?,
+        )
+    }
+
+    pub async fn insert_item(
+        &mut self,
+        id: &str,
+        agent: &str,
+        kind: &str,
+        now: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO telemetry_items (id, agent_id, kind, received_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(agent)
+        .bind(kind)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn insert_reading(&mut self, r: &NewReading<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO readings (id, device_id, agent_id, scan, taken_at, received_at, address, identity, record) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(r.id)
+        .bind(r.device_id)
+        .bind(r.agent_id)
+        .bind(r.scan)
+        .bind(r.taken_at)
+        .bind(r.received_at)
+        .bind(r.address)
+        .bind(r.identity)
+        .bind(r.record)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn insert_scan(&mut self, s: &NewScan<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO scans (id, agent_id, started_at, finished_at, trigger, ranges, addresses, found, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(s.id)
+        .bind(s.agent_id)
+        .bind(s.started_at)
+        .bind(s.finished_at)
+        .bind(s.trigger)
+        .bind(s.ranges)
+        .bind(s.addresses)
+        .bind(s.found)
+        .bind(s.received_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The first device of `customer` whose `identity` is `key`.
+    pub async fn device_with_identity(
+        &mut self,
+        customer: i64,
+        key: &str,
+    ) -> Result<Option<DeviceSlot>> {
+        Ok(sqlx::query_as(&format!(
+            "{SLOT} JOIN agents a ON a.id = d.agent_id \
+             WHERE a.customer_id = $1 AND d.identity = $2 ORDER BY d.id LIMIT 1"
+        ))
+        .bind(customer)
+        .bind(key)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    /// The first device of `customer` with this (normalised) MAC.
+    pub async fn device_with_mac(
+        &mut self,
+        customer: i64,
+        mac: &str,
+    ) -> Result<Option<DeviceSlot>> {
+        Ok(sqlx::query_as(&format!(
+            "{SLOT} JOIN agents a ON a.id = d.agent_id \
+             WHERE a.customer_id = $1 AND d.mac = $2 ORDER BY d.id LIMIT 1"
+        ))
+        .bind(customer)
+        .bind(mac)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    /// The device behind `agent` at `address`.
+    pub async fn device_at(&mut self, agent: &str, address: &str) -> Result<Option<DeviceSlot>> {
+        Ok(
+            sqlx::query_as(&format!("{SLOT} WHERE d.agent_id = $1 AND d.address = $2"))
+                .bind(agent)
+                .bind(address)
+                .fetch_optional(&mut *self.tx)
+                .await?,
+        )
+    }
+
+    /// Moves a device behind `agent` to `address` (no longer displaced).
+    pub async fn move_device(&mut self, id: i64, agent: &str, address: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE devices SET agent_id = $1, address = $2, displaced_from = NULL WHERE id = $3",
+        )
+        .bind(agent)
+        .bind(address)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_device_identity(&mut self, id: i64, key: &str) -> Result<()> {
+        sqlx::query("UPDATE devices SET identity = $1 WHERE id = $2")
+            .bind(key)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Frees `address` for another device: the occupant's address becomes
+    /// `displaced-<id>` (the UNIQUE(agent, address) key stays intact) and
+    /// `displaced_from` keeps the old one.
+    pub async fn displace_device(&mut self, id: i64, address: &str) -> Result<()> {
+        sqlx::query("UPDATE devices SET address = $1, displaced_from = $2 WHERE id = $3")
+            .bind(format!("displaced-{id}"))
+            .bind(address)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// A device first known from a reading.
+    pub async fn add_discovered_device(
+        &mut self,
+        agent: &str,
+        address: &str,
+        name: Option<&str>,
+        identity: &str,
+        now: &str,
+    ) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO devices (agent_id, address, name, created_at, identity) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(agent)
+        .bind(address)
+        .bind(name)
+        .bind(now)
+        .bind(identity)
+        .fetch_one(&mut *self.tx)
+        .await?)
+    }
+
+    /// Records the device's newest reading: where and when it was seen.
+    pub async fn note_newest_reading(
+        &mut self,
+        id: i64,
+        mac: Option<&str>,
+        taken_at: &str,
+        reading: &str,
+        scan: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE devices SET mac = COALESCE($1, mac), last_seen = $2, latest_reading = $3, \
+             last_scan = $4, missed_scans = 0, first_seen = COALESCE(first_seen, $2) WHERE id = $5",
+        )
+        .bind(mac)
+        .bind(taken_at)
+        .bind(reading)
+        .bind(scan)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// An older reading (a spool drained late) can still be the first.
+    pub async fn note_older_reading(&mut self, id: i64, taken_at: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE devices SET first_seen = MIN(COALESCE(first_seen, $1), $1) WHERE id = $2",
+        )
+        .bind(taken_at)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The agent's devices that telemetry has seen, not displaced, and not
+    /// seen in scan `scan`.
+    pub async fn scan_candidates(&mut self, agent: &str, scan: &str) -> Result<Vec<ScanCandidate>> {
+        Ok(sqlx::query_as(
+            "SELECT id, address, missed_scans FROM devices WHERE agent_id = $1 \
+             AND last_seen IS NOT NULL AND displaced_from IS NULL \
+             AND (last_scan IS NULL OR last_scan != $2)",
+        )
+        .bind(agent)
+        .bind(scan)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    pub async fn set_missed_scans(&mut self, id: i64, missed: i64) -> Result<()> {
+        sqlx::query("UPDATE devices SET missed_scans = $1 WHERE id = $2")
+            .bind(missed)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// A device's readings, newest first, at most `limit`, taken at or
+    /// after `since` when given.
+    pub async fn device_readings(
+        &self,
+        device: i64,
+        since: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ReadingRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, scan, taken_at, received_at, address, identity, record FROM readings \
+             WHERE device_id = $1 AND ($2 IS NULL OR taken_at >= $2) \
+             ORDER BY taken_at DESC, id LIMIT $3",
+        )
+        .bind(device)
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The device a stored reading was filed under.
+    pub async fn reading_device(&self, reading: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT device_id FROM readings WHERE id = $1")
+                .bind(reading)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// When the agent's newest upload of a reading arrived.
+    pub async fn last_reading_received(&self, agent: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(received_at) FROM readings WHERE agent_id = $1")
+                .bind(agent)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// How many telemetry items, readings and scans are stored (operators'
+    /// figures and tests).
+    pub async fn telemetry_counts(&self) -> Result<TelemetryCounts> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM telemetry_items) AS items, \
+             (SELECT COUNT(*) FROM readings) AS readings, \
+             (SELECT COUNT(*) FROM scans) AS scans, \
+             (SELECT COUNT(*) FROM devices) AS devices",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
+
+/// Row counts of the telemetry tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct TelemetryCounts {
+    pub items: i64,
+    pub readings: i64,
+    pub scans: i64,
+    pub devices: i64,
+}

@@ -12,13 +12,18 @@ use dwa_policy::roles::{Action, Role};
 use dwa_proto::audit::kind;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sqlx::Row;
 
+use crate::adapters::http::ApiError;
 use crate::adapters::openapi::{E400, E401, E403, E404, E503};
 use crate::app::Relay;
-use crate::error::{RelayError, Result};
 use crate::services::auth::Principal;
-use crate::services::telemetry::{alerts, inventory, report, settings};
+use crate::services::telemetry::{alerts, fleet, inventory, report, settings, TelemetryError};
+
+type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+fn invalid(m: String) -> ApiError {
+    TelemetryError::Invalid(m).into()
+}
 
 pub fn routes() -> Router<Relay> {
     Router::new()
@@ -40,8 +45,7 @@ type Q<T> = std::result::Result<Query<T>, axum::extract::rejection::QueryRejecti
 type Body<T> = std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
 fn query<T>(q: Q<T>) -> Result<T> {
-    q.map(|Query(v)| v)
-        .map_err(|e| RelayError::Invalid(e.body_text()))
+    q.map(|Query(v)| v).map_err(|e| invalid(e.body_text()))
 }
 
 /// The customers the caller may see: None for an admin (all).
@@ -60,12 +64,12 @@ fn scope(p: &Principal) -> Option<&[i64]> {
         E401,
     )
 )]
-pub(crate) async fn devices(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
-    let list = inventory::list(&relay.db, scope(&p)).await?;
-    Ok(Json(json!(list
-        .iter()
-        .map(|d| d.summary())
-        .collect::<Vec<_>>())))
+pub(crate) async fn devices(
+    State(relay): State<Relay>,
+    p: Principal,
+) -> Result<Json<Vec<inventory::DeviceSummary>>> {
+    let list = inventory::list(&relay, scope(&p)).await?;
+    Ok(Json(list.iter().map(|d| d.summary()).collect()))
 }
 
 /// The device report as CSV (the devices the caller may see).
@@ -80,7 +84,7 @@ pub(crate) async fn devices(State(relay): State<Relay>, p: Principal) -> Result<
     )
 )]
 pub(crate) async fn devices_csv(State(relay): State<Relay>, p: Principal) -> Result<Response> {
-    let list = inventory::list(&relay.db, scope(&p)).await?;
+    let list = inventory::list(&relay, scope(&p)).await?;
     let body = report::to_csv(&list)?;
     let mut r = body.into_response();
     r.headers_mut().insert(
@@ -96,9 +100,9 @@ pub(crate) async fn devices_csv(State(relay): State<Relay>, p: Principal) -> Res
 
 /// The device, if the caller may view its telemetry.
 async fn visible_device(relay: &Relay, p: &Principal, id: i64) -> Result<inventory::DeviceView> {
-    let d = inventory::get(&relay.db, id)
+    let d = inventory::get(relay, id)
         .await?
-        .ok_or_else(|| RelayError::NotFound(format!("no device {id}")))?;
+        .ok_or_else(|| TelemetryError::NotFound(format!("no device {id}")))?;
     p.require(Action::ViewTelemetry, Some(d.customer_id))?;
     Ok(d)
 }
@@ -119,10 +123,10 @@ pub(crate) async fn device(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<i64>,
-) -> Result<Json<Value>> {
+) -> Result<Json<inventory::DeviceDetail>> {
     let d = visible_device(&relay, &p, id).await?;
     let mut v = d.detail();
-    v["alerts"] = json!(alerts::active_for_device(&relay.db, id).await?);
+    v.alerts = Some(alerts::active_for_device(&relay, id).await?);
     Ok(Json(v))
 }
 
@@ -153,12 +157,12 @@ pub(crate) async fn readings(
     p: Principal,
     Path(id): Path<i64>,
     q: Q<HistoryQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Vec<inventory::ReadingView>>> {
     let q = query(q)?;
     visible_device(&relay, &p, id).await?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=inventory::MAX_HISTORY).contains(&limit) {
-        return Err(RelayError::Invalid(format!(
+        return Err(invalid(format!(
             "limit must be 1..={}",
             inventory::MAX_HISTORY
         )));
@@ -168,8 +172,8 @@ pub(crate) async fn readings(
         .as_deref()
         .map(|s| crate::services::telemetry::normalize_time("since", s))
         .transpose()?;
-    let list = inventory::readings(&relay.db, id, since.as_deref(), limit).await?;
-    Ok(Json(json!(list)))
+    let list = inventory::readings(&relay, id, since.as_deref(), limit).await?;
+    Ok(Json(list))
 }
 
 /// The agents the caller may see, with connection state and scan settings.
@@ -183,54 +187,18 @@ pub(crate) async fn readings(
         E401,
     )
 )]
-pub(crate) async fn agents(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
-    let rows = sqlx::query(
-        "SELECT a.id, a.name, a.customer_id, c.name AS customer, a.hostname, a.last_seen, a.revoked_at, \
-         s.ranges, s.interval_secs, s.updated_at, s.applied, s.applied_at \
-         FROM agents a JOIN customers c ON c.id = a.customer_id \
-         LEFT JOIN agent_scan_settings s ON s.agent_id = a.id ORDER BY a.created_at",
-    )
-    .fetch_all(&relay.db.pool)
-    .await?;
-    let scope = scope(&p);
-    let list: Vec<Value> = rows
-        .iter()
-        .filter(|r| scope.is_none_or(|s| s.contains(&r.get::<i64, _>("customer_id"))))
-        .map(|r| {
-            let id: String = r.get("id");
-            let parse = |c: &str| {
-                r.get::<Option<String>, _>(c)
-                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            };
-            json!({
-                "id": id, "name": r.get::<String, _>("name"),
-                "customer": r.get::<String, _>("customer"), "customer_id": r.get::<i64, _>("customer_id"),
-                "hostname": r.get::<String, _>("hostname"),
-                "connected": relay.agents.get(&id).is_some(),
-                "last_seen": r.get::<Option<String>, _>("last_seen"),
-                "revoked": r.get::<Option<String>, _>("revoked_at").is_some(),
-                "scan": {
-                    "ranges": parse("ranges"),
-                    "interval_secs": r.get::<Option<i64>, _>("interval_secs"),
-                    "updated_at": r.get::<Option<String>, _>("updated_at"),
-                    "applied": parse("applied"),
-                    "applied_at": r.get::<Option<String>, _>("applied_at"),
-                },
-            })
-        })
-        .collect();
-    Ok(Json(json!(list)))
+pub(crate) async fn agents(
+    State(relay): State<Relay>,
+    p: Principal,
+) -> Result<Json<Vec<fleet::AgentView>>> {
+    Ok(Json(fleet::agents(&relay, scope(&p)).await?))
 }
 
 /// The agent's customer, once the caller may operate it: scan settings and
 /// scan-now are operational actions, for the roles allowed diagnostics
 /// (admin, technician) on that customer.
 async fn operable_agent(relay: &Relay, p: &Principal, id: &str) -> Result<i64> {
-    let customer: i64 = sqlx::query_scalar("SELECT customer_id FROM agents WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&relay.db.pool)
-        .await?
-        .ok_or_else(|| RelayError::NotFound(format!("no agent {id}")))?;
+    let customer = fleet::agent_row(relay, id).await?.customer_id;
     p.require(Action::Diagnostics, Some(customer))?;
     Ok(customer)
 }
@@ -256,11 +224,9 @@ pub(crate) async fn put_scan(
     body: Body<settings::ScanInput>,
 ) -> Result<Json<Value>> {
     operable_agent(&relay, &p, &id).await?;
-    let input = body
-        .map(|Json(v)| v)
-        .map_err(|e| RelayError::Invalid(e.body_text()))?;
+    let input = body.map(|Json(v)| v).map_err(|e| invalid(e.body_text()))?;
     let s = settings::validate(&input)?;
-    settings::store(&relay.db, &id, &s, &p.actor()).await?;
+    settings::store(&relay, &id, &s, &p.actor()).await?;
     let pushed = settings::push(&relay, &id).await?;
     relay
         .audit
@@ -330,14 +296,11 @@ pub(crate) async fn list_alerts(
     State(relay): State<Relay>,
     p: Principal,
     q: Q<AlertQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Vec<alerts::AlertView>>> {
     let q = query(q)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=alerts::MAX_LIST).contains(&limit) {
-        return Err(RelayError::Invalid(format!(
-            "limit must be 1..={}",
-            alerts::MAX_LIST
-        )));
+        return Err(invalid(format!("limit must be 1..={}", alerts::MAX_LIST)));
     }
     let only;
     let customers = match q.customer {
@@ -349,23 +312,17 @@ pub(crate) async fn list_alerts(
         None => scope(&p),
     };
     let list = alerts::list(
-        &relay.db,
+        &relay,
         q.state.as_deref().unwrap_or("active"),
         customers,
         limit,
     )
     .await?;
-    Ok(Json(json!(list)))
+    Ok(Json(list))
 }
 
 async fn customer_exists(relay: &Relay, id: i64) -> Result<()> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE id = ?")
-        .bind(id)
-        .fetch_one(&relay.db.pool)
-        .await?;
-    if n == 0 {
-        return Err(RelayError::NotFound(format!("no customer {id}")));
-    }
+    fleet::customer(relay, id).await?;
     Ok(())
 }
 
@@ -385,11 +342,10 @@ pub(crate) async fn get_rules(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<i64>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Vec<alerts::RuleView>>> {
     customer_exists(&relay, id).await?;
     p.require(Action::ViewTelemetry, Some(id))?;
-    let mut conn = relay.db.pool.acquire().await?;
-    Ok(Json(alerts::load_rules(&mut conn, id).await?.view()))
+    Ok(Json(alerts::rules(&relay, id).await?.view()))
 }
 
 /// Replace the customer's alert rules (admin).
@@ -410,14 +366,12 @@ pub(crate) async fn put_rules(
     p: Principal,
     Path(id): Path<i64>,
     body: Body<Vec<alerts::RuleInput>>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Vec<alerts::RuleView>>> {
     customer_exists(&relay, id).await?;
     // Rules decide who gets woken at night: the relay's administrators.
     p.require(Action::Administer, Some(id))?;
-    let rules = body
-        .map(|Json(v)| v)
-        .map_err(|e| RelayError::Invalid(e.body_text()))?;
-    alerts::store_rules(&relay.db, id, &rules).await?;
+    let rules = body.map(|Json(v)| v).map_err(|e| invalid(e.body_text()))?;
+    alerts::store_rules(&relay, id, &rules).await?;
     relay
         .audit
         .record(
@@ -427,6 +381,5 @@ pub(crate) async fn put_rules(
             json!({"customer": id, "rules": rules.iter().map(|r| json!({"kind": r.kind, "enabled": r.enabled, "threshold": r.threshold})).collect::<Vec<_>>()}),
         )
         .await;
-    let mut conn = relay.db.pool.acquire().await?;
-    Ok(Json(alerts::load_rules(&mut conn, id).await?.view()))
+    Ok(Json(alerts::rules(&relay, id).await?.view()))
 }

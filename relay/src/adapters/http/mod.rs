@@ -6,6 +6,7 @@ use std::time::Duration;
 
 pub mod extract;
 pub mod headers;
+pub mod ingest;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -107,10 +108,7 @@ pub fn router(relay: Relay) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/enroll", post(enroll))
         // Reads its own body, up to MAX_BATCH_BYTES (not the 16 KiB below).
-        .route(
-            dwa_proto::telemetry::INGEST_PATH,
-            post(crate::services::telemetry::ingest::handler),
-        )
+        .route(dwa_proto::telemetry::INGEST_PATH, post(ingest::handler))
         .route(WS_PATH, get(agent_ws))
         .merge(crate::adapters::api::routes())
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "no such route") })

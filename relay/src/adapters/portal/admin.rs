@@ -512,8 +512,7 @@ pub async fn alert_rules(
                     "no customer {c}"
                 ))));
             }
-            let mut conn = relay.db.pool.acquire().await?;
-            Some(alerts::load_rules(&mut conn, c).await?.view())
+            Some(alerts::rules(&relay, c).await?.view())
         }
         None => None,
     };
@@ -535,19 +534,19 @@ pub async fn alert_rules(
                     div.table-wrap { table {
                         thead { tr { th scope="col" { "Alert" } th scope="col" { "Enabled" } th scope="col" { "Threshold" } } }
                         tbody {
-                            @for r in rules.as_array().into_iter().flatten() {
-                                @let k = r["kind"].as_str().unwrap_or("");
+                            @for r in &rules {
+                                @let k = r.kind;
                                 @let has_threshold = alerts::KINDS.iter().any(|(kk, t)| *kk == k && t.is_some());
                                 tr {
                                     th scope="row" { (k) }
                                     td { label for=(format!("en-{k}")) { span { "Enabled" }
-                                        input id=(format!("en-{k}")) type="checkbox" name=(format!("enabled.{k}")) value="on" checked[r["enabled"] == true];
+                                        input id=(format!("en-{k}")) type="checkbox" name=(format!("enabled.{k}")) value="on" checked[r.enabled];
                                     } }
                                     td {
                                         @if has_threshold {
                                             label for=(format!("th-{k}")) { span { (if k == alerts::SILENT { "Missed scans" } else { "Percent" }) }
                                                 input id=(format!("th-{k}")) type="number" step="any" name=(format!("threshold.{k}"))
-                                                    value=(r["threshold"].as_f64().map(|t| t.to_string()).unwrap_or_default());
+                                                    value=(r.threshold.map(|t| t.to_string()).unwrap_or_default());
                                             }
                                         } @else { "—" }
                                     }
@@ -604,7 +603,7 @@ pub async fn save_alert_rules(
             threshold,
         });
     }
-    alerts::store_rules(&relay.db, customer, &rules).await?;
+    alerts::store_rules(&relay, customer, &rules).await?;
     relay
         .audit
         .record(

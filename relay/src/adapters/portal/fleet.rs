@@ -6,14 +6,14 @@ use axum::extract::{Path, State};
 use dwa_policy::roles::{Action, Role};
 use maud::{html, Markup};
 use serde::Deserialize;
-use sqlx::Row;
 
 use super::layout::{opt, page, status_badge, supply_bar};
 use super::{query, PResult, Portal, PortalError, QueryArgs};
 use crate::app::Relay;
 use crate::error::RelayError;
 use crate::services::auth::Principal;
-use crate::services::telemetry::inventory::{self, DeviceView};
+use crate::services::telemetry::inventory::{self, DeviceView, ReadingView};
+use crate::services::telemetry::{alerts, fleet};
 
 /// Ports that are not web pages: reached through TCP tunnels instead.
 pub const RAW_PORTS: [u16; 3] = [9100, 631, 515];
@@ -33,19 +33,7 @@ fn scope(p: &Principal) -> Option<&[i64]> {
 }
 
 pub async fn home(State(relay): State<Relay>, Portal(p): Portal) -> PResult<Markup> {
-    let rows = sqlx::query(
-        "SELECT c.id, c.name, \
-         (SELECT COUNT(*) FROM agents a WHERE a.customer_id = c.id AND a.revoked_at IS NULL) AS agents, \
-         (SELECT COUNT(*) FROM devices d JOIN agents a ON a.id = d.agent_id WHERE a.customer_id = c.id) AS devices \
-         FROM customers c ORDER BY c.name",
-    )
-    .fetch_all(&relay.db.pool)
-    .await?;
-    let scope = scope(&p);
-    let visible: Vec<_> = rows
-        .iter()
-        .filter(|r| scope.is_none_or(|s| s.contains(&r.get::<i64, _>("id"))))
-        .collect();
+    let visible = fleet::customers(&relay, scope(&p)).await?;
     Ok(page(
         "Customers",
         Some(&p),
@@ -59,9 +47,9 @@ pub async fn home(State(relay): State<Relay>, Portal(p): Portal) -> PResult<Mark
                     tbody {
                         @for r in &visible {
                             tr {
-                                td { a href=(format!("/customers/{}", r.get::<i64, _>("id"))) { (r.get::<String, _>("name")) } }
-                                td.num { (r.get::<i64, _>("agents")) }
-                                td.num { (r.get::<i64, _>("devices")) }
+                                td { a href=(format!("/customers/{}", r.id)) { (r.name) } }
+                                td.num { (r.agents) }
+                                td.num { (r.devices) }
                             }
                         }
                     }
@@ -120,7 +108,7 @@ fn supplies(d: &DeviceView) -> Markup {
     html! {
         @for s in &r.supplies {
             @if s.percent.is_some() {
-                (supply_bar(&crate::services::telemetry::alerts::supply_label(s), s.colour.as_deref(), s.percent))
+                (supply_bar(&alerts::supply_label(s), s.colour.as_deref(), s.percent))
             }
         }
     }
@@ -140,7 +128,7 @@ pub async fn devices(
     q: QueryArgs<DeviceFilter>,
 ) -> PResult<Markup> {
     let f = query(q)?;
-    let all = inventory::list(&relay.db, scope(&p)).await?;
+    let all = inventory::list(&relay, scope(&p)).await?;
     let needle = f.q.as_deref().unwrap_or("").trim().to_lowercase();
     let customer: Option<i64> = match f.customer.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -219,20 +207,15 @@ pub async fn customer(
     Portal(p): Portal,
     Path(id): Path<i64>,
 ) -> PResult<Markup> {
-    let name: String = sqlx::query_scalar("SELECT name FROM customers WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&relay.db.pool)
-        .await?
-        .ok_or_else(|| not_found("such customer"))?;
+    let name = fleet::customer(&relay, id)
+        .await
+        .map_err(|_| not_found("such customer"))?
+        .name;
     p.require(Action::ViewTelemetry, Some(id))?;
-    let agents = sqlx::query(
-        "SELECT id, name, hostname, last_seen, revoked_at FROM agents WHERE customer_id = ? ORDER BY name",
-    )
-    .bind(id)
-    .fetch_all(&relay.db.pool)
-    .await?;
     let only = [id];
-    let devices = inventory::list(&relay.db, Some(&only)).await?;
+    let mut agents = fleet::agents(&relay, Some(&only)).await?;
+    agents.sort_by(|a, b| a.name.cmp(&b.name));
+    let devices = inventory::list(&relay, Some(&only)).await?;
     let refs: Vec<&DeviceView> = devices.iter().collect();
     Ok(page(
         &format!("Customer {name}"),
@@ -246,17 +229,15 @@ pub async fn customer(
                     thead { tr { th scope="col" { "Agent" } th scope="col" { "Host" } th scope="col" { "Connection" } th scope="col" { "Last seen" } } }
                     tbody {
                         @for a in &agents {
-                            @let aid: String = a.get("id");
-                            @let connected = relay.agents.get(&aid).is_some();
                             tr {
-                                td { a href=(format!("/agents/{aid}")) { (a.get::<String, _>("name")) } }
-                                td { (a.get::<String, _>("hostname")) }
+                                td { a href=(format!("/agents/{}", a.id)) { (a.name) } }
+                                td { (a.hostname) }
                                 td {
-                                    @if a.get::<Option<String>, _>("revoked_at").is_some() { (status_badge("revoked")) }
-                                    @else if connected { span.badge.st-ok { "connected" } }
+                                    @if a.revoked { (status_badge("revoked")) }
+                                    @else if a.connected { span.badge.st-ok { "connected" } }
                                     @else { span.badge.st-warn { "disconnected" } }
                                 }
-                                td { (opt(a.get::<Option<String>, _>("last_seen"))) }
+                                td { (opt(a.last_seen.clone())) }
                             }
                         }
                     }
@@ -273,37 +254,34 @@ pub async fn agent(
     Portal(p): Portal,
     Path(id): Path<String>,
 ) -> PResult<Markup> {
-    let row = sqlx::query(
-        "SELECT a.name, a.customer_id, c.name AS customer, a.hostname, a.created_at, a.last_seen, a.revoked_at \
-         FROM agents a JOIN customers c ON c.id = a.customer_id WHERE a.id = ?",
-    )
-    .bind(&id)
-    .fetch_optional(&relay.db.pool)
-    .await?
-    .ok_or_else(|| not_found("such agent"))?;
-    let customer_id: i64 = row.get("customer_id");
+    let customer_id = fleet::agent_row(&relay, &id)
+        .await
+        .map_err(|_| not_found("such agent"))?
+        .customer_id;
     p.require(Action::ViewTelemetry, Some(customer_id))?;
+    let fleet::AgentDetail {
+        agent: row,
+        hello,
+        last_telemetry,
+        scan: stored,
+        ..
+    } = fleet::agent(&relay, &id).await?;
     let conn = relay.agents.get(&id);
-    let hello = conn.as_ref().and_then(|c| c.native()).map(|n| n.hello);
-    let last_telemetry: Option<String> =
-        sqlx::query_scalar("SELECT MAX(received_at) FROM readings WHERE agent_id = ?")
-            .bind(&id)
-            .fetch_one(&relay.db.pool)
-            .await?;
-    let (scan, applied) = crate::services::telemetry::settings::load(&relay.db, &id).await?;
-    let name: String = row.get("name");
-    let devices = inventory::list(&relay.db, Some(&[customer_id])).await?;
+    let scan = stored.settings;
+    let applied = stored.applied.map(|v| v.to_string());
+    let name = row.name.clone();
+    let devices = inventory::list(&relay, Some(&[customer_id])).await?;
     let mine: Vec<&DeviceView> = devices.iter().filter(|d| d.agent_id == id).collect();
     Ok(page(
         &format!("Agent {name}"),
         Some(&p),
         html! {
             dl.facts {
-                dt { "Customer" } dd { a href=(format!("/customers/{customer_id}")) { (row.get::<String, _>("customer")) } }
+                dt { "Customer" } dd { a href=(format!("/customers/{customer_id}")) { (row.customer) } }
                 dt { "Id" } dd { code { (id) } }
-                dt { "Host name" } dd { (row.get::<String, _>("hostname")) }
+                dt { "Host name" } dd { (row.hostname) }
                 dt { "Connection" } dd {
-                    @if row.get::<Option<String>, _>("revoked_at").is_some() { (status_badge("revoked")) }
+                    @if row.revoked_at.is_some() { (status_badge("revoked")) }
                     @else if let Some(c) = &conn {
                         span.badge.st-ok { "connected" } " since " (humantime::format_rfc3339_seconds(c.connected_at))
                     } @else { span.badge.st-warn { "disconnected" } }
@@ -312,8 +290,8 @@ pub async fn agent(
                 dt { "Agent version" } dd { (opt(hello.as_ref().map(|h| h.agent_version.clone()))) }
                 dt { "Allowed ports (agent policy)" } dd { (opt(hello.as_ref().map(|h| format!("{:?}", h.ports)))) }
                 dt { "Allowed networks (agent policy)" } dd { (opt(hello.as_ref().map(|h| h.allow.join(", ")))) }
-                dt { "Enrolled" } dd { (row.get::<String, _>("created_at")) }
-                dt { "Last seen" } dd { (opt(row.get::<Option<String>, _>("last_seen"))) }
+                dt { "Enrolled" } dd { (row.created_at) }
+                dt { "Last seen" } dd { (opt(row.last_seen.clone())) }
                 dt { "Last telemetry" } dd { (opt(last_telemetry)) }
                 dt { "Scan ranges (relay setting)" } dd { (opt(scan.as_ref().and_then(|s| s.ranges.as_ref()).map(|r| r.join(", ")))) }
                 dt { "Scan interval" } dd { (opt(scan.as_ref().and_then(|s| s.interval_secs).map(|s| format!("{s} s")))) }
@@ -326,12 +304,12 @@ pub async fn agent(
 }
 
 /// (unix seconds, total pages) points from readings, oldest first.
-fn counter_points(readings: &[serde_json::Value]) -> Vec<(i64, u64, String)> {
+fn counter_points(readings: &[ReadingView]) -> Vec<(i64, u64, String)> {
     let mut pts: Vec<(i64, u64, String)> = readings
         .iter()
         .filter_map(|r| {
-            let t = r["taken_at"].as_str()?;
-            let total = r["record"]["counters"]["total"].as_u64()?;
+            let t = r.taken_at.as_str();
+            let total = r.record["counters"]["total"].as_u64()?;
             let st = humantime::parse_rfc3339_weak(t.trim_end_matches('Z'))
                 .or_else(|_| humantime::parse_rfc3339(t))
                 .ok()?;
@@ -421,12 +399,12 @@ pub async fn device(State(relay): State<Relay>, Portal(p): Portal, Path(id): Pat
 }
 
 async fn device_page(relay: &Relay, p: &Principal, id: i64) -> PResult<Markup> {
-    let d = inventory::get(&relay.db, id)
+    let d = inventory::get(relay, id)
         .await?
         .ok_or_else(|| not_found("such device"))?;
     p.require(Action::ViewTelemetry, Some(d.customer_id))?;
-    let alerts = crate::services::telemetry::alerts::active_for_device(&relay.db, id).await?;
-    let readings = inventory::readings(&relay.db, id, None, 200).await?;
+    let alerts = alerts::active_for_device(relay, id).await?;
+    let readings = inventory::readings(relay, id, None, 200).await?;
     let pts = counter_points(&readings);
     let hello = relay
         .agents
@@ -529,7 +507,7 @@ async fn device_page(relay: &Relay, p: &Principal, id: i64) -> PResult<Markup> {
                     Some(r) if !r.supplies.is_empty() => {
                         ul {
                             @for s in &r.supplies {
-                                li { (supply_bar(&crate::services::telemetry::alerts::supply_label(s), s.colour.as_deref(), s.percent.or(s.fullness_percent))) }
+                                li { (supply_bar(&alerts::supply_label(s), s.colour.as_deref(), s.percent.or(s.fullness_percent))) }
                             }
                         }
                     },
@@ -562,8 +540,8 @@ async fn device_page(relay: &Relay, p: &Principal, id: i64) -> PResult<Markup> {
                     ul {
                         @for a in &alerts {
                             li {
-                                span.badge.st-err { (a["kind"].as_str().unwrap_or("alert")) } " "
-                                (a["message"].as_str().unwrap_or("")) " (since " (a["raised_at"].as_str().unwrap_or("?")) ")"
+                                span.badge.st-err { (a.kind) } " "
+                                (a.message) " (since " (a.raised_at) ")"
                             }
                         }
                     }
@@ -580,13 +558,21 @@ mod tests {
 
     #[test]
     fn the_counter_chart_has_axes_and_a_text_alternative() {
-        let readings: Vec<serde_json::Value> = [
+        let readings: Vec<ReadingView> = [
             ("2026-01-02T00:00:00.000Z", 1500),
             ("2026-01-01T00:00:00.000Z", 1000),
             ("2026-01-03T00:00:00.000Z", 2500),
         ]
         .iter()
-        .map(|(t, n)| serde_json::json!({"taken_at": t, "record": {"counters": {"total": n}}}))
+        .map(|(t, n)| ReadingView {
+            id: format!("r{n}"),
+            scan: "s".into(),
+            taken_at: t.to_string(),
+            received_at: t.to_string(),
+            address: "10.0.0.5".into(),
+            identity: "serial:hp:A".into(),
+            record: serde_json::json!({"counters": {"total": n}}),
+        })
         .collect();
         let pts = counter_points(&readings);
         assert_eq!(

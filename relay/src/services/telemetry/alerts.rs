@@ -18,12 +18,12 @@
 use std::collections::HashMap;
 
 use dwa_proto::telemetry::{DeviceRecord, ErrorState, Supply, SupplyClass};
-use serde_json::{json, Value};
-use sqlx::{Row, SqliteConnection};
+use dwa_store::alerts::{AlertRow, AlertState, NewAlert, RuleRow};
+use dwa_store::Tx;
+use serde::Serialize;
 
-use super::{AgentInfo, Range};
-use crate::error::{RelayError, Result};
-use crate::util::now_rfc3339;
+use super::{AgentInfo, Range, Result, TelemetryError};
+use crate::services::Services;
 
 pub const SUPPLY_LOW: &str = "supply_low";
 pub const WASTE_FULL: &str = "waste_full";
@@ -66,15 +66,39 @@ impl Rules {
     }
 
     /// The rules as the API shows them: every kind, enabled or not.
-    pub fn view(&self) -> Value {
-        json!(KINDS
+    pub fn view(&self) -> Vec<RuleView> {
+        KINDS
             .iter()
-            .map(
-                |(k, _)| json!({"kind": k, "enabled": self.0.contains_key(*k),
-                                 "threshold": self.0.get(*k).copied().flatten()})
-            )
-            .collect::<Vec<_>>())
+            .map(|(k, _)| RuleView {
+                kind: k,
+                enabled: self.0.contains_key(*k),
+                threshold: self.0.get(*k).copied().flatten(),
+            })
+            .collect()
     }
+
+    /// The rules from a customer's stored rows (kinds without a row keep
+    /// their default).
+    pub fn from_rows(rows: &[RuleRow]) -> Rules {
+        let mut rules = Rules::default();
+        for r in rows {
+            if r.enabled {
+                let default = KINDS.iter().find(|(k, _)| *k == r.kind).and_then(|k| k.1);
+                rules.0.insert(r.kind.clone(), r.threshold.or(default));
+            } else {
+                rules.0.remove(&r.kind);
+            }
+        }
+        rules
+    }
+}
+
+/// One rule as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleView {
+    pub kind: &'static str,
+    pub enabled: bool,
+    pub threshold: Option<f64>,
 }
 
 /// One rule as the API takes it.
@@ -89,7 +113,7 @@ pub struct RuleInput {
 
 /// Checks rules before they are stored: known kinds, thresholds in range.
 pub fn validate_rules(rules: &[RuleInput]) -> Result<()> {
-    let bad = |m: String| Err(RelayError::Invalid(m));
+    let bad = |m: String| Err(TelemetryError::Invalid(m));
     if rules.len() > KINDS.len() {
         return bad(format!("at most {} rules", KINDS.len()));
     }
@@ -115,47 +139,28 @@ pub fn validate_rules(rules: &[RuleInput]) -> Result<()> {
     Ok(())
 }
 
-pub async fn load_rules(conn: &mut SqliteConnection, customer: i64) -> Result<Rules> {
-    let rows =
-        sqlx::query("SELECT kind, enabled, threshold FROM alert_rules WHERE customer_id = ?")
-            .bind(customer)
-            .fetch_all(&mut *conn)
-            .await?;
-    let mut rules = Rules::default();
-    for r in rows {
-        let kind: String = r.get("kind");
-        if r.get::<bool, _>("enabled") {
-            let default = KINDS.iter().find(|(k, _)| *k == kind).and_then(|k| k.1);
-            let t: Option<f64> = r.get("threshold");
-            rules.0.insert(kind, t.or(default));
-        } else {
-            rules.0.remove(&kind);
-        }
-    }
-    Ok(rules)
+/// The customer's rules, inside a transaction.
+pub async fn load_rules(tx: &mut Tx, customer: i64) -> Result<Rules> {
+    Ok(Rules::from_rows(&tx.alert_rules(customer).await?))
+}
+
+/// The customer's rules.
+pub async fn rules(svc: &Services, customer: i64) -> Result<Rules> {
+    Ok(Rules::from_rows(&svc.store.alert_rules(customer).await?))
 }
 
 /// Replaces a customer's rules (kinds not given return to their default).
-pub async fn store_rules(db: &crate::db::Db, customer: i64, rules: &[RuleInput]) -> Result<()> {
+pub async fn store_rules(svc: &Services, customer: i64, rules: &[RuleInput]) -> Result<()> {
     validate_rules(rules)?;
-    let mut tx = db.pool.begin().await?;
-    sqlx::query("DELETE FROM alert_rules WHERE customer_id = ?")
-        .bind(customer)
-        .execute(&mut *tx)
-        .await?;
-    for r in rules {
-        sqlx::query(
-            "INSERT INTO alert_rules (customer_id, kind, enabled, threshold) VALUES (?, ?, ?, ?)",
-        )
-        .bind(customer)
-        .bind(&r.kind)
-        .bind(r.enabled)
-        .bind(r.threshold)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(())
+    let rows: Vec<RuleRow> = rules
+        .iter()
+        .map(|r| RuleRow {
+            kind: r.kind.clone(),
+            enabled: r.enabled,
+            threshold: r.threshold,
+        })
+        .collect();
+    Ok(svc.store.replace_alert_rules(customer, &rows).await?)
 }
 
 /// How a supply is named in alerts and reports: its description, else its
@@ -237,75 +242,70 @@ pub struct Change {
 }
 
 async fn raise(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     device: i64,
     customer: i64,
     c: &Condition,
+    now: &str,
 ) -> Result<Change> {
-    let id = sqlx::query(
-        "INSERT INTO alerts (device_id, customer_id, kind, subject, message, value, raised_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(device)
-    .bind(customer)
-    .bind(&c.0)
-    .bind(&c.1)
-    .bind(&c.2)
-    .bind(c.3)
-    .bind(now_rfc3339())
-    .execute(&mut *conn)
-    .await?
-    .last_insert_rowid();
+    let id = tx
+        .raise_alert(&NewAlert {
+            device_id: device,
+            customer_id: customer,
+            kind: &c.0,
+            subject: &c.1,
+            message: &c.2,
+            value: c.3,
+            raised_at: now,
+        })
+        .await?;
     Ok(Change {
         alert_id: id,
         raised: true,
     })
 }
 
-async fn resolve(conn: &mut SqliteConnection, id: i64) -> Result<Change> {
-    sqlx::query("UPDATE alerts SET resolved_at = ? WHERE id = ? AND resolved_at IS NULL")
-        .bind(now_rfc3339())
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(Change {
-        alert_id: id,
-        raised: false,
-    })
-}
-
 /// Brings a device's reading-driven alerts in line with its newest record;
 /// a reading also ends a `silent` alert.
 pub async fn evaluate_reading(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     device: i64,
     customer: i64,
     record: &DeviceRecord,
     rules: &Rules,
+    now: &str,
 ) -> Result<Vec<Change>> {
     let want = conditions(record, rules);
-    let active = sqlx::query(
-        "SELECT id, kind, subject FROM alerts WHERE device_id = ? AND resolved_at IS NULL",
-    )
-    .bind(device)
-    .fetch_all(&mut *conn)
-    .await?;
+    let active = tx.active_alerts_of(device).await?;
     let mut changes = vec![];
     let mut have = vec![];
-    for r in &active {
-        let (id, kind, subject): (i64, String, String) = (r.get(0), r.get(1), r.get(2));
-        if want.iter().any(|c| c.0 == kind && c.1 == subject) {
-            have.push((kind, subject));
+    for a in active {
+        if want.iter().any(|c| c.0 == a.kind && c.1 == a.subject) {
+            have.push((a.kind, a.subject));
         } else {
-            changes.push(resolve(conn, id).await?);
+            tx.resolve_alert(a.id, now).await?;
+            changes.push(Change {
+                alert_id: a.id,
+                raised: false,
+            });
         }
     }
     for c in &want {
         if !have.iter().any(|(k, s)| *k == c.0 && *s == c.1) {
-            changes.push(raise(conn, device, customer, c).await?);
+            changes.push(raise(tx, device, customer, c, now).await?);
         }
     }
     Ok(changes)
+}
+
+/// Whether a device at `address` was in a scan of `ranges`. Ranges the
+/// relay cannot read (a newer agent's syntax) are skipped; a scan with
+/// none it can read counts as covering every address.
+pub fn covered(address: &str, ranges: &[Range]) -> bool {
+    match address.parse() {
+        Ok(ip) => ranges.is_empty() || ranges.iter().any(|p| p.contains(ip)),
+        Err(_) => false,
+    }
 }
 
 /// After a scan: the agent's devices whose address the scan covered but
@@ -313,103 +313,101 @@ pub async fn evaluate_reading(
 /// the threshold. Devices never read by telemetry (hand-added only) and
 /// displaced ones are not counted.
 pub async fn evaluate_scan_done(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     agent: &AgentInfo,
     scan: &str,
     ranges: &[String],
     rules: &Rules,
+    now: &str,
 ) -> Result<Vec<Change>> {
     let parsed: Vec<Range> = ranges.iter().filter_map(|r| Range::parse(r).ok()).collect();
-    let rows = sqlx::query(
-        "SELECT id, address, missed_scans FROM devices WHERE agent_id = ? AND last_seen IS NOT NULL \
-         AND displaced_from IS NULL AND (last_scan IS NULL OR last_scan != ?)",
-    )
-    .bind(&agent.id)
-    .bind(scan)
-    .fetch_all(&mut *conn)
-    .await?;
     let mut changes = vec![];
-    for r in rows {
-        let (id, address, missed): (i64, String, i64) = (r.get(0), r.get(1), r.get(2));
-        let covered = match address.parse() {
-            // Ranges we cannot read (a newer agent's syntax): count anyway.
-            Ok(ip) => parsed.is_empty() || parsed.iter().any(|p| p.contains(ip)),
-            Err(_) => false,
-        };
-        if !covered {
+    for d in tx.scan_candidates(&agent.id, scan).await? {
+        if !covered(&d.address, &parsed) {
             continue;
         }
-        let missed = missed + 1;
-        sqlx::query("UPDATE devices SET missed_scans = ? WHERE id = ?")
-            .bind(missed)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+        let missed = d.missed_scans + 1;
+        tx.set_missed_scans(d.id, missed).await?;
         if let Some(Some(t)) = rules.get(SILENT) {
-            if missed as f64 >= t {
+            if missed as f64 >= t && !tx.has_active_alert(d.id, SILENT).await? {
                 let c = (
                     SILENT.to_string(),
                     String::new(),
                     format!("not seen in the last {missed} scans"),
                     Some(missed as f64),
                 );
-                let exists: Option<i64> = sqlx::query_scalar(
-                    "SELECT id FROM alerts WHERE device_id = ? AND kind = ? AND resolved_at IS NULL",
-                )
-                .bind(id)
-                .bind(SILENT)
-                .fetch_optional(&mut *conn)
-                .await?;
-                if exists.is_none() {
-                    changes.push(raise(conn, id, agent.customer_id, &c).await?);
-                }
+                changes.push(raise(tx, d.id, agent.customer_id, &c, now).await?);
             }
         }
     }
     Ok(changes)
 }
 
+/// The customer an alert belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertCustomer {
+    pub id: i64,
+    pub name: String,
+}
+
+/// The device an alert is about.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertDevice {
+    pub id: i64,
+    pub name: Option<String>,
+    pub address: String,
+    pub agent_id: String,
+}
+
 /// One alert as the API and the webhook show it.
-pub async fn alert_json(conn: &mut SqliteConnection, id: i64) -> Result<Value> {
-    let r = sqlx::query(
-        "SELECT x.id, x.kind, x.subject, x.message, x.value, x.raised_at, x.resolved_at, \
-         x.customer_id, c.name AS customer, d.id AS device_id, d.name AS device_name, d.address, d.agent_id \
-         FROM alerts x JOIN devices d ON d.id = x.device_id JOIN customers c ON c.id = x.customer_id \
-         WHERE x.id = ?",
-    )
-    .bind(id)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(row_json(&r))
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertView {
+    pub id: i64,
+    pub kind: String,
+    pub subject: String,
+    pub message: String,
+    pub value: Option<f64>,
+    pub raised_at: String,
+    /// `active` or `resolved`.
+    pub state: &'static str,
+    pub resolved_at: Option<String>,
+    pub customer: AlertCustomer,
+    pub device: AlertDevice,
 }
 
-fn row_json(r: &sqlx::sqlite::SqliteRow) -> Value {
-    let resolved: Option<String> = r.get("resolved_at");
-    json!({
-        "id": r.get::<i64, _>("id"), "kind": r.get::<String, _>("kind"),
-        "subject": r.get::<String, _>("subject"), "message": r.get::<String, _>("message"),
-        "value": r.get::<Option<f64>, _>("value"), "raised_at": r.get::<String, _>("raised_at"),
-        "state": if resolved.is_some() { "resolved" } else { "active" },
-        "resolved_at": resolved,
-        "customer": {"id": r.get::<i64, _>("customer_id"), "name": r.get::<String, _>("customer")},
-        "device": {"id": r.get::<i64, _>("device_id"), "name": r.get::<Option<String>, _>("device_name"),
-                   "address": r.get::<String, _>("address"), "agent_id": r.get::<String, _>("agent_id")},
-    })
+impl From<AlertRow> for AlertView {
+    fn from(r: AlertRow) -> Self {
+        AlertView {
+            id: r.id,
+            kind: r.kind,
+            subject: r.subject,
+            message: r.message,
+            value: r.value,
+            raised_at: r.raised_at,
+            state: if r.resolved_at.is_some() {
+                "resolved"
+            } else {
+                "active"
+            },
+            resolved_at: r.resolved_at,
+            customer: AlertCustomer {
+                id: r.customer_id,
+                name: r.customer,
+            },
+            device: AlertDevice {
+                id: r.device_id,
+                name: r.device_name,
+                address: r.address,
+                agent_id: r.agent_id,
+            },
+        }
+    }
 }
-
-const ALERT_SELECT: &str = "SELECT x.id, x.kind, x.subject, x.message, x.value, x.raised_at, x.resolved_at, \
-    x.customer_id, c.name AS customer, d.id AS device_id, d.name AS device_name, d.address, d.agent_id \
-    FROM alerts x JOIN devices d ON d.id = x.device_id JOIN customers c ON c.id = x.customer_id";
 
 /// A device's active alerts (at most one per kind and subject: few).
-pub async fn active_for_device(db: &crate::db::Db, device: i64) -> Result<Vec<Value>> {
-    let rows = sqlx::query(&format!(
-        "{ALERT_SELECT} WHERE x.device_id = ? AND x.resolved_at IS NULL ORDER BY x.id"
-    ))
-    .bind(device)
-    .fetch_all(&db.pool)
-    .await?;
-    Ok(rows.iter().map(row_json).collect())
+pub async fn active_for_device(svc: &Services, device: i64) -> Result<Vec<AlertView>> {
+    let rows = svc.store.device_active_alerts(device).await?;
+    Ok(rows.into_iter().map(AlertView::from).collect())
 }
 
 /// Most alerts one list request returns.
@@ -418,33 +416,24 @@ pub const MAX_LIST: i64 = 1000;
 /// Alerts by state (`active`, `resolved`, `all`), newest first, optionally
 /// only those of `customers`.
 pub async fn list(
-    db: &crate::db::Db,
+    svc: &Services,
     state: &str,
     customers: Option<&[i64]>,
     limit: i64,
-) -> Result<Vec<Value>> {
-    let cond = match state {
-        "active" => "x.resolved_at IS NULL",
-        "resolved" => "x.resolved_at IS NOT NULL",
-        "all" => "1",
+) -> Result<Vec<AlertView>> {
+    let state = match state {
+        "active" => AlertState::Active,
+        "resolved" => AlertState::Resolved,
+        "all" => AlertState::All,
         other => {
-            return Err(RelayError::Invalid(format!(
+            return Err(TelemetryError::Invalid(format!(
                 "state {other:?}: expected active, resolved or all"
             )))
         }
     };
-    // The customer filter is applied in SQL so the limit counts visible rows.
-    let scope = customers.map(|c| serde_json::to_string(c).unwrap_or_else(|_| "[]".into()));
-    let rows = sqlx::query(&format!(
-        "SELECT x.id, x.kind, x.subject, x.message, x.value, x.raised_at, x.resolved_at, \
-         x.customer_id, c.name AS customer, d.id AS device_id, d.name AS device_name, d.address, d.agent_id \
-         FROM alerts x JOIN devices d ON d.id = x.device_id JOIN customers c ON c.id = x.customer_id \
-         WHERE {cond} AND (?1 IS NULL OR x.customer_id IN (SELECT value FROM json_each(?1))) \
-         ORDER BY x.id DESC LIMIT ?2"
-    ))
-    .bind(scope)
-    .bind(limit.clamp(1, MAX_LIST))
-    .fetch_all(&db.pool)
-    .await?;
-    Ok(rows.iter().map(row_json).collect())
+    let rows = svc
+        .store
+        .alerts(state, customers, limit.clamp(1, MAX_LIST))
+        .await?;
+    Ok(rows.into_iter().map(AlertView::from).collect())
 }

@@ -1,20 +1,21 @@
 //! Telemetry on the relay: what agents upload, the device inventory it
 //! feeds, alerts, their webhook, and reports.
 //!
-//! - [`ingest`]: `POST /agent/v1/ingest` — signed by the agent's enrollment
-//!   key, size- and time-bounded, one SQLite transaction per batch,
-//!   idempotent by item id.
+//! - [`ingest`]: checking and storing an agent's signed upload, one
+//!   transaction per batch, idempotent by item id.
 //! - [`inventory`]: matching a reading to a device (identity within the
 //!   customer, address changes, claiming hand-added devices, displacement)
-//!   and the inventory's queries.
+//!   and the inventory's views.
 //! - [`alerts`]: rules per customer, raising and resolving alerts from
 //!   readings and finished scans.
 //! - [`webhook`]: the durable outbox and its delivery task (HMAC-signed).
 //! - [`report`]: the CSV export.
 //! - [`settings`]: scan settings per agent (stored, pushed on connect) and
 //!   scan-now.
+//! - [`fleet`]: customers and agents as the fleet views show them.
 
 pub mod alerts;
+pub mod fleet;
 pub mod ingest;
 pub mod inventory;
 pub mod report;
@@ -24,7 +25,59 @@ pub mod webhook;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use crate::error::{RelayError, Result};
+use crate::services::error::{Class, Failure};
+
+/// Errors of the telemetry services.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The agent is not connected (or is going away).
+    #[error("{0}")]
+    Conflict(String),
+    /// Stored data the relay cannot use (an agent's key that no longer
+    /// parses): a fault of the relay, logged, not shown.
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Auth(#[from] crate::services::auth::AuthError),
+    #[error(transparent)]
+    Store(#[from] dwa_store::StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::services::audit::AuditError),
+}
+
+impl Failure for TelemetryError {
+    fn class(&self) -> Class {
+        match self {
+            TelemetryError::Invalid(_) => Class::Invalid,
+            TelemetryError::NotFound(_) => Class::NotFound,
+            TelemetryError::Conflict(_) => Class::Conflict,
+            TelemetryError::Internal(_) => Class::Internal,
+            TelemetryError::Auth(e) => e.class(),
+            TelemetryError::Store(e) => e.class(),
+            TelemetryError::Audit(e) => e.class(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            TelemetryError::Auth(e) => e.code(),
+            TelemetryError::Store(e) => e.code(),
+            TelemetryError::Audit(e) => e.code(),
+            _ => match self.class() {
+                Class::Invalid => "invalid",
+                Class::NotFound => "not_found",
+                Class::Conflict => "conflict",
+                _ => "internal",
+            },
+        }
+    }
+}
+
+pub type Result<T, E = TelemetryError> = std::result::Result<T, E>;
 
 /// Telemetry's share of the relay state.
 #[derive(Debug, Default)]
@@ -45,7 +98,7 @@ pub struct AgentInfo {
 pub fn normalize_time(field: &str, s: &str) -> Result<String> {
     let t: SystemTime = humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
         .or_else(|_| humantime::parse_rfc3339(s))
-        .map_err(|e| RelayError::Invalid(format!("{field}: not an RFC 3339 UTC time ({e})")))?;
+        .map_err(|e| TelemetryError::Invalid(format!("{field}: not an RFC 3339 UTC time ({e})")))?;
     Ok(humantime::format_rfc3339_millis(t).to_string())
 }
 
@@ -64,7 +117,7 @@ const MAX_SPAN: u128 = 1 << 20;
 impl Range {
     pub fn parse(s: &str) -> Result<Range> {
         let s = s.trim();
-        let bad = |why: &str| RelayError::Invalid(format!("range {s:?}: {why}"));
+        let bad = |why: &str| TelemetryError::Invalid(format!("range {s:?}: {why}"));
         if s.is_empty() || s.len() > 100 {
             return Err(bad("must be 1..=100 characters"));
         }
@@ -105,39 +158,57 @@ impl Range {
 
 #[cfg(test)]
 pub(crate) mod testutil {
-    use crate::config::DataDir;
-    use crate::db::Db;
+    use std::sync::Arc;
 
-    /// A fresh database with customer `acme` (id 1) and agents `agt_a`,
-    /// `agt_b` of it, and `agt_x` of customer `other` (id 2).
-    pub async fn db() -> (tempfile::TempDir, Db) {
+    use crate::config::DataDir;
+    use crate::services::clock::{ManualClock, Time};
+    use crate::services::Services;
+
+    /// Services on a fresh data directory with customer `acme` (id 1) and
+    /// agents `agt_a`, `agt_b` of it, and `agt_x` of customer `other`
+    /// (id 2); the clock stands still at 2026-11-22T10:00:00Z.
+    pub async fn svc() -> (tempfile::TempDir, Arc<Services>) {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let db = Db::open(&DataDir(tmp.path().to_path_buf()), true)
-            .await
-            .expect("db");
+        let dir = DataDir(tmp.path().to_path_buf());
+        let (ssh, https) = ("127.0.0.1:2222", "127.0.0.1:8443");
+        crate::init::init(
+            &dir,
+            "dwa.localhost",
+            ssh.parse().expect("addr"),
+            https.parse().expect("addr"),
+        )
+        .await
+        .expect("init");
+        let time = Time::from_clock(Arc::new(ManualClock::at_unix(1_795_341_600)));
+        let svc = Services::open(dir, None, time).await.expect("services");
+        let store = &svc.store;
+        let now = "2026-01-01T00:00:00.000Z";
         for name in ["acme", "other"] {
-            sqlx::query(
-                "INSERT INTO customers (name, created_at) VALUES (?, '2026-01-01T00:00:00.000Z')",
-            )
-            .bind(name)
-            .execute(&db.pool)
-            .await
-            .expect("customer");
+            store.add_customer(name, now).await.expect("customer");
         }
-        for (id, c) in [("agt_a", 1), ("agt_b", 1), ("agt_x", 2)] {
-            sqlx::query(
-                "INSERT INTO agents (id, name, customer_id, public_key, hostname, created_at)
-                 VALUES (?, ?, ?, ?, 'h', '2026-01-01T00:00:00.000Z')",
-            )
-            .bind(id)
-            .bind(id)
-            .bind(c)
-            .bind(format!("key-{id}"))
-            .execute(&db.pool)
-            .await
-            .expect("agent");
+        for (id, c) in [("agt_a", "acme"), ("agt_b", "acme"), ("agt_x", "other")] {
+            let c = store.customer_id(c).await.expect("customer id");
+            let hash = format!("token-{id}");
+            store
+                .create_enroll_token(&hash, c, 1, i64::MAX, "test", now)
+                .await
+                .expect("token");
+            let key = format!("key-{id}");
+            store
+                .enroll_agent(
+                    &hash,
+                    dwa_store::enroll::NewAgent {
+                        id,
+                        public_key: &key,
+                        hostname: "h",
+                    },
+                    now,
+                    0,
+                )
+                .await
+                .expect("agent");
         }
-        (tmp, db)
+        (tmp, Arc::new(svc))
     }
 }
 

@@ -5,15 +5,12 @@
 
 use dwa_proto::audit::kind;
 use dwa_proto::control::{ControlMsg, ScanApplied, ScanSettings};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::Row;
 
-use super::Range;
-use crate::app::Relay;
-use crate::db::Db;
-use crate::error::{RelayError, Result};
-use crate::util::{now_rfc3339, random_secret};
+use super::{Range, Result, TelemetryError};
+use crate::services::Services;
+use crate::util::random_secret;
 
 /// Most ranges one agent is given.
 pub const MAX_RANGES: usize = 256;
@@ -44,7 +41,9 @@ pub fn validate(input: &ScanInput) -> Result<ScanSettings> {
     let ranges = match &input.ranges {
         None => None,
         Some(r) if r.len() > MAX_RANGES => {
-            return Err(RelayError::Invalid(format!("at most {MAX_RANGES} ranges")))
+            return Err(TelemetryError::Invalid(format!(
+                "at most {MAX_RANGES} ranges"
+            )))
         }
         Some(r) => {
             let mut out = vec![];
@@ -58,11 +57,15 @@ pub fn validate(input: &ScanInput) -> Result<ScanSettings> {
     let interval_secs = match &input.interval {
         None => None,
         Some(Interval::Secs(s)) => Some(*s),
-        Some(Interval::Text(t)) => Some(crate::util::parse_duration(t)?.as_secs()),
+        Some(Interval::Text(t)) => Some(
+            crate::util::parse_duration(t)
+                .map_err(|e| TelemetryError::Invalid(e.to_string()))?
+                .as_secs(),
+        ),
     };
     if let Some(s) = interval_secs {
         if !(MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&s) {
-            return Err(RelayError::Invalid(format!(
+            return Err(TelemetryError::Invalid(format!(
                 "interval must be 1 minute to 7 days (got {s} s)"
             )));
         }
@@ -73,75 +76,79 @@ pub fn validate(input: &ScanInput) -> Result<ScanSettings> {
     })
 }
 
-/// The stored settings (None: never set) and the agent's last answer.
-pub async fn load(db: &Db, agent: &str) -> Result<(Option<ScanSettings>, Option<Value>)> {
-    let r = sqlx::query(
-        "SELECT ranges, interval_secs, applied FROM agent_scan_settings WHERE agent_id = ?",
-    )
-    .bind(agent)
-    .fetch_optional(&db.pool)
-    .await?;
-    Ok(match r {
-        None => (None, None),
-        Some(r) => {
-            let ranges: Option<String> = r.get("ranges");
-            let interval: Option<i64> = r.get("interval_secs");
-            let applied: Option<String> = r.get("applied");
-            (
-                Some(ScanSettings {
-                    ranges: ranges.and_then(|t| serde_json::from_str(&t).ok()),
-                    interval_secs: interval.map(|i| i as u64),
-                }),
-                applied.and_then(|t| serde_json::from_str(&t).ok()),
-            )
-        }
-    })
+/// An agent's scan settings as stored, with the agent's last answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stored {
+    /// None: never set on the relay.
+    pub settings: Option<ScanSettings>,
+    pub updated_at: Option<String>,
+    /// The agent's last `ScanConfigApplied`, as it sent it.
+    pub applied: Option<Value>,
+    pub applied_at: Option<String>,
 }
 
-pub async fn store(db: &Db, agent: &str, s: &ScanSettings, actor: &str) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO agent_scan_settings (agent_id, ranges, interval_secs, updated_at, updated_by) \
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (agent_id) DO UPDATE SET ranges = ?2, \
-         interval_secs = ?3, updated_at = ?4, updated_by = ?5",
-    )
-    .bind(agent)
-    .bind(s.ranges.as_ref().map(|r| json!(r).to_string()))
-    .bind(s.interval_secs.map(|i| i as i64))
-    .bind(now_rfc3339())
-    .bind(actor)
-    .execute(&db.pool)
-    .await?;
+/// The stored settings (None: never set) and the agent's last answer.
+pub async fn load(svc: &Services, agent: &str) -> Result<Stored> {
+    Ok(svc
+        .store
+        .scan_settings(agent)
+        .await?
+        .map(Stored::from)
+        .unwrap_or_default())
+}
+
+impl From<dwa_store::settings::ScanSettingsRow> for Stored {
+    fn from(r: dwa_store::settings::ScanSettingsRow) -> Self {
+        Stored {
+            settings: Some(ScanSettings {
+                ranges: r.ranges.and_then(|t| serde_json::from_str(&t).ok()),
+                interval_secs: r.interval_secs.and_then(|i| u64::try_from(i).ok()),
+            }),
+            updated_at: Some(r.updated_at),
+            applied: r.applied.and_then(|t| serde_json::from_str(&t).ok()),
+            applied_at: r.applied_at,
+        }
+    }
+}
+
+pub async fn store(svc: &Services, agent: &str, s: &ScanSettings, actor: &str) -> Result<()> {
+    let ranges = s.ranges.as_ref().map(|r| json!(r).to_string());
+    let interval = s.interval_secs.and_then(|i| i64::try_from(i).ok());
+    svc.store
+        .put_scan_settings(
+            agent,
+            ranges.as_deref(),
+            interval,
+            &svc.time.rfc3339(),
+            actor,
+        )
+        .await?;
     Ok(())
 }
 
 /// Sends the stored settings to the agent if it is connected; returns
 /// whether it was sent.
-pub async fn push(relay: &Relay, agent: &str) -> Result<bool> {
-    let (Some(s), _) = load(&relay.db, agent).await? else {
+pub async fn push(svc: &Services, agent: &str) -> Result<bool> {
+    let Some(s) = load(svc, agent).await?.settings else {
         return Ok(false);
     };
-    let Some(native) = relay.agents.get(agent).and_then(|c| c.native()) else {
+    let Some(native) = svc.agents.get(agent).and_then(|c| c.native()) else {
         return Ok(false);
     };
     Ok(native.control.send(ControlMsg::ScanConfig(s)))
 }
 
 /// The agent's answer to a `ScanConfig`: stored and audited.
-pub async fn applied(relay: &Relay, agent: &str, a: &ScanApplied) {
+pub async fn applied(svc: &Services, agent: &str, a: &ScanApplied) {
     let text = json!(a).to_string();
-    let r = sqlx::query(
-        "UPDATE agent_scan_settings SET applied = ?, applied_at = ? WHERE agent_id = ?",
-    )
-    .bind(&text)
-    .bind(now_rfc3339())
-    .bind(agent)
-    .execute(&relay.db.pool)
-    .await;
-    if let Err(e) = r {
+    if let Err(e) = svc
+        .store
+        .scan_settings_applied(agent, &text, &svc.time.rfc3339())
+        .await
+    {
         tracing::error!(error = %e, "storing the agent's applied scan settings");
     }
-    relay
-        .audit
+    svc.audit
         .record(
             kind::TELEMETRY_SCAN_CONFIG_APPLIED,
             &format!("agent:{agent}"),
@@ -152,10 +159,10 @@ pub async fn applied(relay: &Relay, agent: &str, a: &ScanApplied) {
 }
 
 /// Asks a connected agent to scan now; returns the request id echoed in
-/// the scan's trigger. 409 when the agent is not connected.
-pub async fn scan_now(relay: &Relay, agent: &str, actor: &str) -> Result<String> {
-    let Some(native) = relay.agents.get(agent).and_then(|c| c.native()) else {
-        return Err(RelayError::Conflict(format!(
+/// the scan's trigger. A conflict when the agent is not connected.
+pub async fn scan_now(svc: &Services, agent: &str, actor: &str) -> Result<String> {
+    let Some(native) = svc.agents.get(agent).and_then(|c| c.native()) else {
+        return Err(TelemetryError::Conflict(format!(
             "agent {agent} is not connected"
         )));
     };
@@ -163,12 +170,11 @@ pub async fn scan_now(relay: &Relay, agent: &str, actor: &str) -> Result<String>
     if !native.control.send(ControlMsg::ScanNow {
         request: request.clone(),
     }) {
-        return Err(RelayError::Conflict(format!(
+        return Err(TelemetryError::Conflict(format!(
             "agent {agent} is disconnecting"
         )));
     }
-    relay
-        .audit
+    svc.audit
         .record(
             kind::TELEMETRY_SCAN_NOW,
             actor,
@@ -218,19 +224,20 @@ mod tests {
 
     #[tokio::test]
     async fn settings_are_stored_and_replaced() {
-        let (_tmp, db) = crate::services::telemetry::testutil::db().await;
-        assert_eq!(load(&db, "agt_a").await.unwrap().0, None);
+        let (_tmp, svc) = crate::services::telemetry::testutil::svc().await;
+        let db = &*svc;
+        assert_eq!(load(db, "agt_a").await.unwrap().settings, None);
         let s = ScanSettings {
             ranges: Some(vec!["10.0.0.0/24".into()]),
             interval_secs: Some(600),
         };
-        store(&db, "agt_a", &s, "user:admin").await.unwrap();
-        assert_eq!(load(&db, "agt_a").await.unwrap().0, Some(s));
+        store(db, "agt_a", &s, "user:admin").await.unwrap();
+        assert_eq!(load(db, "agt_a").await.unwrap().settings, Some(s));
         let s2 = ScanSettings {
             ranges: None,
             interval_secs: Some(60),
         };
-        store(&db, "agt_a", &s2, "user:admin").await.unwrap();
-        assert_eq!(load(&db, "agt_a").await.unwrap().0, Some(s2));
+        store(db, "agt_a", &s2, "user:admin").await.unwrap();
+        assert_eq!(load(db, "agt_a").await.unwrap().settings, Some(s2));
     }
 }

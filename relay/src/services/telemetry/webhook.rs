@@ -12,26 +12,29 @@
 //!   `max_attempts` times, then marked failed. Pending rows survive a
 //!   restart. At most `outbox_max` pending rows: further events are dropped
 //!   with a log line (a dead receiver cannot fill the disk).
+//!
+//! The HTTP client that posts is an adapter (`adapters::webhook`), behind
+//! [`Sender`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dwa_store::outbox::Attempt;
+use dwa_store::Tx;
 use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use sha2::Sha256;
-use sqlx::{Row, SqliteConnection};
-use tokio::sync::Notify;
 use tracing::Instrument;
 
+use super::Result;
 use crate::config::AlertsSection;
-use crate::db::Db;
-use crate::error::{RelayError, Result};
-use crate::util::{now_rfc3339, random_secret, unix_now};
+use crate::services::{Services, Svc};
+use crate::util::random_secret;
 
 /// Delivered and failed rows are kept this long, for inspection.
-const KEEP_DONE_SECS: i64 = 7 * 24 * 3600;
+const KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Rows one pass of the delivery task takes.
 const BATCH: i64 = 32;
 
@@ -44,38 +47,51 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// One delivery attempt as the sender makes it.
+#[derive(Debug, Clone)]
+pub struct Post {
+    /// The outbox id: stable across retries, receivers dedupe on it.
+    pub delivery: i64,
+    pub event: String,
+    pub body: Vec<u8>,
+    /// `sha256=<hex>` of the body.
+    pub signature: String,
+    /// Unix seconds of this attempt.
+    pub timestamp: i64,
+}
+
+pub type SendFuture<'a> =
+    Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send + 'a>>;
+
+/// What posts one event to the receiver: the HTTP client
+/// (`adapters::webhook`). Ok for a 2xx answer; otherwise why not.
+pub trait Sender: Send + Sync {
+    fn send(&self, post: Post) -> SendFuture<'_>;
+}
+
 /// Queues one event (inside the caller's transaction). Returns false when
 /// the outbox is full and the event was dropped.
 pub async fn enqueue(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     cfg: &AlertsSection,
     event: &str,
     mut payload: Value,
+    now: &str,
+    now_unix: i64,
 ) -> Result<bool> {
     if cfg.webhook_url.is_none() {
         return Ok(true);
     }
-    let pending: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM webhook_outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let pending = tx.outbox_pending().await?;
     if pending >= cfg.outbox_max as i64 {
         tracing::warn!(event, pending, "webhook outbox full; event dropped");
         return Ok(false);
     }
     payload["event"] = Value::from(event);
     payload["event_id"] = Value::from(random_secret(16));
-    payload["created_at"] = Value::from(now_rfc3339());
-    sqlx::query(
-        "INSERT INTO webhook_outbox (event, body, created_at, next_attempt_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(event)
-    .bind(payload.to_string())
-    .bind(now_rfc3339())
-    .bind(unix_now())
-    .execute(&mut *conn)
-    .await?;
+    payload["created_at"] = Value::from(now);
+    tx.enqueue_webhook(event, &payload.to_string(), now, now_unix)
+        .await?;
     Ok(true)
 }
 
@@ -89,232 +105,83 @@ pub fn backoff(cfg: &AlertsSection, attempts: u32) -> Duration {
 
 /// Delivers the rows due at `now` (unix seconds); returns how many were
 /// attempted.
-pub async fn deliver_due(db: &Db, cfg: &AlertsSection, tls: &Tls, now: i64) -> Result<usize> {
-    let Some(url) = cfg.webhook_url.as_deref() else {
+pub async fn deliver_due(svc: &Services, sender: &dyn Sender, now: i64) -> Result<usize> {
+    let cfg = &svc.cfg.alerts;
+    if cfg.webhook_url.is_none() {
         return Ok(0);
-    };
+    }
     let secret = cfg
         .webhook_secret
         .as_ref()
         .map(|s| s.expose())
         .unwrap_or("");
-    let rows = sqlx::query(
-        "SELECT id, event, body, attempts FROM webhook_outbox \
-         WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ? \
-         ORDER BY next_attempt_at, id LIMIT ?",
-    )
-    .bind(now)
-    .bind(BATCH)
-    .fetch_all(&db.pool)
-    .await?;
+    let rows = svc.store.deliveries_due(now, BATCH).await?;
     for r in &rows {
-        let (id, event, body, attempts): (i64, String, String, i64) =
-            (r.get(0), r.get(1), r.get(2), r.get(3));
-        let attempts = attempts as u32 + 1;
-        let res = post(url, tls, cfg.timeout, id, &event, secret, body.into_bytes()).await;
-        match res {
-            Ok(()) => {
-                sqlx::query("UPDATE webhook_outbox SET delivered_at = ?, attempts = ?, last_error = NULL WHERE id = ?")
-                    .bind(now_rfc3339())
-                    .bind(attempts)
-                    .bind(id)
-                    .execute(&db.pool)
-                    .await?;
-            }
+        let attempts = u32::try_from(r.attempts).unwrap_or(u32::MAX - 1) + 1;
+        let body = r.body.clone().into_bytes();
+        let post = Post {
+            delivery: r.id,
+            event: r.event.clone(),
+            signature: signature(secret, &body),
+            body,
+            timestamp: svc.time.unix(),
+        };
+        let res = sender.send(post).await;
+        let at = svc.time.rfc3339();
+        let outcome = match &res {
+            Ok(()) => Attempt::Delivered,
             Err(e) => {
-                let failed = attempts >= cfg.max_attempts;
-                tracing::warn!(delivery = id, attempts, failed, error = %e, "webhook delivery failed");
-                sqlx::query(
-                    "UPDATE webhook_outbox SET attempts = ?, last_error = ?, next_attempt_at = ?, \
-                     failed_at = CASE WHEN ? THEN ? ELSE NULL END WHERE id = ?",
-                )
-                .bind(attempts)
-                .bind(e.to_string())
-                .bind(now + backoff(cfg, attempts).as_secs() as i64)
-                .bind(failed)
-                .bind(now_rfc3339())
-                .bind(id)
-                .execute(&db.pool)
-                .await?;
+                let give_up = attempts >= cfg.max_attempts;
+                tracing::warn!(delivery = r.id, attempts, failed = give_up, error = %e, "webhook delivery failed");
+                Attempt::Failed {
+                    error: e,
+                    next_at: now + backoff(cfg, attempts).as_secs() as i64,
+                    give_up,
+                }
             }
-        }
+        };
+        svc.store
+            .record_attempt(r.id, i64::from(attempts), &outcome, &at)
+            .await?;
     }
     Ok(rows.len())
 }
 
-/// When the next pending row is due (unix seconds).
-async fn next_due(db: &Db) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar(
-        "SELECT MIN(next_attempt_at) FROM webhook_outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
-    )
-    .fetch_one(&db.pool)
-    .await?)
-}
-
-async fn prune(db: &Db) -> Result<()> {
-    let cutoff = humantime::format_rfc3339_millis(
-        std::time::SystemTime::now() - Duration::from_secs(KEEP_DONE_SECS as u64),
-    )
-    .to_string();
-    sqlx::query(
-        "DELETE FROM webhook_outbox WHERE (delivered_at IS NOT NULL OR failed_at IS NOT NULL) AND created_at < ?",
-    )
-    .bind(cutoff)
-    .execute(&db.pool)
-    .await?;
+async fn prune(svc: &Services) -> Result<()> {
+    let cutoff = crate::services::clock::rfc3339(svc.time.now() - KEEP_DONE);
+    svc.store.prune_outbox(&cutoff).await?;
     Ok(())
-}
-
-/// TLS settings for `https://` webhooks: the CA file's roots.
-#[derive(Clone)]
-pub struct Tls(Option<Arc<rustls::ClientConfig>>);
-
-impl Tls {
-    pub fn load(cfg: &AlertsSection) -> Result<Tls> {
-        let https = cfg
-            .webhook_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://"));
-        if !https {
-            return Ok(Tls(None));
-        }
-        use rustls::pki_types::pem::PemObject;
-        let pem = std::fs::read(&cfg.ca_file).map_err(|e| RelayError::file(&cfg.ca_file, e))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem).flatten() {
-            let _ = roots.add(c);
-        }
-        if roots.is_empty() {
-            return Err(RelayError::Config(format!(
-                "alerts.ca_file {}: no certificates",
-                cfg.ca_file.display()
-            )));
-        }
-        let c = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RelayError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Ok(Tls(Some(Arc::new(c))))
-    }
-}
-
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-
-/// One POST, bounded by `timeout` from connect to the response's end.
-async fn post(
-    url: &str,
-    tls: &Tls,
-    timeout: Duration,
-    delivery: i64,
-    event: &str,
-    secret: &str,
-    body: Vec<u8>,
-) -> std::result::Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("webhook_url: {e}"))?;
-    let https = uri.scheme_str() == Some("https");
-    let host = uri.host().ok_or("webhook_url has no host")?.to_string();
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_else(|| host.clone());
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let sig = signature(secret, &body);
-    let work = async move {
-        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let io: Box<dyn Io> = if https {
-            let cfg = tls.0.clone().ok_or("no TLS configuration")?;
-            let name =
-                rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
-                    .map_err(|e| format!("server name: {e}"))?;
-            let s = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
-            Box::new(s)
-        } else {
-            Box::new(tcp)
-        };
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = http::Request::post(path)
-            .header(http::header::HOST, authority)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(
-                http::header::USER_AGENT,
-                concat!("dwa-relay/", env!("CARGO_PKG_VERSION")),
-            )
-            .header("X-DWA-Event", event)
-            .header("X-DWA-Delivery", delivery.to_string())
-            .header("X-DWA-Timestamp", unix_now().to_string())
-            .header("X-DWA-Signature", sig)
-            .body(Full::new(bytes::Bytes::from(body)))
-            .map_err(|e| format!("request: {e}"))?;
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-        let status = resp.status();
-        // Drain a little of the body so the receiver is not cut mid-write.
-        let _ = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
-            .await;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("receiver answered {status}"))
-        }
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {timeout:?}")),
-    }
 }
 
 /// Runs deliveries until shutdown: wakes when an event is queued, when the
 /// next retry is due, and at least every 30 s.
-pub fn spawn(relay: crate::app::Relay) -> Result<()> {
-    let cfg = relay.cfg.alerts.clone();
-    if cfg.webhook_url.is_none() {
-        return Ok(());
+pub fn spawn(svc: &Svc, sender: Arc<dyn Sender>) {
+    if svc.cfg.alerts.webhook_url.is_none() {
+        return;
     }
-    let tls = Tls::load(&cfg)?;
-    let notify: Arc<Notify> = relay.telemetry.wake.clone();
-    let r = relay.clone();
-    relay.tracker.spawn(
+    let notify = svc.telemetry.wake.clone();
+    let s = svc.clone();
+    svc.tracker.spawn(
         async move {
             let mut last_prune = 0;
             loop {
-                if let Err(e) = deliver_due(&r.db, &cfg, &tls, unix_now()).await {
+                if let Err(e) = deliver_due(&s, &*sender, s.time.unix()).await {
                     tracing::error!(error = %e, "webhook outbox");
                 }
-                if unix_now() - last_prune > 3600 {
-                    last_prune = unix_now();
-                    if let Err(e) = prune(&r.db).await {
+                if s.time.unix() - last_prune > 3600 {
+                    last_prune = s.time.unix();
+                    if let Err(e) = prune(&s).await {
                         tracing::error!(error = %e, "webhook outbox prune");
                     }
                 }
-                let wait = match next_due(&r.db).await {
-                    Ok(Some(t)) => (t - unix_now()).clamp(0, 30) as u64,
+                let wait = match s.store.next_delivery_due().await {
+                    Ok(Some(t)) => (t - s.time.unix()).clamp(0, 30) as u64,
                     _ => 30,
                 };
                 if wait == 0 {
                     // Still due rows (a full batch): go on, but yield.
                     tokio::task::yield_now().await;
-                    if r.shutdown.is_cancelled() {
+                    if s.shutdown.is_cancelled() {
                         break;
                     }
                     continue;
@@ -322,19 +189,17 @@ pub fn spawn(relay: crate::app::Relay) -> Result<()> {
                 tokio::select! {
                     _ = notify.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
-                    _ = r.shutdown.cancelled() => break,
+                    _ = s.shutdown.cancelled() => break,
                 }
             }
         }
         .instrument(tracing::info_span!("webhook_outbox")),
     );
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn signature_is_hmac_sha256_hex() {
@@ -357,133 +222,5 @@ mod tests {
             total > Duration::from_secs(1800) && total < Duration::from_secs(2 * 3600),
             "{total:?}"
         );
-    }
-
-    /// A receiver on 127.0.0.1:0 answering 500 first, then 200; it checks
-    /// the signature of every request it gets.
-    async fn receiver(
-        secret: &'static str,
-    ) -> (String, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<Value>>>) {
-        use axum::routing::post;
-        let hits = Arc::new(AtomicUsize::new(0));
-        let got = Arc::new(std::sync::Mutex::new(vec![]));
-        let (h, g) = (hits.clone(), got.clone());
-        let app = axum::Router::new().route(
-            "/hook",
-            post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
-                let (h, g) = (h.clone(), g.clone());
-                async move {
-                    let sig = headers
-                        .get("x-dwa-signature")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    assert_eq!(sig, signature(secret, &body), "signature");
-                    assert!(headers.get("x-dwa-timestamp").is_some());
-                    if h.fetch_add(1, Ordering::SeqCst) == 0 {
-                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
-                    }
-                    g.lock()
-                        .unwrap()
-                        .push(serde_json::from_slice(&body).unwrap());
-                    axum::http::StatusCode::NO_CONTENT
-                }
-            }),
-        );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", l.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(l, app).await });
-        (url, hits, got)
-    }
-
-    #[tokio::test]
-    async fn delivery_retries_after_a_500_and_survives_in_the_outbox() {
-        let (_tmp, db) = crate::services::telemetry::testutil::db().await;
-        let (url, hits, got) = receiver("s3cret-s3cret-s3cret").await;
-        let cfg = AlertsSection {
-            webhook_url: Some(url),
-            webhook_secret: Some(crate::config::Secret::new("s3cret-s3cret-s3cret")),
-            ..Default::default()
-        };
-        let mut conn = db.pool.acquire().await.unwrap();
-        assert!(enqueue(
-            &mut conn,
-            &cfg,
-            "alert.raised",
-            serde_json::json!({"alert": {"id": 1}})
-        )
-        .await
-        .unwrap());
-        drop(conn);
-        let tls = Tls::load(&cfg).unwrap();
-        let now = unix_now();
-        assert_eq!(deliver_due(&db, &cfg, &tls, now).await.unwrap(), 1);
-        assert_eq!(hits.load(Ordering::SeqCst), 1);
-        // Not due again before the backoff.
-        assert_eq!(deliver_due(&db, &cfg, &tls, now).await.unwrap(), 0);
-        let (attempts, err): (i64, Option<String>) =
-            sqlx::query_as("SELECT attempts, last_error FROM webhook_outbox")
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
-        assert_eq!(attempts, 1);
-        assert!(err.unwrap_or_default().contains("500"));
-        let later = now + backoff(&cfg, 1).as_secs() as i64;
-        assert_eq!(deliver_due(&db, &cfg, &tls, later).await.unwrap(), 1);
-        assert_eq!(hits.load(Ordering::SeqCst), 2);
-        let got = got.lock().unwrap().clone();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0]["event"], "alert.raised");
-        assert_eq!(got[0]["alert"]["id"], 1);
-        let delivered: Option<String> =
-            sqlx::query_scalar("SELECT delivered_at FROM webhook_outbox")
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
-        assert!(delivered.is_some());
-    }
-
-    #[tokio::test]
-    async fn attempts_are_bounded_and_the_outbox_is_too() {
-        let (_tmp, db) = crate::services::telemetry::testutil::db().await;
-        // Nothing listens on this port (bound, then closed).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cfg = AlertsSection {
-            webhook_url: Some(format!("http://127.0.0.1:{port}/x")),
-            webhook_secret: Some(crate::config::Secret::new("s3cret-s3cret-s3cret")),
-            max_attempts: 2,
-            outbox_max: 1,
-            ..Default::default()
-        };
-        let mut conn = db.pool.acquire().await.unwrap();
-        assert!(
-            enqueue(&mut conn, &cfg, "alert.raised", serde_json::json!({}))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !enqueue(&mut conn, &cfg, "alert.raised", serde_json::json!({}))
-                .await
-                .unwrap(),
-            "outbox full"
-        );
-        drop(conn);
-        let tls = Tls::load(&cfg).unwrap();
-        let far = unix_now() + 1_000_000;
-        deliver_due(&db, &cfg, &tls, unix_now()).await.unwrap();
-        deliver_due(&db, &cfg, &tls, far).await.unwrap();
-        assert_eq!(
-            deliver_due(&db, &cfg, &tls, far * 2).await.unwrap(),
-            0,
-            "gave up after 2"
-        );
-        let failed: Option<String> = sqlx::query_scalar("SELECT failed_at FROM webhook_outbox")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-        assert!(failed.is_some());
     }
 }
