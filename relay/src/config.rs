@@ -6,7 +6,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{RelayError, Result};
+/// A relay.toml that cannot be read or is not valid; the text names the
+/// key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 pub const CONFIG_FILE: &str = "relay.toml";
 pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
@@ -118,7 +131,7 @@ impl TunnelsSection {
     /// The port range, first and last; errors name the key.
     pub fn port_range(&self) -> Result<(u16, u16)> {
         let bad = || {
-            RelayError::Config(format!(
+            ConfigError::Invalid(format!(
                 "tunnels.ports: {:?} must be \"first-last\" with 1 ≤ first ≤ last ≤ 65535",
                 self.ports
             ))
@@ -325,19 +338,22 @@ impl RelayConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self> {
-        let cfg: Self = toml::from_str(text).map_err(|e| RelayError::Config(e.to_string()))?;
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     pub fn load(data_dir: &Path) -> Result<Self> {
         let path = data_dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| RelayError::file(&path, e))?;
-        Self::parse(&text).map_err(|e| RelayError::Config(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))
     }
 
     pub fn validate(&self) -> Result<()> {
-        let bad = |k: &str, why: &str| Err(RelayError::Config(format!("{k}: {why}")));
+        let bad = |k: &str, why: &str| Err(ConfigError::Invalid(format!("{k}: {why}")));
         let d = &self.domain;
         if d.is_empty()
             || d.len() > 200
@@ -429,7 +445,8 @@ impl RelayConfig {
             return bad("alerts.outbox_max", "must be 1..=1000000");
         }
         if let Some(o) = &self.oidc {
-            o.validate()?;
+            o.validate()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         let ac = &self.accounts;
         for r in &ac.require_totp {

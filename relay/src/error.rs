@@ -45,6 +45,8 @@ pub enum RelayError {
     Key(String),
     #[error(transparent)]
     Proto(#[from] dwa_proto::ProtoError),
+    #[error(transparent)]
+    BadInput(#[from] crate::util::BadInput),
     /// A log-in that must enroll two-factor before anything else (403).
     #[error("{}", crate::services::auth::RESTRICTED_MESSAGE)]
     Restricted,
@@ -72,7 +74,7 @@ impl crate::services::error::Failure for RelayError {
             RelayError::Unauthorized(_) | RelayError::TwoFactor { .. } => Class::Unauthorized,
             RelayError::NotFound(_) => Class::NotFound,
             RelayError::Conflict(_) => Class::Conflict,
-            RelayError::Invalid(_) => Class::Invalid,
+            RelayError::Invalid(_) | RelayError::BadInput(_) => Class::Invalid,
             RelayError::Unavailable(_) => Class::Unavailable,
             RelayError::Locked(_) => Class::Locked,
             RelayError::RateLimited { retry_after, .. } => Class::RateLimited {
@@ -107,6 +109,21 @@ impl crate::services::error::Failure for RelayError {
                 Class::Internal => "internal",
             },
         }
+    }
+}
+
+impl From<crate::config::ConfigError> for RelayError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        match e {
+            crate::config::ConfigError::Invalid(m) => RelayError::Config(m),
+            crate::config::ConfigError::File { path, source } => RelayError::File { path, source },
+        }
+    }
+}
+
+impl From<crate::util::FileError> for RelayError {
+    fn from(e: crate::util::FileError) -> Self {
+        RelayError::file(&e.path, e.source)
     }
 }
 

@@ -95,7 +95,7 @@ pub async fn init(
     Audit::new(store.clone(), crate::services::clock::Time::system())
         .append(
             dwa_proto::audit::kind::ADMIN_COMMAND,
-            &crate::adapters::admin_socket::local_actor(),
+            &crate::util::local_actor(),
             None,
             serde_json::json!({"command": "init", "domain": domain}),
         )

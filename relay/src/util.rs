@@ -5,7 +5,26 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 
-use crate::error::{RelayError, Result};
+use crate::services::error::{Class, Failure};
+
+/// A value a user typed that does not parse; the text says how to write it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+impl Failure for BadInput {
+    fn class(&self) -> Class {
+        Class::Invalid
+    }
+}
+
+/// A file that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct FileError {
+    pub path: std::path::PathBuf,
+    pub source: std::io::Error,
+}
 
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
@@ -38,14 +57,17 @@ pub fn random_password() -> String {
 }
 
 /// Writes a secret file owner-only and atomically (see `dwa_link::fs`).
-pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
-    dwa_link::fs::write_private(path, contents).map_err(|(p, e)| RelayError::file(&p, e))
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), FileError> {
+    dwa_link::fs::write_private(path, contents).map_err(|(path, source)| FileError {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Parses "1h", "30m", "2d" into a Duration, with a one-line error.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, BadInput> {
     humantime::parse_duration(s).map_err(|e| {
-        RelayError::Invalid(format!(
+        BadInput(format!(
             "invalid duration {s:?}: {e} (use e.g. 30m, 24h, 7d)"
         ))
     })
@@ -76,4 +98,16 @@ pub fn cookie_value<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Optio
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// "Who" for commands run on the relay host.
+pub fn local_actor() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let user = std::env::var("USER").unwrap_or_default();
+    match uid {
+        Some(uid) if !user.is_empty() => format!("cli:{user}(uid {uid})"),
+        Some(uid) => format!("cli:uid {uid}"),
+        None => format!("cli:{user}"),
+    }
 }

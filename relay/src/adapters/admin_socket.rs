@@ -4,7 +4,7 @@
 //! list live sessions. One JSON request line, one JSON answer line, then
 //! (for streams) raw bytes. The caller's uid, from the kernel, is the actor.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,16 +19,7 @@ use crate::app::Relay;
 use crate::error::{RelayError, Result};
 use crate::services::streams::{carry, open_stream, StreamRequest};
 
-/// "Who" for commands run on the relay host.
-pub fn local_actor() -> String {
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
-    let user = std::env::var("USER").unwrap_or_default();
-    match uid {
-        Some(uid) if !user.is_empty() => format!("cli:{user}(uid {uid})"),
-        Some(uid) => format!("cli:uid {uid}"),
-        None => format!("cli:{user}"),
-    }
-}
+pub use crate::util::local_actor;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]

@@ -44,7 +44,7 @@ impl Ttl {
     pub fn duration(&self) -> Result<Duration, RelayError> {
         match self {
             Ttl::Seconds(s) => Ok(Duration::from_secs(*s)),
-            Ttl::Text(s) => crate::util::parse_duration(s),
+            Ttl::Text(s) => Ok(crate::util::parse_duration(s)?),
         }
     }
 }

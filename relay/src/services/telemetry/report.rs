@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::alerts::supply_label;
 use super::inventory::DeviceView;
-use crate::error::{RelayError, Result};
+use super::{Result, TelemetryError};
 
 const FIXED: [&str; 23] = [
     "device_id",
@@ -94,7 +94,7 @@ pub fn to_csv(devices: &[DeviceView]) -> Result<Vec<u8>> {
     let per: Vec<BTreeMap<String, f32>> = devices.iter().map(supplies).collect();
     let cols: BTreeSet<&String> = per.iter().flat_map(|m| m.keys()).collect();
     let mut w = csv::Writer::from_writer(vec![]);
-    let err = |e: csv::Error| RelayError::Invalid(format!("CSV: {e}"));
+    let err = |e: csv::Error| TelemetryError::Internal(format!("CSV: {e}"));
     let mut head: Vec<&str> = FIXED.to_vec();
     head.extend(cols.iter().map(|c| c.as_str()));
     w.write_record(&head).map_err(err)?;
@@ -132,7 +132,7 @@ pub fn to_csv(devices: &[DeviceView]) -> Result<Vec<u8>> {
         w.write_record(&row).map_err(err)?;
     }
     w.into_inner()
-        .map_err(|e| RelayError::Invalid(format!("CSV: {e}")))
+        .map_err(|e| TelemetryError::Internal(format!("CSV: {e}")))
 }
 
 #[cfg(test)]
