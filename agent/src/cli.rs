@@ -35,10 +35,13 @@ struct Cli {
 enum Cmd {
     /// Register with a relay using an enrollment token; writes agent.toml and the agent key.
     Enroll {
+        /// The relay's HTTPS URL, such as https://dwa.example.com:8443.
         #[arg(long)]
         relay: String,
+        /// The enrollment token (dwa1.…) from `dwa-relay token create`.
         #[arg(long)]
         token: String,
+        /// Where to write the agent's configuration (the key goes next to it).
         #[arg(long, env = "DWA_AGENT_CONFIG", default_value = "agent.toml")]
         config: PathBuf,
         /// Networks the agent may reach (policy.allow); default: the scan ranges.
@@ -47,6 +50,7 @@ enum Cmd {
         /// Allowed ports (policy.ports); default 80, 443, 8000, 9100, 631.
         #[arg(long = "port")]
         ports: Vec<u16>,
+        /// How to reach the relay: SSH, SSH over WebSocket, or SSH falling back to WebSocket.
         #[arg(long, default_value = "auto", value_parser = ["ssh", "websocket", "auto"])]
         transport: String,
         /// Enroll again over an existing agent.toml.
@@ -55,6 +59,7 @@ enum Cmd {
     },
     /// Keep the tunnel to the relay up until Ctrl-C or SIGTERM.
     Run {
+        /// The agent's configuration, written by `enroll`.
         #[arg(long, env = "DWA_AGENT_CONFIG", default_value = "agent.toml")]
         config: PathBuf,
     },
@@ -99,12 +104,14 @@ enum Cmd {
         /// Per-request timeout.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// Retries per request after a timeout.
         #[arg(long, default_value_t = 1)]
         retries: u32,
         /// Devices walked at the same time. Discovery, which finds them, covers
         /// the whole range over one paced socket regardless.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
         concurrency: u32,
+        /// Output format.
         #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
         format: String,
     },
@@ -124,6 +131,7 @@ enum Cmd {
 enum SpoolCmd {
     /// Items pending, and counts of items spooled, acknowledged and dropped.
     Status {
+        /// The agent's configuration, whose spool is reported.
         #[arg(long, env = "DWA_AGENT_CONFIG", default_value = "agent.toml")]
         config: PathBuf,
     },
@@ -235,7 +243,9 @@ impl V3Args {
 enum PolicyCmd {
     /// Would the agent connect to ADDRESS:PORT? Prints allow/deny and the deciding rule.
     Check {
+        /// ADDRESS:PORT (or HOST:PORT) the agent would be asked to reach.
         target: String,
+        /// The agent's configuration, whose policy decides.
         #[arg(long, env = "DWA_AGENT_CONFIG", default_value = "agent.toml")]
         config: PathBuf,
     },
@@ -460,4 +470,39 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand, option and positional argument, by its path,
+    /// that `--help` would show without a word of explanation.
+    fn missing_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            // clap's own --help/--version carry their own text.
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                out.push(format!("{sub_path} (subcommand)"));
+            }
+            missing_help(sub, &sub_path, out);
+        }
+    }
+
+    #[test]
+    fn every_argument_and_subcommand_has_help() {
+        let cmd = super::Cli::command();
+        let mut missing = Vec::new();
+        missing_help(&cmd, cmd.get_name(), &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
+    }
 }

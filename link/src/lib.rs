@@ -15,6 +15,7 @@
 //! - [`backoff`]: reconnect delays with exponential growth and jitter.
 //! - [`cli`]: what both binaries' `main` share.
 //! - [`fs`]: writing keys and configs: owner-only, atomically.
+//! - [`resolve`]: `localhost` names are loopback (RFC 6761), without DNS.
 
 pub mod agent_auth;
 pub mod backoff;
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod control;
 pub mod flow;
 pub mod fs;
+pub mod resolve;
 pub mod ssh;
 pub mod tls;
 pub mod transport;

@@ -23,8 +23,19 @@ pub trait Transport: Send + Sync {
     fn connect(&self) -> impl std::future::Future<Output = Result<BoxIo, LinkError>> + Send;
 }
 
+/// `addr` is HOST:PORT; `localhost` names are loopback without the system
+/// resolver (see [`crate::resolve`]), other names are resolved by it.
 async fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, LinkError> {
-    let s = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let loopback = crate::cli::split_host_port(addr)
+        .ok()
+        .and_then(|(host, port)| crate::resolve::localhost_addrs(&host, port));
+    let connect = async {
+        match loopback {
+            Some(addrs) => TcpStream::connect(&addrs[..]).await,
+            None => TcpStream::connect(addr).await,
+        }
+    };
+    let s = tokio::time::timeout(timeout, connect)
         .await
         .map_err(|_| LinkError::Timeout(timeout, "connecting"))??;
     // Interactive page loads care about latency more than packet count.

@@ -43,10 +43,13 @@ struct Cli {
 enum Cmd {
     /// Create a data directory: config, SSH host key, TLS certificate, database, admin user.
     Init {
+        /// The relay's DNS name; web sessions live on s-<id>.<domain>.
         #[arg(long, default_value = "dwa.localhost")]
         domain: String,
+        /// Address the SSH endpoint for agents listens on.
         #[arg(long, default_value = "0.0.0.0:2222")]
         ssh_listen: SocketAddr,
+        /// Address the HTTPS listener (API, portal, enrollment, WebSocket) listens on.
         #[arg(long, default_value = "0.0.0.0:8443")]
         https_listen: SocketAddr,
     },
@@ -59,17 +62,22 @@ enum Cmd {
         /// the global --data-dir is not used).
         #[arg(long)]
         keep_data: Option<PathBuf>,
+        /// Address the demo relay's SSH endpoint listens on.
         #[arg(long, default_value = "127.0.0.1:2222")]
         ssh_listen: SocketAddr,
         /// Browsers resolve *.localhost to loopback: session hosts work as is.
         #[arg(long, default_value = "127.0.0.1:8443")]
         https_listen: SocketAddr,
+        /// How many simulated printers to run (1..=200).
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=200))]
         printers: u8,
+        /// Loopback address of the first printer; the others follow it.
         #[arg(long, default_value = "127.31.0.1")]
         first_printer: std::net::Ipv4Addr,
+        /// The printers' HTTP port.
         #[arg(long, default_value_t = 8080)]
         printer_http_port: u16,
+        /// The printers' HTTPS port.
         #[arg(long, default_value_t = 8443)]
         printer_https_port: u16,
         /// The printers' SNMP agents (unprivileged: not 161).
@@ -114,11 +122,13 @@ enum Cmd {
         /// Only records at or after TIME (RFC 3339, or a duration ago such as 24h).
         #[arg(long)]
         since: Option<String>,
+        /// Output format: one JSON object a line, or CSV.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: AuditFormat,
     },
     /// Open a stream through an agent and bridge it to stdin/stdout (like `ssh -W`).
     Connect {
+        /// The agent to go through: its id, or its name when unambiguous.
         #[arg(long)]
         agent: String,
         /// HOST:PORT as seen from the agent.
@@ -126,10 +136,13 @@ enum Cmd {
     },
     /// Listen locally and carry each connection through an agent (like `ssh -L`).
     Forward {
+        /// The agent to go through: its id, or its name when unambiguous.
         #[arg(long)]
         agent: String,
+        /// HOST:PORT as seen from the agent.
         #[arg(long)]
         target: String,
+        /// Local ADDRESS:PORT to listen on (port 0: any free port, printed).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
     },
@@ -174,25 +187,35 @@ enum DeviceCmd {
 
 #[derive(Subcommand)]
 enum UserCmd {
+    /// Add a user; prints a one-time password (and a two-factor URI when required).
     Add {
+        /// The user's log-in name (1..=64 characters).
         name: String,
+        /// What the user may do.
         #[arg(long, value_parser = ["admin", "technician", "viewer", "customer"])]
         role: String,
+        /// A customer the user belongs to (repeatable; exactly one for role customer).
         #[arg(long = "customer")]
         customers: Vec<String>,
     },
     /// Clear a lockout after failed log-ins.
-    Unlock { name: String },
+    Unlock {
+        /// The user's log-in name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum TokenCmd {
+    /// Create an enrollment token for a customer's agents; prints it once.
     Create {
+        /// The customer whose agents enroll with it.
         #[arg(long)]
         customer: String,
         /// How many agents may enroll with it (1..=5).
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=5))]
         uses: u8,
+        /// How long it stays valid (1s..=30d, such as 24h).
         #[arg(long, default_value = "24h")]
         ttl: String,
     },
@@ -200,9 +223,11 @@ enum TokenCmd {
 
 #[derive(Subcommand)]
 enum AgentCmd {
+    /// List enrolled agents, their customers and whether they are connected.
     List,
     /// Revoke an agent's identity and drop its session.
     Revoke {
+        /// The agent: its id, or its name when unambiguous.
         agent: String,
     },
 }
@@ -686,4 +711,39 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand, option and positional argument, by its path,
+    /// that `--help` would show without a word of explanation.
+    fn missing_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            // clap's own --help/--version carry their own text.
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                out.push(format!("{sub_path} (subcommand)"));
+            }
+            missing_help(sub, &sub_path, out);
+        }
+    }
+
+    #[test]
+    fn every_argument_and_subcommand_has_help() {
+        let cmd = super::Cli::command();
+        let mut missing = Vec::new();
+        missing_help(&cmd, cmd.get_name(), &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
+    }
 }

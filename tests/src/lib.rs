@@ -1,6 +1,7 @@
 //! Test support for end-to-end tests: real `dwa-relay` and `dwa-agent`
 //! processes on loopback, builders for them, simple target servers, and an
-//! `assert_eventually!` helper that polls instead of sleeping.
+//! `assert_eventually!` helper that polls instead of sleeping (with
+//! `assert_eventually_blocking!` for synchronous code).
 //!
 //! Every fixture gets its own loopback /24 (`127.A.B.0/24`, unique per test
 //! process and fixture): the relay listens on `.1`, targets use `.10`..
@@ -19,6 +20,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 
 pub mod browser;
+
+/// For the macros: tokio under a path that works from any caller.
+#[doc(hidden)]
+pub use tokio as __tokio;
 
 /// Users' TOTP secrets, and the last time step each used: a code is good
 /// once, so the next log-in takes a later step (waiting if it must).
@@ -66,14 +71,54 @@ impl Totp {
 pub const SSH_PORT: u16 = 2222;
 pub const HTTPS_PORT: u16 = 8443;
 
-/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+/// Polls `cond` every 50 ms, sleeping with `tokio::time::sleep`, until it
+/// holds or `timeout` passes; then panics naming the condition. For async
+/// code: `cond` is a `bool` expression and may `.await` (an async
+/// condition), e.g. `assert_eventually!(api.ready().await, secs(5), "…")`.
+/// The message (format arguments) is optional.
 #[macro_export]
 macro_rules! assert_eventually {
+    ($cond:expr, $timeout:expr $(,)?) => {
+        $crate::assert_eventually!($cond, $timeout, "")
+    };
     ($cond:expr, $timeout:expr, $($msg:tt)+) => {{
-        let deadline = std::time::Instant::now() + $timeout;
+        let timeout: std::time::Duration = $timeout;
+        let deadline = std::time::Instant::now() + timeout;
         loop {
             if $cond { break; }
-            if std::time::Instant::now() > deadline { panic!($($msg)+); }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "assert_eventually!({}) did not hold within {:?}: {}",
+                    stringify!($cond),
+                    timeout,
+                    format_args!($($msg)+)
+                );
+            }
+            $crate::__tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+/// [`assert_eventually!`] for synchronous code (plain `#[test]`s and the
+/// blocking fixture helpers): the same, sleeping the thread.
+#[macro_export]
+macro_rules! assert_eventually_blocking {
+    ($cond:expr, $timeout:expr $(,)?) => {
+        $crate::assert_eventually_blocking!($cond, $timeout, "")
+    };
+    ($cond:expr, $timeout:expr, $($msg:tt)+) => {{
+        let timeout: std::time::Duration = $timeout;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if $cond { break; }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "assert_eventually_blocking!({}) did not hold within {:?}: {}",
+                    stringify!($cond),
+                    timeout,
+                    format_args!($($msg)+)
+                );
+            }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }};
@@ -341,7 +386,7 @@ impl Relay {
     }
 
     pub fn wait_connected(&self, agent: &Agent) {
-        assert_eventually!(
+        assert_eventually_blocking!(
             self.connected(&agent.id),
             Duration::from_secs(30),
             "agent {} never connected\nagent log:\n{}\nrelay log:\n{}",
@@ -673,4 +718,24 @@ pub fn have_openssh() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn assert_eventually_awaits_its_condition() {
+        let polls = AtomicU32::new(0);
+        let ready = || async { polls.fetch_add(1, Ordering::SeqCst) >= 3 };
+        assert_eventually!(ready().await, Duration::from_secs(5), "never ready");
+        assert_eq!(polls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "assert_eventually!(1 + 1 == 3) did not hold within 100ms: math")]
+    async fn assert_eventually_names_the_condition() {
+        assert_eventually!(1 + 1 == 3, Duration::from_millis(100), "{}", "math");
+    }
 }

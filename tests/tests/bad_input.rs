@@ -258,7 +258,7 @@ fn relay_with_another_host_key_is_refused() {
         c.replace_range(start..end, &line);
     });
     agent.start();
-    assert_eventually!(
+    assert_eventually_blocking!(
         agent.logs().contains("is pinned: refusing to connect"),
         Duration::from_secs(20),
         "agent did not refuse the relay's host key:\n{}",

@@ -104,7 +104,7 @@ async fn demo_serves_a_printer_page_and_stops_on_ctrl_c() {
             break s;
         }
         assert!(Instant::now() < deadline, "demo did not stop on Ctrl-C");
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "demo exit: {status}");
     assert_eq!(processes_with(&needle), 0, "the agent outlived the demo");

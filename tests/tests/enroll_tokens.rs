@@ -123,7 +123,7 @@ fn wrong_certificate_fingerprint_is_refused_before_anything_is_sent() {
     assert!(!cfg.exists());
     // The secret was never sent: the token still has all its uses.
     assert!(relay.audit_kind("enroll.ok").is_empty());
-    assert_eventually!(
+    assert_eventually_blocking!(
         !relay.audit_kind("tls.cert_rejected").is_empty(),
         Duration::from_secs(10),
         "the relay did not audit the rejected certificate"

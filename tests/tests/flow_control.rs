@@ -54,7 +54,7 @@ async fn stalled_reader_does_not_stall_other_streams() {
             let still = now == last && now > 0;
             last = now;
             if !still {
-                std::thread::sleep(Duration::from_millis(450));
+                tokio::time::sleep(Duration::from_millis(450)).await;
             }
             still
         },

@@ -60,7 +60,7 @@ fn start_driver() -> Driver {
         port,
         profile,
     };
-    assert_eventually!(
+    assert_eventually_blocking!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
         WAIT,
         "chromedriver never listened on {port}"
