@@ -457,20 +457,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("a customer user belongs to exactly one customer (--customer NAME)");
             }
             let password = random_password();
+            let mut ids = vec![];
+            for c in &customers {
+                ids.push(svc.store.customer_id(c).await?);
+            }
             let id = svc
-                .db
-                .add_user(
-                    &name,
-                    &dwa_relay::init::hash_password(&password)?,
-                    &role,
-                    &customers,
-                )
+                .store
+                .add_user(&dwa_store::users::NewUser {
+                    username: &name,
+                    password_hash: &dwa_relay::init::hash_password(&password)?,
+                    role: &role,
+                    customers: &ids,
+                    created_at: &svc.time.rfc3339(),
+                    last_active: None,
+                })
                 .await?;
             let cfg = dwa_relay::config::RelayConfig::load(&dir.0)?;
             let totp_uri = if cfg.accounts.require_totp.contains(&role) {
                 Some(
                     dwa_relay::services::accounts::users::provision_totp(
-                        &svc.db,
+                        &svc.store,
                         id,
                         &name,
                         &cfg.domain,
@@ -497,24 +503,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             cmd: UserCmd::Unlock { name },
         } => {
             let svc = open(&dir).await?;
-            let audit = &svc.audit;
-            let r = sqlx::query(
-                "UPDATE users SET locked_at = NULL, failed_logins = 0 WHERE username = ?",
-            )
-            .bind(&name)
-            .execute(&svc.db.pool)
-            .await?;
-            if r.rows_affected() == 0 {
-                bail!("no user {name:?}");
-            }
-            audit
-                .append(
-                    kind::USER_ADMIN,
-                    &actor,
-                    None,
-                    json!({"action": "user unlock", "user": name}),
-                )
-                .await?;
+            dwa_relay::services::accounts::users::unlock_user_named(&svc, &actor, &name).await?;
             print(
                 j,
                 json!({"user": name, "unlocked": true}),

@@ -11,7 +11,6 @@ use serde::Serialize;
 use crate::config::{
     DataDir, RelayConfig, CONFIG_FILE, HOST_KEY_FILE, TLS_CERT_FILE, TLS_KEY_FILE,
 };
-use crate::db::Db;
 use crate::error::{RelayError, Result};
 use crate::services::audit::Audit;
 use crate::util::{random_password, write_private};
@@ -79,20 +78,28 @@ pub async fn init(
     let tls_fingerprint = dwa_link::tls::fingerprint(ck.cert.der());
 
     let store = dwa_store::Store::open_sqlite(&dir.path(crate::config::DB_FILE), true).await?;
-    let db = Db::open(dir, false).await?;
     let password = random_password();
-    let admin_id = db
-        .add_user("admin", &hash_password(&password)?, "admin", &[])
+    let time = crate::services::clock::Time::system();
+    let admin_id = store
+        .add_user(&dwa_store::users::NewUser {
+            username: "admin",
+            password_hash: &hash_password(&password)?,
+            role: "admin",
+            customers: &[],
+            created_at: &time.rfc3339(),
+            last_active: None,
+        })
         .await?;
     let admin_totp_uri = if cfg.accounts.require_totp.iter().any(|r| r == "admin") {
         Some(
-            crate::services::accounts::users::provision_totp(&db, admin_id, "admin", domain)
-                .await?,
+            crate::services::accounts::users::provision_totp(&store, admin_id, "admin", domain)
+                .await
+                .map_err(|e| RelayError::Invalid(e.to_string()))?,
         )
     } else {
         None
     };
-    Audit::new(store.clone(), crate::services::clock::Time::system())
+    Audit::new(store.clone(), time)
         .append(
             dwa_proto::audit::kind::ADMIN_COMMAND,
             &crate::util::local_actor(),

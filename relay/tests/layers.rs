@@ -57,13 +57,9 @@ const NOT_YET_CONVERTED: &[&str] = &[
     "adapters/portal/admin.rs",
     "adapters/portal/mod.rs",
     "app.rs",
-    "cli.rs",
     "db.rs",
     "demo.rs",
     "error.rs",
-    "init.rs",
-    "services/accounts/login.rs",
-    "services/accounts/users.rs",
     "services/mod.rs",
     "services/sso.rs",
 ];

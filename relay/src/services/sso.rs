@@ -37,14 +37,13 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::Row;
 use tracing::Instrument;
 
 use crate::adapters::http::{api_error, PeerAddr};
 use crate::app::Relay;
 use crate::config::Secret;
 use crate::error::{RelayError, Result};
-use crate::util::{now_rfc3339, random_secret, sha256_hex};
+use crate::util::{random_secret, sha256_hex};
 
 /// Browser binding of a pending log-in: only the browser that started it
 /// may finish it (stops log-in CSRF with a stolen or planted `state`).
@@ -987,68 +986,29 @@ async fn upsert_user(
     let mut ids = Vec::new();
     let mut unknown = Vec::new();
     for name in &mapped.customers {
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM customers WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&relay.db.pool)
-            .await?;
-        match id {
-            Some(i) => ids.push(i),
-            None => {
+        match relay.store.customer_id(name).await {
+            Ok(i) => ids.push(i),
+            Err(dwa_store::StoreError::NotFound(_)) => {
                 tracing::warn!(customer = %name, "[[oidc.map]] names a customer that does not exist");
                 unknown.push(name.clone());
             }
+            Err(e) => return Err(e.into()),
         }
     }
-    let mut tx = relay.db.pool.begin().await?;
-    let existing = sqlx::query("SELECT id FROM users WHERE oidc_issuer = ? AND oidc_subject = ?")
-        .bind(issuer)
-        .bind(subject)
-        .fetch_optional(&mut *tx)
+    let (plain, tagged) = username_for(hint, issuer, subject);
+    let user_id = relay
+        .store
+        .upsert_directory_user(&dwa_store::users::DirectoryUser {
+            issuer,
+            subject,
+            username: &plain,
+            username_taken: &tagged,
+            password_hash: NO_PASSWORD,
+            role: mapped.role.as_str(),
+            customers: &ids,
+            created_at: &relay.time.rfc3339(),
+        })
         .await?;
-    let user_id = match existing {
-        Some(row) => {
-            let id: i64 = row.get("id");
-            sqlx::query("UPDATE users SET role = ? WHERE id = ?")
-                .bind(mapped.role.as_str())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM user_customers WHERE user_id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            id
-        }
-        None => {
-            let (plain, tagged) = username_for(hint, issuer, subject);
-            let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
-                .bind(&plain)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let name = if taken.is_some() { tagged } else { plain };
-            sqlx::query(
-                "INSERT INTO users (username, password_hash, role, created_at, source, oidc_issuer, oidc_subject) \
-                 VALUES (?, ?, ?, ?, 'oidc', ?, ?)",
-            )
-            .bind(&name)
-            .bind(NO_PASSWORD)
-            .bind(mapped.role.as_str())
-            .bind(now_rfc3339())
-            .bind(issuer)
-            .bind(subject)
-            .execute(&mut *tx)
-            .await?
-            .last_insert_rowid()
-        }
-    };
-    for c in &ids {
-        sqlx::query("INSERT OR IGNORE INTO user_customers (user_id, customer_id) VALUES (?, ?)")
-            .bind(user_id)
-            .bind(c)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
     Ok((user_id, unknown))
 }
 

@@ -20,7 +20,27 @@ pub struct CustomerRow {
     pub created_at: String,
 }
 
+/// A customer with how many agents it has (the admin's list).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CustomerSummary {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
+    pub agents: i64,
+}
+
 impl Store {
+    /// Every customer with its agent count, by name.
+    pub async fn customer_summaries(&self) -> Result<Vec<CustomerSummary>> {
+        Ok(sqlx::query_as(
+            "SELECT c.id, c.name, c.created_at, \
+             (SELECT COUNT(*) FROM agents a WHERE a.customer_id = c.id) AS agents \
+             FROM customers c ORDER BY c.name",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn add_customer(&self, name: &str, now: &str) -> Result<i64> {
         let r = sqlx::query_scalar(
             "INSERT INTO customers (name, created_at) VALUES ($1, $2) RETURNING id",

@@ -7,13 +7,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::Value;
+use dwa_store::customers::CustomerRow;
+use serde::{Deserialize, Serialize};
 
+use crate::adapters::http::ApiError;
 use crate::app::Relay;
-use crate::error::{RelayError, Result};
-use crate::services::accounts::users::{self, NewEnrollmentToken, NewUser, UserPatch};
+use crate::error::RelayError;
+use crate::services::accounts::users::{
+    self, EnrollmentToken, NewEnrollmentToken, NewUser, TotpEnabled, TotpEnrollment, User,
+    UserPatch,
+};
 use crate::services::auth::Principal;
+
+type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 pub fn routes() -> Router<Relay> {
     Router::new()
@@ -35,19 +41,19 @@ pub fn routes() -> Router<Relay> {
 
 type Body<T> = std::result::Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
-fn json_body<T>(b: Body<T>) -> Result<T> {
+fn json_body<T>(b: Body<T>) -> Result<T, RelayError> {
     b.map(|Json(v)| v)
         .map_err(|e| RelayError::Invalid(e.body_text()))
 }
 
-fn created(v: Value) -> Response {
+fn created(v: impl Serialize) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
 }
 
 #[utoipa::path(post, path = "/api/v1/me/totp", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
     responses((status = 200, description = "Pending secret: {otpauth_uri, qr_svg, secret}"),
               (status = 409, description = "Two-factor already active")))]
-pub async fn begin_totp(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
+pub async fn begin_totp(State(relay): State<Relay>, p: Principal) -> Result<Json<TotpEnrollment>> {
     Ok(Json(users::begin_totp(&relay, &p).await?))
 }
 
@@ -64,14 +70,14 @@ pub async fn confirm_totp(
     State(relay): State<Relay>,
     p: Principal,
     body: Body<ConfirmTotp>,
-) -> Result<Json<Value>> {
+) -> Result<Json<TotpEnabled>> {
     let req = json_body(body)?;
     Ok(Json(users::confirm_totp(&relay, &p, &req.code).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/users", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
     responses((status = 200, description = "Every user (admin only)")))]
-pub async fn list_users(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
+pub async fn list_users(State(relay): State<Relay>, p: Principal) -> Result<Json<Vec<User>>> {
     Ok(Json(users::list_users(&relay, &p).await?))
 }
 
@@ -94,7 +100,7 @@ pub async fn get_user(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<i64>,
-) -> Result<Json<Value>> {
+) -> Result<Json<User>> {
     Ok(Json(users::get_user(&relay, &p, id).await?))
 }
 
@@ -106,7 +112,7 @@ pub async fn update_user(
     p: Principal,
     Path(id): Path<i64>,
     body: Body<UserPatch>,
-) -> Result<Json<Value>> {
+) -> Result<Json<User>> {
     let req = json_body(body)?;
     Ok(Json(users::update_user(&relay, &p, id, &req).await?))
 }
@@ -118,7 +124,7 @@ pub async fn unlock_user(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<i64>,
-) -> Result<Json<Value>> {
+) -> Result<Json<User>> {
     Ok(Json(users::unlock_user(&relay, &p, id).await?))
 }
 
@@ -129,13 +135,16 @@ pub async fn reset_totp(
     State(relay): State<Relay>,
     p: Principal,
     Path(id): Path<i64>,
-) -> Result<Json<Value>> {
+) -> Result<Json<User>> {
     Ok(Json(users::reset_totp(&relay, &p, id).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/customers", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
     responses((status = 200, description = "Every customer (admin only)")))]
-pub async fn list_customers(State(relay): State<Relay>, p: Principal) -> Result<Json<Value>> {
+pub async fn list_customers(
+    State(relay): State<Relay>,
+    p: Principal,
+) -> Result<Json<Vec<CustomerRow>>> {
     Ok(Json(users::list_customers(&relay, &p).await?))
 }
 
@@ -163,7 +172,7 @@ pub async fn create_customer(
 pub async fn list_enrollment_tokens(
     State(relay): State<Relay>,
     p: Principal,
-) -> Result<Json<Value>> {
+) -> Result<Json<Vec<EnrollmentToken>>> {
     Ok(Json(users::list_enrollment_tokens(&relay, &p).await?))
 }
 

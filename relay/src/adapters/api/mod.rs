@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::adapters::http::PeerAddr;
+use crate::adapters::http::{ApiError, PeerAddr};
 use crate::adapters::openapi::{E400, E401, E403, E404, E409, E423, E429, E503};
 use crate::adapters::web::proxy;
 use crate::app::Relay;
@@ -87,9 +87,9 @@ pub(crate) async fn login(
     State(relay): State<Relay>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
     body: Body<LoginRequest>,
-) -> Result<Response> {
+) -> Result<Response, ApiError> {
     if relay.login_rate.check_key(&peer.ip()).is_err() {
-        return Err(limited("too many log-in attempts; retry later", 60));
+        return Err(limited("too many log-in attempts; retry later", 60).into());
     }
     let req = json_body(body)?;
     let ok = crate::services::accounts::login::login(&relay, &req, &peer.to_string()).await?;

@@ -14,7 +14,7 @@ use super::layout::page;
 use super::{check_csrf, form, FormBody, PResult, Portal, PortalError};
 use crate::adapters::http::PeerAddr;
 use crate::app::Relay;
-use crate::error::RelayError;
+use crate::services::accounts::AccountError;
 use crate::services::auth::LoginRequest;
 
 fn login_page(error: Option<&str>, username: &str) -> maud::Markup {
@@ -98,12 +98,12 @@ pub async fn submit(
             );
             Ok(r)
         }
-        Err(RelayError::Unauthorized(m)) => Ok(fail(StatusCode::UNAUTHORIZED, &m, &req.username)),
-        Err(RelayError::TwoFactor { msg, .. }) => {
+        Err(AccountError::Unauthorized(m)) => Ok(fail(StatusCode::UNAUTHORIZED, &m, &req.username)),
+        Err(AccountError::TwoFactor { msg, .. }) => {
             Ok(fail(StatusCode::UNAUTHORIZED, &msg, &req.username))
         }
-        Err(RelayError::Locked(m)) => Ok(fail(StatusCode::LOCKED, &m, &req.username)),
-        Err(e @ RelayError::Refused(_)) => {
+        Err(AccountError::Locked(m)) => Ok(fail(StatusCode::LOCKED, &m, &req.username)),
+        Err(e @ AccountError::Refused(_)) => {
             Ok(fail(StatusCode::FORBIDDEN, &e.to_string(), &req.username))
         }
         Err(e) => Err(PortalError::from(e)),

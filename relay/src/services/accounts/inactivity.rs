@@ -9,41 +9,42 @@ use dwa_proto::audit::kind;
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::error::Result;
+use super::AccountError;
 use crate::services::grants::{self, EndReason};
 use crate::services::{Services, Svc};
 
+type Result<T> = std::result::Result<T, AccountError>;
+
 /// Deactivates one account (unused too long), ends its sessions, audits.
 pub async fn deactivate(
-    relay: &Services,
+    svc: &Services,
     user_id: i64,
     username: &str,
     last_active: i64,
     by: &str,
 ) -> Result<()> {
-    if !relay
+    if !svc
         .store
-        .deactivate_user(user_id, &relay.time.rfc3339())
+        .deactivate_user(user_id, &svc.time.rfc3339())
         .await?
     {
         return Ok(());
     }
     grants::end(
-        relay,
+        svc,
         dwa_store::grants::Selector::User(user_id),
         EndReason::Inactive,
         by,
     )
     .await?;
-    relay
-        .audit
+    svc.audit
         .record(
             kind::USER_DEACTIVATED,
             by,
             None,
             json!({"user": username, "id": user_id, "reason": "unused",
                    "last_active": last_active,
-                   "inactive_after_days": relay.cfg.accounts.inactive_after.as_secs() / 86_400}),
+                   "inactive_after_days": svc.cfg.accounts.inactive_after.as_secs() / 86_400}),
         )
         .await;
     Ok(())
@@ -56,20 +57,20 @@ pub fn unused_before(now: i64, after: Duration) -> i64 {
 }
 
 /// One sweep at `now`; returns the user names deactivated.
-pub async fn sweep(relay: &Services, now: i64) -> Result<Vec<String>> {
-    let cutoff = unused_before(now, relay.cfg.accounts.inactive_after);
+pub async fn sweep(svc: &Services, now: i64) -> Result<Vec<String>> {
+    let cutoff = unused_before(now, svc.cfg.accounts.inactive_after);
     let mut done = vec![];
-    for u in relay.store.stale_users(cutoff).await? {
-        deactivate(relay, u.id, &u.username, u.used, "relay").await?;
+    for u in svc.store.stale_users(cutoff).await? {
+        deactivate(svc, u.id, &u.username, u.used, "relay").await?;
         done.push(u.username);
     }
     Ok(done)
 }
 
 /// The daily sweep, stopped by the relay's shutdown signal.
-pub fn spawn(relay: &Svc) {
-    let r = relay.clone();
-    relay.tracker.spawn(
+pub fn spawn(svc: &Svc) {
+    let r = svc.clone();
+    svc.tracker.spawn(
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(86_400));
             loop {

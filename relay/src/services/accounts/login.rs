@@ -1,15 +1,18 @@
 //! The log-in check: failure rates, lockout, inactivity, password, then
 //! two-factor. Every attempt is audited with its outcome.
 
+use std::time::Duration;
+
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use dwa_proto::audit::kind;
+use dwa_store::users::Failures;
 use serde_json::json;
-use sqlx::Row;
 
-use crate::app::Relay;
-use crate::error::{RelayError, Result};
+use super::AccountError;
 use crate::services::auth::{LoginOk, LoginRequest};
-use crate::util::{now_rfc3339, unix_now};
+use crate::services::Services;
+
+type Result<T, E = AccountError> = std::result::Result<T, E>;
 
 /// The 423 answer's text (the issue fixes it).
 pub fn locked_message(n: u32) -> String {
@@ -23,17 +26,15 @@ fn peer_ip(peer: &str) -> Option<std::net::IpAddr> {
         .ok()
 }
 
-async fn audit_attempt(relay: &Relay, kind: &str, user: &str, detail: serde_json::Value) {
-    relay
-        .audit
+async fn audit_attempt(svc: &Services, kind: &str, user: &str, detail: serde_json::Value) {
+    svc.audit
         .record(kind, &format!("user:{user}"), None, detail)
         .await;
 }
 
-/// Whether `role` must use two-factor under this relay's configuration.
-pub fn totp_required(relay: &Relay, role: dwa_policy::roles::Role) -> bool {
-    relay
-        .cfg
+/// Whether `role` must use two-factor under this svc's configuration.
+pub fn totp_required(svc: &Services, role: dwa_policy::roles::Role) -> bool {
+    svc.cfg
         .accounts
         .require_totp
         .iter()
@@ -41,48 +42,41 @@ pub fn totp_required(relay: &Relay, role: dwa_policy::roles::Role) -> bool {
 }
 
 /// Checks the credentials; on success opens a log-in session.
-pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<LoginOk> {
-    let now = unix_now();
+pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<LoginOk> {
+    let now = svc.time.unix();
     let name = req.username.trim().to_string();
     let account_key = name.to_lowercase();
     let ip = peer_ip(peer);
-    let gates = &relay.gates;
+    let gates = &svc.gates;
     let limited = ip
         .and_then(|ip| gates.address.refused(&ip).map(|s| (s, "address")))
         .or_else(|| gates.account.refused(&account_key).map(|s| (s, "account")));
     if let Some((retry_after, which)) = limited {
         audit_attempt(
-            relay,
+            svc,
             kind::USER_LOGIN_RATE_LIMITED,
             &name,
             json!({"peer": peer, "limit": which}),
         )
         .await;
-        return Err(RelayError::RateLimited {
+        return Err(AccountError::RateLimited {
             msg: format!("too many failed log-ins for this {which}; retry later"),
             retry_after,
         });
     }
 
-    let row = sqlx::query(
-        "SELECT id, role, password_hash, totp_secret, totp_last_step, failed_logins, locked_at, active,
-                COALESCE(last_active, CAST(strftime('%s', created_at) AS INTEGER)) AS last_active
-         FROM users WHERE username = ?",
-    )
-    .bind(&name)
-    .fetch_optional(&relay.db.pool)
-    .await?;
-    let limit = relay.cfg.accounts.lockout_after;
+    let row = svc.store.login_row(&name).await?;
+    let limit = svc.cfg.accounts.lockout_after;
     if let Some(r) = &row {
-        if r.get::<Option<String>, _>("locked_at").is_some() {
+        if r.locked_at.is_some() {
             audit_attempt(
-                relay,
+                svc,
                 kind::USER_LOGIN_FAILED,
                 &name,
                 json!({"peer": peer, "reason": "account locked"}),
             )
             .await;
-            return Err(RelayError::Locked(locked_message(limit)));
+            return Err(AccountError::Locked(locked_message(limit)));
         }
     }
 
@@ -90,8 +84,8 @@ pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<Logi
     // not tell which user names exist.
     let stored = row
         .as_ref()
-        .map(|r| r.get::<String, _>("password_hash"))
-        .unwrap_or_else(|| relay.dummy_hash.clone());
+        .map(|r| r.password_hash.clone())
+        .unwrap_or_else(|| svc.dummy_hash.clone());
     let password = req.password.clone();
     let ok = tokio::task::spawn_blocking(move || {
         PasswordHash::new(&stored)
@@ -105,75 +99,68 @@ pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<Logi
     .await
     .unwrap_or(false);
     let Some(r) = row.filter(|_| ok) else {
-        return Err(failure(relay, &name, ip, peer, "wrong user name or password").await);
+        return Err(failure(svc, &name, ip, peer, "wrong user name or password").await);
     };
-    let user_id: i64 = r.get("id");
+    let user_id = r.id;
 
-    if r.get::<i64, _>("active") == 0 {
+    if !r.active {
         audit_attempt(
-            relay,
+            svc,
             kind::USER_LOGIN_FAILED,
             &name,
             json!({"peer": peer, "reason": "account deactivated"}),
         )
         .await;
-        return Err(RelayError::Refused(
+        return Err(AccountError::Refused(
             "this account is deactivated; an administrator must reactivate it".into(),
         ));
     }
-    let inactive_after = relay.cfg.accounts.inactive_after.as_secs() as i64;
-    let last_active: i64 = r.try_get("last_active").unwrap_or(now);
-    if now - last_active > inactive_after {
-        super::inactivity::deactivate(relay, user_id, &name, last_active, "relay").await?;
-        return Err(RelayError::Refused(format!(
+    let inactive_after = svc.cfg.accounts.inactive_after;
+    let last_active = r.last_active.unwrap_or(now);
+    if unused_too_long(last_active, now, inactive_after) {
+        super::inactivity::deactivate(svc, user_id, &name, last_active, "relay").await?;
+        return Err(AccountError::Refused(format!(
             "this account was deactivated: unused for more than {} days; an administrator must reactivate it",
-            inactive_after / 86_400
+            inactive_after.as_secs() / 86_400
         )));
     }
 
     let role: dwa_policy::roles::Role = r
-        .get::<String, _>("role")
+        .role
         .parse()
-        .map_err(|e: String| RelayError::Invalid(format!("stored role: {e}")))?;
-    let secret: Option<String> = r.get("totp_secret");
+        .map_err(|e: String| AccountError::Invalid(format!("stored role: {e}")))?;
+    let secret = r.totp_secret.clone();
     let mut restricted = false;
     match (&secret, req.totp.as_deref().map(str::trim)) {
         (Some(_), None | Some("")) => {
             audit_attempt(
-                relay,
+                svc,
                 kind::USER_LOGIN_FAILED,
                 &name,
                 json!({"peer": peer, "reason": "two-factor code required"}),
             )
             .await;
-            return Err(RelayError::TwoFactor {
+            return Err(AccountError::TwoFactor {
                 code: "totp_required",
                 msg: "this account uses two-factor: send the 6-digit code (or a recovery code) as \"totp\"".into(),
             });
         }
         (Some(secret), Some(code)) => {
-            let last: Option<i64> = r.get("totp_last_step");
+            let last = r.totp_last_step;
             if super::totp::is_recovery_form(code) {
-                let used = sqlx::query(
-                    "UPDATE recovery_codes SET used_at = ? WHERE user_id = ? AND code_hash = ? AND used_at IS NULL",
-                )
-                .bind(now_rfc3339())
-                .bind(user_id)
-                .bind(super::totp::hash_recovery(code))
-                .execute(&relay.db.pool)
-                .await?
-                .rows_affected();
-                if used == 0 {
-                    return Err(two_factor_failure(relay, &name, ip, peer, "totp_invalid").await);
+                let used = svc
+                    .store
+                    .use_recovery_code(
+                        user_id,
+                        &super::totp::hash_recovery(code),
+                        &svc.time.rfc3339(),
+                    )
+                    .await?;
+                if !used {
+                    return Err(two_factor_failure(svc, &name, ip, peer, "totp_invalid").await);
                 }
-                let left: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM recovery_codes WHERE user_id = ? AND used_at IS NULL",
-                )
-                .bind(user_id)
-                .fetch_one(&relay.db.pool)
-                .await?;
-                relay
-                    .audit
+                let left = svc.store.recovery_codes_left(user_id).await?;
+                svc.audit
                     .record(
                         kind::USER_TOTP,
                         &format!("user:{name}"),
@@ -182,40 +169,31 @@ pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<Logi
                     )
                     .await;
             } else {
-                match super::totp::check(secret, code, last, now as u64)? {
+                let at = u64::try_from(now).unwrap_or(0);
+                match super::totp::check(secret, code, last, at)? {
                     Some(Ok(step)) => {
                         // Compare-and-set: two log-ins racing with one code, one wins.
-                        let set = sqlx::query(
-                            "UPDATE users SET totp_last_step = ? WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
-                        )
-                        .bind(step)
-                        .bind(user_id)
-                        .bind(step)
-                        .execute(&relay.db.pool)
-                        .await?
-                        .rows_affected();
-                        if set == 0 {
+                        if !svc.store.use_totp_step(user_id, step).await? {
                             return Err(
-                                two_factor_failure(relay, &name, ip, peer, "totp_reused").await
+                                two_factor_failure(svc, &name, ip, peer, "totp_reused").await
                             );
                         }
                     }
                     Some(Err(_)) => {
-                        return Err(two_factor_failure(relay, &name, ip, peer, "totp_reused").await)
+                        return Err(two_factor_failure(svc, &name, ip, peer, "totp_reused").await)
                     }
                     None => {
-                        return Err(two_factor_failure(relay, &name, ip, peer, "totp_invalid").await)
+                        return Err(two_factor_failure(svc, &name, ip, peer, "totp_invalid").await)
                     }
                 }
             }
         }
-        (None, _) => restricted = totp_required(relay, role),
+        (None, _) => restricted = totp_required(svc, role),
     }
 
-    let ok = crate::services::auth::open_login(relay, user_id, restricted).await?;
+    let ok = crate::services::auth::open_login(svc, user_id, restricted).await?;
     let principal = &ok.principal;
-    relay
-        .audit
+    svc.audit
         .record(
             kind::USER_LOGIN,
             &principal.actor(),
@@ -228,19 +206,19 @@ pub async fn login(relay: &Relay, req: &LoginRequest, peer: &str) -> Result<Logi
 }
 
 async fn two_factor_failure(
-    relay: &Relay,
+    svc: &Services,
     name: &str,
     ip: Option<std::net::IpAddr>,
     peer: &str,
     code: &'static str,
-) -> RelayError {
+) -> AccountError {
     let why = if code == "totp_reused" {
         "two-factor code already used"
     } else {
         "wrong two-factor code"
     };
-    match failure(relay, name, ip, peer, why).await {
-        RelayError::Unauthorized(_) => RelayError::TwoFactor {
+    match failure(svc, name, ip, peer, why).await {
+        AccountError::Unauthorized(_) => AccountError::TwoFactor {
             code,
             msg: if code == "totp_reused" {
                 "this two-factor code was already used; wait for the next one".into()
@@ -254,50 +232,38 @@ async fn two_factor_failure(
 
 /// Counts a failure against the account (lockout) and the gates; audits it.
 async fn failure(
-    relay: &Relay,
+    svc: &Services,
     name: &str,
     ip: Option<std::net::IpAddr>,
     peer: &str,
     reason: &str,
-) -> RelayError {
-    let limit = relay.cfg.accounts.lockout_after;
+) -> AccountError {
+    let limit = svc.cfg.accounts.lockout_after;
     audit_attempt(
-        relay,
+        svc,
         kind::USER_LOGIN_FAILED,
         name,
         json!({"peer": peer, "reason": reason}),
     )
     .await;
-    // Lockout: only real accounts; the count and the lock in one statement.
-    let locked = sqlx::query(
-        "UPDATE users SET failed_logins = failed_logins + 1,
-            locked_at = CASE WHEN failed_logins + 1 >= ? AND locked_at IS NULL THEN ? ELSE locked_at END
-         WHERE username = ? RETURNING failed_logins, locked_at",
-    )
-    .bind(limit)
-    .bind(now_rfc3339())
-    .bind(name)
-    .fetch_optional(&relay.db.pool)
-    .await;
-    let mut result = RelayError::Unauthorized("invalid username or password".into());
+    // Lockout: only real accounts; the count and the lock in one transaction.
+    let locked = count_failure(svc, name, limit).await;
+    let mut result = AccountError::Unauthorized("invalid username or password".into());
     match locked {
-        Ok(Some(r)) if r.get::<Option<String>, _>("locked_at").is_some() => {
-            let n: i64 = r.get("failed_logins");
+        Ok(Some(f)) if f.locked_at.is_some() => {
+            let n = f.failed_logins;
             // A locked account holds nothing any more.
-            if let Ok(Some(id)) = relay.store.user_id_by_name(name).await {
-                if let Err(e) = super::users::end_sessions_of(
-                    relay,
-                    id,
-                    "relay",
-                    crate::services::grants::EndReason::Locked,
-                )
-                .await
-                {
-                    tracing::error!(error = %e, "ending a locked account's grants");
-                }
+            if let Err(e) = super::users::end_sessions_of(
+                svc,
+                f.id,
+                "relay",
+                crate::services::grants::EndReason::Locked,
+            )
+            .await
+            {
+                tracing::error!(error = %e, "ending a locked account's grants");
             }
-            relay
-                .audit
+            svc.audit
                 .record(
                     kind::USER_LOCKED,
                     &format!("user:{name}"),
@@ -305,34 +271,108 @@ async fn failure(
                     json!({"failed_logins": n, "peer": peer}),
                 )
                 .await;
-            result = RelayError::Locked(locked_message(limit));
+            result = AccountError::Locked(locked_message(limit));
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "counting a failed log-in"),
     }
     let over = ip
-        .and_then(|ip| relay.gates.address.fail(&ip).map(|s| (s, "address")))
+        .and_then(|ip| svc.gates.address.fail(&ip).map(|s| (s, "address")))
         .into_iter()
         .chain(
-            relay
-                .gates
+            svc.gates
                 .account
                 .fail(&name.to_lowercase())
                 .map(|s| (s, "account")),
         )
         .next();
-    if let (Some((retry_after, which)), false) = (over, matches!(result, RelayError::Locked(_))) {
+    if let (Some((retry_after, which)), false) = (over, matches!(result, AccountError::Locked(_))) {
         audit_attempt(
-            relay,
+            svc,
             kind::USER_LOGIN_RATE_LIMITED,
             name,
             json!({"peer": peer, "limit": which}),
         )
         .await;
-        result = RelayError::RateLimited {
+        result = AccountError::RateLimited {
             msg: format!("too many failed log-ins for this {which}; retry later"),
             retry_after,
         };
     }
     result
+}
+
+/// Counts a failed log-in against the account named `name`, if there is
+/// one: read and written in one transaction, so concurrent failures all
+/// count. The account's count and lock after it.
+async fn count_failure(svc: &Services, name: &str, limit: u32) -> Result<Option<Failures>> {
+    let mut tx = svc.store.begin().await?;
+    let Some(f) = tx.failures(name).await? else {
+        return Ok(None);
+    };
+    let next = after_failure(&f, limit, &svc.time.rfc3339());
+    tx.set_failures(&next).await?;
+    tx.commit().await?;
+    Ok(Some(next))
+}
+
+/// The lockout rule: one more failure; the account locks at `now` when the
+/// count reaches `limit`, and a lock already set keeps its time.
+pub fn after_failure(f: &Failures, limit: u32, now: &str) -> Failures {
+    let failed_logins = f.failed_logins.saturating_add(1);
+    let locked_at = match &f.locked_at {
+        Some(at) => Some(at.clone()),
+        None if failed_logins >= i64::from(limit) => Some(now.to_string()),
+        None => None,
+    };
+    Failures {
+        id: f.id,
+        failed_logins,
+        locked_at,
+    }
+}
+
+/// Whether an account last used at `last_active` (unix seconds) is unused
+/// for longer than `inactive_after` at `now`: the log-in deactivates it.
+pub fn unused_too_long(last_active: i64, now: i64, inactive_after: Duration) -> bool {
+    let after = i64::try_from(inactive_after.as_secs()).unwrap_or(i64::MAX);
+    now.saturating_sub(last_active) > after
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(failed_logins: i64, locked_at: Option<&str>) -> Failures {
+        Failures {
+            id: 7,
+            failed_logins,
+            locked_at: locked_at.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_account_locks_when_the_failures_reach_the_limit() {
+        let now = "2030-01-01T00:00:00.000Z";
+        assert_eq!(after_failure(&f(0, None), 5, now), f(1, None));
+        assert_eq!(after_failure(&f(3, None), 5, now), f(4, None));
+        assert_eq!(after_failure(&f(4, None), 5, now), f(5, Some(now)));
+        // Locked stays locked, at the time it locked.
+        assert_eq!(
+            after_failure(&f(5, Some("earlier")), 5, now),
+            f(6, Some("earlier"))
+        );
+        // A limit of one locks at the first failure.
+        assert_eq!(after_failure(&f(0, None), 1, now), f(1, Some(now)));
+    }
+
+    #[test]
+    fn an_account_unused_beyond_the_limit_is_refused_at_log_in() {
+        let day = Duration::from_secs(86_400);
+        assert!(!unused_too_long(1_000, 1_000 + 86_400, day));
+        assert!(unused_too_long(1_000, 1_001 + 86_400, day));
+        // The clock behind the last use (a restored backup) is not unused.
+        assert!(!unused_too_long(5_000, 1_000, day));
+        assert!(!unused_too_long(i64::MIN, 0, Duration::from_secs(u64::MAX)));
+    }
 }

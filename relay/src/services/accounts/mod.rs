@@ -17,6 +17,89 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 
+use crate::services::error::{Class, Failure};
+
+/// Errors of the accounts services (users, log-in, inactivity).
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// Logged in (or the password is right) but not allowed (403).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Wrong credentials (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The account is locked (423) until an administrator unlocks it.
+    #[error("{0}")]
+    Locked(String),
+    /// Too many failed log-ins (429); retry after this many seconds.
+    #[error("{msg}")]
+    RateLimited { msg: String, retry_after: u64 },
+    /// Password right, two-factor missing or wrong (401 with its own code:
+    /// `totp_required`, `totp_invalid`, `totp_reused`).
+    #[error("{msg}")]
+    TwoFactor { code: &'static str, msg: String },
+    #[error(transparent)]
+    Auth(#[from] crate::services::auth::AuthError),
+    #[error(transparent)]
+    Store(#[from] dwa_store::StoreError),
+    #[error(transparent)]
+    Grant(#[from] crate::services::grants::GrantError),
+    #[error(transparent)]
+    Audit(#[from] crate::services::audit::AuditError),
+    #[error(transparent)]
+    Totp(#[from] totp::TotpError),
+    #[error(transparent)]
+    Enroll(#[from] crate::services::enrollment::EnrollError),
+}
+
+impl Failure for AccountError {
+    fn class(&self) -> Class {
+        match self {
+            AccountError::Invalid(_) => Class::Invalid,
+            AccountError::NotFound(_) => Class::NotFound,
+            AccountError::Conflict(_) => Class::Conflict,
+            AccountError::Refused(_) => Class::Forbidden,
+            AccountError::Unauthorized(_) | AccountError::TwoFactor { .. } => Class::Unauthorized,
+            AccountError::Locked(_) => Class::Locked,
+            AccountError::RateLimited { retry_after, .. } => Class::RateLimited {
+                retry_after: *retry_after,
+            },
+            AccountError::Auth(e) => e.class(),
+            AccountError::Store(e) => e.class(),
+            AccountError::Grant(e) => e.class(),
+            AccountError::Audit(e) => e.class(),
+            AccountError::Totp(e) => e.class(),
+            AccountError::Enroll(e) => e.class(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            AccountError::TwoFactor { code, .. } => code,
+            AccountError::Auth(e) => e.code(),
+            AccountError::Store(e) => e.code(),
+            AccountError::Enroll(e) => e.code(),
+            _ => match self.class() {
+                Class::Invalid => "invalid",
+                Class::Unauthorized => "unauthorized",
+                Class::Forbidden => "refused",
+                Class::NotFound => "not_found",
+                Class::Conflict => "conflict",
+                Class::Locked => "locked",
+                Class::RateLimited { .. } => "rate_limited",
+                Class::Unavailable => "unavailable",
+                Class::Internal => "internal",
+            },
+        }
+    }
+}
+
 /// Counts failures (not attempts) per key with a governor quota; once a
 /// failure overruns it, the key is refused until the quota has room again.
 pub struct FailureGate<K: Hash + Eq + Clone> {

@@ -4,12 +4,28 @@
 
 use totp_rs::{Algorithm, Secret, TOTP};
 
-use crate::error::{RelayError, Result};
+use crate::services::error::{Class, Failure};
 use crate::util::{random_secret, sha256_hex};
 
+/// A secret or code the TOTP library cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TotpError(String);
+
+impl Failure for TotpError {
+    fn class(&self) -> Class {
+        Class::Invalid
+    }
+}
+
+type Result<T> = std::result::Result<T, TotpError>;
+
 /// Whether `user_id` has two-factor enrolled.
-pub async fn enrolled(svc: &crate::services::Services, user_id: i64) -> Result<bool> {
-    Ok(svc.store.has_totp(user_id).await?)
+pub async fn enrolled(
+    svc: &crate::services::Services,
+    user_id: i64,
+) -> std::result::Result<bool, dwa_store::StoreError> {
+    svc.store.has_totp(user_id).await
 }
 
 pub const STEP: u64 = 30;
@@ -25,7 +41,7 @@ pub fn new_secret() -> String {
 fn totp(secret_b32: &str, account: &str) -> Result<TOTP> {
     let bytes = Secret::Encoded(secret_b32.to_string())
         .to_bytes()
-        .map_err(|e| RelayError::Invalid(format!("stored TOTP secret: {e:?}")))?;
+        .map_err(|e| TotpError(format!("stored TOTP secret: {e:?}")))?;
     // Authenticator apps split issuer and account at ':'.
     let account = account.replace(':', "_");
     TOTP::new(
@@ -37,7 +53,7 @@ fn totp(secret_b32: &str, account: &str) -> Result<TOTP> {
         Some(ISSUER.into()),
         account,
     )
-    .map_err(|e| RelayError::Invalid(format!("TOTP parameters: {e}")))
+    .map_err(|e| TotpError(format!("TOTP parameters: {e}")))
 }
 
 /// `otpauth://totp/DWA:<user>@<domain>?secret=...&issuer=DWA`.
@@ -47,8 +63,8 @@ pub fn otpauth_uri(secret_b32: &str, username: &str, domain: &str) -> Result<Str
 
 /// The URI as a QR code, SVG text.
 pub fn qr_svg(uri: &str) -> Result<String> {
-    let code = qrcode::QrCode::new(uri.as_bytes())
-        .map_err(|e| RelayError::Invalid(format!("QR code: {e}")))?;
+    let code =
+        qrcode::QrCode::new(uri.as_bytes()).map_err(|e| TotpError(format!("QR code: {e}")))?;
     Ok(code
         .render::<qrcode::render::svg::Color<'_>>()
         .min_dimensions(200, 200)

@@ -4,58 +4,71 @@
 
 use dwa_policy::roles::{Action, Role};
 use dwa_proto::audit::kind;
-use serde::Deserialize;
+use dwa_store::customers::CustomerRow;
+use dwa_store::users::{UserChange, UserRow};
+use dwa_store::Store;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::Row;
 
-use super::totp;
-use crate::app::Relay;
-use crate::error::{RelayError, Result};
+use super::{totp, AccountError};
 use crate::services::auth::Principal;
-use crate::util::{now_rfc3339, random_password, unix_now};
+use crate::services::grants::{self, EndReason};
+use crate::services::Services;
+use crate::util::random_password;
+
+type Result<T, E = AccountError> = std::result::Result<T, E>;
 
 /// A new TOTP secret made active for `user_id` (init, `user add`, the
 /// admin API's create): returns the otpauth URI, shown once.
 pub async fn provision_totp(
-    db: &crate::db::Db,
+    store: &Store,
     user_id: i64,
     username: &str,
     domain: &str,
 ) -> Result<String> {
     let secret = totp::new_secret();
     let uri = totp::otpauth_uri(&secret, username, domain)?;
-    sqlx::query(
-        "UPDATE users SET totp_secret = ?, totp_pending = NULL, totp_last_step = NULL WHERE id = ?",
-    )
-    .bind(&secret)
-    .bind(user_id)
-    .execute(&db.pool)
-    .await?;
+    store.set_totp(user_id, &secret).await?;
     Ok(uri)
+}
+
+/// A pending two-factor secret: its otpauth URI, QR code and the secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct TotpEnrollment {
+    pub otpauth_uri: String,
+    pub qr_svg: String,
+    pub secret: String,
+}
+
+/// Two-factor made active, and the recovery codes (shown once).
+#[derive(Debug, Clone, Serialize)]
+pub struct TotpEnabled {
+    pub enabled: bool,
+    pub recovery_codes: Vec<String>,
+}
+
+fn no_user(id: i64) -> AccountError {
+    AccountError::NotFound(format!("no user {id}"))
 }
 
 /// Starts two-factor enrollment for the caller's own account: a pending
 /// secret, its otpauth URI and QR code. Refused if two-factor is already
 /// active (an admin resets it first).
-pub async fn begin_totp(relay: &Relay, p: &Principal) -> Result<Value> {
-    let active: Option<String> = sqlx::query_scalar("SELECT totp_secret FROM users WHERE id = ?")
-        .bind(p.user_id)
-        .fetch_one(&relay.db.pool)
-        .await?;
-    if active.is_some() {
-        return Err(RelayError::Conflict(
+pub async fn begin_totp(svc: &Services, p: &Principal) -> Result<TotpEnrollment> {
+    let s = svc
+        .store
+        .totp_secrets(p.user_id)
+        .await?
+        .ok_or_else(|| no_user(p.user_id))?;
+    if s.secret.is_some() {
+        return Err(AccountError::Conflict(
             "two-factor is already active on this account; an administrator can reset it".into(),
         ));
     }
     let secret = totp::new_secret();
-    let uri = totp::otpauth_uri(&secret, &p.username, &relay.cfg.domain)?;
-    sqlx::query("UPDATE users SET totp_pending = ? WHERE id = ?")
-        .bind(&secret)
-        .bind(p.user_id)
-        .execute(&relay.db.pool)
-        .await?;
-    relay
-        .audit
+    let uri = totp::otpauth_uri(&secret, &p.username, &svc.cfg.domain)?;
+    svc.store.set_totp_pending(p.user_id, &secret).await?;
+    svc.audit
         .record(
             kind::USER_TOTP,
             &p.actor(),
@@ -63,55 +76,43 @@ pub async fn begin_totp(relay: &Relay, p: &Principal) -> Result<Value> {
             json!({"event": "enrollment started"}),
         )
         .await;
-    Ok(json!({"otpauth_uri": uri, "qr_svg": totp::qr_svg(&uri)?, "secret": secret}))
+    Ok(TotpEnrollment {
+        qr_svg: totp::qr_svg(&uri)?,
+        otpauth_uri: uri,
+        secret,
+    })
 }
 
 /// Confirms enrollment with a code from the app: two-factor becomes active,
 /// the log-in is no longer restricted, and ten recovery codes are returned
 /// (once; only their hashes are kept).
-pub async fn confirm_totp(relay: &Relay, p: &Principal, code: &str) -> Result<Value> {
-    let pending: Option<String> = sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = ?")
-        .bind(p.user_id)
-        .fetch_one(&relay.db.pool)
-        .await?;
-    let pending = pending.ok_or_else(|| {
-        RelayError::Conflict("no enrollment in progress: POST /api/v1/me/totp first".into())
-    })?;
-    let step = match totp::check(&pending, code, None, unix_now() as u64)? {
+pub async fn confirm_totp(svc: &Services, p: &Principal, code: &str) -> Result<TotpEnabled> {
+    let pending = svc
+        .store
+        .totp_secrets(p.user_id)
+        .await?
+        .ok_or_else(|| no_user(p.user_id))?
+        .pending
+        .ok_or_else(|| {
+            AccountError::Conflict("no enrollment in progress: POST /api/v1/me/totp first".into())
+        })?;
+    let now = u64::try_from(svc.time.unix()).unwrap_or(0);
+    let step = match totp::check(&pending, code, None, now)? {
         Some(Ok(step)) => step,
         _ => {
-            return Err(RelayError::TwoFactor {
+            return Err(AccountError::TwoFactor {
                 code: "totp_invalid",
                 msg: "wrong two-factor code; check the app's clock and try the current code".into(),
             })
         }
     };
     let codes = totp::recovery_codes();
-    let mut tx = relay.db.pool.begin().await?;
-    sqlx::query(
-        "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = ? WHERE id = ?",
-    )
-    .bind(step)
-    .bind(p.user_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM recovery_codes WHERE user_id = ?")
-        .bind(p.user_id)
-        .execute(&mut *tx)
-        .await?;
-    for (_, hash) in &codes {
-        sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES (?, ?)")
-            .bind(p.user_id)
-            .bind(hash)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
+    let hashes: Vec<String> = codes.iter().map(|(_, h)| h.clone()).collect();
+    svc.store.confirm_totp(p.user_id, step, &hashes).await?;
     if let crate::services::auth::Via::Session { grant, .. } = &p.via {
-        relay.store.unrestrict_grant(*grant).await?;
+        svc.store.unrestrict_grant(*grant).await?;
     }
-    relay
-        .audit
+    svc.audit
         .record(
             kind::USER_TOTP,
             &p.actor(),
@@ -119,65 +120,81 @@ pub async fn confirm_totp(relay: &Relay, p: &Principal, code: &str) -> Result<Va
             json!({"event": "enrolled"}),
         )
         .await;
-    let shown: Vec<&str> = codes.iter().map(|(c, _)| c.as_str()).collect();
-    Ok(json!({"enabled": true, "recovery_codes": shown}))
+    Ok(TotpEnabled {
+        enabled: true,
+        recovery_codes: codes.into_iter().map(|(c, _)| c).collect(),
+    })
 }
 
-async fn admin_audit(relay: &Relay, p: &Principal, detail: Value) {
-    relay
-        .audit
+async fn admin_audit(svc: &Services, p: &Principal, detail: Value) {
+    svc.audit
         .record(kind::USER_ADMIN, &p.actor(), None, detail)
         .await;
 }
 
-fn user_view(r: &sqlx::sqlite::SqliteRow, customers: Vec<i64>) -> Value {
-    json!({
-        "id": r.get::<i64, _>("id"),
-        "username": r.get::<String, _>("username"),
-        "role": r.get::<String, _>("role"),
-        "customers": customers,
-        "active": r.get::<i64, _>("active") != 0,
-        "locked": r.get::<Option<String>, _>("locked_at").is_some(),
-        "locked_at": r.get::<Option<String>, _>("locked_at"),
-        "failed_logins": r.get::<i64, _>("failed_logins"),
-        "totp": r.get::<Option<String>, _>("totp_secret").is_some(),
-        "created_at": r.get::<String, _>("created_at"),
-        "last_login": r.get::<Option<String>, _>("last_login"),
-        "deactivated_at": r.get::<Option<String>, _>("deactivated_at"),
-    })
+/// A user as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub role: String,
+    pub customers: Vec<i64>,
+    pub active: bool,
+    pub locked: bool,
+    pub locked_at: Option<String>,
+    pub failed_logins: i64,
+    pub totp: bool,
+    pub created_at: String,
+    pub last_login: Option<String>,
+    pub deactivated_at: Option<String>,
 }
 
-const USER_COLUMNS: &str = "id, username, role, active, locked_at, failed_logins, totp_secret, created_at, last_login, deactivated_at";
-
-async fn customers_of(relay: &Relay, id: i64) -> Result<Vec<i64>> {
-    Ok(sqlx::query_scalar(
-        "SELECT customer_id FROM user_customers WHERE user_id = ? ORDER BY customer_id",
-    )
-    .bind(id)
-    .fetch_all(&relay.db.pool)
-    .await?)
-}
-
-pub async fn list_users(relay: &Relay, p: &Principal) -> Result<Value> {
-    p.require(Action::Administer, None)?;
-    let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))
-        .fetch_all(&relay.db.pool)
-        .await?;
-    let mut out = vec![];
-    for r in &rows {
-        out.push(user_view(r, customers_of(relay, r.get("id")).await?));
+impl User {
+    fn from_row(r: UserRow, customers: Vec<i64>) -> Self {
+        Self {
+            id: r.id,
+            username: r.username,
+            role: r.role,
+            customers,
+            active: r.active,
+            locked: r.locked_at.is_some(),
+            locked_at: r.locked_at,
+            failed_logins: r.failed_logins,
+            totp: r.totp,
+            created_at: r.created_at,
+            last_login: r.last_login,
+            deactivated_at: r.deactivated_at,
+        }
     }
-    Ok(Value::Array(out))
 }
 
-pub async fn get_user(relay: &Relay, p: &Principal, id: i64) -> Result<Value> {
+pub async fn list_users(svc: &Services, p: &Principal) -> Result<Vec<User>> {
     p.require(Action::Administer, None)?;
-    let r = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(&relay.db.pool)
-        .await?
-        .ok_or_else(|| RelayError::NotFound(format!("no user {id}")))?;
-    Ok(user_view(&r, customers_of(relay, id).await?))
+    let mut out = vec![];
+    for r in svc.store.users().await? {
+        let customers = svc.store.user_customers(r.id).await?;
+        out.push(User::from_row(r, customers));
+    }
+    Ok(out)
+}
+
+async fn user(svc: &Services, id: i64) -> Result<User> {
+    let r = svc.store.user(id).await?.ok_or_else(|| no_user(id))?;
+    Ok(User::from_row(r, svc.store.user_customers(id).await?))
+}
+
+pub async fn get_user(svc: &Services, p: &Principal, id: i64) -> Result<User> {
+    p.require(Action::Administer, None)?;
+    user(svc, id).await
+}
+
+/// A user of the portal's list, with its customers' names.
+pub type UserListEntry = dwa_store::users::UserListRow;
+
+/// Every user with its customers' names, by user name (the portal's list).
+pub async fn user_list(svc: &Services, p: &Principal) -> Result<Vec<UserListEntry>> {
+    p.require(Action::Administer, None)?;
+    Ok(svc.store.user_list().await?)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -191,90 +208,92 @@ pub struct NewUser {
     pub customers: Vec<i64>,
 }
 
+/// A new user, its one-time password and, for roles that require it, its
+/// two-factor enrollment (all shown once).
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedUser {
+    #[serde(flatten)]
+    pub user: User,
+    pub password: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub totp_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub totp_qr_svg: Option<String>,
+}
+
 fn check_role_customers(role: Role, customers: &[i64]) -> Result<()> {
     if role == Role::Customer && customers.len() != 1 {
-        return Err(RelayError::Invalid(
+        return Err(AccountError::Invalid(
             "a customer user belongs to exactly one customer".into(),
         ));
     }
     Ok(())
 }
 
-async fn check_customers_exist(relay: &Relay, customers: &[i64]) -> Result<()> {
+async fn check_customers_exist(svc: &Services, customers: &[i64]) -> Result<()> {
     for c in customers {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE id = ?")
-            .bind(c)
-            .fetch_one(&relay.db.pool)
-            .await?;
-        if n == 0 {
-            return Err(RelayError::Invalid(format!("no customer {c}")));
+        if svc.store.customer(*c).await?.is_none() {
+            return Err(AccountError::Invalid(format!("no customer {c}")));
         }
     }
     Ok(())
 }
 
+fn parse_role(r: &str) -> Result<Role> {
+    r.parse().map_err(AccountError::Invalid)
+}
+
+/// Hashes a password (argon2id), as `init` does.
+pub fn hash_password(password: &str) -> Result<String> {
+    crate::init::hash_password(password).map_err(|e| AccountError::Invalid(e.to_string()))
+}
+
 /// Creates a user with a one-time password (and, for roles that require
 /// it, an active TOTP secret whose URI is shown once).
-pub async fn create_user(relay: &Relay, p: &Principal, req: &NewUser) -> Result<Value> {
+pub async fn create_user(svc: &Services, p: &Principal, req: &NewUser) -> Result<CreatedUser> {
     p.require(Action::Administer, None)?;
     let name = req.username.trim();
     if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-        return Err(RelayError::Invalid(
+        return Err(AccountError::Invalid(
             "username must be 1..=64 characters".into(),
         ));
     }
-    let role: Role = req.role.parse().map_err(RelayError::Invalid)?;
+    let role = parse_role(&req.role)?;
     check_role_customers(role, &req.customers)?;
-    check_customers_exist(relay, &req.customers).await?;
+    check_customers_exist(svc, &req.customers).await?;
     let password = random_password();
-    let hash = crate::init::hash_password(&password)?;
-    let mut tx = relay.db.pool.begin().await?;
-    let r = sqlx::query(
-        "INSERT INTO users (username, password_hash, role, created_at, last_active) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(name)
-    .bind(&hash)
-    .bind(role.as_str())
-    .bind(now_rfc3339())
-    .bind(unix_now())
-    .execute(&mut *tx)
-    .await;
-    let id = match r {
-        Ok(r) => r.last_insert_rowid(),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            return Err(RelayError::Conflict(format!(
-                "user {name:?} already exists"
-            )))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    for c in &req.customers {
-        sqlx::query("INSERT OR IGNORE INTO user_customers (user_id, customer_id) VALUES (?, ?)")
-            .bind(id)
-            .bind(c)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    let totp_uri = if super::login::totp_required(relay, role) {
-        Some(provision_totp(&relay.db, id, name, &relay.cfg.domain).await?)
+    let hash = hash_password(&password)?;
+    let id = svc
+        .store
+        .add_user(&dwa_store::users::NewUser {
+            username: name,
+            password_hash: &hash,
+            role: role.as_str(),
+            customers: &req.customers,
+            created_at: &svc.time.rfc3339(),
+            last_active: Some(svc.time.unix()),
+        })
+        .await?;
+    let totp_uri = if super::login::totp_required(svc, role) {
+        Some(provision_totp(&svc.store, id, name, &svc.cfg.domain).await?)
     } else {
         None
     };
     admin_audit(
-        relay,
+        svc,
         p,
         json!({"action": "user create", "user": name, "id": id, "role": role.as_str(),
                "customers": req.customers, "totp": totp_uri.is_some()}),
     )
     .await;
-    let mut v = get_user(relay, p, id).await?;
-    v["password"] = json!(password);
-    if let Some(u) = totp_uri {
-        v["totp_qr_svg"] = json!(totp::qr_svg(&u)?);
-        v["totp_uri"] = json!(u);
-    }
-    Ok(v)
+    let user = get_user(svc, p, id).await?;
+    let totp_qr_svg = totp_uri.as_deref().map(totp::qr_svg).transpose()?;
+    Ok(CreatedUser {
+        user,
+        password,
+        totp_uri,
+        totp_qr_svg,
+    })
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -293,226 +312,209 @@ pub struct UserPatch {
 /// Ends every grant of `user_id` (log-ins, tokens, web sessions, tunnels):
 /// the authority they were issued under is gone.
 pub async fn end_sessions_of(
-    relay: &Relay,
+    svc: &Services,
     user_id: i64,
     by: &str,
-    reason: crate::services::grants::EndReason,
+    reason: EndReason,
 ) -> Result<()> {
-    crate::services::grants::end(
-        relay,
-        dwa_store::grants::Selector::User(user_id),
-        reason,
-        by,
-    )
-    .await?;
+    grants::end(svc, dwa_store::grants::Selector::User(user_id), reason, by).await?;
     Ok(())
 }
 
+/// The authority a change takes away, if any: deactivation, a role
+/// change, or a customer taken away (adding one takes nothing).
+pub fn lost_authority(
+    old_role: &str,
+    old_customers: &[i64],
+    new_role: Role,
+    new_customers: &[i64],
+    deactivated: bool,
+) -> Option<EndReason> {
+    if deactivated {
+        Some(EndReason::Deactivated)
+    } else if new_role.as_str() != old_role {
+        Some(EndReason::RoleChanged)
+    } else if old_customers.iter().any(|c| !new_customers.contains(c)) {
+        Some(EndReason::CustomersChanged)
+    } else {
+        None
+    }
+}
+
 pub async fn update_user(
-    relay: &Relay,
+    svc: &Services,
     p: &Principal,
     id: i64,
     patch: &UserPatch,
-) -> Result<Value> {
+) -> Result<User> {
     p.require(Action::Administer, None)?;
-    let current = get_user(relay, p, id).await?;
-    let role: Role = match &patch.role {
-        Some(r) => r.parse().map_err(RelayError::Invalid)?,
-        None => current["role"]
-            .as_str()
-            .unwrap_or_default()
-            .parse()
-            .map_err(RelayError::Invalid)?,
-    };
+    let current = user(svc, id).await?;
+    let role = parse_role(patch.role.as_deref().unwrap_or(&current.role))?;
     let customers = match &patch.customers {
         Some(c) => c.clone(),
-        None => customers_of(relay, id).await?,
+        None => current.customers.clone(),
     };
     check_role_customers(role, &customers)?;
-    check_customers_exist(relay, &customers).await?;
+    check_customers_exist(svc, &customers).await?;
     if id == p.user_id
         && (patch.active == Some(false) || (patch.role.is_some() && role != Role::Admin))
     {
-        return Err(RelayError::Invalid(
+        return Err(AccountError::Invalid(
             "an admin cannot deactivate or demote their own account".into(),
         ));
     }
-    let mut tx = relay.db.pool.begin().await?;
-    sqlx::query("UPDATE users SET role = ? WHERE id = ?")
-        .bind(role.as_str())
-        .bind(id)
-        .execute(&mut *tx)
+    svc.store
+        .change_user(
+            id,
+            &UserChange {
+                role: role.as_str(),
+                customers: patch.customers.as_deref(),
+                active: patch.active,
+                now: &svc.time.rfc3339(),
+                now_unix: svc.time.unix(),
+            },
+        )
         .await?;
-    if patch.customers.is_some() {
-        sqlx::query("DELETE FROM user_customers WHERE user_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        for c in &customers {
-            sqlx::query(
-                "INSERT OR IGNORE INTO user_customers (user_id, customer_id) VALUES (?, ?)",
-            )
-            .bind(id)
-            .bind(c)
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    match patch.active {
-        // Reactivated: the inactivity clock starts again now.
-        Some(true) => {
-            sqlx::query(
-                "UPDATE users SET active = 1, deactivated_at = NULL, last_active = ? WHERE id = ?",
-            )
-            .bind(unix_now())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Some(false) => {
-            sqlx::query("UPDATE users SET active = 0, deactivated_at = ? WHERE id = ?")
-                .bind(now_rfc3339())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        None => {}
-    }
-    tx.commit().await?;
-    // Authority lost: deactivation, a role change, or a customer taken away.
-    let old_role = current["role"].as_str().unwrap_or_default();
-    let old_customers: Vec<i64> = current["customers"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|c| c.as_i64()).collect())
-        .unwrap_or_default();
-    let lost = if patch.active == Some(false) {
-        Some(crate::services::grants::EndReason::Deactivated)
-    } else if role.as_str() != old_role {
-        Some(crate::services::grants::EndReason::RoleChanged)
-    } else if old_customers.iter().any(|c| !customers.contains(c)) {
-        Some(crate::services::grants::EndReason::CustomersChanged)
-    } else {
-        None
-    };
+    let lost = lost_authority(
+        &current.role,
+        &current.customers,
+        role,
+        &customers,
+        patch.active == Some(false),
+    );
     if let Some(reason) = lost {
-        end_sessions_of(relay, id, &p.actor(), reason).await?;
+        end_sessions_of(svc, id, &p.actor(), reason).await?;
     }
     admin_audit(
-        relay,
+        svc,
         p,
-        json!({"action": "user update", "id": id, "user": current["username"],
+        json!({"action": "user update", "id": id, "user": current.username,
                "role": patch.role, "customers": patch.customers, "active": patch.active}),
     )
     .await;
-    get_user(relay, p, id).await
+    user(svc, id).await
 }
 
 /// Clears a lockout (and the failure count).
-pub async fn unlock_user(relay: &Relay, p: &Principal, id: i64) -> Result<Value> {
+pub async fn unlock_user(svc: &Services, p: &Principal, id: i64) -> Result<User> {
     p.require(Action::Administer, None)?;
-    let v = get_user(relay, p, id).await?;
-    sqlx::query("UPDATE users SET locked_at = NULL, failed_logins = 0 WHERE id = ?")
-        .bind(id)
-        .execute(&relay.db.pool)
-        .await?;
+    let v = user(svc, id).await?;
+    svc.store.unlock_user(id).await?;
     admin_audit(
-        relay,
+        svc,
         p,
-        json!({"action": "user unlock", "id": id, "user": v["username"], "was_locked": v["locked"]}),
+        json!({"action": "user unlock", "id": id, "user": v.username, "was_locked": v.locked}),
     )
     .await;
-    get_user(relay, p, id).await
+    user(svc, id).await
+}
+
+/// Clears the lockout of the user named `username` (the CLI, acting as
+/// `actor` on the relay host); audited.
+pub async fn unlock_user_named(svc: &Services, actor: &str, username: &str) -> Result<()> {
+    if !svc.store.unlock_user_named(username).await? {
+        return Err(AccountError::NotFound(format!("no user {username:?}")));
+    }
+    svc.audit
+        .append(
+            kind::USER_ADMIN,
+            actor,
+            None,
+            json!({"action": "user unlock", "user": username}),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Removes a user's two-factor (lost phone): their sessions end; at the
 /// next log-in a role that requires it must enroll again.
-pub async fn reset_totp(relay: &Relay, p: &Principal, id: i64) -> Result<Value> {
+pub async fn reset_totp(svc: &Services, p: &Principal, id: i64) -> Result<User> {
     p.require(Action::Administer, None)?;
-    let v = get_user(relay, p, id).await?;
-    sqlx::query(
-        "UPDATE users SET totp_secret = NULL, totp_pending = NULL, totp_last_step = NULL WHERE id = ?",
-    )
-    .bind(id)
-    .execute(&relay.db.pool)
-    .await?;
-    sqlx::query("DELETE FROM recovery_codes WHERE user_id = ?")
-        .bind(id)
-        .execute(&relay.db.pool)
-        .await?;
-    end_sessions_of(
-        relay,
-        id,
-        &p.actor(),
-        crate::services::grants::EndReason::TwoFactorReset,
-    )
-    .await?;
+    let v = user(svc, id).await?;
+    svc.store.reset_totp(id).await?;
+    end_sessions_of(svc, id, &p.actor(), EndReason::TwoFactorReset).await?;
     admin_audit(
-        relay,
+        svc,
         p,
-        json!({"action": "user reset-totp", "id": id, "user": v["username"]}),
+        json!({"action": "user reset-totp", "id": id, "user": v.username}),
     )
     .await;
-    get_user(relay, p, id).await
+    user(svc, id).await
 }
 
-pub async fn list_customers(relay: &Relay, p: &Principal) -> Result<Value> {
+pub async fn list_customers(svc: &Services, p: &Principal) -> Result<Vec<CustomerRow>> {
     p.require(Action::Administer, None)?;
-    let rows = sqlx::query("SELECT id, name, created_at FROM customers ORDER BY id")
-        .fetch_all(&relay.db.pool)
-        .await?;
-    Ok(Value::Array(
-        rows.iter()
-            .map(|r| {
-                json!({"id": r.get::<i64, _>("id"), "name": r.get::<String, _>("name"),
-                       "created_at": r.get::<String, _>("created_at")})
-            })
-            .collect(),
-    ))
+    Ok(svc.store.customers().await?)
 }
 
-pub async fn create_customer(relay: &Relay, p: &Principal, name: &str) -> Result<Value> {
+/// A customer just created.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedCustomer {
+    pub id: i64,
+    pub name: String,
+}
+
+pub async fn create_customer(svc: &Services, p: &Principal, name: &str) -> Result<CreatedCustomer> {
     p.require(Action::Administer, None)?;
     let name = name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-        return Err(RelayError::Invalid(
+        return Err(AccountError::Invalid(
             "customer name must be 1..=100 characters".into(),
         ));
     }
-    let id = relay
-        .store
-        .add_customer(name, &relay.time.rfc3339())
-        .await?;
+    let id = svc.store.add_customer(name, &svc.time.rfc3339()).await?;
     admin_audit(
-        relay,
+        svc,
         p,
         json!({"action": "customer create", "id": id, "customer": name}),
     )
     .await;
-    Ok(json!({"id": id, "name": name}))
+    Ok(CreatedCustomer {
+        id,
+        name: name.to_string(),
+    })
 }
 
-pub async fn list_enrollment_tokens(relay: &Relay, p: &Principal) -> Result<Value> {
+/// An enrollment token as listed (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnrollmentToken {
+    pub id: i64,
+    pub customer: String,
+    pub customer_id: i64,
+    pub uses: i64,
+    pub max_uses: i64,
+    pub expires_at: i64,
+    /// Not expired at the time of the listing, and uses left.
+    pub usable: bool,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+/// Whether a token can still be redeemed at `now`.
+pub fn token_usable(expires_at: i64, uses: i64, max_uses: i64, now: i64) -> bool {
+    expires_at > now && uses < max_uses
+}
+
+pub async fn list_enrollment_tokens(svc: &Services, p: &Principal) -> Result<Vec<EnrollmentToken>> {
     p.require(Action::Administer, None)?;
-    let rows = sqlx::query(
-        "SELECT t.id, c.name AS customer, t.customer_id, t.max_uses, t.uses, t.expires_at, t.created_at, t.created_by
-         FROM enroll_tokens t JOIN customers c ON c.id = t.customer_id ORDER BY t.id",
-    )
-    .fetch_all(&relay.db.pool)
-    .await?;
-    let now = unix_now();
-    Ok(Value::Array(
-        rows.iter()
-            .map(|r| {
-                let exp: i64 = r.get("expires_at");
-                let (uses, max): (i64, i64) = (r.get("uses"), r.get("max_uses"));
-                json!({"id": r.get::<i64, _>("id"), "customer": r.get::<String, _>("customer"),
-                       "customer_id": r.get::<i64, _>("customer_id"), "uses": uses, "max_uses": max,
-                       "expires_at": exp, "usable": exp > now && uses < max,
-                       "created_at": r.get::<String, _>("created_at"),
-                       "created_by": r.get::<String, _>("created_by")})
-            })
-            .collect(),
-    ))
+    let now = svc.time.unix();
+    Ok(svc
+        .store
+        .enroll_tokens()
+        .await?
+        .into_iter()
+        .map(|t| EnrollmentToken {
+            usable: token_usable(t.expires_at, t.uses, t.max_uses, now),
+            id: t.id,
+            customer: t.customer,
+            customer_id: t.customer_id,
+            uses: t.uses,
+            max_uses: t.max_uses,
+            expires_at: t.expires_at,
+            created_at: t.created_at,
+            created_by: t.created_by,
+        })
+        .collect())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -527,28 +529,37 @@ pub struct NewEnrollmentToken {
     pub ttl_secs: Option<i64>,
 }
 
+/// A new enrollment token, shown once.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedEnrollmentToken {
+    pub token: String,
+    pub customer_id: i64,
+    pub uses: u8,
+    pub expires_at: i64,
+}
+
 /// A new enrollment token (the same as `dwa-relay token create`), shown once.
 pub async fn create_enrollment_token(
-    relay: &Relay,
+    svc: &Services,
     p: &Principal,
     req: &NewEnrollmentToken,
-) -> Result<Value> {
+) -> Result<CreatedEnrollmentToken> {
     p.require(Action::Administer, None)?;
     let uses = req.uses.unwrap_or(5);
     if !(1..=5).contains(&uses) {
-        return Err(RelayError::Invalid("uses must be 1..=5".into()));
+        return Err(AccountError::Invalid("uses must be 1..=5".into()));
     }
     let ttl = req.ttl_secs.unwrap_or(86_400);
     if !(1..=30 * 86_400).contains(&ttl) {
-        return Err(RelayError::Invalid(
+        return Err(AccountError::Invalid(
             "ttl_secs must be 1..=2592000 (30 days)".into(),
         ));
     }
-    check_customers_exist(relay, &[req.customer_id]).await?;
+    check_customers_exist(svc, &[req.customer_id]).await?;
     let (token, expires) = crate::services::enrollment::issue_token(
-        &relay.dir,
-        &relay.store,
-        &relay.time,
+        &svc.dir,
+        &svc.store,
+        &svc.time,
         req.customer_id,
         uses,
         ttl,
@@ -556,11 +567,50 @@ pub async fn create_enrollment_token(
     )
     .await?;
     admin_audit(
-        relay,
+        svc,
         p,
         json!({"action": "enrollment token create", "customer_id": req.customer_id,
                "uses": uses, "expires_at": expires}),
     )
     .await;
-    Ok(json!({"token": token, "customer_id": req.customer_id, "uses": uses, "expires_at": expires}))
+    Ok(CreatedEnrollmentToken {
+        token,
+        customer_id: req.customer_id,
+        uses,
+        expires_at: expires,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_loss_of_authority_ends_grants() {
+        let r = |s: &str| s.parse::<Role>().expect("role");
+        assert_eq!(
+            lost_authority("viewer", &[1], r("viewer"), &[1], true),
+            Some(EndReason::Deactivated)
+        );
+        assert_eq!(
+            lost_authority("viewer", &[1], r("technician"), &[1], false),
+            Some(EndReason::RoleChanged)
+        );
+        assert_eq!(
+            lost_authority("viewer", &[1, 2], r("viewer"), &[2, 3], false),
+            Some(EndReason::CustomersChanged)
+        );
+        // Adding a customer takes nothing away.
+        assert_eq!(
+            lost_authority("viewer", &[1], r("viewer"), &[1, 2], false),
+            None
+        );
+    }
+
+    #[test]
+    fn a_token_is_usable_until_it_expires_or_is_used_up() {
+        assert!(token_usable(100, 0, 5, 99));
+        assert!(!token_usable(100, 0, 5, 100));
+        assert!(!token_usable(100, 5, 5, 0));
+    }
 }
