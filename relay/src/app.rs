@@ -187,7 +187,6 @@ pub async fn stop(relay: &Relay) {
     }
     let _ = std::fs::remove_file(relay.dir.path(ADMIN_SOCKET));
     relay.store.close().await;
-    relay.db.pool.close().await;
 }
 
 pub async fn shutdown_signal() {

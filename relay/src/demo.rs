@@ -210,11 +210,11 @@ async fn demo_without_two_factor(dir: &DataDir) -> Result<()> {
     cfg.accounts.require_totp.clear();
     let text = toml::to_string(&cfg).map_err(|e| crate::RelayError::Config(e.to_string()))?;
     crate::util::write_private(&path, text.as_bytes())?;
-    let db = crate::db::Db::open(dir, false).await?;
-    sqlx::query("UPDATE users SET totp_secret = NULL WHERE username = 'admin'")
-        .execute(&db.pool)
-        .await?;
-    db.pool.close().await;
+    let store = dwa_store::Store::open_sqlite(&dir.path(crate::config::DB_FILE), false).await?;
+    if let Some(id) = store.user_id_by_name("admin").await? {
+        store.reset_totp(id).await?;
+    }
+    store.close().await;
     Ok(())
 }
 

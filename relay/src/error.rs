@@ -5,10 +5,6 @@ use thiserror::Error;
 pub enum RelayError {
     #[error("{0}")]
     Config(String),
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("database migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{path}: {source}")]
     File {
         path: String,

@@ -20,7 +20,6 @@
 pub mod adapters;
 pub mod app;
 pub mod config;
-pub mod db;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;

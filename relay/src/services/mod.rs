@@ -59,8 +59,6 @@ pub struct Services {
     pub cfg: RelayConfig,
     pub dir: DataDir,
     pub store: Store,
-    /// Legacy SQL outside the store, until every area has moved.
-    pub db: crate::db::Db,
     pub audit: Audit,
     pub time: Time,
     /// Connected agents and the streams opened through them.
@@ -108,7 +106,6 @@ impl Services {
     pub async fn open(dir: DataDir, ports: Option<(u16, u16)>, time: Time) -> Result<Self> {
         let cfg = RelayConfig::load(&dir.0)?;
         let store = Store::open_sqlite(&dir.path(DB_FILE), false).await?;
-        let db = crate::db::Db::open(&dir, false).await?;
         let key = crate::init::load_host_key(&dir)?;
         let host_key_public = dwa_link::ssh::public_openssh(key.public_key());
         let tls = crate::init::load_tls(&dir)?;
@@ -141,7 +138,6 @@ impl Services {
             agents: streams::AgentRegistry::default(),
             time,
             store,
-            db,
             dir,
             cfg,
             tls_fingerprint: tls.fingerprint,

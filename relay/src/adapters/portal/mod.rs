@@ -131,13 +131,6 @@ impl<E: Failure + Send + Sync + 'static> From<E> for PortalError {
     }
 }
 
-/// Transitional: pages that still run their own SQL.
-impl From<sqlx::Error> for PortalError {
-    fn from(e: sqlx::Error) -> Self {
-        PortalError(Box::new(RelayError::from(e)))
-    }
-}
-
 pub type PResult<T = Response> = std::result::Result<T, PortalError>;
 
 impl IntoResponse for PortalError {
