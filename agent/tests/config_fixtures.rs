@@ -2,6 +2,9 @@
 //! file under `invalid/` is refused with an error naming what its first line
 //! (`# expect: KEY`) says.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use dwa_agent::config::AgentConfig;

@@ -11,6 +11,9 @@
 //! whose peer is not installed says so and skips (scripts/test.sh installs
 //! them). Addresses: 127.22.0.x, 127.22.1.x, 127.22.2.x.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -5,6 +5,9 @@
 //! neither crash the scan nor hide the healthy ones. Runs everywhere (no
 //! shared fixtures). Addresses: 127.20.0.x and 127.20.1.x.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};

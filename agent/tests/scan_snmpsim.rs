@@ -3,6 +3,9 @@
 //! through real SNMP unchanged. Skips (with a message) when the shared
 //! fixtures or the snmpsim venv at /opt/snmpsim are missing.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

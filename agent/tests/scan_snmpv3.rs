@@ -6,6 +6,9 @@
 //! Skips (with a message) when `snmpd` is not installed; `scripts/test.sh`
 //! installs it.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

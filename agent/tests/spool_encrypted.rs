@@ -3,6 +3,9 @@
 //! a fresh spool (the old one moved aside), never a crash; a spool written
 //! in clear by an older agent is sealed on first open with nothing lost.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;

@@ -5,6 +5,9 @@
 //! `.snmprec` file (grep of the OIDs named in each comment), not by running
 //! the decoder.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use dwa_agent::telemetry::{decode, snmprec, Walk};

@@ -6,6 +6,9 @@
 //! The listener runs on a high loopback port (no root needed); printers
 //! are the fleet simulator's on 127.23.0.x.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, UdpSocket as StdUdp};
 use std::path::Path;
 use std::process::Command;

@@ -20,6 +20,8 @@
 //! - [`PolicyError`] — the crate's single error type; every configuration
 //!   error names the offending key and index (e.g. `policy.allow[2]`).
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 mod error;
 pub mod relay;

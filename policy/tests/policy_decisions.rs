@@ -4,6 +4,9 @@
 //! order of rules) fails at least one test. Only documentation, private and
 //! special-purpose addresses appear here; nothing is connected to.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, Ipv4Addr};
 
 use dwa_policy::{

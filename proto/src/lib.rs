@@ -14,6 +14,8 @@
 //! - [`telemetry`]: device records (identity, counters, supplies, status)
 //!   and the upload contract (items, batches, acks).
 
+#![forbid(unsafe_code)]
+
 pub mod audit;
 pub mod control;
 pub mod diag;

@@ -1,6 +1,9 @@
 //! The printers' IPP and PJL answers over real sockets, consistent with
 //! their SNMP profile. Addresses: 127.23.x.y (no other test binds there).
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Cursor;
 use std::net::IpAddr;
 

@@ -5,6 +5,9 @@
 //! Fleets here use port 0 (a free port per printer) unless a test is about
 //! fixed ports; those use 127.77.1.x / 127.77.2.x so they never race the rest.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

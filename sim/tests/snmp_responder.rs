@@ -4,6 +4,9 @@
 //! response size bound, growing counters and the black hole.
 //! Addresses: 127.21.x.y (no other test binds there).
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 

@@ -7,6 +7,9 @@
 //! process and fixture): the relay listens on `.1`, targets use `.10`..
 //! So tests run in parallel with fixed ports and never collide.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

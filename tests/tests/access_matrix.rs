@@ -15,6 +15,9 @@
 //! The matrix as observed is written to `target/access-matrix.md`
 //! (docs/api.md shows it).
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 

@@ -2,6 +2,9 @@
 //! password is refused then, an admin unlocks it; failures are limited per
 //! account and per source address (429); every attempt is audited.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use dwa_e2e_tests::browser::Api;
 use dwa_e2e_tests::Relay;
 use reqwest::{Method, StatusCode};

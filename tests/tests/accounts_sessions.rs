@@ -1,6 +1,9 @@
 //! Log-in sessions: CSRF header on cookie writes (Bearer exempt), the
 //! idle timeout, security headers on the portal host, logout.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use dwa_e2e_tests::browser::Api;
 use dwa_e2e_tests::Relay;
 use reqwest::{Method, StatusCode};

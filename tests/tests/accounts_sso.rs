@@ -3,6 +3,9 @@
 //! configured with it, and a browser-like client that walks the whole
 //! authorization-code + PKCE flow with plain HTTP requests and form posts.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,6 +3,9 @@
 //! once, and a user whose role requires two-factor but has none gets a
 //! log-in that may only enroll it.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use dwa_e2e_tests::browser::Api;
 use dwa_e2e_tests::Relay;
 use reqwest::{Method, StatusCode};

@@ -1,6 +1,9 @@
 //! `dwa-relay audit verify` detects an edited, an inserted and a deleted
 //! record and names it; the database itself refuses casual edits.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use dwa_e2e_tests::*;

@@ -1,6 +1,9 @@
 //! `dwa-relay demo`: one command brings up relay, agent and printers, hands
 //! out a working web-session link, and Ctrl-C stops all of it.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

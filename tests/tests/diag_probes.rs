@@ -2,6 +2,9 @@
 //! answering HTTP, HTTPS, IPP and PJL, and a raw ICMP socket that counts
 //! the echo requests really sent (a denied ping must send none).
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,6 +2,9 @@
 //! it enrolls with and connects to a relay named by one, though no system
 //! resolver on the machine knows the name.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use dwa_e2e_tests::*;
 
 /// A name nobody's resolver knows, under the default domain.

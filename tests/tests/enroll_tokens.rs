@@ -2,6 +2,9 @@
 //! never with a relay whose certificate is not the one the token names.
 //! Each refusal is clear to the person enrolling and audited.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use dwa_e2e_tests::*;

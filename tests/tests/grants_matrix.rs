@@ -11,6 +11,9 @@
 //! of a user's authority applies to them (their own end, on use or expiry,
 //! is in accounts_sso.rs).
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,9 @@
 //! relay asks: the target listeners must see nothing, the requester gets
 //! the reason, and the audit log says who decided.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 use dwa_e2e_tests::*;

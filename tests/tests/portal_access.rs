@@ -2,6 +2,9 @@
 //! relay: allowed (200), refused (403) or sent to the log-in page; CSRF
 //! refusal of a form post without its token; the security headers.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use dwa_e2e_tests::browser::{Browser, Page};
 use dwa_e2e_tests::*;
 use reqwest::StatusCode;

@@ -8,6 +8,9 @@
 //! Skipped, saying so, when /usr/bin/chromium or /usr/bin/chromedriver is
 //! missing (scripts/test.sh installs them).
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,6 +2,9 @@
 //! kill -9 of the relay, after its own kill -9; and a new session of an agent
 //! replaces a stale one atomically.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use dwa_e2e_tests::*;

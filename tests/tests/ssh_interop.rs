@@ -2,6 +2,9 @@
 //! enrolled agent's key does `ssh -N -R 0:HOST:PORT` against the relay, and
 //! the relay carries streams to it. An unknown key is refused and audited.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -3,6 +3,9 @@
 //! inventory back, and an alert reaching a webhook receiver with a valid
 //! HMAC after one failed delivery.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -11,6 +11,9 @@
 //!   them inside its own ceiling; "scan now" runs a scan at once; a
 //!   discovered device is a web-session target.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::IpAddr;
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! a small IPP responder; the API request and the tunnel's client come from
 //! one loopback address, an intruder from another.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,9 @@
 //! round-trip (a small exchange, then 64 MiB full-duplex); over plain SSH, over the WebSocket, and with `auto` falling
 //! back to the WebSocket when the SSH port is unreachable.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use dwa_e2e_tests::*;
 
 async fn roundtrip_through(transport: &str, break_ssh_port: bool) {

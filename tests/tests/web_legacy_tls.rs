@@ -4,6 +4,9 @@
 //! (OpenSSL) connector, and the audit records the legacy version. A TLS
 //! 1.2+ server beside it still goes the modern (rustls) way.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! printer, and a client that behaves like a browser (redirects, cookies per
 //! host, the Referer and Origin of the page it is on).
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use dwa_e2e_tests::browser::{Api, Browser};

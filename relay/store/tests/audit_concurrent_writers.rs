@@ -2,6 +2,9 @@
 //! command, each with its own pool and its own idea of the chain's end —
 //! append at the same time: the chain stays a single unbroken line.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use dwa_proto::audit::{verify_chain, AuditEntry};
 use dwa_store::Store;
 
