@@ -87,23 +87,12 @@ impl crate::services::error::Failure for RelayError {
     }
 
     fn code(&self) -> &'static str {
-        use crate::services::error::Class;
         match self {
             RelayError::TwoFactor { code, .. } => code,
             RelayError::Restricted => crate::services::auth::RESTRICTED_CODE,
             RelayError::Store(e) => e.code(),
             RelayError::Auth(e) => e.code(),
-            _ => match self.class() {
-                Class::Invalid => "invalid",
-                Class::Unauthorized => "unauthorized",
-                Class::Forbidden => "refused",
-                Class::NotFound => "not_found",
-                Class::Conflict => "conflict",
-                Class::Locked => "locked",
-                Class::RateLimited { .. } => "rate_limited",
-                Class::Unavailable => "unavailable",
-                Class::Internal => "internal",
-            },
+            _ => self.class().code(),
         }
     }
 }

@@ -26,14 +26,10 @@ pub enum Class {
     Internal,
 }
 
-/// Implemented by every service's error enum.
-pub trait Failure: std::error::Error {
-    fn class(&self) -> Class;
-
-    /// A stable machine-readable code for the API's `code` field; the
-    /// class's own name unless the service has a finer one.
-    fn code(&self) -> &'static str {
-        match self.class() {
+impl Class {
+    /// The class's name as the API's `code` field gives it.
+    pub fn code(self) -> &'static str {
+        match self {
             Class::Invalid => "invalid",
             Class::Unauthorized => "unauthorized",
             Class::Forbidden => "refused",
@@ -44,6 +40,17 @@ pub trait Failure: std::error::Error {
             Class::Unavailable => "unavailable",
             Class::Internal => "internal",
         }
+    }
+}
+
+/// Implemented by every service's error enum.
+pub trait Failure: std::error::Error {
+    fn class(&self) -> Class;
+
+    /// A stable machine-readable code for the API's `code` field; the
+    /// class's own name unless the service has a finer one.
+    fn code(&self) -> &'static str {
+        self.class().code()
     }
 }
 

@@ -85,17 +85,7 @@ impl Failure for AccountError {
             AccountError::Auth(e) => e.code(),
             AccountError::Store(e) => e.code(),
             AccountError::Enroll(e) => e.code(),
-            _ => match self.class() {
-                Class::Invalid => "invalid",
-                Class::Unauthorized => "unauthorized",
-                Class::Forbidden => "refused",
-                Class::NotFound => "not_found",
-                Class::Conflict => "conflict",
-                Class::Locked => "locked",
-                Class::RateLimited { .. } => "rate_limited",
-                Class::Unavailable => "unavailable",
-                Class::Internal => "internal",
-            },
+            _ => self.class().code(),
         }
     }
 }

@@ -67,12 +67,7 @@ impl Failure for TelemetryError {
             TelemetryError::Auth(e) => e.code(),
             TelemetryError::Store(e) => e.code(),
             TelemetryError::Audit(e) => e.code(),
-            _ => match self.class() {
-                Class::Invalid => "invalid",
-                Class::NotFound => "not_found",
-                Class::Conflict => "conflict",
-                _ => "internal",
-            },
+            _ => self.class().code(),
         }
     }
 }
