@@ -28,6 +28,13 @@ pub struct CertSeen {
     pub changed_from: Option<String>,
 }
 
+/// The rows whose customer is in `customers` (None: all of them).
+fn in_scope<T>(rows: Vec<T>, customers: Option<&[i64]>, customer: impl Fn(&T) -> i64) -> Vec<T> {
+    rows.into_iter()
+        .filter(|r| customers.is_none_or(|c| c.contains(&customer(r))))
+        .collect()
+}
+
 impl Store {
     pub async fn add_device(
         &self,
@@ -73,10 +80,7 @@ impl Store {
         let rows: Vec<DeviceTarget> = sqlx::query_as(&format!("{TARGET_SELECT} ORDER BY d.id"))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .into_iter()
-            .filter(|d| customers.is_none_or(|c| c.contains(&d.customer_id)))
-            .collect())
+        Ok(in_scope(rows, customers, |d| d.customer_id))
     }
 
     /// Removes a device and everything recorded of it (readings, alerts,
@@ -224,10 +228,7 @@ impl Store {
         let rows: Vec<DeviceViewRow> = sqlx::query_as(&format!("{VIEW_SELECT} ORDER BY d.id"))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .into_iter()
-            .filter(|d| customers.is_none_or(|c| c.contains(&d.customer_id)))
-            .collect())
+        Ok(in_scope(rows, customers, |d| d.customer_id))
     }
 
     pub async fn device_view(&self, id: i64) -> Result<Option<DeviceViewRow>> {

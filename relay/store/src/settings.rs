@@ -16,25 +16,20 @@ pub struct ScanSettingsRow {
     pub applied_at: Option<String>,
 }
 
+const SELECT: &str = "SELECT agent_id, ranges, interval_secs, updated_at, updated_by, applied, \
+    applied_at FROM agent_scan_settings";
+
 impl Store {
     pub async fn scan_settings(&self, agent: &str) -> Result<Option<ScanSettingsRow>> {
-        Ok(sqlx::query_as(
-            "SELECT agent_id, ranges, interval_secs, updated_at, updated_by, applied, applied_at \
-             FROM agent_scan_settings WHERE agent_id = $1",
-        )
-        .bind(agent)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(&format!("{SELECT} WHERE agent_id = $1"))
+            .bind(agent)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Every agent's stored settings.
     pub async fn all_scan_settings(&self) -> Result<Vec<ScanSettingsRow>> {
-        Ok(sqlx::query_as(
-            "SELECT agent_id, ranges, interval_secs, updated_at, updated_by, applied, applied_at \
-             FROM agent_scan_settings",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(SELECT).fetch_all(&self.pool).await?)
     }
 
     /// Replaces the agent's settings (`ranges` as JSON).

@@ -13,7 +13,7 @@ use crate::app::Relay;
 use crate::error::RelayError;
 use crate::services::auth::Principal;
 use crate::services::telemetry::inventory::{self, DeviceView, ReadingView};
-use crate::services::telemetry::{alerts, fleet};
+use crate::services::telemetry::{alerts, fleet, TelemetryError};
 
 /// Ports that are not web pages: reached through TCP tunnels instead.
 pub const RAW_PORTS: [u16; 3] = [9100, 631, 515];
@@ -254,18 +254,18 @@ pub async fn agent(
     Portal(p): Portal,
     Path(id): Path<String>,
 ) -> PResult<Markup> {
-    let customer_id = fleet::agent_row(&relay, &id)
-        .await
-        .map_err(|_| not_found("such agent"))?
-        .customer_id;
-    p.require(Action::ViewTelemetry, Some(customer_id))?;
     let fleet::AgentDetail {
         agent: row,
         hello,
         last_telemetry,
         scan: stored,
         ..
-    } = fleet::agent(&relay, &id).await?;
+    } = match fleet::agent(&relay, &id).await {
+        Err(TelemetryError::NotFound(_)) => return Err(not_found("such agent")),
+        r => r?,
+    };
+    let customer_id = row.customer_id;
+    p.require(Action::ViewTelemetry, Some(customer_id))?;
     let conn = relay.agents.get(&id);
     let scan = stored.settings;
     let applied = stored.applied.map(|v| v.to_string());

@@ -227,12 +227,12 @@ pub async fn store_batch(
     let rules = alerts::load_rules(&mut tx, agent.customer_id).await?;
     let mut ack = IngestAck::default();
     let mut events = 0;
+    let at = Stamp {
+        now: &now,
+        unix: now_unix,
+    };
     for item in items {
         let id = item.id();
-        let at = Stamp {
-            now: &now,
-            unix: now_unix,
-        };
         match store_item(&mut tx, &svc.cfg.alerts, agent, &rules, item, at).await {
             Ok(n) => {
                 events += n;
