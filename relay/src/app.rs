@@ -1,119 +1,69 @@
-//! The relay as one value: the services every adapter shares, plus what
-//! only the listeners need (SSH and TLS configuration, connection slots),
-//! and the one place that starts and stops it all.
+//! The one place that starts and stops the relay: opening the services
+//! from the data directory, binding the listeners, starting the tasks,
+//! and the one shutdown path.
 
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::adapters::state::{Relay, RelayState};
 use crate::config::{DataDir, ADMIN_SOCKET};
 use crate::error::{RelayError, Result};
 use crate::services::clock::Time;
-use crate::services::{Services, Svc};
+use crate::services::Services;
 
-pub struct RelayState {
-    pub svc: Svc,
-    pub ssh_config: Arc<russh::server::Config>,
-    pub tls: Arc<rustls::ServerConfig>,
-    /// Open connections (SSH + HTTPS), and SSH handshakes in progress.
-    pub connections: Arc<Semaphore>,
-    pub handshakes: Arc<Semaphore>,
-    /// New TCP connections per source address (SSH and HTTPS together).
-    pub conn_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
-    /// The session-host proxy's per-session runtimes.
-    pub web_rt: crate::adapters::web::proxy::Runtimes,
+fn per_minute(n: u32) -> governor::Quota {
+    governor::Quota::per_minute(std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN))
 }
 
-/// Adapters reach the services through the relay.
-impl Deref for RelayState {
-    type Target = Services;
-    fn deref(&self) -> &Services {
-        &self.svc
-    }
-}
-
-/// 20 new connections a second per source address, bursts of 200: enough
-/// for a site's agents reconnecting together, not for a flood.
-fn conn_quota() -> governor::Quota {
-    let per_sec = std::num::NonZeroU32::new(20).unwrap_or(std::num::NonZeroU32::MIN);
-    let burst = std::num::NonZeroU32::new(200).unwrap_or(std::num::NonZeroU32::MIN);
-    governor::Quota::per_second(per_sec).allow_burst(burst)
-}
-
-pub type Relay = Arc<RelayState>;
-
-impl RelayState {
-    pub async fn load(dir: DataDir, bound_ssh_port: u16, bound_https_port: u16) -> Result<Relay> {
-        let svc = Arc::new(
-            Services::open(
-                dir.clone(),
-                Some((bound_ssh_port, bound_https_port)),
-                Time::system(),
-            )
-            .await?,
-        );
+impl Services {
+    /// Opens the data directory's store and builds the services.
+    /// `ports`: the SSH and HTTPS ports the server bound (None for a CLI
+    /// command: the configured ones).
+    pub async fn open(dir: DataDir, ports: Option<(u16, u16)>, time: Time) -> Result<Self> {
+        let cfg = crate::config::RelayConfig::load(&dir.0)?;
+        let store = dwa_store::Store::open_sqlite(&dir.path(crate::config::DB_FILE), false).await?;
         let key = crate::init::load_host_key(&dir)?;
+        let host_key_public = dwa_link::ssh::public_openssh(key.public_key());
         let tls = crate::init::load_tls(&dir)?;
-        let cfg = &svc.cfg;
-        let ssh_config = Arc::new(dwa_link::ssh::server_config(cfg.keepalive(), vec![key]));
-        Ok(Arc::new(RelayState {
-            connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
-            handshakes: Arc::new(Semaphore::new(cfg.limits.max_handshakes)),
-            conn_rate: Arc::new(governor::RateLimiter::keyed(conn_quota())),
-            web_rt: Default::default(),
-            ssh_config,
-            tls: tls.config,
-            svc,
-        }))
-    }
-
-    /// Whether a new connection from `ip` is within its rate.
-    pub fn admit(&self, ip: std::net::IpAddr) -> bool {
-        self.conn_rate.check_key(&ip).is_ok()
-    }
-}
-
-/// One admitted TCP connection: within its address's rate and holding a
-/// slot of `limits.max_connections` until dropped.
-pub struct Admitted {
-    pub sock: tokio::net::TcpStream,
-    pub peer: std::net::SocketAddr,
-    pub slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl RelayState {
-    /// Next admitted connection on `listener`; `None` at shutdown. Refused
-    /// connections are dropped at once (closed), with a log line.
-    pub async fn accept(&self, listener: &tokio::net::TcpListener) -> Option<Admitted> {
-        loop {
-            let (sock, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off briefly.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = self.shutdown.cancelled() => return None,
-            };
-            if !self.admit(peer.ip()) {
-                tracing::warn!(%peer, "connection rate limit exceeded; refusing");
-                continue;
-            }
-            let Ok(slot) = self.connections.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "connection limit reached; refusing");
-                continue;
-            };
-            let _ = sock.set_nodelay(true);
-            return Some(Admitted { sock, peer, slot });
-        }
+        let (bound_ssh, bound_https) =
+            ports.unwrap_or((cfg.ssh.listen.port(), cfg.https.listen.port()));
+        let oidc = cfg
+            .oidc
+            .as_ref()
+            .map(crate::services::sso::Oidc::new)
+            .map(Arc::new);
+        Ok(Self {
+            oidc,
+            enroll_rate: Arc::new(governor::RateLimiter::keyed(per_minute(10))),
+            login_rate: Arc::new(governor::RateLimiter::keyed(per_minute(
+                cfg.web.logins_per_minute,
+            ))),
+            session_rate: Arc::new(governor::RateLimiter::keyed(per_minute(
+                cfg.web.sessions_per_minute,
+            ))),
+            ssh_port: cfg.ssh.public_port.unwrap_or(bound_ssh),
+            https_port: cfg.https.public_port.unwrap_or(bound_https),
+            web: Default::default(),
+            telemetry: Default::default(),
+            diag: Default::default(),
+            tunnels: Default::default(),
+            dummy_hash: crate::init::hash_password(&crate::util::random_password())?,
+            gates: crate::services::accounts::Gates::new(&cfg.accounts),
+            audit: crate::services::audit::Audit::new(store.clone(), time.clone()),
+            agents: crate::services::streams::AgentRegistry::default(),
+            time,
+            store,
+            dir,
+            cfg,
+            tls_fingerprint: tls.fingerprint,
+            host_key_public,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            tracker: tokio_util::task::TaskTracker::new(),
+        })
     }
 }
 

@@ -526,9 +526,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let cid = svc.store.customer_id(&customer).await?;
             let (token, expires) = dwa_relay::services::enrollment::issue_token(
-                &dir,
-                &svc.store,
-                &svc.time,
+                &svc,
                 cid,
                 uses,
                 ttl.as_secs() as i64,

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod oidc;
+pub use oidc::{GroupMap, OidcSection};
+
 /// A relay.toml that cannot be read or is not valid; the text names the
 /// key.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +48,7 @@ pub struct RelayConfig {
     pub alerts: AlertsSection,
     /// Single sign-on for directory users; none: local accounts only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oidc: Option<crate::services::sso::OidcSection>,
+    pub oidc: Option<OidcSection>,
     #[serde(default)]
     pub accounts: AccountsSection,
     #[serde(default)]
@@ -445,8 +448,7 @@ impl RelayConfig {
             return bad("alerts.outbox_max", "must be 1..=1000000");
         }
         if let Some(o) = &self.oidc {
-            o.validate()
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            o.validate()?;
         }
         let ac = &self.accounts;
         for r in &ac.require_totp {

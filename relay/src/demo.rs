@@ -82,16 +82,8 @@ pub async fn run(o: DemoOptions) -> Result<()> {
             .store
             .add_customer(CUSTOMER, &relay.time.rfc3339())
             .await?;
-        let (token, _) = crate::services::enrollment::issue_token(
-            &dir,
-            &relay.store,
-            &relay.time,
-            cid,
-            1,
-            600,
-            "demo",
-        )
-        .await?;
+        let (token, _) =
+            crate::services::enrollment::issue_token(&relay, cid, 1, 600, "demo").await?;
         let agent_toml = dir.path("demo-agent.toml");
         let relay_url = format!("https://{}", bound.https);
         let mut enroll = tokio::process::Command::new(&agent_bin);
@@ -219,7 +211,7 @@ async fn demo_without_two_factor(dir: &DataDir) -> Result<()> {
 }
 
 async fn serve_demo(
-    relay: &crate::app::Relay,
+    relay: &crate::adapters::state::Relay,
     o: &DemoOptions,
     report: &crate::init::InitReport,
     agent_id: &str,

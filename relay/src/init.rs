@@ -4,8 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-use argon2::Argon2;
 use serde::Serialize;
 
 use crate::config::{
@@ -32,12 +30,10 @@ pub struct InitReport {
     pub admin_totp_uri: Option<String>,
 }
 
+/// Hashes a password as accounts do (argon2id).
 pub fn hash_password(password: &str) -> Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| RelayError::Invalid(format!("hashing password: {e}")))
+    crate::services::accounts::users::hash_password(password)
+        .map_err(|e| RelayError::Invalid(e.to_string()))
 }
 
 pub async fn init(

@@ -25,6 +25,8 @@ pub mod demo;
 pub mod error;
 pub mod init;
 pub mod services;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod util;
 
 pub use error::{RelayError, Result};

@@ -3,13 +3,6 @@
 //! not depend on sqlx at all (the store crate is the only code that speaks
 //! SQL, and the compiler enforces that once the dependency is gone); the
 //! store depends on no framework. See CONTRIBUTING.md.
-//!
-//! Transitional: the files in [`NOT_YET_CONVERTED`] still run SQL through
-//! `crate::db` (the telemetry and accounts/SSO areas and the portal pages
-//! reading them). Every other file is held to the rules now; a listed file
-//! that no longer breaks them fails the test until it is taken off the
-//! list, so the list only shrinks, and the sqlx dependency check applies
-//! in full once it is empty.
 
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -39,8 +32,9 @@ fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 /// What a service may not name: HTTP and SSH frameworks, SQL, the
-/// adapters and the app that sit above the services.
-const FORBIDDEN_IN_SERVICES: [&str; 11] = [
+/// adapters and the app that sit above the services, and the relay's
+/// outer error (services return their own).
+const FORBIDDEN_IN_SERVICES: [&str; 13] = [
     "axum::",
     "hyper::",
     "hyper_util::",
@@ -51,22 +45,13 @@ const FORBIDDEN_IN_SERVICES: [&str; 11] = [
     "crate::adapters",
     "crate::app",
     "crate::db",
+    "crate::error",
+    "RelayError",
     "http::",
 ];
 
-/// Files (under `relay/src`) still waiting to move their SQL into the
-/// store and their framework types into adapters.
-const NOT_YET_CONVERTED: &[&str] = &["services/sso.rs"];
-
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
-}
-
-fn pending(f: &Path) -> bool {
-    f.strip_prefix(src())
-        .ok()
-        .and_then(|r| r.to_str())
-        .is_some_and(|r| NOT_YET_CONVERTED.contains(&r))
 }
 
 /// The SQL-side names a file outside the store may not use.
@@ -78,21 +63,15 @@ fn sql_lines(text: &str) -> Vec<usize> {
 }
 
 #[test]
-fn no_sql_outside_the_store_but_in_the_listed_files() {
+fn no_sql_outside_the_store() {
     let mut files = vec![];
     rust_files(&src(), &mut files);
+    assert!(files.len() >= 30, "the scan found too few files: {files:?}");
     let mut found = vec![];
-    let mut stale = vec![];
     for f in &files {
         let text = std::fs::read_to_string(f).expect("read");
         let lines = sql_lines(&text);
-        if pending(f) {
-            let services = f.starts_with(src().join("services"));
-            let clean = !services || forbidden_in(&text).is_empty();
-            if lines.is_empty() && clean {
-                stale.push(f.display().to_string());
-            }
-        } else if !lines.is_empty() {
+        if !lines.is_empty() {
             found.push(format!("{}: lines {lines:?}", f.display()));
         }
     }
@@ -100,11 +79,6 @@ fn no_sql_outside_the_store_but_in_the_listed_files() {
         found.is_empty(),
         "SQL outside relay/store (move it into a store module):\n{}",
         found.join("\n")
-    );
-    assert!(
-        stale.is_empty(),
-        "converted; take these off NOT_YET_CONVERTED in relay/tests/layers.rs:\n{}",
-        stale.join("\n")
     );
 }
 
@@ -137,7 +111,7 @@ fn services_name_no_framework_no_sql_and_no_adapter() {
         "the scan found too few services: {files:?}"
     );
     let mut found = vec![];
-    for f in files.iter().filter(|f| !pending(f)) {
+    for f in &files {
         let text = std::fs::read_to_string(f).expect("read");
         for hit in forbidden_in(&text) {
             found.push(format!("{}:{hit}", f.display()));
@@ -167,10 +141,8 @@ fn only_the_store_crate_depends_on_sqlx() {
     let relay = Path::new(env!("CARGO_MANIFEST_DIR"));
     let deps = dependencies(&relay.join("Cargo.toml"));
     assert!(deps.contains(&"dwa-store".to_string()), "{deps:?}");
-    // While files are still being converted the relay keeps sqlx for them
-    // (no_sql_outside_the_store_but_in_the_listed_files holds the rest).
     assert!(
-        !NOT_YET_CONVERTED.is_empty() || !deps.iter().any(|d| d == "sqlx"),
+        !deps.iter().any(|d| d == "sqlx"),
         "dwa-relay must not depend on sqlx: SQL belongs in relay/store"
     );
     let store = dependencies(&relay.join("store/Cargo.toml"));

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tracing::Instrument;
 
-use crate::app::Relay;
+use crate::adapters::state::Relay;
 use crate::error::{RelayError, Result};
 use crate::services::streams::{carry, open_stream, StreamRequest};
 

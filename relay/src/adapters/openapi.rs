@@ -12,11 +12,12 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde::Serialize;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use crate::app::Relay;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::adapters::http::reply::ErrorBody;
+use crate::adapters::state::Relay;
 
 /// The document's path.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
@@ -70,8 +71,8 @@ pub const AGENT_SIGNATURE: &str = "agent_signature";
         // Diagnostics (crate::services::diagnostics).
         crate::adapters::api::diagnostics::run_diagnostic,
         // Single sign-on (crate::services::sso).
-        crate::services::sso::login,
-        crate::services::sso::callback,
+        crate::adapters::http::sso::login,
+        crate::adapters::http::sso::callback,
         // Accounts: two-factor, users, customers, enrollment tokens
         // (crate::adapters::api::accounts).
         crate::adapters::api::accounts::begin_totp,
@@ -113,62 +114,6 @@ pub const AGENT_SIGNATURE: &str = "agent_signature";
     )
 )]
 pub struct ApiDoc;
-
-/// The API's error body.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong, for people.
-    pub error: String,
-    /// Machine-readable: invalid, unauthorized, refused, not_found,
-    /// conflict, locked, rate_limited, unavailable, internal...
-    pub code: String,
-}
-
-/// 400: the body, query or path does not parse or is out of range.
-#[derive(IntoResponses)]
-#[response(status = 400, description = "Invalid request (body, query or path)")]
-pub struct E400(pub ErrorBody);
-
-/// 401: not logged in, or the credentials are wrong or ended.
-#[derive(IntoResponses)]
-#[response(status = 401, description = "Not authenticated")]
-pub struct E401(pub ErrorBody);
-
-/// 403: authenticated, but the role or customer scope does not allow it
-/// (or a cross-origin cookie request).
-#[derive(IntoResponses)]
-#[response(
-    status = 403,
-    description = "Refused: the role or customer scope does not allow it"
-)]
-pub struct E403(pub ErrorBody);
-
-#[derive(IntoResponses)]
-#[response(status = 404, description = "No such object")]
-pub struct E404(pub ErrorBody);
-
-#[derive(IntoResponses)]
-#[response(status = 409, description = "Conflicts with the object's state")]
-pub struct E409(pub ErrorBody);
-
-#[derive(IntoResponses)]
-#[response(status = 423, description = "The account is locked")]
-pub struct E423(pub ErrorBody);
-
-#[derive(IntoResponses)]
-#[response(
-    status = 429,
-    description = "Rate limited",
-    headers(("Retry-After" = u64, description = "Seconds to wait"))
-)]
-pub struct E429(pub ErrorBody);
-
-#[derive(IntoResponses)]
-#[response(
-    status = 503,
-    description = "The relay or the agent cannot take it now"
-)]
-pub struct E503(pub ErrorBody);
 
 /// Declares the three ways in: the portal's cookie, a bearer API token, and
 /// the agents' signed requests.

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::app::Relay;
+use crate::adapters::state::Relay;
 use crate::services::streams::{AgentConn, AgentLink, LinkError, LinkFuture, Native};
 use dwa_store::agents::AgentRow;
 

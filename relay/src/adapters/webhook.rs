@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 
-use crate::app::Relay;
+use crate::adapters::http::client::{exchange, roots_from};
+use crate::adapters::state::Relay;
 use crate::config::AlertsSection;
-use crate::error::{RelayError, Result};
+use crate::error::Result;
 use crate::services::telemetry::webhook::{self, Post, SendFuture, Sender};
 
 /// Starts the delivery task when a webhook is configured.
@@ -61,31 +61,10 @@ impl Tls {
         if !https {
             return Ok(Tls(None));
         }
-        use rustls::pki_types::pem::PemObject;
-        let pem = std::fs::read(&cfg.ca_file).map_err(|e| RelayError::file(&cfg.ca_file, e))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem).flatten() {
-            let _ = roots.add(c);
-        }
-        if roots.is_empty() {
-            return Err(RelayError::Config(format!(
-                "alerts.ca_file {}: no certificates",
-                cfg.ca_file.display()
-            )));
-        }
-        let c = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RelayError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let c = roots_from(&cfg.ca_file, "alerts.ca_file")?;
         Ok(Tls(Some(Arc::new(c))))
     }
 }
-
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// One POST, bounded by `timeout` from connect to the response's end.
 async fn post(url: &str, tls: &Tls, timeout: Duration, p: Post) -> std::result::Result<(), String> {
@@ -108,29 +87,11 @@ async fn post(url: &str, tls: &Tls, timeout: Duration, p: Post) -> std::result::
         signature,
         timestamp,
     } = p;
+    if https && tls.0.is_none() {
+        return Err("no TLS configuration".into());
+    }
+    let tls = if https { tls.0.clone() } else { None };
     let work = async move {
-        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let io: Box<dyn Io> = if https {
-            let cfg = tls.0.clone().ok_or("no TLS configuration")?;
-            let name =
-                rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
-                    .map_err(|e| format!("server name: {e}"))?;
-            let s = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
-            Box::new(s)
-        } else {
-            Box::new(tcp)
-        };
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let req = http::Request::post(path)
             .header(http::header::HOST, authority)
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -144,15 +105,10 @@ async fn post(url: &str, tls: &Tls, timeout: Duration, p: Post) -> std::result::
             .header("X-DWA-Signature", signature)
             .body(Full::new(bytes::Bytes::from(body)))
             .map_err(|e| format!("request: {e}"))?;
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-        let status = resp.status();
-        // Drain a little of the body so the receiver is not cut mid-write.
-        let _ = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
-            .await;
+        // A little of the body is read so the receiver is not cut
+        // mid-write; what it says does not matter.
+        let (parts, _) = exchange(&host, port, tls, req, 64 * 1024).await?;
+        let status = parts.status;
         if status.is_success() {
             Ok(())
         } else {
@@ -212,7 +168,7 @@ mod tests {
     async fn with(
         cfg: AlertsSection,
     ) -> (tempfile::TempDir, Arc<crate::services::Services>, Client) {
-        let (tmp, mut svc) = crate::services::telemetry::testutil::svc().await;
+        let (tmp, mut svc) = crate::testutil::svc().await;
         let client = Client::new(&cfg).unwrap().expect("a webhook is configured");
         Arc::get_mut(&mut svc).expect("sole owner").cfg.alerts = cfg;
         (tmp, svc, client)

@@ -69,9 +69,9 @@ pub async fn query(
     let since = q
         .since
         .as_deref()
-        .map(|s| crate::services::telemetry::normalize_time("since", s))
+        .map(|s| crate::services::clock::normalize_time("since", s))
         .transpose()
-        .map_err(|e| AuditError::Invalid(e.to_string()))?;
+        .map_err(AuditError::Invalid)?;
     if q.kind.as_deref().is_some_and(|k| k.len() > 100)
         || q.user.as_deref().is_some_and(|u| u.len() > 100)
     {

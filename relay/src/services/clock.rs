@@ -86,6 +86,16 @@ impl Time {
 }
 
 /// Unix seconds of `t` (0 before the epoch).
+/// Parses an RFC 3339 time and writes it back in the relay's one format
+/// (UTC, milliseconds, `Z`), so stored times compare as text. The error
+/// names `field`.
+pub fn normalize_time(field: &str, s: &str) -> Result<String, String> {
+    let t: SystemTime = humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
+        .or_else(|_| humantime::parse_rfc3339(s))
+        .map_err(|e| format!("{field}: not an RFC 3339 UTC time ({e})"))?;
+    Ok(humantime::format_rfc3339_millis(t).to_string())
+}
+
 pub fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -39,16 +39,14 @@ impl Failure for EnrollError {
 /// valid `ttl_secs`; it carries the relay certificate's fingerprint. Returns
 /// the token text (shown once; only its hash is stored) and its expiry.
 pub async fn issue_token(
-    dir: &crate::config::DataDir,
-    store: &dwa_store::Store,
-    time: &crate::services::clock::Time,
+    svc: &crate::services::Services,
     customer_id: i64,
     uses: u8,
     ttl_secs: i64,
     actor: &str,
 ) -> Result<(String, i64), EnrollError> {
-    let tls = crate::init::load_tls(dir).map_err(|e| EnrollError::Tls(e.to_string()))?;
-    let fp: [u8; 32] = hex::decode(&tls.fingerprint)
+    let (store, time) = (&svc.store, &svc.time);
+    let fp: [u8; 32] = hex::decode(&svc.tls_fingerprint)
         .ok()
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| EnrollError::Tls("bad certificate fingerprint".into()))?;

@@ -47,14 +47,15 @@ use dwa_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{DataDir, RelayConfig, DB_FILE};
-use crate::error::Result;
+use crate::config::{DataDir, RelayConfig};
 use audit::Audit;
 use clock::Time;
 
 /// Everything the services share: configuration, the store, the audit
-/// log, the clock, the live registries and the limits. Built once (by
-/// `app` for the server, by the CLI for one command) and shared.
+/// log, the clock, the live registries and the limits. Built once by
+/// `Services::open` (in `app`: opening one reads keys and files, which
+/// is not a service's business) for the server or one CLI command, and
+/// shared.
 pub struct Services {
     pub cfg: RelayConfig,
     pub dir: DataDir,
@@ -95,58 +96,7 @@ pub struct Services {
 
 pub type Svc = Arc<Services>;
 
-fn per_minute(n: u32) -> governor::Quota {
-    governor::Quota::per_minute(std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN))
-}
-
 impl Services {
-    /// Opens the data directory's store and builds the services.
-    /// `ports`: the SSH and HTTPS ports the server bound (None for a CLI
-    /// command: the configured ones).
-    pub async fn open(dir: DataDir, ports: Option<(u16, u16)>, time: Time) -> Result<Self> {
-        let cfg = RelayConfig::load(&dir.0)?;
-        let store = Store::open_sqlite(&dir.path(DB_FILE), false).await?;
-        let key = crate::init::load_host_key(&dir)?;
-        let host_key_public = dwa_link::ssh::public_openssh(key.public_key());
-        let tls = crate::init::load_tls(&dir)?;
-        let (bound_ssh, bound_https) =
-            ports.unwrap_or((cfg.ssh.listen.port(), cfg.https.listen.port()));
-        let oidc = cfg
-            .oidc
-            .as_ref()
-            .map(sso::Oidc::new)
-            .transpose()?
-            .map(Arc::new);
-        Ok(Self {
-            oidc,
-            enroll_rate: Arc::new(governor::RateLimiter::keyed(per_minute(10))),
-            login_rate: Arc::new(governor::RateLimiter::keyed(per_minute(
-                cfg.web.logins_per_minute,
-            ))),
-            session_rate: Arc::new(governor::RateLimiter::keyed(per_minute(
-                cfg.web.sessions_per_minute,
-            ))),
-            ssh_port: cfg.ssh.public_port.unwrap_or(bound_ssh),
-            https_port: cfg.https.public_port.unwrap_or(bound_https),
-            web: Default::default(),
-            telemetry: Default::default(),
-            diag: Default::default(),
-            tunnels: Default::default(),
-            dummy_hash: crate::init::hash_password(&crate::util::random_password())?,
-            gates: accounts::Gates::new(&cfg.accounts),
-            audit: Audit::new(store.clone(), time.clone()),
-            agents: streams::AgentRegistry::default(),
-            time,
-            store,
-            dir,
-            cfg,
-            tls_fingerprint: tls.fingerprint,
-            host_key_public,
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        })
-    }
-
     /// The portal's origin, as browsers send it in `Origin`.
     pub fn portal_origin(&self) -> String {
         if self.https_port == 443 {

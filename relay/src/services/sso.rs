@@ -1,28 +1,23 @@
 //! Single sign-on for directory users: OpenID Connect, authorization code
 //! flow with PKCE (S256), through the `openidconnect` crate.
 //!
-//! `GET /auth/oidc/login` keeps a pending log-in (PKCE verifier, nonce, a
-//! browser binding) under a fresh `state` and sends the browser to the
-//! provider. `GET /auth/oidc/callback` takes that pending log-in back (once),
-//! exchanges the code, lets the crate verify the ID token (signature, issuer,
-//! audience, expiry, nonce), maps the provider's groups to a role and
-//! customers, creates or refreshes the user (source `oidc`, keyed by issuer
-//! and subject) and opens an ordinary log-in session. Decisions: docs/sso.md.
+//! [`begin`] keeps a pending log-in (PKCE verifier, nonce, a browser
+//! binding) as a grant in the store under a fresh `state`, and returns the
+//! provider's URL to send the browser to. [`finish`] takes that pending
+//! log-in back (once), exchanges the code, lets the crate verify the ID
+//! token (signature, issuer, audience, expiry, nonce), maps the provider's
+//! groups to a role and customers, creates or refreshes the user (source
+//! `oidc`, keyed by issuer and subject), opens an ordinary log-in session
+//! and audits the outcome either way. HTTP to the provider goes through
+//! [`ProviderHttp`], which an adapter implements. Decisions: docs/sso.md.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::pin::Pin;
 
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
 use dwa_policy::roles::Role;
 use dwa_proto::audit::kind;
-use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
+use dwa_store::grants::{GrantKind, NewGrant, Selector};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
     CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
@@ -37,162 +32,557 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tracing::Instrument;
 
-use crate::adapters::http::{api_error, PeerAddr};
-use crate::app::Relay;
-use crate::config::Secret;
-use crate::error::{RelayError, Result};
+use crate::config::oidc::MAX_GROUP_LEN;
+use crate::config::{GroupMap, OidcSection};
+use crate::services::error::{Class, Failure};
+use crate::services::grants::{self, EndReason};
+use crate::services::Services;
 use crate::util::{random_secret, sha256_hex};
 
-/// Browser binding of a pending log-in: only the browser that started it
-/// may finish it (stops log-in CSRF with a stolen or planted `state`).
-/// SameSite=Lax: it must ride along on the provider's top-level redirect.
-pub const PENDING_COOKIE: &str = "dwa_oidc";
+/// Where the browser starts and ends a log-in (the adapter serves these).
 pub const LOGIN_PATH: &str = "/auth/oidc/login";
 pub const CALLBACK_PATH: &str = "/auth/oidc/callback";
-/// A pending log-in lives this long (the user types a password and maybe a
-/// second factor at the provider).
-pub const PENDING_TTL: Duration = Duration::from_secs(10 * 60);
-/// Pending log-ins kept at most; more are refused until some finish or expire.
-pub const MAX_PENDING: usize = 1000;
-/// Discovery document and keys are fetched again after this long.
-const METADATA_TTL: Duration = Duration::from_secs(10 * 60);
-/// A provider's answer (discovery, keys, token, userinfo) is read up to this.
-const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
-/// Groups looked at per log-in, and the longest group name considered.
+/// How long a started log-in may take (seconds).
+pub const PENDING_TTL_SECS: i64 = 10 * 60;
+/// Log-ins in progress at once (each holds a pending grant until used or
+/// expired).
+pub const MAX_PENDING: i64 = 1000;
+/// The provider's metadata and keys are fetched again after this (seconds).
+const METADATA_TTL_SECS: i64 = 10 * 60;
+/// Groups looked at per log-in.
 const MAX_GROUPS: usize = 1000;
-const MAX_GROUP_LEN: usize = 256;
 /// Password hash of directory users: not a PHC string, so no password ever
 /// verifies against it.
 pub const NO_PASSWORD: &str = "!oidc";
 
-fn default_scopes() -> Vec<String> {
-    ["openid", "profile", "email", "groups"]
-        .map(String::from)
-        .to_vec()
-}
-fn default_groups_claim() -> String {
-    "groups".into()
-}
-fn default_ca_file() -> PathBuf {
-    PathBuf::from("/etc/ssl/certs/ca-certificates.crt")
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
+/// An HTTP failure talking to the provider.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ProviderHttpError(pub String);
+
+pub type ProviderFuture<'a> = Pin<
+    Box<dyn Future<Output = Result<openidconnect::HttpResponse, ProviderHttpError>> + Send + 'a>,
+>;
+
+/// One HTTP exchange with the provider. An adapter implements it (with
+/// its own TLS, bounds and time-outs); the crate's flows call it.
+pub trait ProviderHttp: Send + Sync {
+    fn call(&self, req: openidconnect::HttpRequest) -> ProviderFuture<'_>;
 }
 
-/// `[oidc]` in relay.toml.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct OidcSection {
-    /// The provider's issuer URL (discovery: `<issuer>/.well-known/openid-configuration`).
-    /// `https://`; `http://` only on a loopback address (tests).
-    pub issuer: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-    #[serde(default = "default_scopes")]
-    pub scopes: Vec<String>,
-    /// Claim (in the ID token, else from userinfo) that lists the groups.
-    #[serde(default = "default_groups_claim")]
-    pub groups_claim: String,
-    /// Roots for an `https://` issuer (the provider's CA).
-    #[serde(default = "default_ca_file")]
-    pub ca_file: PathBuf,
-    /// Each call to the provider, connect to last byte.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Group → role and customers. See [`map_groups`] for several matches.
-    #[serde(default)]
-    pub map: Vec<GroupMap>,
-}
+/// [`ProviderHttp`] as the crate's client type (a closure over the trait
+/// object would not be `Send` for every lifetime the crate asks).
+struct Crate<'a>(&'a dyn ProviderHttp);
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct GroupMap {
-    /// Group name as the provider sends it (exact, case-sensitive).
-    pub group: String,
-    /// admin, technician, viewer or customer.
-    pub role: String,
-    /// Customer names (as `dwa-relay customer add` made them).
-    #[serde(default)]
-    pub customers: Vec<String>,
-}
+impl<'c> openidconnect::AsyncHttpClient<'c> for Crate<'_> {
+    type Error = ProviderHttpError;
+    type Future = ProviderFuture<'c>;
 
-/// Whether `host` (from a URL) is a loopback address or `localhost`.
-fn is_loopback_host(host: &str) -> bool {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost")
-        || h.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// `https://…`, or `http://` to a loopback host; anything else is refused.
-fn allowed_url(u: &url::Url) -> bool {
-    match u.scheme() {
-        "https" => u.host_str().is_some(),
-        "http" => u.host_str().is_some_and(is_loopback_host),
-        _ => false,
+    fn call(&'c self, req: openidconnect::HttpRequest) -> Self::Future {
+        self.0.call(req)
     }
 }
 
-impl OidcSection {
-    pub fn validate(&self) -> Result<()> {
-        let bad = |k: &str, why: &str| Err(RelayError::Config(format!("oidc.{k}: {why}")));
-        match url::Url::parse(&self.issuer) {
-            Ok(u) if allowed_url(&u) && u.query().is_none() && u.fragment().is_none() => {}
-            _ => {
-                return bad(
-                    "issuer",
-                    "must be an https:// URL (http:// only on a loopback address), without query",
-                )
-            }
+/// Why a single-sign-on log-in failed. Each carries what the user is told;
+/// the adapter maps the variant to its reply.
+#[derive(Debug, thiserror::Error)]
+pub enum SsoError {
+    #[error("Single sign-on is not configured on this relay.")]
+    NotConfigured,
+    #[error("Too many log-in attempts; retry later.")]
+    RateLimited,
+    /// The provider could not be reached to start a log-in.
+    #[error("The identity provider could not be reached; try again later.")]
+    ProviderUnavailable,
+    #[error("Too many log-ins in progress; try again in a few minutes.")]
+    Busy,
+    /// The callback's state is missing, unknown, used, expired, or belongs
+    /// to another browser.
+    #[error("{0}")]
+    BadState(&'static str),
+    #[error("{0}")]
+    ProviderRefused(String),
+    /// RFC 9207: the answer names another issuer (mix-up attack).
+    #[error("the answer comes from another identity provider")]
+    WrongIssuer,
+    #[error("no authorization code")]
+    NoCode,
+    /// The code exchange, the ID token or userinfo failed.
+    #[error("{0}")]
+    Provider(String),
+    #[error("your directory groups give no access to DWA; ask your administrator")]
+    NoRole,
+    #[error("internal error")]
+    Internal,
+}
+
+impl SsoError {
+    /// The API's `code` for it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SsoError::NotConfigured => "not_found",
+            SsoError::RateLimited => "rate_limited",
+            SsoError::ProviderUnavailable => "provider_unavailable",
+            SsoError::Busy => "unavailable",
+            SsoError::BadState(_) => "invalid_state",
+            SsoError::ProviderRefused(_) => "provider_refused",
+            SsoError::WrongIssuer => "invalid_issuer",
+            SsoError::NoCode => "invalid",
+            SsoError::Provider(_) => "provider_error",
+            SsoError::NoRole => "no_role",
+            SsoError::Internal => "internal",
         }
-        if self.client_id.trim().is_empty() || self.client_id.len() > 255 {
-            return bad("client_id", "must be 1..=255 characters");
-        }
-        if self.client_secret.expose().is_empty() {
-            return bad("client_secret", "must be set");
-        }
-        if self.scopes.len() > 20
-            || self
-                .scopes
-                .iter()
-                .any(|s| s.is_empty() || s.len() > 100 || !s.chars().all(|c| c.is_ascii_graphic()))
-        {
-            return bad(
-                "scopes",
-                "at most 20 scope names, each 1..=100 printable characters without spaces",
-            );
-        }
-        if self.groups_claim.trim().is_empty() {
-            return bad("groups_claim", "must be set");
-        }
-        if self.timeout < Duration::from_secs(1) || self.timeout > Duration::from_secs(10) {
-            return bad("timeout", "must be 1s..=10s");
-        }
-        if self.map.is_empty() {
-            return bad(
-                "map",
-                "needs at least one [[oidc.map]] (group → role); no mapping would refuse everyone",
-            );
-        }
-        for (i, m) in self.map.iter().enumerate() {
-            if m.group.is_empty() || m.group.len() > MAX_GROUP_LEN {
-                return bad(&format!("map[{i}].group"), "must be 1..=256 characters");
-            }
-            if m.role.parse::<Role>().is_err() {
-                return bad(
-                    &format!("map[{i}].role"),
-                    "must be admin, technician, viewer or customer",
-                );
-            }
-            if m.customers.iter().any(|c| c.trim().is_empty()) {
-                return bad(&format!("map[{i}].customers"), "names must not be empty");
-            }
-        }
-        Ok(())
     }
+}
+
+impl Failure for SsoError {
+    fn class(&self) -> Class {
+        match self {
+            SsoError::NotConfigured => Class::NotFound,
+            SsoError::RateLimited => Class::RateLimited { retry_after: 60 },
+            SsoError::ProviderUnavailable | SsoError::Busy | SsoError::Provider(_) => {
+                Class::Unavailable
+            }
+            SsoError::BadState(_) | SsoError::WrongIssuer | SsoError::NoCode => Class::Invalid,
+            SsoError::ProviderRefused(_) | SsoError::NoRole => Class::Forbidden,
+            SsoError::Internal => Class::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        SsoError::code(self)
+    }
+}
+
+/// Single-sign-on state kept in memory: the configuration and the
+/// provider's metadata (cached). Pending log-ins are grants in the store,
+/// so any relay on the same store can finish a log-in another began.
+pub struct Oidc {
+    cfg: OidcSection,
+    metadata: tokio::sync::Mutex<Option<(i64, CoreProviderMetadata)>>,
+}
+
+impl Oidc {
+    pub fn new(cfg: &OidcSection) -> Oidc {
+        Oidc {
+            cfg: cfg.clone(),
+            metadata: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.cfg.issuer
+    }
+
+    pub fn config(&self) -> &OidcSection {
+        &self.cfg
+    }
+
+    async fn metadata(
+        &self,
+        http: &dyn ProviderHttp,
+        now: i64,
+    ) -> Result<CoreProviderMetadata, String> {
+        let mut cached = self.metadata.lock().await;
+        if let Some((at, m)) = cached.as_ref() {
+            if now - at < METADATA_TTL_SECS {
+                return Ok(m.clone());
+            }
+        }
+        let issuer = IssuerUrl::new(self.cfg.issuer.clone()).map_err(|e| format!("issuer: {e}"))?;
+        let m = CoreProviderMetadata::discover_async(issuer, &Crate(http))
+            .await
+            .map_err(|e| format!("discovery: {}", error_chain(&e)))?;
+        *cached = Some((now, m.clone()));
+        Ok(m)
+    }
+
+    /// After a verification failure the provider may have rotated its keys.
+    async fn forget_metadata(&self) {
+        *self.metadata.lock().await = None;
+    }
+
+    async fn client(
+        &self,
+        http: &dyn ProviderHttp,
+        redirect: &str,
+        now: i64,
+    ) -> Result<OidcClient, String> {
+        let m = self.metadata(http, now).await?;
+        let redirect = RedirectUrl::new(redirect.to_string()).map_err(|e| e.to_string())?;
+        Ok(OidcClient::from_provider_metadata(
+            m,
+            ClientId::new(self.cfg.client_id.clone()),
+            Some(ClientSecret::new(
+                self.cfg.client_secret.expose().to_string(),
+            )),
+        )
+        .set_redirect_uri(redirect))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn oidc(svc: &Services) -> Result<&Oidc, SsoError> {
+    svc.oidc.as_deref().ok_or(SsoError::NotConfigured)
+}
+
+fn redirect_uri(svc: &Services) -> String {
+    format!("{}{CALLBACK_PATH}", svc.portal_origin())
+}
+
+/// A started log-in: where to send the browser, and the binding to give it
+/// (as a cookie) so that only this browser can finish it.
+#[derive(Debug, Clone)]
+pub struct Begun {
+    pub url: String,
+    pub binding: String,
+    pub max_age_secs: i64,
+}
+
+/// What a pending grant keeps besides the binding's hash (its secret).
+#[derive(Serialize, Deserialize)]
+struct PendingDetail {
+    verifier: String,
+    nonce: String,
+}
+
+/// Starts a log-in from `peer`.
+pub async fn begin(
+    svc: &Services,
+    http: &dyn ProviderHttp,
+    peer: std::net::IpAddr,
+) -> Result<Begun, SsoError> {
+    let oidc = oidc(svc)?;
+    if svc.login_rate.check_key(&peer).is_err() {
+        return Err(SsoError::RateLimited);
+    }
+    let now = svc.time.unix();
+    let client = oidc
+        .client(http, &redirect_uri(svc), now)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "OIDC provider unreachable");
+            SsoError::ProviderUnavailable
+        })?;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut req = client
+        .authorize_url(
+            AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge);
+    for s in oidc.cfg.scopes.iter().filter(|s| *s != "openid") {
+        req = req.add_scope(Scope::new(s.clone()));
+    }
+    let (url, state, nonce) = req.url();
+    let binding = keep_pending(svc, state.secret(), verifier.secret(), nonce.secret()).await?;
+    Ok(Begun {
+        url: url.to_string(),
+        binding,
+        max_age_secs: PENDING_TTL_SECS,
+    })
+}
+
+/// Keeps a pending log-in under `state` as a grant; the browser binding
+/// to hand out (only its hash is kept).
+async fn keep_pending(
+    svc: &Services,
+    state: &str,
+    verifier: &str,
+    nonce: &str,
+) -> Result<String, SsoError> {
+    let internal = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "keeping a pending log-in");
+        SsoError::Internal
+    };
+    let now = svc.time.unix();
+    // Expired log-ins end here rather than in a sweeper: only a new one
+    // needs the room.
+    grants::end(
+        svc,
+        Selector::Expired(vec![GrantKind::SsoPending], now),
+        EndReason::Expired,
+        "relay",
+    )
+    .await
+    .map_err(|e| internal(&e))?;
+    let live = svc
+        .store
+        .count_live_grants(GrantKind::SsoPending, now)
+        .await
+        .map_err(|e| internal(&e))?;
+    if live >= MAX_PENDING {
+        return Err(SsoError::Busy);
+    }
+    let binding = random_secret(32);
+    let detail = serde_json::to_string(&PendingDetail {
+        verifier: verifier.to_string(),
+        nonce: nonce.to_string(),
+    })
+    .map_err(|e| internal(&e))?;
+    let handle = sha256_hex(state);
+    let binding_hash = sha256_hex(&binding);
+    let mut g = NewGrant::new(GrantKind::SsoPending, now);
+    g.handle = Some(&handle);
+    g.secret_hash = Some(&binding_hash);
+    g.detail = Some(&detail);
+    g.expires_at = Some(now + PENDING_TTL_SECS);
+    svc.store.issue_grant(&g).await.map_err(|e| internal(&e))?;
+    Ok(binding)
+}
+
+/// The provider's answer, as the browser brought it back.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Callback {
+    pub state: Option<String>,
+    pub code: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    pub iss: Option<String>,
+}
+
+/// A finished log-in: the session cookie's value and who it is for.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoggedIn {
+    pub user: String,
+    pub role: &'static str,
+    pub customers: Vec<i64>,
+    pub expires_at: i64,
+    #[serde(skip)]
+    pub cookie: String,
+}
+
+/// A refusal and what the audit record says about it.
+struct Refusal {
+    err: SsoError,
+    /// Issuer, subject, groups … when known.
+    detail: Value,
+}
+
+impl From<SsoError> for Refusal {
+    fn from(err: SsoError) -> Self {
+        Refusal {
+            err,
+            detail: json!({}),
+        }
+    }
+}
+
+/// Finishes a log-in: checks the state against the browser's binding,
+/// exchanges the code, verifies the ID token, maps the groups, opens a
+/// log-in session. Audits the log-in or the refusal.
+pub async fn finish(
+    svc: &Services,
+    http: &dyn ProviderHttp,
+    answer: &Callback,
+    binding: Option<&str>,
+    peer: &str,
+) -> Result<LoggedIn, SsoError> {
+    let oidc = oidc(svc)?;
+    match finish_inner(svc, oidc, http, answer, binding, peer).await {
+        Ok(done) => Ok(done),
+        Err(f) => {
+            let mut detail = f.detail;
+            if let Value::Object(m) = &mut detail {
+                m.insert("peer".into(), json!(peer));
+                m.insert("reason".into(), json!(f.err.to_string()));
+                m.entry("issuer").or_insert(json!(oidc.issuer()));
+            }
+            let actor = match detail.get("subject").and_then(Value::as_str) {
+                Some(s) => format!("sso:{s}"),
+                None => format!("peer:{peer}"),
+            };
+            svc.audit
+                .record(kind::SSO_REFUSED, &actor, None, detail)
+                .await;
+            Err(f.err)
+        }
+    }
+}
+
+/// Takes the pending log-in `state` names, once, if `binding` is the
+/// browser's that began it.
+async fn take_pending(
+    svc: &Services,
+    state: &str,
+    binding: Option<&str>,
+) -> Result<(PkceCodeVerifier, Nonce), SsoError> {
+    let unknown =
+        SsoError::BadState("unknown, already used or expired log-in state; start the log-in again");
+    let internal = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "reading a pending log-in");
+        SsoError::Internal
+    };
+    let now = svc.time.unix();
+    let g = svc
+        .store
+        .grant_by_handle(GrantKind::SsoPending, &sha256_hex(state))
+        .await
+        .map_err(|e| internal(&e))?
+        .filter(|g| g.live_at(now))
+        .ok_or(unknown)?;
+    let same_browser = binding.map(sha256_hex).is_some_and(|b| {
+        use subtle::ConstantTimeEq;
+        g.secret_hash
+            .as_deref()
+            .is_some_and(|h| bool::from(b.as_bytes().ct_eq(h.as_bytes())))
+    });
+    // Either way the state is spent: a wrong browser does not get to retry.
+    let ended = grants::end(svc, Selector::Id(g.id), EndReason::Used, "relay")
+        .await
+        .map_err(|e| internal(&e))?;
+    if !ended.iter().any(|e| e.id == g.id) {
+        return Err(SsoError::BadState(
+            "unknown, already used or expired log-in state; start the log-in again",
+        ));
+    }
+    if !same_browser {
+        return Err(SsoError::BadState(
+            "this log-in was started in another browser; start the log-in again",
+        ));
+    }
+    let d: PendingDetail = g
+        .detail
+        .as_deref()
+        .and_then(|d| serde_json::from_str(d).ok())
+        .ok_or_else(|| internal(&"pending log-in without its verifier"))?;
+    Ok((PkceCodeVerifier::new(d.verifier), Nonce::new(d.nonce)))
+}
+
+async fn finish_inner(
+    svc: &Services,
+    oidc: &Oidc,
+    http: &dyn ProviderHttp,
+    q: &Callback,
+    binding: Option<&str>,
+    peer: &str,
+) -> Result<LoggedIn, Refusal> {
+    let state = q
+        .state
+        .as_deref()
+        .ok_or(SsoError::BadState("the provider's answer has no state"))?;
+    let (verifier, nonce) = take_pending(svc, state, binding).await?;
+    if let Some(e) = &q.error {
+        let desc = q.error_description.as_deref().unwrap_or("");
+        return Err(Refusal {
+            err: SsoError::ProviderRefused(
+                format!("the identity provider refused the log-in: {e} {desc}")
+                    .trim()
+                    .to_string(),
+            ),
+            detail: json!({"provider_error": e}),
+        });
+    }
+    // RFC 9207: a provider that names itself must be ours (mix-up attacks).
+    if q.iss.as_deref().is_some_and(|iss| iss != oidc.issuer()) {
+        return Err(SsoError::WrongIssuer.into());
+    }
+    let code = q.code.as_deref().ok_or(SsoError::NoCode)?;
+    let provider_err = |m: String| {
+        tracing::warn!(error = %m, "OIDC log-in failed");
+        Refusal::from(SsoError::Provider(m))
+    };
+    let now = svc.time.unix();
+    let client = oidc
+        .client(http, &redirect_uri(svc), now)
+        .await
+        .map_err(provider_err)?;
+    let http_fn = Crate(http);
+    let token = client
+        .exchange_code(AuthorizationCode::new(code.to_string()))
+        .map_err(|e| provider_err(format!("token endpoint: {e}")))?
+        .set_pkce_verifier(verifier)
+        .request_async(&http_fn)
+        .await
+        .map_err(|e| provider_err(format!("code exchange: {}", error_chain(&e))))?;
+    let id_token = token
+        .id_token()
+        .ok_or_else(|| provider_err("the provider returned no ID token".into()))?;
+    let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+        Ok(c) => c.clone(),
+        Err(e) => {
+            oidc.forget_metadata().await;
+            return Err(provider_err(format!(
+                "ID token refused: {}",
+                error_chain(&e)
+            )));
+        }
+    };
+    let issuer = claims.issuer().as_str().to_string();
+    let subject = claims.subject().as_str().to_string();
+    let claim = &oidc.cfg.groups_claim;
+    let mut groups_value = claims.additional_claims().0.get(claim).cloned();
+    let mut from_userinfo = false;
+    if groups_value.is_none() && client.user_info_url().is_some() {
+        // Providers that keep groups out of the ID token serve them here;
+        // the crate checks that the subject is the ID token's.
+        let req = client
+            .user_info(token.access_token().clone(), Some(claims.subject().clone()))
+            .map_err(|e| provider_err(format!("userinfo: {e}")))?;
+        let info: openidconnect::UserInfoClaims<ExtraClaims, CoreGenderClaim> = req
+            .request_async(&http_fn)
+            .await
+            .map_err(|e| provider_err(format!("userinfo: {}", error_chain(&e))))?;
+        groups_value = info.additional_claims().0.get(claim).cloned();
+        from_userinfo = true;
+    }
+    let groups = groups_from(groups_value.as_ref());
+    let Some(mapped) = map_groups(&oidc.cfg.map, &groups) else {
+        return Err(Refusal {
+            err: SsoError::NoRole,
+            detail: json!({"issuer": issuer, "subject": subject, "groups": groups}),
+        });
+    };
+    let hint = claims
+        .preferred_username()
+        .map(|u| u.as_str().to_string())
+        .or_else(|| claims.email().map(|e| e.as_str().to_string()));
+    let internal = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "storing the directory user");
+        Refusal {
+            err: SsoError::Internal,
+            detail: json!({"issuer": issuer, "subject": subject}),
+        }
+    };
+    let (user_id, unknown_customers) =
+        upsert_user(svc, &issuer, &subject, hint.as_deref(), &mapped)
+            .await
+            .map_err(|e| internal(&e))?;
+    let ok = crate::services::auth::open_login(svc, user_id, false)
+        .await
+        .map_err(|e| internal(&e))?;
+    svc.audit
+        .record(
+            kind::SSO_LOGIN,
+            &ok.principal.actor(),
+            None,
+            json!({
+                "peer": peer, "issuer": issuer, "subject": subject, "groups": groups,
+                "groups_from": if from_userinfo { "userinfo" } else { "id_token" },
+                "matched": mapped.matched, "role": mapped.role.as_str(),
+                "customers": mapped.customers, "unknown_customers": unknown_customers,
+            }),
+        )
+        .await;
+    Ok(LoggedIn {
+        user: ok.principal.username.clone(),
+        role: ok.principal.role.as_str(),
+        customers: ok.principal.customers.clone(),
+        expires_at: ok.expires_at,
+        cookie: ok.cookie,
+    })
 }
 
 /// What a user's groups grant.
@@ -289,671 +679,6 @@ type OidcClient = Client<
     EndpointMaybeSet,
 >;
 
-/// An HTTP failure talking to the provider.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HttpError(String);
-
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-
-/// The crate's HTTP client, over our hyper and rustls: one request per
-/// connection, no redirects followed, `https://` (or loopback `http://`)
-/// only, the answer read up to [`MAX_RESPONSE_BYTES`], all within `timeout`.
-#[derive(Clone)]
-struct Http {
-    tls: Option<Arc<rustls::ClientConfig>>,
-    timeout: Duration,
-}
-
-impl Http {
-    async fn call(
-        &self,
-        req: openidconnect::HttpRequest,
-    ) -> std::result::Result<openidconnect::HttpResponse, HttpError> {
-        let err = |m: String| HttpError(m);
-        let uri = req.uri().clone();
-        let url = url::Url::parse(&uri.to_string()).map_err(|e| err(format!("URL: {e}")))?;
-        if !allowed_url(&url) {
-            return Err(err(format!(
-                "{url}: only https:// (or http:// on loopback) is allowed"
-            )));
-        }
-        let https = url.scheme() == "https";
-        let host = url
-            .host_str()
-            .ok_or_else(|| err("URL without host".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = url.port_or_known_default().unwrap_or(443);
-        let authority = match url.port() {
-            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_string(),
-        };
-        let path = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
-        let tls = self.tls.clone();
-        let timeout = self.timeout;
-        let work = async move {
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-                .await
-                .map_err(|e| err(format!("connect {host}:{port}: {e}")))?;
-            let io: Box<dyn Io> = if https {
-                let cfg = tls.ok_or_else(|| err("no TLS configuration".into()))?;
-                let name = rustls::pki_types::ServerName::try_from(host.clone())
-                    .map_err(|e| err(format!("server name: {e}")))?;
-                Box::new(
-                    tokio_rustls::TlsConnector::from(cfg)
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| err(format!("TLS: {e}")))?,
-                )
-            } else {
-                Box::new(tcp)
-            };
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-                .await
-                .map_err(|e| err(format!("HTTP: {e}")))?;
-            // The connection task ends with the exchange; bounded anyway.
-            let limit = timeout;
-            tokio::spawn(
-                async move {
-                    let _ = tokio::time::timeout(limit, conn).await;
-                }
-                .instrument(tracing::debug_span!("oidc_http")),
-            );
-            let (parts, body) = req.into_parts();
-            let mut out = http::Request::builder()
-                .method(parts.method)
-                .uri(path)
-                .header(header::HOST, authority)
-                .header(
-                    header::USER_AGENT,
-                    concat!("dwa-relay/", env!("CARGO_PKG_VERSION")),
-                );
-            for (k, v) in parts.headers.iter() {
-                if k != header::HOST {
-                    out = out.header(k, v);
-                }
-            }
-            let out = out
-                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                .map_err(|e| err(format!("request: {e}")))?;
-            let resp = send
-                .send_request(out)
-                .await
-                .map_err(|e| err(format!("HTTP: {e}")))?;
-            let (parts, body) = resp.into_parts();
-            let body = http_body_util::Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| err(format!("reading the answer: {e}")))?
-                .to_bytes();
-            Ok(http::Response::from_parts(parts, body.to_vec()))
-        };
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err(err(format!("{uri}: no answer within {:?}", self.timeout))),
-        }
-    }
-}
-
-/// A log-in between `/auth/oidc/login` and its callback.
-struct Pending {
-    verifier: PkceCodeVerifier,
-    nonce: Nonce,
-    /// SHA-256 of the browser's [`PENDING_COOKIE`].
-    binding: String,
-    created: Instant,
-}
-
-/// Single sign-on state: the configuration, the HTTP client, the pending
-/// log-ins and the provider's metadata (cached).
-pub struct Oidc {
-    cfg: OidcSection,
-    http: Http,
-    pending: Mutex<HashMap<String, Pending>>,
-    metadata: tokio::sync::Mutex<Option<(Instant, CoreProviderMetadata)>>,
-}
-
-impl Oidc {
-    pub fn new(cfg: &OidcSection) -> Result<Oidc> {
-        let tls = if cfg.issuer.starts_with("https://") {
-            Some(Arc::new(load_roots(&cfg.ca_file)?))
-        } else {
-            None
-        };
-        Ok(Oidc {
-            cfg: cfg.clone(),
-            http: Http {
-                tls,
-                timeout: cfg.timeout,
-            },
-            pending: Mutex::new(HashMap::new()),
-            metadata: tokio::sync::Mutex::new(None),
-        })
-    }
-
-    pub fn issuer(&self) -> &str {
-        &self.cfg.issuer
-    }
-
-    /// Keeps a pending log-in; `false` when [`MAX_PENDING`] are in flight.
-    fn put_pending(&self, state: String, p: Pending) -> bool {
-        let Ok(mut map) = self.pending.lock() else {
-            return false;
-        };
-        map.retain(|_, v| v.created.elapsed() < PENDING_TTL);
-        if map.len() >= MAX_PENDING {
-            return false;
-        }
-        map.insert(state, p);
-        true
-    }
-
-    /// Takes a pending log-in back (each `state` works once).
-    fn take_pending(&self, state: &str) -> Option<Pending> {
-        let mut map = self.pending.lock().ok()?;
-        map.remove(state)
-            .filter(|p| p.created.elapsed() < PENDING_TTL)
-    }
-
-    async fn metadata(&self) -> std::result::Result<CoreProviderMetadata, String> {
-        let mut cached = self.metadata.lock().await;
-        if let Some((at, m)) = cached.as_ref() {
-            if at.elapsed() < METADATA_TTL {
-                return Ok(m.clone());
-            }
-        }
-        let issuer = IssuerUrl::new(self.cfg.issuer.clone()).map_err(|e| format!("issuer: {e}"))?;
-        let http = self.http.clone();
-        let client = move |r| {
-            let h = http.clone();
-            async move { h.call(r).await }
-        };
-        let m = CoreProviderMetadata::discover_async(issuer, &client)
-            .await
-            .map_err(|e| format!("discovery: {}", error_chain(&e)))?;
-        *cached = Some((Instant::now(), m.clone()));
-        Ok(m)
-    }
-
-    /// After a verification failure the provider may have rotated its keys.
-    async fn forget_metadata(&self) {
-        *self.metadata.lock().await = None;
-    }
-
-    async fn client(&self, redirect: &str) -> std::result::Result<OidcClient, String> {
-        let m = self.metadata().await?;
-        let redirect = RedirectUrl::new(redirect.to_string()).map_err(|e| e.to_string())?;
-        Ok(OidcClient::from_provider_metadata(
-            m,
-            ClientId::new(self.cfg.client_id.clone()),
-            Some(ClientSecret::new(
-                self.cfg.client_secret.expose().to_string(),
-            )),
-        )
-        .set_redirect_uri(redirect))
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-fn load_roots(ca_file: &std::path::Path) -> Result<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(ca_file).map_err(|e| RelayError::file(ca_file, e))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem).flatten() {
-        let _ = roots.add(c);
-    }
-    if roots.is_empty() {
-        return Err(RelayError::Config(format!(
-            "oidc.ca_file {}: no certificates",
-            ca_file.display()
-        )));
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| RelayError::Tls(e.to_string()))
-    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-}
-
-pub fn routes() -> Router<Relay> {
-    Router::new()
-        .route(LOGIN_PATH, get(login))
-        .route(CALLBACK_PATH, get(callback))
-}
-
-fn redirect_uri(relay: &Relay) -> String {
-    format!("{}{CALLBACK_PATH}", relay.portal_origin())
-}
-
-fn wants_html(h: &HeaderMap) -> bool {
-    h.get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"))
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-/// An HTML page for a browser, the API's JSON error otherwise.
-fn answer(html: bool, status: StatusCode, code: &str, title: &str, msg: &str) -> Response {
-    if !html {
-        return api_error(status, code, msg);
-    }
-    let mut r = crate::adapters::web::proxy::page(status, title, &html_escape(msg)).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-/// Starts a single-sign-on log-in: redirects to the identity provider.
-#[utoipa::path(
-    get,
-    path = "/auth/oidc/login",
-    tag = "sso",
-    security(()),
-    responses(
-        (status = 303, description = "Redirect to the identity provider's log-in page"),
-        (status = 404, description = "Single sign-on is not configured"),
-        (status = 429, description = "Too many log-in attempts from this address"),
-        (status = 502, description = "The identity provider could not be reached"),
-        (status = 503, description = "Too many log-ins in progress")
-    )
-)]
-pub async fn login(
-    State(relay): State<Relay>,
-    Extension(PeerAddr(peer)): Extension<PeerAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let html = wants_html(&headers);
-    let Some(oidc) = relay.oidc.clone() else {
-        return answer(
-            html,
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Single sign-on",
-            "Single sign-on is not configured on this relay.",
-        );
-    };
-    if relay.login_rate.check_key(&peer.ip()).is_err() {
-        let mut r = answer(
-            html,
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "Too many log-ins",
-            "Too many log-in attempts; retry later.",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return r;
-    }
-    let client = match oidc.client(&redirect_uri(&relay)).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "OIDC provider unreachable");
-            return answer(
-                html,
-                StatusCode::BAD_GATEWAY,
-                "provider_unavailable",
-                "Single sign-on unavailable",
-                "The identity provider could not be reached; try again later.",
-            );
-        }
-    };
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let mut req = client
-        .authorize_url(
-            AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
-            CsrfToken::new_random,
-            Nonce::new_random,
-        )
-        .set_pkce_challenge(challenge);
-    for s in oidc.cfg.scopes.iter().filter(|s| *s != "openid") {
-        req = req.add_scope(Scope::new(s.clone()));
-    }
-    let (url, state, nonce) = req.url();
-    let binding = random_secret(32);
-    let pending = Pending {
-        verifier,
-        nonce,
-        binding: sha256_hex(&binding),
-        created: Instant::now(),
-    };
-    if !oidc.put_pending(state.secret().clone(), pending) {
-        return answer(
-            html,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Single sign-on busy",
-            "Too many log-ins in progress; try again in a few minutes.",
-        );
-    }
-    let cookie = format!(
-        "{PENDING_COOKIE}={binding}; Path=/auth/oidc/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
-        PENDING_TTL.as_secs()
-    );
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    match (
-        HeaderValue::from_str(url.as_str()),
-        HeaderValue::from_str(&cookie),
-    ) {
-        (Ok(loc), Ok(c)) => {
-            h.insert(header::LOCATION, loc);
-            h.insert(header::SET_COOKIE, c);
-            r
-        }
-        _ => answer(
-            html,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Single sign-on",
-            "internal error",
-        ),
-    }
-}
-
-/// Why a callback was refused: status, code, and the message shown.
-struct Refusal {
-    status: StatusCode,
-    code: &'static str,
-    msg: String,
-    /// Audit details (issuer, subject, groups ... when known).
-    detail: Value,
-}
-
-fn refuse(status: StatusCode, code: &'static str, msg: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        code,
-        msg: msg.into(),
-        detail: json!({}),
-    }
-}
-
-/// Finishes a single-sign-on log-in: checks the state, exchanges the code,
-/// verifies the ID token, maps the groups, opens a log-in session.
-#[utoipa::path(
-    get,
-    path = "/auth/oidc/callback",
-    tag = "sso",
-    security(()),
-    params(
-        ("state" = String, Query, description = "The state sent to the provider"),
-        ("code" = Option<String>, Query, description = "Authorization code"),
-        ("error" = Option<String>, Query, description = "The provider's error, instead of a code")
-    ),
-    responses(
-        (status = 200, description = "Logged in: sets the dwa_session cookie; the page goes on to /"),
-        (status = 400, description = "Unknown, used, expired or foreign state"),
-        (status = 403, description = "Refused: no group of the user is mapped to a role"),
-        (status = 502, description = "The provider's answer could not be used")
-    )
-)]
-pub async fn callback(
-    State(relay): State<Relay>,
-    Extension(PeerAddr(peer)): Extension<PeerAddr>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let html = wants_html(&headers);
-    let Some(oidc) = relay.oidc.clone() else {
-        return answer(
-            html,
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Single sign-on",
-            "Single sign-on is not configured on this relay.",
-        );
-    };
-    let peer_s = peer.to_string();
-    match finish(&relay, &oidc, &headers, &q, &peer_s, html).await {
-        Ok(r) => r,
-        Err(f) => {
-            let mut detail = f.detail;
-            if let Value::Object(m) = &mut detail {
-                m.insert("peer".into(), json!(peer_s));
-                m.insert("reason".into(), json!(f.msg));
-                m.entry("issuer").or_insert(json!(oidc.issuer()));
-            }
-            let actor = match detail.get("subject").and_then(Value::as_str) {
-                Some(s) => format!("sso:{s}"),
-                None => format!("peer:{peer_s}"),
-            };
-            relay
-                .audit
-                .record(kind::SSO_REFUSED, &actor, None, detail)
-                .await;
-            let title = if f.status == StatusCode::FORBIDDEN {
-                "Access refused"
-            } else {
-                "Log-in failed"
-            };
-            let mut r = answer(html, f.status, f.code, title, &f.msg);
-            // The binding served its purpose (or was wrong): drop it.
-            r.headers_mut().append(
-                header::SET_COOKIE,
-                HeaderValue::from_static(
-                    "dwa_oidc=; Path=/auth/oidc/; Secure; HttpOnly; SameSite=Lax; Max-Age=0",
-                ),
-            );
-            r
-        }
-    }
-}
-
-async fn finish(
-    relay: &Relay,
-    oidc: &Oidc,
-    headers: &HeaderMap,
-    q: &HashMap<String, String>,
-    peer: &str,
-    html: bool,
-) -> std::result::Result<Response, Refusal> {
-    let bad_state = |m: &str| refuse(StatusCode::BAD_REQUEST, "invalid_state", m);
-    let state = q
-        .get("state")
-        .ok_or_else(|| bad_state("the provider's answer has no state"))?;
-    let pending = oidc.take_pending(state).ok_or_else(|| {
-        bad_state("unknown, already used or expired log-in state; start the log-in again")
-    })?;
-    let binding = crate::util::cookie_value(headers, PENDING_COOKIE).map(sha256_hex);
-    let same_browser = binding.is_some_and(|b| {
-        use subtle::ConstantTimeEq;
-        bool::from(b.as_bytes().ct_eq(pending.binding.as_bytes()))
-    });
-    if !same_browser {
-        return Err(bad_state(
-            "this log-in was started in another browser; start the log-in again",
-        ));
-    }
-    if let Some(e) = q.get("error") {
-        let desc = q.get("error_description").map(String::as_str).unwrap_or("");
-        let mut r = refuse(
-            StatusCode::FORBIDDEN,
-            "provider_refused",
-            format!("the identity provider refused the log-in: {e} {desc}")
-                .trim()
-                .to_string(),
-        );
-        r.detail = json!({"provider_error": e});
-        return Err(r);
-    }
-    // RFC 9207: a provider that names itself must be ours (mix-up attacks).
-    if let Some(iss) = q.get("iss") {
-        if iss != oidc.issuer() {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "invalid_issuer",
-                "the answer comes from another identity provider",
-            ));
-        }
-    }
-    let code = q
-        .get("code")
-        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "invalid", "no authorization code"))?;
-    let provider_err = |m: String| {
-        tracing::warn!(error = %m, "OIDC log-in failed");
-        refuse(StatusCode::BAD_GATEWAY, "provider_error", m)
-    };
-    let client = oidc
-        .client(&redirect_uri(relay))
-        .await
-        .map_err(provider_err)?;
-    let http = oidc.http.clone();
-    let http_fn = move |r| {
-        let h = http.clone();
-        async move { h.call(r).await }
-    };
-    let token = client
-        .exchange_code(AuthorizationCode::new(code.clone()))
-        .map_err(|e| provider_err(format!("token endpoint: {e}")))?
-        .set_pkce_verifier(pending.verifier)
-        .request_async(&http_fn)
-        .await
-        .map_err(|e| provider_err(format!("code exchange: {}", error_chain(&e))))?;
-    let id_token = token
-        .id_token()
-        .ok_or_else(|| provider_err("the provider returned no ID token".into()))?;
-    let claims = match id_token.claims(&client.id_token_verifier(), &pending.nonce) {
-        Ok(c) => c.clone(),
-        Err(e) => {
-            oidc.forget_metadata().await;
-            return Err(provider_err(format!(
-                "ID token refused: {}",
-                error_chain(&e)
-            )));
-        }
-    };
-    let issuer = claims.issuer().as_str().to_string();
-    let subject = claims.subject().as_str().to_string();
-    let claim = &oidc.cfg.groups_claim;
-    let mut groups_value = claims.additional_claims().0.get(claim).cloned();
-    let mut from_userinfo = false;
-    if groups_value.is_none() && client.user_info_url().is_some() {
-        // Providers that keep groups out of the ID token serve them here;
-        // the crate checks that the subject is the ID token's.
-        let req = client
-            .user_info(token.access_token().clone(), Some(claims.subject().clone()))
-            .map_err(|e| provider_err(format!("userinfo: {e}")))?;
-        let info: openidconnect::UserInfoClaims<ExtraClaims, CoreGenderClaim> = req
-            .request_async(&http_fn)
-            .await
-            .map_err(|e| provider_err(format!("userinfo: {}", error_chain(&e))))?;
-        groups_value = info.additional_claims().0.get(claim).cloned();
-        from_userinfo = true;
-    }
-    let groups = groups_from(groups_value.as_ref());
-    let who = json!({"issuer": issuer, "subject": subject, "groups": groups});
-    let Some(mapped) = map_groups(&oidc.cfg.map, &groups) else {
-        let mut r = refuse(
-            StatusCode::FORBIDDEN,
-            "no_role",
-            "your directory groups give no access to DWA; ask your administrator",
-        );
-        r.detail = who;
-        return Err(r);
-    };
-    let hint = claims
-        .preferred_username()
-        .map(|u| u.as_str().to_string())
-        .or_else(|| claims.email().map(|e| e.as_str().to_string()));
-    let internal = |e: RelayError| {
-        tracing::error!(error = %e, "storing the directory user");
-        let mut r = refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        );
-        r.detail = json!({"issuer": issuer, "subject": subject});
-        r
-    };
-    let (user_id, unknown_customers) =
-        upsert_user(relay, &issuer, &subject, hint.as_deref(), &mapped)
-            .await
-            .map_err(internal)?;
-    let ok = crate::services::auth::open_login(relay, user_id, false)
-        .await
-        .map_err(|e| internal(e.into()))?;
-    relay
-        .audit
-        .record(
-            kind::SSO_LOGIN,
-            &ok.principal.actor(),
-            None,
-            json!({
-                "peer": peer, "issuer": issuer, "subject": subject, "groups": groups,
-                "groups_from": if from_userinfo { "userinfo" } else { "id_token" },
-                "matched": mapped.matched, "role": mapped.role.as_str(),
-                "customers": mapped.customers, "unknown_customers": unknown_customers,
-            }),
-        )
-        .await;
-    let session = format!(
-        "{}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
-        crate::services::auth::SESSION_COOKIE,
-        ok.cookie,
-        relay.cfg.web.login_lifetime.as_secs()
-    );
-    // A 200 page that goes on to / rather than a redirect: a SameSite=Strict
-    // cookie is not sent on a redirect chain that began at the provider, so
-    // the first page would look logged out. The navigation this page starts
-    // is the portal's own.
-    let mut r = if html {
-        let page = "<!doctype html><html><head><meta charset=\"utf-8\">\
-            <meta http-equiv=\"refresh\" content=\"0;url=/\"><title>Logged in</title></head>\
-            <body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\">\
-            <h1>Logged in</h1><p><a href=\"/\">Continue to DWA</a></p></body></html>";
-        (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            page,
-        )
-            .into_response()
-    } else {
-        Json(json!({
-            "user": ok.principal.username, "role": ok.principal.role.as_str(),
-            "customers": ok.principal.customers, "expires_at": ok.expires_at, "next": "/",
-        }))
-        .into_response()
-    };
-    let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFRESH, HeaderValue::from_static("0;url=/"));
-    if let Ok(v) = HeaderValue::from_str(&session) {
-        h.append(header::SET_COOKIE, v);
-    }
-    h.append(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "dwa_oidc=; Path=/auth/oidc/; Secure; HttpOnly; SameSite=Lax; Max-Age=0",
-        ),
-    );
-    Ok(r)
-}
-
 /// A user name for a new directory user: the provider's preferred name (or
 /// e-mail, or subject), made safe; suffixed with a hash of the identity when
 /// another account already has it (a directory user never takes over a
@@ -977,26 +702,26 @@ fn username_for(hint: Option<&str>, issuer: &str, subject: &str) -> (String, Str
 /// Creates the directory user or refreshes its role and customers from the
 /// groups. Returns its id and the mapped customer names that do not exist.
 async fn upsert_user(
-    relay: &Relay,
+    svc: &Services,
     issuer: &str,
     subject: &str,
     hint: Option<&str>,
     mapped: &Mapped,
-) -> Result<(i64, Vec<String>)> {
+) -> Result<(i64, Vec<String>), dwa_store::StoreError> {
     let mut ids = Vec::new();
     let mut unknown = Vec::new();
     for name in &mapped.customers {
-        match relay.store.customer_id(name).await {
+        match svc.store.customer_id(name).await {
             Ok(i) => ids.push(i),
             Err(dwa_store::StoreError::NotFound(_)) => {
                 tracing::warn!(customer = %name, "[[oidc.map]] names a customer that does not exist");
                 unknown.push(name.clone());
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
     let (plain, tagged) = username_for(hint, issuer, subject);
-    let user_id = relay
+    let user_id = svc
         .store
         .upsert_directory_user(&dwa_store::users::DirectoryUser {
             issuer,
@@ -1006,7 +731,7 @@ async fn upsert_user(
             password_hash: NO_PASSWORD,
             role: mapped.role.as_str(),
             customers: &ids,
-            created_at: &relay.time.rfc3339(),
+            created_at: &svc.time.rfc3339(),
         })
         .await?;
     Ok((user_id, unknown))
@@ -1072,63 +797,6 @@ mod tests {
         assert_eq!(groups_from(Some(&json!(many))).len(), MAX_GROUPS);
     }
 
-    fn section() -> OidcSection {
-        OidcSection {
-            issuer: "https://idp.example.com/realms/x".into(),
-            client_id: "dwa".into(),
-            client_secret: Secret::new("s3cret-value"),
-            scopes: default_scopes(),
-            groups_claim: default_groups_claim(),
-            ca_file: default_ca_file(),
-            timeout: default_timeout(),
-            map: vec![m("dwa-techs", "technician", &["acme"])],
-        }
-    }
-
-    #[test]
-    fn config_validation_names_the_key() {
-        assert!(section().validate().is_ok());
-        let mut s = section();
-        s.issuer = "http://idp.example.com".into();
-        assert!(s
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("oidc.issuer"));
-        s.issuer = "http://127.0.0.1:9000".into();
-        assert!(s.validate().is_ok());
-        let mut s = section();
-        s.map[0].role = "root".into();
-        assert!(s
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("oidc.map[0].role"));
-        let mut s = section();
-        s.map.clear();
-        assert!(s.validate().unwrap_err().to_string().contains("oidc.map"));
-        assert!(!format!("{:?}", section()).contains("s3cret-value"));
-    }
-
-    #[test]
-    fn relay_toml_with_oidc_section() {
-        let base = "domain = \"d.localhost\"\n[ssh]\nlisten = \"127.0.0.1:1\"\n[https]\nlisten = \"127.0.0.1:2\"\n";
-        let text = format!(
-            "{base}[oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"dwa\"\nclient_secret = \"x\"\n\
-             [[oidc.map]]\ngroup = \"dwa-techs\"\nrole = \"technician\"\ncustomers = [\"Acme\"]\n"
-        );
-        let c = crate::config::RelayConfig::parse(&text).unwrap();
-        let o = c.oidc.as_ref().unwrap();
-        assert_eq!(o.groups_claim, "groups");
-        assert_eq!(o.scopes, default_scopes());
-        assert_eq!(o.map[0].customers, vec!["Acme"]);
-        let e = crate::config::RelayConfig::parse(&format!("{text}bogus = 1\n")).unwrap_err();
-        assert!(e.to_string().contains("bogus"), "{e}");
-        // Round trip (the section is kept when serialised).
-        let again = crate::config::RelayConfig::parse(&toml::to_string(&c).unwrap()).unwrap();
-        assert_eq!(again, c);
-    }
-
     #[test]
     fn usernames_never_collide_silently() {
         let (plain, tagged) = username_for(Some("alice <x>"), "https://i", "sub1");
@@ -1139,31 +807,72 @@ mod tests {
         assert_eq!(username_for(Some("<>"), "i", "s").0, "sso-user");
     }
 
-    #[test]
-    fn https_issuer_needs_roots_from_ca_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("empty.pem");
-        std::fs::write(&empty, "").unwrap();
-        let mut s = section();
-        s.ca_file = empty;
-        let e = Oidc::new(&s).err().expect("no roots");
-        assert!(e.to_string().contains("oidc.ca_file"), "{e}");
-        s.ca_file = dir.path().join("missing.pem");
-        assert!(Oidc::new(&s).is_err());
-        // A loopback http:// issuer (tests) needs no CA file.
-        s.issuer = "http://127.0.0.1:9000".into();
-        assert!(Oidc::new(&s).is_ok());
+    fn state_err(r: Result<(PkceCodeVerifier, Nonce), SsoError>) -> &'static str {
+        match r {
+            Err(SsoError::BadState(m)) => m,
+            Err(e) => panic!("not a state error: {e}"),
+            Ok(_) => panic!("taken"),
+        }
     }
 
-    #[test]
-    fn only_https_or_loopback_http() {
-        let ok = |u: &str| allowed_url(&url::Url::parse(u).unwrap());
-        assert!(ok("https://idp.example.com/x"));
-        assert!(ok("http://127.0.0.5:3000/"));
-        assert!(ok("http://[::1]:3000/"));
-        assert!(ok("http://localhost:3000/"));
-        assert!(!ok("http://10.0.0.1/"));
-        assert!(!ok("http://idp.example.com/"));
-        assert!(!ok("ftp://127.0.0.1/"));
+    #[tokio::test]
+    async fn a_pending_log_in_is_a_grant_taken_once_by_its_own_browser() {
+        let (_t, svc) = crate::testutil::svc().await;
+        let b = keep_pending(&svc, "st-1", "verifier-1", "nonce-1")
+            .await
+            .unwrap();
+        // In the store, not in this process: a second set of services on
+        // the same store (another relay, or this one restarted) takes it.
+        let g = svc
+            .store
+            .grant_by_handle(GrantKind::SsoPending, &sha256_hex("st-1"))
+            .await
+            .unwrap()
+            .expect("stored");
+        assert_eq!(g.secret_hash.as_deref(), Some(sha256_hex(&b).as_str()));
+        let (v, n) = take_pending(&svc, "st-1", Some(&b)).await.unwrap();
+        assert_eq!(
+            (v.secret().as_str(), n.secret().as_str()),
+            ("verifier-1", "nonce-1")
+        );
+        // Once only.
+        assert!(state_err(take_pending(&svc, "st-1", Some(&b)).await).contains("already used"));
+        let g = svc.store.grant(g.id).await.unwrap().unwrap();
+        assert_eq!(g.end_reason.as_deref(), Some("used"));
+
+        // Another browser's binding spends the state without logging in.
+        let b2 = keep_pending(&svc, "st-2", "v", "n").await.unwrap();
+        assert!(
+            state_err(take_pending(&svc, "st-2", Some("forged")).await).contains("another browser")
+        );
+        assert!(state_err(take_pending(&svc, "st-2", Some(&b2)).await).contains("already used"));
+        assert!(state_err(take_pending(&svc, "st-3", None).await).contains("unknown"));
+    }
+
+    #[tokio::test]
+    async fn a_pending_log_in_expires_and_the_count_is_bounded() {
+        let (_t, mut svc) = crate::testutil::svc().await;
+        let clock =
+            std::sync::Arc::new(crate::services::clock::ManualClock::at_unix(1_795_341_600));
+        std::sync::Arc::get_mut(&mut svc).expect("sole owner").time =
+            crate::services::clock::Time::from_clock(clock.clone());
+        let b = keep_pending(&svc, "old", "v", "n").await.unwrap();
+        clock.advance(std::time::Duration::from_secs(PENDING_TTL_SECS as u64 + 1));
+        assert!(state_err(take_pending(&svc, "old", Some(&b)).await).contains("expired"));
+        let now = svc.time.unix();
+        for i in 0..MAX_PENDING {
+            let mut g = NewGrant::new(GrantKind::SsoPending, now);
+            let h = format!("h{i}");
+            g.handle = Some(&h);
+            g.expires_at = Some(now + 60);
+            svc.store.issue_grant(&g).await.unwrap();
+        }
+        assert!(matches!(
+            keep_pending(&svc, "one-more", "v", "n").await,
+            Err(SsoError::Busy)
+        ));
+        // Once they expire they are ended, and there is room again.
+        clock.advance(std::time::Duration::from_secs(61));
+        keep_pending(&svc, "one-more", "v", "n").await.unwrap();
     }
 }

@@ -10,8 +10,8 @@ use axum::{Json, Router};
 use dwa_store::customers::CustomerRow;
 use serde::{Deserialize, Serialize};
 
-use crate::adapters::http::ApiError;
-use crate::app::Relay;
+use crate::adapters::http::reply::ApiError;
+use crate::adapters::state::Relay;
 use crate::error::RelayError;
 use crate::services::accounts::users::{
     self, EnrollmentToken, NewEnrollmentToken, NewUser, TotpEnabled, TotpEnrollment, User,

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use dwa_proto::audit::AuditRecord;
 use serde::Deserialize;
 
-use crate::app::Relay;
+use crate::adapters::state::Relay;
 use crate::error::{RelayError, Result};
 use crate::services::auth::Principal;
 

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::adapters::http::ApiError;
-use crate::adapters::openapi::{E400, E401, E403, E404, E409};
-use crate::app::Relay;
+use crate::adapters::http::reply::ApiError;
+use crate::adapters::http::reply::{E400, E401, E403, E404, E409};
+use crate::adapters::state::Relay;
 use crate::error::RelayError;
 use crate::services::auth::Principal;
 use crate::services::devices::{self, Actor};

@@ -11,8 +11,8 @@ use axum::{Json, Router};
 use dwa_proto::diag::{DiagOutcome, DiagParams};
 use serde_json::{json, Value};
 
-use crate::adapters::http::ApiError;
-use crate::app::Relay;
+use crate::adapters::http::reply::ApiError;
+use crate::adapters::state::Relay;
 use crate::error::RelayError;
 use crate::services::auth::Principal;
 use crate::services::diagnostics::{self, DiagReport, Finished};

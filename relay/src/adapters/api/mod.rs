@@ -18,10 +18,10 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::adapters::http::{ApiError, PeerAddr};
-use crate::adapters::openapi::{E400, E401, E403, E404, E409, E423, E429, E503};
+use crate::adapters::http::reply::{ApiError, PeerAddr};
+use crate::adapters::http::reply::{E400, E401, E403, E404, E409, E423, E429, E503};
+use crate::adapters::state::Relay;
 use crate::adapters::web::proxy;
-use crate::app::Relay;
 use crate::error::{RelayError, Result};
 use crate::services::auth::{LoginRequest, Principal, SESSION_COOKIE};
 use crate::services::web_sessions;
@@ -46,7 +46,7 @@ pub fn routes() -> Router<Relay> {
         .merge(crate::adapters::api::telemetry::routes())
         .merge(diagnostics::routes())
         // Single sign-on: /auth/oidc/login and /auth/oidc/callback.
-        .merge(crate::services::sso::routes())
+        .merge(crate::adapters::http::sso::routes())
         .merge(crate::adapters::openapi::routes())
         .merge(crate::adapters::api::accounts::routes())
         .merge(tunnels::routes())
@@ -242,7 +242,7 @@ impl From<WebSessionRequest> for web_sessions::OpenRequest {
         (status = 201, description = "`{id, url, expires_at, host, tls, certificate}`: open `url` \
          in the browser (it carries a one-time ticket)", body = Object),
         E400, E401, E403, E404, E429, E503,
-        (status = 502, description = "The printer could not be reached", body = crate::adapters::openapi::ErrorBody),
+        (status = 502, description = "The printer could not be reached", body = crate::adapters::http::reply::ErrorBody),
     )
 )]
 pub(crate) async fn create_web_session(

@@ -13,9 +13,9 @@ use dwa_proto::audit::kind;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::adapters::http::ApiError;
-use crate::adapters::openapi::{E400, E401, E403, E404, E503};
-use crate::app::Relay;
+use crate::adapters::http::reply::ApiError;
+use crate::adapters::http::reply::{E400, E401, E403, E404, E503};
+use crate::adapters::state::Relay;
 use crate::services::auth::Principal;
 use crate::services::telemetry::{alerts, fleet, inventory, report, settings, TelemetryError};
 

@@ -11,8 +11,8 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 
-use crate::adapters::http::{ApiError, PeerAddr};
-use crate::app::Relay;
+use crate::adapters::http::reply::{ApiError, PeerAddr};
+use crate::adapters::state::Relay;
 use crate::error::RelayError;
 use crate::services::auth::Principal;
 use crate::services::tunnels::{self, TunnelView};

@@ -8,8 +8,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, Method};
 
-use super::ApiError;
-use crate::app::Relay;
+use super::reply::ApiError;
+use crate::adapters::state::Relay;
 use crate::services::auth::{self, AuthError, Principal, SESSION_COOKIE};
 
 /// The header a cookie-authenticated API write carries its CSRF token in.

@@ -11,8 +11,8 @@ use axum::{Extension, Json};
 use dwa_proto::telemetry::MAX_BATCH_BYTES;
 use http_body_util::BodyExt;
 
-use super::{api_error, failure_response, PeerAddr};
-use crate::app::Relay;
+use super::reply::{api_error, failure_response, PeerAddr};
+use crate::adapters::state::Relay;
 use crate::services::telemetry::ingest::{self, IngestError};
 
 /// A body that trickles in cannot hold a connection for long.
@@ -46,11 +46,11 @@ fn too_large() -> Response {
     responses(
         (status = 200, description = "`IngestAck`: per item accepted or rejected with its reason",
          body = Object),
-        (status = 400, description = "Not a batch", body = crate::adapters::openapi::ErrorBody),
+        (status = 400, description = "Not a batch", body = crate::adapters::http::reply::ErrorBody),
         (status = 401, description = "Missing, unknown, revoked or bad agent signature",
-         body = crate::adapters::openapi::ErrorBody),
-        (status = 408, description = "Body not received in time", body = crate::adapters::openapi::ErrorBody),
-        (status = 413, description = "Batch too large", body = crate::adapters::openapi::ErrorBody),
+         body = crate::adapters::http::reply::ErrorBody),
+        (status = 408, description = "Body not received in time", body = crate::adapters::http::reply::ErrorBody),
+        (status = 413, description = "Batch too large", body = crate::adapters::http::reply::ErrorBody),
     )
 )]
 pub async fn handler(

@@ -1,12 +1,14 @@
 //! The relay's HTTPS endpoint (rustls, hyper): enrollment, the agents'
 //! SSH-over-WebSocket, health. The dealer API and portal join it later.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+pub mod client;
 pub mod extract;
 pub mod headers;
 pub mod ingest;
+pub mod reply;
+pub mod sso;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -23,85 +25,15 @@ use tokio_tungstenite::WebSocketStream;
 use tower::ServiceExt;
 use tracing::Instrument;
 
+use crate::adapters::state::Relay;
 use crate::adapters::web::proxy;
-use crate::app::Relay;
-use crate::error::RelayError;
-use crate::services::error::{Class, Failure};
+use reply::{api_error, failure_response, PeerAddr};
+
 use crate::services::web_sessions::session_id_from_host;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
-
-#[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub SocketAddr);
-
-/// The API's error body: `{"error": "...", "code": "..."}`.
-pub fn api_error(status: StatusCode, code: &str, msg: impl Into<String>) -> Response {
-    (
-        status,
-        Json(serde_json::json!({"error": msg.into(), "code": code})),
-    )
-        .into_response()
-}
-
-/// The one mapping of a service's failure to the API's answer: status,
-/// `{"error", "code"}`, and Retry-After for 429. Internal faults are
-/// logged, not shown.
-pub fn failure_response<E: Failure + ?Sized>(e: &E) -> Response {
-    let (status, retry) = match e.class() {
-        Class::Invalid => (StatusCode::BAD_REQUEST, None),
-        Class::Unauthorized => (StatusCode::UNAUTHORIZED, None),
-        Class::Forbidden => (StatusCode::FORBIDDEN, None),
-        Class::NotFound => (StatusCode::NOT_FOUND, None),
-        Class::Conflict => (StatusCode::CONFLICT, None),
-        Class::Locked => {
-            // The contract: the numeric status as the code.
-            return (
-                StatusCode::LOCKED,
-                Json(serde_json::json!({"error": e.to_string(), "code": 423})),
-            )
-                .into_response();
-        }
-        Class::RateLimited { retry_after } => (StatusCode::TOO_MANY_REQUESTS, Some(retry_after)),
-        Class::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
-        Class::Internal => {
-            tracing::error!(error = %e, "internal error");
-            return api_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            );
-        }
-    };
-    let mut r = api_error(status, e.code(), e.to_string());
-    if let Some(s) = retry {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(s));
-    }
-    r
-}
-
-/// A service's error on its way out of an API handler.
-pub struct ApiError(Box<dyn Failure + Send + Sync>);
-
-impl<E: Failure + Send + Sync + 'static> From<E> for ApiError {
-    fn from(e: E) -> Self {
-        Self(Box::new(e))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        failure_response(&*self.0)
-    }
-}
-
-impl IntoResponse for RelayError {
-    fn into_response(self) -> Response {
-        failure_response(&self)
-    }
-}
 
 pub fn router(relay: Relay) -> Router {
     Router::new()
@@ -149,10 +81,10 @@ fn request_host(req: &hyper::Request<hyper::body::Incoming>) -> Option<String> {
     responses(
         (status = 200, description = "`{agent_id, agent_name, customer, ssh_host_key, ssh_port}`",
          body = Object),
-        (status = 400, description = "Invalid request", body = crate::adapters::openapi::ErrorBody),
+        (status = 400, description = "Invalid request", body = crate::adapters::http::reply::ErrorBody),
         (status = 403, description = "Token unknown, expired or used up; bad key or hostname",
-         body = crate::adapters::openapi::ErrorBody),
-        crate::adapters::openapi::E429,
+         body = crate::adapters::http::reply::ErrorBody),
+        crate::adapters::http::reply::E429,
     )
 )]
 pub(crate) async fn enroll(
@@ -199,8 +131,8 @@ fn header_has(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     security(()),
     responses(
         (status = 101, description = "Switching to the WebSocket"),
-        (status = 400, description = "Not a WebSocket upgrade", body = crate::adapters::openapi::ErrorBody),
-        (status = 503, description = "Connection limit reached", body = crate::adapters::openapi::ErrorBody),
+        (status = 400, description = "Not a WebSocket upgrade", body = crate::adapters::http::reply::ErrorBody),
+        (status = 503, description = "Connection limit reached", body = crate::adapters::http::reply::ErrorBody),
     )
 )]
 pub(crate) async fn agent_ws(State(relay): State<Relay>, mut req: Request) -> Response {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::layout::{csrf_field, page};
 use super::{check_csrf, form, FormBody, PResult, Portal};
-use crate::app::Relay;
+use crate::adapters::state::Relay;
 use crate::services::accounts::users;
 
 pub const PATH: &str = "/account/two-factor";

@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use super::layout::page;
 use super::{check_csrf, form, FormBody, PResult, Portal};
-use crate::adapters::http::PeerAddr;
-use crate::app::Relay;
+use crate::adapters::http::reply::PeerAddr;
+use crate::adapters::state::Relay;
 use crate::error::RelayError;
 
 #[derive(Deserialize)]

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::layout::{csrf_field, opt, page};
 use super::{check_csrf, form, query, FormBody, PResult, Portal, PortalError, QueryArgs};
-use crate::app::Relay;
+use crate::adapters::state::Relay;
 use crate::error::RelayError;
 use crate::services::accounts::users;
 use crate::services::auth::Principal;
@@ -442,9 +442,7 @@ pub async fn add_token(
         return Err(invalid("valid for: between 1s and 30d"));
     }
     let (token, expires) = crate::services::enrollment::issue_token(
-        &relay.dir,
-        &relay.store,
-        &relay.time,
+        &relay,
         customer,
         uses,
         ttl.as_secs() as i64,

@@ -7,7 +7,7 @@ use maud::{html, Markup};
 use super::layout::page;
 use super::{query, PResult, Portal, QueryArgs};
 use crate::adapters::api::audit::{self, AuditQuery};
-use crate::app::Relay;
+use crate::adapters::state::Relay;
 
 /// Records shown on the page (downloads take up to the API's maximum).
 const PAGE_LIMIT: i64 = 200;

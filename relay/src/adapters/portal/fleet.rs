@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::layout::{opt, page, status_badge, supply_bar};
 use super::{query, PResult, Portal, PortalError, QueryArgs};
-use crate::app::Relay;
+use crate::adapters::state::Relay;
 use crate::error::RelayError;
 use crate::services::auth::Principal;
 use crate::services::telemetry::inventory::{self, DeviceView, ReadingView};

@@ -12,8 +12,8 @@ use serde::Deserialize;
 
 use super::layout::page;
 use super::{check_csrf, form, FormBody, PResult, Portal, PortalError};
-use crate::adapters::http::PeerAddr;
-use crate::app::Relay;
+use crate::adapters::http::reply::PeerAddr;
+use crate::adapters::state::Relay;
 use crate::services::accounts::AccountError;
 use crate::services::auth::LoginRequest;
 

@@ -33,7 +33,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use subtle::ConstantTimeEq;
 
-use crate::app::Relay;
+use crate::adapters::state::Relay;
 use crate::error::RelayError;
 use crate::services::auth::Principal;
 use crate::services::error::{Class, Failure};

@@ -18,9 +18,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tracing::Instrument;
 
+use crate::adapters::state::Relay;
 use crate::adapters::web::pool::{PrinterPool, Sender, Wait};
 use crate::adapters::web::rewrite::{BodyPlan, PrinterOrigin, Rewriter, Scheme, SessionOrigin};
-use crate::app::Relay;
 use crate::error::RelayError;
 use crate::services::streams::{open_stream, StreamRecord, StreamRequest};
 use crate::services::web_sessions::{

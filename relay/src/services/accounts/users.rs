@@ -243,9 +243,15 @@ fn parse_role(r: &str) -> Result<Role> {
     r.parse().map_err(AccountError::Invalid)
 }
 
-/// Hashes a password (argon2id), as `init` does.
+/// Hashes a password (argon2id, a fresh salt).
 pub fn hash_password(password: &str) -> Result<String> {
-    crate::init::hash_password(password).map_err(|e| AccountError::Invalid(e.to_string()))
+    use argon2::password_hash::rand_core::OsRng;
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AccountError::Invalid(format!("hashing password: {e}")))
 }
 
 /// Creates a user with a one-time password (and, for roles that require
@@ -556,16 +562,9 @@ pub async fn create_enrollment_token(
         ));
     }
     check_customers_exist(svc, &[req.customer_id]).await?;
-    let (token, expires) = crate::services::enrollment::issue_token(
-        &svc.dir,
-        &svc.store,
-        &svc.time,
-        req.customer_id,
-        uses,
-        ttl,
-        &p.actor(),
-    )
-    .await?;
+    let (token, expires) =
+        crate::services::enrollment::issue_token(svc, req.customer_id, uses, ttl, &p.actor())
+            .await?;
     admin_audit(
         svc,
         p,

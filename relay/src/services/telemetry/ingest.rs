@@ -424,7 +424,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_posted_twice_is_stored_once() {
-        let (_t, svc) = crate::services::telemetry::testutil::svc().await;
+        let (_t, svc) = crate::testutil::svc().await;
         let db = &*svc;
         let items = vec![
             reading("r1", "s1", 1, rec("10.0.0.5", Some("A1"), None)),
@@ -451,7 +451,7 @@ mod tests {
 
     #[tokio::test]
     async fn identity_survives_an_address_change() {
-        let (_t, svc) = crate::services::telemetry::testutil::svc().await;
+        let (_t, svc) = crate::testutil::svc().await;
         let db = &*svc;
         put(
             db,
@@ -531,7 +531,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hand_added_device_is_claimed_and_weak_readings_stay_with_it() {
-        let (_t, svc) = crate::services::telemetry::testutil::svc().await;
+        let (_t, svc) = crate::testutil::svc().await;
         let db = &*svc;
         let hand = db
             .store
@@ -568,7 +568,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_device_taking_an_occupied_address_displaces_the_occupant() {
-        let (_t, svc) = crate::services::telemetry::testutil::svc().await;
+        let (_t, svc) = crate::testutil::svc().await;
         let db = &*svc;
         put(
             db,
@@ -617,7 +617,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_items_are_rejected_alone_and_a_failed_batch_leaves_nothing() {
-        let (_t, svc) = crate::services::telemetry::testutil::svc().await;
+        let (_t, svc) = crate::testutil::svc().await;
         let db = &*svc;
         let ack = put(
             db,
@@ -693,7 +693,7 @@ mod tests {
 
     #[tokio::test]
     async fn alerts_are_raised_once_and_resolved_when_the_condition_clears() {
-        let (_t, mut svc) = crate::services::telemetry::testutil::svc().await;
+        let (_t, mut svc) = crate::testutil::svc().await;
         Arc::get_mut(&mut svc).expect("sole owner").cfg.alerts = AlertsSection {
             webhook_url: Some("http://127.0.0.1:9/hook".into()),
             webhook_secret: Some(crate::config::Secret::new("0123456789abcdef")),
@@ -768,7 +768,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_device_missing_from_three_scans_is_silent_until_seen() {
-        let (_t, svc) = crate::services::telemetry::testutil::svc().await;
+        let (_t, svc) = crate::testutil::svc().await;
         let db = &*svc;
         let ranges = ["10.0.0.0/24"];
         put(

@@ -224,7 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn settings_are_stored_and_replaced() {
-        let (_tmp, svc) = crate::services::telemetry::testutil::svc().await;
+        let (_tmp, svc) = crate::testutil::svc().await;
         let db = &*svc;
         assert_eq!(load(db, "agt_a").await.unwrap().settings, None);
         let s = ScanSettings {
