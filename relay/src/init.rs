@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
 use argon2::Argon2;
+use dwa_proto::audit::{AdminCommand, Event};
 use serde::Serialize;
 
 use crate::config::{
@@ -101,10 +102,11 @@ pub async fn init(
     };
     Audit::new(store.clone(), time)
         .append(
-            dwa_proto::audit::kind::ADMIN_COMMAND,
+            Event::AdminCommand(AdminCommand::Init {
+                domain: domain.to_string(),
+            }),
             &crate::util::local_actor(),
             None,
-            serde_json::json!({"command": "init", "domain": domain}),
         )
         .await?;
 

@@ -291,11 +291,10 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
                         // (an enrollment token or agent.toml) for another one.
                         if text.contains("BadCertificate") || text.contains("CertificateUnknown") {
                             audit
-                                .record(
-                                    dwa_proto::audit::kind::TLS_CERT_REJECTED,
+                                .record_event(
+                                    dwa_proto::audit::Event::TlsCertRejected { error: text },
                                     &format!("peer:{peer}"),
                                     None,
-                                    serde_json::json!({"error": text}),
                                 )
                                 .await;
                         }
