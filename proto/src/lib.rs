@@ -6,8 +6,8 @@
 //! - [`diag`]: typed diagnostics (ping, TCP, HTTP, IPP, PJL) and their
 //!   results.
 //! - [`enroll`]: the enrollment token format and the enroll request/response.
-//! - [`audit`]: audit event kinds, the canonical record form and the hash
-//!   chain (compute and verify).
+//! - [`audit`]: audit events (one typed variant per kind), the canonical
+//!   record form and the hash chain (compute and verify).
 //! - [`stream`]: how a relay-opened stream is named on the SSH channel.
 //! - [`snmprec`]: the snmpsim `OID|type|value` walk format (agent tests,
 //!   fleet simulator).
@@ -41,4 +41,6 @@ pub enum ProtoError {
     BadToken(&'static str),
     #[error("audit chain broken at record {id}: {reason}")]
     ChainBroken { id: i64, reason: String },
+    #[error("audit detail of {kind}: {reason}")]
+    BadDetail { kind: String, reason: String },
 }

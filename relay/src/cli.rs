@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use dwa_proto::audit::kind;
+use dwa_proto::audit::{AdminCommand, Event};
 use dwa_relay::adapters::admin_socket::{local_actor, AdminRequest};
 use dwa_relay::config::{DataDir, ADMIN_SOCKET};
 use dwa_relay::services::audit::{to_csv, to_jsonl};
@@ -394,10 +394,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let id = svc.store.add_customer(&name, &svc.time.rfc3339()).await?;
             audit
                 .append(
-                    kind::ADMIN_COMMAND,
+                    Event::AdminCommand(AdminCommand::CustomerAdd {
+                        customer: name.clone(),
+                        via: None,
+                    }),
                     &actor,
                     None,
-                    json!({"command": "customer add", "customer": name}),
                 )
                 .await?;
             print(
@@ -487,7 +489,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 None
             };
             audit
-                .append(kind::ADMIN_COMMAND, &actor, None, json!({"command": "user add", "user": name, "role": role, "customers": customers, "totp": totp_uri.is_some()}))
+                .append(
+                    Event::AdminCommand(AdminCommand::UserAdd {
+                        user: name.clone(),
+                        role: role.clone(),
+                        customers: customers.clone(),
+                        totp: totp_uri.is_some(),
+                    }),
+                    &actor,
+                    None,
+                )
                 .await?;
             let mut v = json!({"id": id, "name": name, "role": role, "password": password});
             let mut text = format!("user {name} ({role}) added\n  One-time password: {password}");
@@ -538,7 +549,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             )
             .to_string();
             audit
-                .append(kind::ADMIN_COMMAND, &actor, None, json!({"command": "token create", "customer": customer, "uses": uses, "expires_at": exp_text}))
+                .append(
+                    Event::AdminCommand(AdminCommand::TokenCreate {
+                        customer: customer.clone(),
+                        uses,
+                        expires_at: exp_text.clone(),
+                        via: None,
+                    }),
+                    &actor,
+                    None,
+                )
                 .await?;
             print(
                 j,

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use dwa_proto::audit::{AdminCommand, Event};
 use serde::Serialize;
 
 use crate::config::{
@@ -97,10 +98,11 @@ pub async fn init(
     };
     Audit::new(store.clone(), time)
         .append(
-            dwa_proto::audit::kind::ADMIN_COMMAND,
+            Event::AdminCommand(AdminCommand::Init {
+                domain: domain.to_string(),
+            }),
             &crate::util::local_actor(),
             None,
-            serde_json::json!({"command": "init", "domain": domain}),
         )
         .await?;
 

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use dwa_proto::audit::kind;
+use dwa_proto::audit::{AdminCommand, Event};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -212,11 +212,13 @@ async fn handle(relay: Relay, stream: UnixStream) {
             relay
                 .audit
                 .record(
-                    kind::ADMIN_COMMAND,
+                    Event::AdminCommand(AdminCommand::Forward {
+                        listen: bound.clone(),
+                        agent: sreq.agent.clone(),
+                        target: format!("{}:{}", sreq.host, sreq.port),
+                    }),
                     &actor,
                     None,
-                    json!({"command": "forward", "listen": bound, "agent": sreq.agent,
-                           "target": format!("{}:{}", sreq.host, sreq.port)}),
                 )
                 .await;
             let mut resp = AdminResponse::ok();

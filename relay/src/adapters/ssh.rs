@@ -9,14 +9,13 @@ use std::time::Duration;
 use dwa_link::control::{spawn_control, ControlEvent};
 use dwa_link::flow::{Flow, FlowStream};
 use dwa_link::transport::BoxIo;
-use dwa_proto::audit::kind;
+use dwa_proto::audit::Event;
 use dwa_proto::control::ControlMsg;
 use dwa_proto::stream::{StreamId, DEFAULT_WINDOW};
 use dwa_proto::{CONTROL_SUBSYSTEM, PROTOCOL_VERSION};
 use russh::keys::PublicKey;
 use russh::server::{Auth, Msg, Session};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -68,11 +67,13 @@ impl SshHandler {
         self.relay
             .audit
             .record(
-                kind::AGENT_AUTH_REFUSED,
+                Event::AgentAuthRefused {
+                    key_fingerprint: dwa_link::ssh::fingerprint(key),
+                    reason: reason.to_string(),
+                    transport: self.transport.to_string(),
+                },
                 &format!("peer:{}", self.peer),
                 None,
-                json!({"key_fingerprint": dwa_link::ssh::fingerprint(key), "reason": reason,
-                       "transport": self.transport}),
             )
             .await;
     }
@@ -262,10 +263,12 @@ impl russh::server::Handler for SshHandler {
             relay
                 .audit
                 .record(
-                    kind::AGENT_REPLACED,
+                    Event::AgentReplaced {
+                        old_peer: old.peer.to_string(),
+                        new_peer: self.peer.to_string(),
+                    },
                     &format!("agent:{}", agent.id),
                     Some(&agent.id),
-                    json!({"old_peer": old.peer.to_string(), "new_peer": self.peer.to_string()}),
                 )
                 .await;
             relay.tracker.spawn(
@@ -283,10 +286,13 @@ impl russh::server::Handler for SshHandler {
         relay
             .audit
             .record(
-                kind::AGENT_CONNECT,
+                Event::AgentConnect {
+                    peer: self.peer.to_string(),
+                    transport: self.transport.to_string(),
+                    name: agent.name.clone(),
+                },
                 &format!("agent:{}", agent.id),
                 Some(&agent.id),
-                json!({"peer": self.peer.to_string(), "transport": self.transport, "name": agent.name}),
             )
             .await;
         if let Some(tx) = self.authed.take() {
@@ -366,10 +372,12 @@ impl russh::server::Handler for SshHandler {
         self.relay
             .audit
             .record(
-                kind::FORWARD_BIND,
+                Event::ForwardBind {
+                    address: address.to_string(),
+                    port: *port,
+                },
                 &format!("agent:{}", conn.agent_id),
                 Some(&conn.agent_id),
-                json!({"address": address, "port": *port}),
             )
             .await;
         Ok(true)
@@ -425,13 +433,18 @@ async fn control_loop(
                 }
             }
             ControlEvent::Msg(ControlMsg::Denied(d)) => {
-                let detail = json!({"stream": d.stream, "target": format!("{}:{}", d.host, d.port),
-                                    "decided_by": "agent", "rule": d.rule, "reason": d.reason});
+                let event = Event::StreamDenied {
+                    target: format!("{}:{}", d.host, d.port),
+                    decided_by: "agent".into(),
+                    reason: d.reason.clone(),
+                    stream: Some(d.stream),
+                    rule: Some(d.rule.clone()),
+                };
                 match conn.deliver_denial(d) {
                     Some(actor) => {
                         relay
                             .audit
-                            .record(kind::STREAM_DENIED, &actor, Some(&conn.agent_id), detail)
+                            .record(event, &actor, Some(&conn.agent_id))
                             .await
                     }
                     None => tracing::debug!("denial report for a stream not being opened; ignored"),
@@ -449,10 +462,11 @@ async fn control_loop(
                 relay
                     .audit
                     .record(
-                        kind::PROTOCOL_ERROR,
+                        Event::ProtocolError {
+                            error: e.to_string(),
+                        },
                         &format!("agent:{}", conn.agent_id),
                         Some(&conn.agent_id),
-                        json!({"error": e.to_string()}),
                     )
                     .await;
                 conn.disconnect("control channel protocol error").await;
@@ -539,12 +553,15 @@ pub async fn serve_connection(relay: Relay, io: BoxIo, peer: SocketAddr, transpo
         relay
             .audit
             .record(
-                kind::AGENT_DISCONNECT,
+                Event::AgentDisconnect {
+                    peer: peer.to_string(),
+                    transport: transport.to_string(),
+                    duration_ms: conn.since.elapsed().as_millis() as u64,
+                    reason: result,
+                    replaced: !current,
+                },
                 &format!("agent:{}", conn.agent_id),
                 Some(&conn.agent_id),
-                json!({"peer": peer.to_string(), "transport": transport,
-                       "duration_ms": conn.since.elapsed().as_millis() as u64,
-                       "reason": result, "replaced": !current}),
             )
             .await;
         // The agent is gone (not replaced by its own new session): its web

@@ -1,7 +1,8 @@
 //! The audit log service: records are appended through the store, which
-//! keeps the hash chain; rules of the chain live in `dwa_proto::audit`.
+//! keeps the hash chain; rules of the chain, and the typed events whose
+//! details the records carry, live in `dwa_proto::audit`.
 
-use dwa_proto::audit::{verify_chain, AuditEntry, AuditRecord};
+use dwa_proto::audit::{verify_chain, AuditEntry, AuditRecord, Event};
 use dwa_store::{Store, StoreError};
 use serde_json::Value;
 
@@ -17,6 +18,9 @@ pub enum AuditError {
     Store(#[from] StoreError),
     #[error("audit chain broken: {0}")]
     Chain(#[from] dwa_proto::ProtoError),
+    /// An event that would not serialize (a bug, not input).
+    #[error("audit record: {0}")]
+    Detail(dwa_proto::ProtoError),
 }
 
 impl Failure for AuditError {
@@ -118,13 +122,32 @@ impl Audit {
         Self { store, time }
     }
 
-    /// Appends one record and returns its id.
+    /// Appends one record of `event` and returns its id.
     pub async fn append(
+        &self,
+        event: Event,
+        actor: &str,
+        agent: Option<&str>,
+    ) -> Result<i64, AuditError> {
+        let detail = Value::Object(event.detail().map_err(AuditError::Detail)?);
+        self.append_entry(event.kind(), actor, agent, &detail).await
+    }
+
+    /// Appends, logging instead of failing: for paths (disconnect, stream
+    /// close) where the event already happened and there is nobody to tell.
+    pub async fn record(&self, event: Event, actor: &str, agent: Option<&str>) {
+        let kind = event.kind();
+        if let Err(e) = self.append(event, actor, agent).await {
+            tracing::error!(kind, error = %e, "could not write audit record");
+        }
+    }
+
+    async fn append_entry(
         &self,
         kind: &str,
         actor: &str,
         agent: Option<&str>,
-        detail: Value,
+        detail: &Value,
     ) -> Result<i64, AuditError> {
         let entry = AuditEntry {
             ts: self.time.rfc3339(),
@@ -134,14 +157,6 @@ impl Audit {
             detail: detail.to_string(),
         };
         Ok(self.store.audit_append(&entry).await?)
-    }
-
-    /// Appends, logging instead of failing: for paths (disconnect, stream
-    /// close) where the event already happened and there is nobody to tell.
-    pub async fn record(&self, kind: &str, actor: &str, agent: Option<&str>, detail: Value) {
-        if let Err(e) = self.append(kind, actor, agent, detail).await {
-            tracing::error!(kind, error = %e, "could not write audit record");
-        }
     }
 
     pub async fn records(&self, since: Option<&str>) -> Result<Vec<AuditRecord>, AuditError> {

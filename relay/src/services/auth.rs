@@ -6,10 +6,9 @@
 //! revocation end them and everything opened under them.
 
 use dwa_policy::roles::{permit, Action, Role, Scope};
-use dwa_proto::audit::kind;
+use dwa_proto::audit::Event;
 use dwa_store::grants::{GrantKind, NewGrant, Selector};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::services::error::{Class, Failure};
 use crate::services::grants::{self, EndReason};
@@ -331,7 +330,7 @@ pub async fn logout(svc: &Services, p: &Principal) -> Result<(), AuthError> {
     };
     grants::end(svc, Selector::Id(*grant), EndReason::Logout, &p.actor()).await?;
     svc.audit
-        .record(kind::USER_LOGOUT, &p.actor(), None, json!({}))
+        .record(Event::UserLogout {}, &p.actor(), None)
         .await;
     Ok(())
 }
@@ -368,10 +367,12 @@ pub async fn create_token(
     let id = svc.store.issue_grant(&g).await?;
     svc.audit
         .record(
-            kind::TOKEN_CREATE,
+            Event::TokenCreate {
+                id,
+                name: name.to_string(),
+            },
             &p.actor(),
             None,
-            json!({"id": id, "name": name}),
         )
         .await;
     Ok(NewToken {
@@ -399,7 +400,7 @@ pub async fn revoke_token(svc: &Services, p: &Principal, id: i64) -> Result<(), 
     }
     grants::end(svc, Selector::Id(id), EndReason::TokenRevoked, &p.actor()).await?;
     svc.audit
-        .record(kind::TOKEN_REVOKE, &p.actor(), None, json!({"id": id}))
+        .record(Event::TokenRevoke { id }, &p.actor(), None)
         .await;
     Ok(())
 }

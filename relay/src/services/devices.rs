@@ -5,11 +5,10 @@
 //! removes it, and audits.
 
 use dwa_policy::roles::Action;
-use dwa_proto::audit::kind;
+use dwa_proto::audit::{AdminCommand, Event};
 use dwa_store::customers::Erased;
 use dwa_store::grants::Selector;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::services::auth::{AuthError, Principal};
 use crate::services::error::{Class, Failure};
@@ -116,10 +115,13 @@ pub async fn add(
         .await?;
     svc.audit
         .append(
-            kind::ADMIN_COMMAND,
+            Event::AdminCommand(AdminCommand::DeviceAdd {
+                device: id,
+                address: address.to_string(),
+                name: name.map(str::to_string),
+            }),
             &by.name(),
             Some(&a.id),
-            json!({"command": "device add", "device": id, "address": address, "name": name}),
         )
         .await?;
     Ok(AddedDevice {
@@ -142,10 +144,12 @@ pub async fn remove(svc: &Services, by: Actor<'_>, id: i64) -> Result<(), Device
     }
     svc.audit
         .append(
-            kind::ADMIN_COMMAND,
+            Event::AdminCommand(AdminCommand::DeviceRemove {
+                device: id,
+                address: target.address.clone(),
+            }),
             &who,
             Some(&target.agent_id),
-            json!({"command": "device remove", "device": id, "address": target.address}),
         )
         .await?;
     Ok(())
@@ -171,10 +175,9 @@ pub async fn revoke_agent(
     .await?;
     svc.audit
         .append(
-            kind::ADMIN_COMMAND,
+            Event::AdminCommand(AdminCommand::AgentRevoke { changed }),
             &who,
             Some(&a.id),
-            json!({"command": "agent revoke", "changed": changed}),
         )
         .await?;
     if let Some(conn) = svc.agents.get(&a.id) {
@@ -224,12 +227,17 @@ pub async fn erase_customer(
         .await?;
     svc.audit
         .append(
-            kind::CUSTOMER_ERASE,
+            Event::CustomerErase {
+                customer,
+                name: c.name.clone(),
+                agents,
+                devices: erased.devices,
+                readings: erased.readings,
+                alerts: erased.alerts,
+                users_deactivated: erased.users_deactivated,
+            },
             &who,
             None,
-            json!({"customer": customer, "name": c.name, "agents": agents, "devices": erased.devices,
-                   "readings": erased.readings, "alerts": erased.alerts,
-                   "users_deactivated": erased.users_deactivated}),
         )
         .await?;
     Ok(erased)

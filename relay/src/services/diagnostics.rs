@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use dwa_policy::relay::{relay_decide, RelayCheck};
 use dwa_policy::roles::Action;
-use dwa_proto::audit::kind;
+use dwa_proto::audit::Event;
 use dwa_proto::control::ControlMsg;
 use dwa_proto::diag::{DiagKind, DiagOutcome, DiagParams, DiagRequest};
 use serde::Serialize;
@@ -171,6 +171,25 @@ pub struct DiagReport {
     pub finished: Finished,
 }
 
+/// What a refused diagnostic's record says besides the device and reason.
+#[derive(Debug, Default, Clone, Copy)]
+struct Refused {
+    kind: Option<&'static str>,
+    /// Which rate limit: `user` or `device`.
+    limit: Option<&'static str>,
+    decided_by: Option<&'static str>,
+    port: Option<u16>,
+}
+
+impl Refused {
+    fn of(kind: &'static str) -> Self {
+        Refused {
+            kind: Some(kind),
+            ..Refused::default()
+        }
+    }
+}
+
 /// Runs one diagnostic for `p` (the API's and the portal's path): the
 /// relay's checks, then the agent's answer (or its silence).
 pub async fn run(
@@ -181,22 +200,21 @@ pub async fn run(
 ) -> Result<DiagReport, DiagError> {
     let target = relay.store.device_target(device).await?;
     let agent = target.agent_id.clone();
-    let refuse = |reason: String, detail: Value| {
+    let refuse = |reason: String, r: Refused| {
         let actor = p.actor();
         let agent = agent.clone();
-        async move {
-            let mut d = json!({"device": device, "reason": reason});
-            if let (Some(d), Some(extra)) = (d.as_object_mut(), detail.as_object()) {
-                d.extend(extra.clone());
-            }
-            relay
-                .audit
-                .record(kind::DIAG_REFUSED, &actor, Some(&agent), d)
-                .await;
-        }
+        let event = Event::DiagRefused {
+            device,
+            reason,
+            kind: r.kind.map(str::to_string),
+            limit: r.limit.map(str::to_string),
+            decided_by: r.decided_by.map(str::to_string),
+            port: r.port,
+        };
+        async move { relay.audit.record(event, &actor, Some(&agent)).await }
     };
     if let Err(e) = p.require(Action::Diagnostics, Some(target.customer_id)) {
-        refuse(e.to_string(), json!({})).await;
+        refuse(e.to_string(), Refused::default()).await;
         return Err(DiagError::Refused(e.to_string()));
     }
     let req = DiagRequest::from_params(&params).map_err(DiagError::Invalid)?;
@@ -207,7 +225,12 @@ pub async fn run(
     ] {
         if let Some(secs) = retry_after(limiter, &key) {
             let msg = format!("too many diagnostics for this {who}; retry in {secs} s");
-            refuse(msg.clone(), json!({"kind": kind_name, "limit": who})).await;
+            let r = Refused {
+                kind: Some(kind_name),
+                limit: Some(who),
+                ..Refused::default()
+            };
+            refuse(msg.clone(), r).await;
             return Err(DiagError::RateLimited {
                 msg,
                 retry_after: secs,
@@ -216,7 +239,7 @@ pub async fn run(
     }
     let Some(native) = relay.agents.get(&agent).and_then(|c| c.native()) else {
         let msg = format!("agent {agent} is not connected");
-        refuse(msg.clone(), json!({"kind": kind_name})).await;
+        refuse(msg.clone(), Refused::of(kind_name)).await;
         return Err(DiagError::AgentOffline(msg));
     };
     // The relay's coarse pre-check (the device is the agent's by
@@ -229,11 +252,12 @@ pub async fn run(
                 agent_ports: &native.hello.ports,
             });
             if !d.allowed {
-                refuse(
-                    d.reason.clone(),
-                    json!({"kind": kind_name, "decided_by": "relay", "port": port}),
-                )
-                .await;
+                let r = Refused {
+                    decided_by: Some("relay"),
+                    port: Some(port),
+                    ..Refused::of(kind_name)
+                };
+                refuse(d.reason.clone(), r).await;
                 return Err(DiagError::Refused(d.reason));
             }
         }
@@ -260,7 +284,7 @@ pub async fn run(
     });
     if !sent {
         let msg = format!("agent {agent} is disconnecting");
-        refuse(msg.clone(), json!({"kind": kind_name})).await;
+        refuse(msg.clone(), Refused::of(kind_name)).await;
         return Err(DiagError::AgentOffline(msg));
     }
     let wait = Duration::from_millis(req.budget_ms()) + SLACK;
@@ -272,26 +296,26 @@ pub async fn run(
         params: req.clone(),
         finished,
     };
-    let base = json!({"device": device, "address": target.address, "kind": kind_name,
-                      "request": request, "params": req});
+    let run = |outcome: Value| Event::DiagRun {
+        device,
+        address: target.address.clone(),
+        kind: kind_name.to_string(),
+        request: request.clone(),
+        params: req.clone(),
+        outcome,
+    };
     let outcome = match tokio::time::timeout(wait, rx).await {
         Ok(Ok(o)) => o,
         _ => {
             let reason = format!("no result from agent {agent} within {wait:?}");
-            let mut d = base.clone();
-            d["outcome"] = json!({"outcome": "timeout", "reason": reason});
-            relay
-                .audit
-                .record(kind::DIAG_RUN, &p.actor(), Some(&agent), d)
-                .await;
+            let event = run(json!({"outcome": "timeout", "reason": reason}));
+            relay.audit.record(event, &p.actor(), Some(&agent)).await;
             return Ok(report(Finished::TimedOut { reason }));
         }
     };
-    let mut audit = base;
-    audit["outcome"] = summary(&outcome);
     relay
         .audit
-        .record(kind::DIAG_RUN, &p.actor(), Some(&agent), audit)
+        .record(run(summary(&outcome)), &p.actor(), Some(&agent))
         .await;
     Ok(report(Finished::Outcome(outcome)))
 }

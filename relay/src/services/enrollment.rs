@@ -1,9 +1,8 @@
 //! Enrollment service: redeem a token, register the agent's key, answer with
 //! what the agent must pin. Every outcome is audited.
 
-use dwa_proto::audit::kind;
+use dwa_proto::audit::Event;
 use dwa_proto::enroll::{secret_hash, EnrollRequest, EnrollResponse};
-use serde_json::json;
 
 use dwa_store::enroll::TokenCheck;
 
@@ -86,10 +85,12 @@ pub async fn enroll(
         relay
             .audit
             .record(
-                kind::ENROLL_REFUSED,
+                Event::EnrollRefused {
+                    reason: reason.clone(),
+                    hostname: req.hostname.clone(),
+                },
                 &format!("peer:{peer}"),
                 None,
-                json!({"reason": reason, "hostname": req.hostname}),
             )
             .await;
         EnrollError::Refused(reason)
@@ -141,12 +142,14 @@ pub async fn enroll(
     relay
         .audit
         .append(
-            kind::ENROLL_OK,
+            Event::EnrollOk {
+                agent_name: agent.name.clone(),
+                customer: agent.customer.clone(),
+                key_fingerprint: dwa_link::ssh::fingerprint(&key),
+                agent_version: req.agent_version.clone(),
+            },
             &format!("peer:{peer}"),
             Some(&agent.id),
-            json!({"agent_name": agent.name, "customer": agent.customer,
-                   "key_fingerprint": dwa_link::ssh::fingerprint(&key),
-                   "agent_version": req.agent_version}),
         )
         .await?;
     Ok(EnrollResponse {

@@ -22,9 +22,8 @@
 
 use std::time::Duration;
 
-use dwa_proto::audit::kind;
+use dwa_proto::audit::Event;
 use dwa_store::grants::{GrantKind, GrantRow, Selector};
-use serde_json::json;
 use tracing::Instrument;
 
 use crate::services::error::{Class, Failure};
@@ -199,11 +198,14 @@ async fn close(svc: &Services, g: &GrantRow, reason: EndReason, by: &str) {
         GrantKind::Login | GrantKind::ApiToken | GrantKind::SsoPending => {
             svc.audit
                 .record(
-                    kind::GRANT_END,
+                    Event::GrantEnd {
+                        grant: g.id,
+                        kind: k.as_str().to_string(),
+                        user_id: g.user_id,
+                        reason: reason.as_str().to_string(),
+                    },
                     by,
                     g.agent_id.as_deref(),
-                    json!({"grant": g.id, "kind": k.as_str(), "user_id": g.user_id,
-                           "reason": reason.as_str()}),
                 )
                 .await;
         }

@@ -12,6 +12,7 @@
 
 use std::io::Cursor;
 
+use dwa_proto::audit::Event;
 use ipp::model::{DelimiterTag, Operation};
 use ipp::parser::{IppParseError, IppParser};
 use num_traits::FromPrimitive;
@@ -439,11 +440,40 @@ fn find_blank_line(h: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// The audit record of one event.
-pub fn detail(ev: &IppEvent) -> serde_json::Value {
-    match ev {
-        IppEvent::Operation(op) => serde_json::to_value(op).unwrap_or_default(),
-        IppEvent::Unreadable(why) => serde_json::json!({"operation": null, "error": why}),
+/// Where an IPP request was seen.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// A web session (its id).
+    Session(String),
+    /// A raw tunnel and the client address the request came from.
+    Tunnel { id: String, source: String },
+}
+
+/// The audit record of one event, to `device`.
+pub fn event(ev: &IppEvent, device: i64, via: Via) -> Event {
+    let (session, tunnel, source) = match via {
+        Via::Session(s) => (Some(s), None, None),
+        Via::Tunnel { id, source } => (None, Some(id), Some(source)),
+    };
+    let (operation, op) = match ev {
+        IppEvent::Operation(op) => (Some(op.operation.clone()), Some(op)),
+        IppEvent::Unreadable(_) => (None, None),
+    };
+    Event::IppOperation {
+        device,
+        session,
+        tunnel,
+        source,
+        operation,
+        operation_id: op.map(|o| o.operation_id),
+        version: op.map(|o| o.version.clone()),
+        request_id: op.map(|o| o.request_id),
+        requested_attributes: op.map(|o| o.requested_attributes.clone()),
+        printer_uri: op.and_then(|o| o.printer_uri.clone()),
+        error: match ev {
+            IppEvent::Unreadable(why) => Some(why.clone()),
+            IppEvent::Operation(_) => None,
+        },
     }
 }
 
@@ -574,7 +604,12 @@ mod tests {
             t.buf.capacity() == 0,
             "buffer released after the attributes"
         );
-        let detail = detail(&ev.unwrap_or(IppEvent::Unreadable(String::new()))).to_string();
+        let ev = event(
+            &ev.unwrap_or(IppEvent::Unreadable(String::new())),
+            1,
+            Via::Session("s".into()),
+        );
+        let detail = format!("{:?}", ev.detail());
         assert!(!detail.contains("BBBB"), "{detail}");
     }
 

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use dwa_policy::roles::Role;
-use dwa_proto::audit::kind;
+use dwa_proto::audit::Event;
 use dwa_store::grants::{GrantKind, NewGrant, Selector};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey,
@@ -31,7 +31,7 @@ use openidconnect::{
     StandardErrorResponse, StandardTokenResponse, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::config::oidc::MAX_GROUP_LEN;
 use crate::config::{GroupMap, OidcSection};
@@ -365,17 +365,26 @@ pub struct LoggedIn {
 }
 
 /// A refusal and what the audit record says about it.
+#[derive(Default)]
+struct Known {
+    issuer: Option<String>,
+    subject: Option<String>,
+    groups: Option<Vec<String>>,
+    provider_error: Option<String>,
+}
+
+/// A refusal and what the audit record says about it.
 struct Refusal {
     err: SsoError,
     /// Issuer, subject, groups … when known.
-    detail: Value,
+    known: Known,
 }
 
 impl From<SsoError> for Refusal {
     fn from(err: SsoError) -> Self {
         Refusal {
             err,
-            detail: json!({}),
+            known: Known::default(),
         }
     }
 }
@@ -394,19 +403,20 @@ pub async fn finish(
     match finish_inner(svc, oidc, http, answer, binding, peer).await {
         Ok(done) => Ok(done),
         Err(f) => {
-            let mut detail = f.detail;
-            if let Value::Object(m) = &mut detail {
-                m.insert("peer".into(), json!(peer));
-                m.insert("reason".into(), json!(f.err.to_string()));
-                m.entry("issuer").or_insert(json!(oidc.issuer()));
-            }
-            let actor = match detail.get("subject").and_then(Value::as_str) {
+            let k = f.known;
+            let actor = match &k.subject {
                 Some(s) => format!("sso:{s}"),
                 None => format!("peer:{peer}"),
             };
-            svc.audit
-                .record(kind::SSO_REFUSED, &actor, None, detail)
-                .await;
+            let event = Event::SsoRefused {
+                peer: peer.to_string(),
+                reason: f.err.to_string(),
+                issuer: k.issuer.unwrap_or_else(|| oidc.issuer().to_string()),
+                subject: k.subject,
+                groups: k.groups,
+                provider_error: k.provider_error,
+            };
+            svc.audit.record(event, &actor, None).await;
             Err(f.err)
         }
     }
@@ -482,7 +492,10 @@ async fn finish_inner(
                     .trim()
                     .to_string(),
             ),
-            detail: json!({"provider_error": e}),
+            known: Known {
+                provider_error: Some(e.clone()),
+                ..Known::default()
+            },
         });
     }
     // RFC 9207: a provider that names itself must be ours (mix-up attacks).
@@ -542,7 +555,12 @@ async fn finish_inner(
     let Some(mapped) = map_groups(&oidc.cfg.map, &groups) else {
         return Err(Refusal {
             err: SsoError::NoRole,
-            detail: json!({"issuer": issuer, "subject": subject, "groups": groups}),
+            known: Known {
+                issuer: Some(issuer),
+                subject: Some(subject),
+                groups: Some(groups),
+                provider_error: None,
+            },
         });
     };
     let hint = claims
@@ -553,7 +571,11 @@ async fn finish_inner(
         tracing::error!(error = %e, "storing the directory user");
         Refusal {
             err: SsoError::Internal,
-            detail: json!({"issuer": issuer, "subject": subject}),
+            known: Known {
+                issuer: Some(issuer.clone()),
+                subject: Some(subject.clone()),
+                ..Known::default()
+            },
         }
     };
     let (user_id, unknown_customers) =
@@ -563,19 +585,23 @@ async fn finish_inner(
     let ok = crate::services::auth::open_login(svc, user_id, false)
         .await
         .map_err(|e| internal(&e))?;
-    svc.audit
-        .record(
-            kind::SSO_LOGIN,
-            &ok.principal.actor(),
-            None,
-            json!({
-                "peer": peer, "issuer": issuer, "subject": subject, "groups": groups,
-                "groups_from": if from_userinfo { "userinfo" } else { "id_token" },
-                "matched": mapped.matched, "role": mapped.role.as_str(),
-                "customers": mapped.customers, "unknown_customers": unknown_customers,
-            }),
-        )
-        .await;
+    let event = Event::SsoLogin {
+        peer: peer.to_string(),
+        issuer,
+        subject,
+        groups,
+        groups_from: if from_userinfo {
+            "userinfo"
+        } else {
+            "id_token"
+        }
+        .into(),
+        matched: mapped.matched.clone(),
+        role: mapped.role.as_str().into(),
+        customers: mapped.customers.clone(),
+        unknown_customers,
+    };
+    svc.audit.record(event, &ok.principal.actor(), None).await;
     Ok(LoggedIn {
         user: ok.principal.username.clone(),
         role: ok.principal.role.as_str(),
@@ -740,6 +766,7 @@ async fn upsert_user(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn m(group: &str, role: &str, customers: &[&str]) -> GroupMap {
         GroupMap {

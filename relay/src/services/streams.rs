@@ -17,10 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 use dwa_link::control::ControlSender;
 use dwa_link::flow::{CreditTable, Flow, FlowStream};
 use dwa_policy::relay::{relay_decide, RelayCheck};
-use dwa_proto::audit::kind;
+use dwa_proto::audit::Event;
 use dwa_proto::control::{Denial, Hello, TlsInfo};
 use dwa_proto::stream::{StreamId, DEFAULT_WINDOW, ORIGINATOR, ORIGINATOR_TLS};
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -397,10 +396,12 @@ async fn failed(
     relay
         .audit
         .record(
-            kind::STREAM_FAILED,
+            Event::StreamFailed {
+                target: format!("{}:{}", req.host, req.port),
+                reason: err.to_string(),
+            },
             &req.actor,
             Some(agent_id),
-            json!({"target": format!("{}:{}", req.host, req.port), "reason": err.to_string()}),
         )
         .await;
     err
@@ -415,10 +416,15 @@ async fn deny(
     relay
         .audit
         .record(
-            kind::STREAM_DENIED,
+            Event::StreamDenied {
+                target: format!("{}:{}", req.host, req.port),
+                decided_by: "relay".into(),
+                reason: reason.clone(),
+                stream: None,
+                rule: None,
+            },
             &req.actor,
             Some(agent_id),
-            json!({"target": format!("{}:{}", req.host, req.port), "decided_by": "relay", "reason": reason}),
         )
         .await;
     StreamError::Refused(reason)
@@ -611,13 +617,16 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
     relay
         .audit
         .record(
-            kind::STREAM_OPEN,
+            Event::StreamOpen {
+                stream: id,
+                target: target.clone(),
+                transport: conn.transport.to_string(),
+                tls_sha256: tls.as_ref().map(|t| t.cert_sha256.clone()),
+                tls_version: tls.as_ref().map(|t| t.version.clone()),
+                tls_legacy: tls.as_ref().map(tls_is_legacy),
+            },
             &req.actor,
             Some(&agent.id),
-            json!({"stream": id, "target": target, "transport": conn.transport,
-                   "tls_sha256": tls.as_ref().map(|t| t.cert_sha256.clone()),
-                   "tls_version": tls.as_ref().map(|t| t.version.clone()),
-                   "tls_legacy": tls.as_ref().map(tls_is_legacy)}),
         )
         .await;
     Ok(OpenStream {
@@ -650,16 +659,16 @@ impl StreamRecord {
         relay
             .audit
             .record(
-                kind::STREAM_CLOSE,
+                Event::StreamClose {
+                    stream: id,
+                    target: self.target,
+                    bytes_up: stats.sent.load(Ordering::Relaxed),
+                    bytes_down: stats.received.load(Ordering::Relaxed),
+                    duration_ms: self.opened.elapsed().as_millis() as u64,
+                    error,
+                },
                 &self.actor,
                 Some(&self.agent_id),
-                json!({
-                    "stream": id, "target": self.target,
-                    "bytes_up": stats.sent.load(Ordering::Relaxed),
-                    "bytes_down": stats.received.load(Ordering::Relaxed),
-                    "duration_ms": self.opened.elapsed().as_millis() as u64,
-                    "error": error,
-                }),
             )
             .await;
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use dwa_policy::relay::{relay_decide, RelayCheck};
 use dwa_policy::roles::Action;
-use dwa_proto::audit::kind;
+use dwa_proto::audit::Event;
 use dwa_store::grants::{GrantKind, NewGrant};
 use serde::Serialize;
 use serde_json::json;
@@ -211,18 +211,28 @@ async fn bind_free(ip: IpAddr, first: u16, last: u16) -> Option<TcpListener> {
     None
 }
 
+/// What a refused tunnel request asked for.
+#[derive(Clone, Copy)]
+struct Asked {
+    device: i64,
+    port: u16,
+    client: IpAddr,
+}
+
 async fn refuse(
     svc: &Services,
     p: &Principal,
     agent: &str,
-    d: serde_json::Value,
+    d: Asked,
     e: TunnelError,
 ) -> TunnelError {
-    let mut d = d;
-    d["reason"] = json!(e.to_string());
-    svc.audit
-        .record(kind::TUNNEL_REFUSED, &p.actor(), Some(agent), d)
-        .await;
+    let event = Event::TunnelRefused {
+        device: d.device,
+        port: d.port,
+        client: d.client.to_string(),
+        reason: e.to_string(),
+    };
+    svc.audit.record(event, &p.actor(), Some(agent)).await;
     e
 }
 
@@ -238,7 +248,11 @@ pub async fn open(
     ttl: Option<Duration>,
 ) -> Result<TunnelView, TunnelError> {
     let target = svc.store.device_target(device).await?;
-    let d = json!({"device": device, "port": port, "client": client.to_string()});
+    let d = Asked {
+        device,
+        port,
+        client,
+    };
     let agent = target.agent_id.clone();
     if let Err(e) = p.require(Action::RawTunnel, Some(target.customer_id)) {
         let e = TunnelError::Refused(e.to_string());
@@ -331,12 +345,17 @@ pub async fn open(
     let view = t.view();
     svc.audit
         .record(
-            kind::TUNNEL_OPEN,
+            Event::TunnelOpen {
+                tunnel: t.id.clone(),
+                device: t.device.id,
+                address: t.device.address.clone(),
+                port: t.port,
+                listen: listen.to_string(),
+                client: client.to_string(),
+                expires_at: view.expires_at.clone(),
+            },
             &t.actor,
             Some(&agent),
-            json!({"tunnel": t.id, "device": t.device.id, "address": t.device.address,
-                   "port": t.port, "listen": listen.to_string(), "client": client.to_string(),
-                   "expires_at": view.expires_at}),
         )
         .await;
     let span = tracing::info_span!("tunnel", id = %t.id, %listen, client = %client);
@@ -387,11 +406,15 @@ async fn serve(relay: Svc, t: Arc<Tunnel>, listener: TcpListener, ttl: Duration)
                 relay
                     .audit
                     .record(
-                        kind::TUNNEL_SOURCE_REFUSED,
+                        Event::TunnelSourceRefused {
+                            tunnel: t.id.clone(),
+                            source: peer.to_string(),
+                            reason: why,
+                            port: t.port,
+                            device: t.device.id,
+                        },
                         "anonymous",
                         Some(&t.device.agent_id),
-                        json!({"tunnel": t.id, "source": peer.to_string(), "reason": why,
-                               "port": t.port, "device": t.device.id}),
                     )
                     .await;
             }
@@ -442,11 +465,18 @@ async fn connection(relay: &Services, t: &Arc<Tunnel>, sock: TcpStream, peer: So
             relay
                 .audit
                 .record(
-                    kind::TUNNEL_CONNECTION,
+                    Event::TunnelConnection {
+                        tunnel: t.id.clone(),
+                        source: peer.to_string(),
+                        port: Some(t.port),
+                        bytes_up: 0,
+                        bytes_down: 0,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        error: Some(e.to_string()),
+                        ipp_operations_not_audited: None,
+                    },
                     &t.actor,
                     Some(&t.device.agent_id),
-                    json!({"tunnel": t.id, "source": peer.to_string(), "bytes_up": 0, "bytes_down": 0,
-                           "duration_ms": started.elapsed().as_millis() as u64, "error": e.to_string()}),
                 )
                 .await;
             return;
@@ -508,26 +538,32 @@ async fn connection(relay: &Services, t: &Arc<Tunnel>, sock: TcpStream, peer: So
     relay
         .audit
         .record(
-            kind::TUNNEL_CONNECTION,
+            Event::TunnelConnection {
+                tunnel: t.id.clone(),
+                source: peer.to_string(),
+                port: Some(t.port),
+                bytes_up: up,
+                bytes_down: down,
+                duration_ms: started.elapsed().as_millis() as u64,
+                error: err,
+                ipp_operations_not_audited: dropped,
+            },
             &t.actor,
             Some(&t.device.agent_id),
-            json!({"tunnel": t.id, "source": peer.to_string(), "port": t.port,
-                   "bytes_up": up, "bytes_down": down,
-                   "duration_ms": started.elapsed().as_millis() as u64, "error": err,
-                   "ipp_operations_not_audited": dropped}),
         )
         .await;
 }
 
 async fn audit_ipp(relay: &Services, t: &Tunnel, peer: SocketAddr, events: Vec<IppEvent>) {
     for ev in events {
-        let mut d = crate::services::ipp_audit::detail(&ev);
-        d["tunnel"] = json!(t.id);
-        d["device"] = json!(t.device.id);
-        d["source"] = json!(peer.to_string());
+        let via = crate::services::ipp_audit::Via::Tunnel {
+            id: t.id.clone(),
+            source: peer.to_string(),
+        };
+        let event = crate::services::ipp_audit::event(&ev, t.device.id, via);
         relay
             .audit
-            .record(kind::IPP_OPERATION, &t.actor, Some(&t.device.agent_id), d)
+            .record(event, &t.actor, Some(&t.device.agent_id))
             .await;
     }
 }
@@ -616,15 +652,20 @@ pub async fn close(svc: &Services, t: &Tunnel, reason: EndReason, by: &str) {
     lock(&svc.tunnels.map).remove(&t.id);
     svc.audit
         .record(
-            kind::TUNNEL_CLOSE,
+            Event::TunnelClose {
+                tunnel: t.id.clone(),
+                device: t.device.id,
+                port: t.port,
+                user: t.actor.clone(),
+                reason: reason.as_str().to_string(),
+                duration_ms: t.created.elapsed().as_millis() as u64,
+                connections: t.connections.load(Ordering::Relaxed),
+                refused: t.refused.load(Ordering::Relaxed),
+                bytes_up: t.bytes_up.load(Ordering::Relaxed),
+                bytes_down: t.bytes_down.load(Ordering::Relaxed),
+            },
             by,
             Some(&t.device.agent_id),
-            json!({"tunnel": t.id, "device": t.device.id, "port": t.port, "user": t.actor,
-                   "reason": reason, "duration_ms": t.created.elapsed().as_millis() as u64,
-                   "connections": t.connections.load(Ordering::Relaxed),
-                   "refused": t.refused.load(Ordering::Relaxed),
-                   "bytes_up": t.bytes_up.load(Ordering::Relaxed),
-                   "bytes_down": t.bytes_down.load(Ordering::Relaxed)}),
         )
         .await;
 }

@@ -17,10 +17,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use dwa_policy::roles::Action;
-use dwa_proto::audit::kind;
+use dwa_proto::audit::{Event, PrinterCertificate};
 use dwa_store::grants::{GrantKind, NewGrant, Selector};
 use serde::Serialize;
-use serde_json::json;
 use tracing::Instrument;
 
 use crate::services::auth::Principal;
@@ -68,6 +67,20 @@ pub struct PrinterCert {
     pub legacy: bool,
     pub first_seen: String,
     pub changed_from: Option<String>,
+}
+
+impl PrinterCert {
+    /// As its session's audit record shows it (the record's own type, so
+    /// the view can change without changing the audit schema).
+    pub fn audited(&self) -> PrinterCertificate {
+        PrinterCertificate {
+            sha256: self.sha256.clone(),
+            version: self.version.clone(),
+            legacy: self.legacy,
+            first_seen: self.first_seen.clone(),
+            changed_from: self.changed_from.clone(),
+        }
+    }
 }
 
 pub struct WebSession {
@@ -463,10 +476,13 @@ pub async fn open(
         async move {
             svc.audit
                 .record(
-                    kind::WEB_SESSION_REFUSED,
+                    Event::WebSessionRefused {
+                        device,
+                        port: req.port,
+                        reason,
+                    },
                     &actor,
                     Some(&agent),
-                    json!({"device": device, "port": req.port, "reason": reason}),
                 )
                 .await;
         }
@@ -548,11 +564,17 @@ pub async fn open(
     let view = s.view();
     svc.audit
         .record(
-            kind::WEB_SESSION_CREATE,
+            Event::WebSessionCreate {
+                session: s.id.clone(),
+                device: s.device.id,
+                address: s.device.address.clone(),
+                port: s.port,
+                tls: s.tls,
+                certificate: view.certificate.as_ref().map(PrinterCert::audited),
+                expires_at: view.expires_at.clone(),
+            },
             &p.actor(),
             Some(&s.device.agent_id),
-            json!({"session": s.id, "device": s.device.id, "address": s.device.address, "port": s.port,
-                   "tls": s.tls, "certificate": view.certificate, "expires_at": view.expires_at}),
         )
         .await;
     Ok(Opened {
@@ -638,13 +660,20 @@ pub async fn close(svc: &Services, s: &WebSession, reason: EndReason, by: &str) 
     }
     svc.audit
         .record(
-            kind::WEB_SESSION_END,
+            Event::WebSessionEnd {
+                session: s.id.clone(),
+                device: s.device.id,
+                address: s.device.address.clone(),
+                port: s.port,
+                user: s.actor.clone(),
+                reason: reason.as_str().to_string(),
+                duration_ms: s.duration().as_millis() as u64,
+                bytes_up: s.bytes_up.load(Ordering::Relaxed),
+                bytes_down: s.bytes_down.load(Ordering::Relaxed),
+                requests: s.requests.load(Ordering::Relaxed),
+            },
             by,
             Some(&s.device.agent_id),
-            json!({"session": s.id, "device": s.device.id, "address": s.device.address, "port": s.port,
-                   "user": s.actor, "reason": reason, "duration_ms": s.duration().as_millis() as u64,
-                   "bytes_up": s.bytes_up.load(Ordering::Relaxed), "bytes_down": s.bytes_down.load(Ordering::Relaxed),
-                   "requests": s.requests.load(Ordering::Relaxed)}),
         )
         .await;
 }

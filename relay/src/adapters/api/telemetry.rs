@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use dwa_policy::roles::{Action, Role};
-use dwa_proto::audit::kind;
+use dwa_proto::audit::Event;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -231,10 +231,13 @@ pub(crate) async fn put_scan(
     relay
         .audit
         .record(
-            kind::TELEMETRY_SCAN_CONFIG,
+            Event::TelemetryScanConfig {
+                ranges: s.ranges.clone(),
+                interval_secs: s.interval_secs,
+                pushed,
+            },
             &p.actor(),
             Some(&id),
-            json!({"ranges": s.ranges, "interval_secs": s.interval_secs, "pushed": pushed}),
         )
         .await;
     Ok(Json(
@@ -375,10 +378,13 @@ pub(crate) async fn put_rules(
     relay
         .audit
         .record(
-            kind::TELEMETRY_ALERT_RULES,
+            Event::TelemetryAlertRules {
+                customer: id,
+                rules: rules.iter().map(alerts::RuleInput::audited).collect(),
+                via: None,
+            },
             &p.actor(),
             None,
-            json!({"customer": id, "rules": rules.iter().map(|r| json!({"kind": r.kind, "enabled": r.enabled, "threshold": r.threshold})).collect::<Vec<_>>()}),
         )
         .await;
     Ok(Json(alerts::rules(&relay, id).await?.view()))

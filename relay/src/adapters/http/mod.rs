@@ -224,10 +224,9 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
                         if text.contains("BadCertificate") || text.contains("CertificateUnknown") {
                             audit
                                 .record(
-                                    dwa_proto::audit::kind::TLS_CERT_REJECTED,
+                                    dwa_proto::audit::Event::TlsCertRejected { error: text },
                                     &format!("peer:{peer}"),
                                     None,
-                                    serde_json::json!({"error": text}),
                                 )
                                 .await;
                         }

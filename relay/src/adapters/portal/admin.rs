@@ -7,10 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use dwa_policy::roles::{permit, Action, Role, Scope};
-use dwa_proto::audit::kind;
+use dwa_proto::audit::{AdminCommand, Event};
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::layout::{csrf_field, opt, page};
 use super::{check_csrf, form, query, FormBody, PResult, Portal, PortalError, QueryArgs};
@@ -318,10 +317,12 @@ pub async fn add_customer(
     relay
         .audit
         .record(
-            kind::ADMIN_COMMAND,
+            Event::AdminCommand(AdminCommand::CustomerAdd {
+                customer: f.name.trim().to_string(),
+                via: Some("portal".into()),
+            }),
             &p.actor(),
             None,
-            json!({"command": "customer add", "via": "portal", "customer": f.name.trim()}),
         )
         .await;
     let note = format!("Customer {} added (id {id}).", f.name.trim());
@@ -452,10 +453,14 @@ pub async fn add_token(
     relay
         .audit
         .record(
-            kind::ADMIN_COMMAND,
+            Event::AdminCommand(AdminCommand::TokenCreate {
+                customer: name.clone(),
+                uses,
+                expires_at: unix_text(expires),
+                via: Some("portal".into()),
+            }),
             &p.actor(),
             None,
-            json!({"command": "token create", "via": "portal", "customer": name, "uses": uses, "expires_at": unix_text(expires)}),
         )
         .await;
     let created = html! {
@@ -602,10 +607,13 @@ pub async fn save_alert_rules(
     relay
         .audit
         .record(
-            kind::TELEMETRY_ALERT_RULES,
+            Event::TelemetryAlertRules {
+                customer,
+                rules: rules.iter().map(alerts::RuleInput::audited).collect(),
+                via: Some("portal".into()),
+            },
             &p.actor(),
             None,
-            json!({"customer": customer, "via": "portal", "rules": rules.iter().map(|r| json!({"kind": r.kind, "enabled": r.enabled, "threshold": r.threshold})).collect::<Vec<_>>()}),
         )
         .await;
     Ok(super::see_other(&format!(

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use bytes::Bytes;
-use dwa_proto::audit::kind;
+use dwa_proto::audit::Event;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
-use serde_json::json;
 use tracing::Instrument;
 
 use crate::adapters::state::Relay;
@@ -287,10 +286,12 @@ async fn enter(relay: &Relay, s: &WebSession, query: &str) -> Response<Body> {
             relay
                 .audit
                 .record(
-                    kind::WEB_TICKET_REFUSED,
+                    Event::WebTicketRefused {
+                        session: s.id.clone(),
+                        why: format!("{e:?}"),
+                    },
                     "anonymous",
                     Some(&s.device.agent_id),
-                    json!({"session": s.id, "why": format!("{e:?}")}),
                 )
                 .await;
             let why = match e {
@@ -399,11 +400,16 @@ pub async fn note_certificate(relay: &Relay, s: &WebSession, info: &dwa_proto::c
                 relay
                     .audit
                     .record(
-                        kind::TLS_CERT_CHANGED,
+                        Event::TlsCertChanged {
+                            session: s.id.clone(),
+                            device: s.device.id,
+                            address: s.device.address.clone(),
+                            port: s.port,
+                            previous_sha256: old.clone(),
+                            sha256: info.cert_sha256.clone(),
+                        },
                         &s.actor,
                         Some(&s.device.agent_id),
-                        json!({"session": s.id, "device": s.device.id, "address": s.device.address,
-                               "port": s.port, "previous_sha256": old, "sha256": info.cert_sha256}),
                     )
                     .await;
             }
@@ -500,20 +506,23 @@ impl Finish {
         let relay = self.relay.clone();
         let tracker = relay.tracker.clone();
         let s = self.session.clone();
-        let detail = json!({
-            "session": s.id, "device": s.device.id, "method": self.method, "path": self.path,
-            "status": self.status, "bytes_up": self.up.load(Ordering::Relaxed), "bytes_down": down,
-            "duration_ms": self.started.elapsed().as_millis() as u64, "complete": complete,
-        });
+        let event = Event::WebRequest {
+            session: s.id.clone(),
+            device: s.device.id,
+            method: std::mem::take(&mut self.method),
+            path: std::mem::take(&mut self.path),
+            status: self.status,
+            bytes_up: self.up.load(Ordering::Relaxed),
+            bytes_down: down,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            complete: Some(complete),
+            websocket: None,
+            error: None,
+        };
         tracker.spawn(async move {
             relay
                 .audit
-                .record(
-                    kind::WEB_REQUEST,
-                    &s.actor,
-                    Some(&s.device.agent_id),
-                    detail,
-                )
+                .record(event, &s.actor, Some(&s.device.agent_id))
                 .await;
         });
     }
@@ -606,14 +615,13 @@ impl Counted {
         let (Some(ev), Some((_, relay))) = (ev, &self.ipp) else {
             return;
         };
-        let mut d = crate::services::ipp_audit::detail(&ev);
-        d["session"] = json!(self.session.id);
-        d["device"] = json!(self.session.device.id);
+        let via = crate::services::ipp_audit::Via::Session(self.session.id.clone());
+        let event = crate::services::ipp_audit::event(&ev, self.session.device.id, via);
         let (relay, s) = (relay.clone(), self.session.clone());
         relay.tracker.clone().spawn(async move {
             relay
                 .audit
-                .record(kind::IPP_OPERATION, &s.actor, Some(&s.device.agent_id), d)
+                .record(event, &s.actor, Some(&s.device.agent_id))
                 .await;
         });
     }
@@ -829,13 +837,21 @@ async fn websocket(relay: Relay, s: Arc<WebSession>, mut req: Request<Body>) -> 
             relay2
                 .audit
                 .record(
-                    kind::WEB_REQUEST,
+                    Event::WebRequest {
+                        session: s2.id.clone(),
+                        device: s2.device.id,
+                        method: "GET".into(),
+                        path,
+                        status: 101,
+                        bytes_up: up,
+                        bytes_down: down,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        complete: None,
+                        websocket: Some(true),
+                        error: r.err().map(|e| e.to_string()),
+                    },
                     &s2.actor,
                     Some(&s2.device.agent_id),
-                    json!({"session": s2.id, "device": s2.device.id, "method": "GET", "path": path,
-                           "status": 101, "websocket": true, "bytes_up": up, "bytes_down": down,
-                           "duration_ms": started.elapsed().as_millis() as u64,
-                           "error": r.err().map(|e| e.to_string())}),
                 )
                 .await;
         }

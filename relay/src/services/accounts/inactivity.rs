@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use dwa_proto::audit::kind;
-use serde_json::json;
+use dwa_proto::audit::Event;
 use tracing::Instrument;
 
 use super::AccountError;
@@ -39,12 +38,15 @@ pub async fn deactivate(
     .await?;
     svc.audit
         .record(
-            kind::USER_DEACTIVATED,
+            Event::UserDeactivated {
+                user: username.to_string(),
+                id: user_id,
+                reason: "unused".into(),
+                last_active,
+                inactive_after_days: svc.cfg.accounts.inactive_after.as_secs() / 86_400,
+            },
             by,
             None,
-            json!({"user": username, "id": user_id, "reason": "unused",
-                   "last_active": last_active,
-                   "inactive_after_days": svc.cfg.accounts.inactive_after.as_secs() / 86_400}),
         )
         .await;
     Ok(())

@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
-use dwa_proto::audit::kind;
+use dwa_proto::audit::{Event, TotpEvent};
 use dwa_store::users::Failures;
-use serde_json::json;
 
 use super::AccountError;
 use crate::services::auth::{LoginOk, LoginRequest};
@@ -26,10 +25,22 @@ fn peer_ip(peer: &str) -> Option<std::net::IpAddr> {
         .ok()
 }
 
-async fn audit_attempt(svc: &Services, kind: &str, user: &str, detail: serde_json::Value) {
-    svc.audit
-        .record(kind, &format!("user:{user}"), None, detail)
-        .await;
+async fn audit_attempt(svc: &Services, user: &str, event: Event) {
+    svc.audit.record(event, &format!("user:{user}"), None).await;
+}
+
+fn failed(peer: &str, reason: &str) -> Event {
+    Event::UserLoginFailed {
+        peer: peer.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn rate_limited(peer: &str, which: &str) -> Event {
+    Event::UserLoginRateLimited {
+        peer: peer.to_string(),
+        limit: which.to_string(),
+    }
 }
 
 /// Whether `role` must use two-factor under this svc's configuration.
@@ -52,13 +63,7 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
         .and_then(|ip| gates.address.refused(&ip).map(|s| (s, "address")))
         .or_else(|| gates.account.refused(&account_key).map(|s| (s, "account")));
     if let Some((retry_after, which)) = limited {
-        audit_attempt(
-            svc,
-            kind::USER_LOGIN_RATE_LIMITED,
-            &name,
-            json!({"peer": peer, "limit": which}),
-        )
-        .await;
+        audit_attempt(svc, &name, rate_limited(peer, which)).await;
         return Err(AccountError::RateLimited {
             msg: format!("too many failed log-ins for this {which}; retry later"),
             retry_after,
@@ -69,13 +74,7 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
     let limit = svc.cfg.accounts.lockout_after;
     if let Some(r) = &row {
         if r.locked_at.is_some() {
-            audit_attempt(
-                svc,
-                kind::USER_LOGIN_FAILED,
-                &name,
-                json!({"peer": peer, "reason": "account locked"}),
-            )
-            .await;
+            audit_attempt(svc, &name, failed(peer, "account locked")).await;
             return Err(AccountError::Locked(locked_message(limit)));
         }
     }
@@ -104,13 +103,7 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
     let user_id = r.id;
 
     if !r.active {
-        audit_attempt(
-            svc,
-            kind::USER_LOGIN_FAILED,
-            &name,
-            json!({"peer": peer, "reason": "account deactivated"}),
-        )
-        .await;
+        audit_attempt(svc, &name, failed(peer, "account deactivated")).await;
         return Err(AccountError::Refused(
             "this account is deactivated; an administrator must reactivate it".into(),
         ));
@@ -133,13 +126,7 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
     let mut restricted = false;
     match (&secret, req.totp.as_deref().map(str::trim)) {
         (Some(_), None | Some("")) => {
-            audit_attempt(
-                svc,
-                kind::USER_LOGIN_FAILED,
-                &name,
-                json!({"peer": peer, "reason": "two-factor code required"}),
-            )
-            .await;
+            audit_attempt(svc, &name, failed(peer, "two-factor code required")).await;
             return Err(AccountError::TwoFactor {
                 code: "totp_required",
                 msg: "this account uses two-factor: send the 6-digit code (or a recovery code) as \"totp\"".into(),
@@ -162,10 +149,12 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
                 let left = svc.store.recovery_codes_left(user_id).await?;
                 svc.audit
                     .record(
-                        kind::USER_TOTP,
+                        Event::UserTotp(TotpEvent::RecoveryCodeUsed {
+                            left,
+                            peer: peer.to_string(),
+                        }),
                         &format!("user:{name}"),
                         None,
-                        json!({"event": "recovery code used", "left": left, "peer": peer}),
                     )
                     .await;
             } else {
@@ -195,11 +184,14 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
     let principal = &ok.principal;
     svc.audit
         .record(
-            kind::USER_LOGIN,
+            Event::UserLogin {
+                peer: peer.to_string(),
+                role: principal.role.as_str().to_string(),
+                two_factor: secret.is_some(),
+                restricted,
+            },
             &principal.actor(),
             None,
-            json!({"peer": peer, "role": principal.role.as_str(), "two_factor": secret.is_some(),
-                   "restricted": restricted}),
         )
         .await;
     Ok(ok)
@@ -239,13 +231,7 @@ async fn failure(
     reason: &str,
 ) -> AccountError {
     let limit = svc.cfg.accounts.lockout_after;
-    audit_attempt(
-        svc,
-        kind::USER_LOGIN_FAILED,
-        name,
-        json!({"peer": peer, "reason": reason}),
-    )
-    .await;
+    audit_attempt(svc, name, failed(peer, reason)).await;
     // Lockout: only real accounts; the count and the lock in one transaction.
     let locked = count_failure(svc, name, limit).await;
     let mut result = AccountError::Unauthorized("invalid username or password".into());
@@ -265,10 +251,12 @@ async fn failure(
             }
             svc.audit
                 .record(
-                    kind::USER_LOCKED,
+                    Event::UserLocked {
+                        failed_logins: n,
+                        peer: peer.to_string(),
+                    },
                     &format!("user:{name}"),
                     None,
-                    json!({"failed_logins": n, "peer": peer}),
                 )
                 .await;
             result = AccountError::Locked(locked_message(limit));
@@ -287,13 +275,7 @@ async fn failure(
         )
         .next();
     if let (Some((retry_after, which)), false) = (over, matches!(result, AccountError::Locked(_))) {
-        audit_attempt(
-            svc,
-            kind::USER_LOGIN_RATE_LIMITED,
-            name,
-            json!({"peer": peer, "limit": which}),
-        )
-        .await;
+        audit_attempt(svc, name, rate_limited(peer, which)).await;
         result = AccountError::RateLimited {
             msg: format!("too many failed log-ins for this {which}; retry later"),
             retry_after,

@@ -3,12 +3,11 @@
 //! forms both call these; each checks the acting principal and audits.
 
 use dwa_policy::roles::{Action, Role};
-use dwa_proto::audit::kind;
+use dwa_proto::audit::{Event, TotpEvent, UserAdmin};
 use dwa_store::customers::CustomerRow;
 use dwa_store::users::{UserChange, UserRow};
 use dwa_store::Store;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use super::{totp, AccountError};
 use crate::services::auth::Principal;
@@ -70,10 +69,9 @@ pub async fn begin_totp(svc: &Services, p: &Principal) -> Result<TotpEnrollment>
     svc.store.set_totp_pending(p.user_id, &secret).await?;
     svc.audit
         .record(
-            kind::USER_TOTP,
+            Event::UserTotp(TotpEvent::EnrollmentStarted {}),
             &p.actor(),
             None,
-            json!({"event": "enrollment started"}),
         )
         .await;
     Ok(TotpEnrollment {
@@ -113,12 +111,7 @@ pub async fn confirm_totp(svc: &Services, p: &Principal, code: &str) -> Result<T
         svc.store.unrestrict_grant(*grant).await?;
     }
     svc.audit
-        .record(
-            kind::USER_TOTP,
-            &p.actor(),
-            None,
-            json!({"event": "enrolled"}),
-        )
+        .record(Event::UserTotp(TotpEvent::Enrolled {}), &p.actor(), None)
         .await;
     Ok(TotpEnabled {
         enabled: true,
@@ -126,9 +119,9 @@ pub async fn confirm_totp(svc: &Services, p: &Principal, code: &str) -> Result<T
     })
 }
 
-async fn admin_audit(svc: &Services, p: &Principal, detail: Value) {
+async fn admin_audit(svc: &Services, p: &Principal, change: UserAdmin) {
     svc.audit
-        .record(kind::USER_ADMIN, &p.actor(), None, detail)
+        .record(Event::UserAdmin(change), &p.actor(), None)
         .await;
 }
 
@@ -288,8 +281,13 @@ pub async fn create_user(svc: &Services, p: &Principal, req: &NewUser) -> Result
     admin_audit(
         svc,
         p,
-        json!({"action": "user create", "user": name, "id": id, "role": role.as_str(),
-               "customers": req.customers, "totp": totp_uri.is_some()}),
+        UserAdmin::UserCreate {
+            user: name.to_string(),
+            id,
+            role: role.as_str().to_string(),
+            customers: req.customers.clone(),
+            totp: totp_uri.is_some(),
+        },
     )
     .await;
     let user = get_user(svc, p, id).await?;
@@ -394,8 +392,13 @@ pub async fn update_user(
     admin_audit(
         svc,
         p,
-        json!({"action": "user update", "id": id, "user": current.username,
-               "role": patch.role, "customers": patch.customers, "active": patch.active}),
+        UserAdmin::UserUpdate {
+            id,
+            user: current.username.clone(),
+            role: patch.role.clone(),
+            customers: patch.customers.clone(),
+            active: patch.active,
+        },
     )
     .await;
     user(svc, id).await
@@ -409,7 +412,11 @@ pub async fn unlock_user(svc: &Services, p: &Principal, id: i64) -> Result<User>
     admin_audit(
         svc,
         p,
-        json!({"action": "user unlock", "id": id, "user": v.username, "was_locked": v.locked}),
+        UserAdmin::UserUnlock {
+            user: v.username.clone(),
+            id: Some(id),
+            was_locked: Some(v.locked),
+        },
     )
     .await;
     user(svc, id).await
@@ -423,10 +430,13 @@ pub async fn unlock_user_named(svc: &Services, actor: &str, username: &str) -> R
     }
     svc.audit
         .append(
-            kind::USER_ADMIN,
+            Event::UserAdmin(UserAdmin::UserUnlock {
+                user: username.to_string(),
+                id: None,
+                was_locked: None,
+            }),
             actor,
             None,
-            json!({"action": "user unlock", "user": username}),
         )
         .await?;
     Ok(())
@@ -442,7 +452,10 @@ pub async fn reset_totp(svc: &Services, p: &Principal, id: i64) -> Result<User> 
     admin_audit(
         svc,
         p,
-        json!({"action": "user reset-totp", "id": id, "user": v.username}),
+        UserAdmin::UserResetTotp {
+            id,
+            user: v.username.clone(),
+        },
     )
     .await;
     user(svc, id).await
@@ -472,7 +485,10 @@ pub async fn create_customer(svc: &Services, p: &Principal, name: &str) -> Resul
     admin_audit(
         svc,
         p,
-        json!({"action": "customer create", "id": id, "customer": name}),
+        UserAdmin::CustomerCreate {
+            id,
+            customer: name.to_string(),
+        },
     )
     .await;
     Ok(CreatedCustomer {
@@ -568,8 +584,11 @@ pub async fn create_enrollment_token(
     admin_audit(
         svc,
         p,
-        json!({"action": "enrollment token create", "customer_id": req.customer_id,
-               "uses": uses, "expires_at": expires}),
+        UserAdmin::EnrollmentTokenCreate {
+            customer_id: req.customer_id,
+            uses,
+            expires_at: expires,
+        },
     )
     .await;
     Ok(CreatedEnrollmentToken {

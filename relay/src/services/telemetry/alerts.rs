@@ -111,6 +111,17 @@ pub struct RuleInput {
     pub threshold: Option<f64>,
 }
 
+impl RuleInput {
+    /// As the audit record of a rule change shows it.
+    pub fn audited(&self) -> dwa_proto::audit::AlertRule {
+        dwa_proto::audit::AlertRule {
+            kind: self.kind.clone(),
+            enabled: self.enabled,
+            threshold: self.threshold,
+        }
+    }
+}
+
 /// Checks rules before they are stored: known kinds, thresholds in range.
 pub fn validate_rules(rules: &[RuleInput]) -> Result<()> {
     let bad = |m: String| Err(TelemetryError::Invalid(m));

@@ -13,7 +13,7 @@
 //! before (by this agent) is `accepted` again without a second copy.
 
 use dwa_link::agent_auth::Signed;
-use dwa_proto::audit::kind;
+use dwa_proto::audit::Event;
 use dwa_proto::telemetry::{
     IngestAck, IngestBatch, IngestItem, Reading, Rejected, ScanDone, INGEST_PATH, MAX_BATCH_ITEMS,
 };
@@ -80,10 +80,11 @@ pub struct Uploader {
 async fn refuse(svc: &Services, peer: &str, agent: Option<&str>, reason: String) -> IngestError {
     svc.audit
         .record(
-            kind::TELEMETRY_AUTH_REFUSED,
+            Event::TelemetryAuthRefused {
+                reason: reason.clone(),
+            },
             &format!("peer:{peer}"),
             agent,
-            json!({"reason": reason}),
         )
         .await;
     IngestError::Unauthorized(reason)

@@ -3,7 +3,7 @@
 //! now if it is connected and after every (re)connect; the agent's answer
 //! (`ScanConfigApplied`) is stored and audited. Also scan-now.
 
-use dwa_proto::audit::kind;
+use dwa_proto::audit::Event;
 use dwa_proto::control::{ControlMsg, ScanApplied, ScanSettings};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -150,10 +150,13 @@ pub async fn applied(svc: &Services, agent: &str, a: &ScanApplied) {
     }
     svc.audit
         .record(
-            kind::TELEMETRY_SCAN_CONFIG_APPLIED,
+            Event::TelemetryScanConfigApplied {
+                ranges: a.ranges.clone(),
+                interval_secs: a.interval_secs,
+                refused: a.refused.clone(),
+            },
             &format!("agent:{agent}"),
             Some(agent),
-            json!({"ranges": a.ranges, "interval_secs": a.interval_secs, "refused": a.refused}),
         )
         .await;
 }
@@ -176,10 +179,11 @@ pub async fn scan_now(svc: &Services, agent: &str, actor: &str) -> Result<String
     }
     svc.audit
         .record(
-            kind::TELEMETRY_SCAN_NOW,
+            Event::TelemetryScanNow {
+                request: request.clone(),
+            },
             actor,
             Some(agent),
-            json!({"request": request}),
         )
         .await;
     Ok(request)
