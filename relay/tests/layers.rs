@@ -2,7 +2,8 @@
 //! framework, SQL, or the adapters above them; the relay crate itself does
 //! not depend on sqlx at all (the store crate is the only code that speaks
 //! SQL, and the compiler enforces that once the dependency is gone); the
-//! store depends on no framework. See CONTRIBUTING.md.
+//! store depends on no framework; only the audit service appends audit
+//! records. See CONTRIBUTING.md.
 
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -185,5 +186,50 @@ fn a_production_build_does_not_link_the_simulator() {
     assert!(
         !tree(&["--no-default-features"]).contains("dwa-sim"),
         "a relay built without the demo feature must not depend on dwa-sim"
+    );
+}
+
+// Audit records are written only as typed events (`dwa_proto::audit::Event`,
+// through `services::audit::Audit`), so none bypasses the catalogue that
+// docs/audit.md lists.
+/// The one file that appends to the store's audit log, relative to
+/// `relay/src`.
+const WRITER: &str = "services/audit.rs";
+
+#[test]
+fn only_the_audit_service_appends_records() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.len() >= 30, "the scan found too few files");
+    let mut found = Vec::new();
+    let mut writer_seen = false;
+    for f in &files {
+        let rel = f
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(f).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            // The store's raw append, and building an entry by hand.
+            if code.contains("audit_append(") || code.contains("AuditEntry {") {
+                if rel == WRITER {
+                    writer_seen = true;
+                } else {
+                    found.push(format!("{rel}:{}: {code}", i + 1));
+                }
+            }
+        }
+    }
+    assert!(writer_seen, "{WRITER} no longer appends: update this test");
+    assert!(
+        found.is_empty(),
+        "audit records must be typed events written through {WRITER}:\n{}",
+        found.join("\n")
     );
 }

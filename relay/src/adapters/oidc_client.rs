@@ -109,27 +109,7 @@ impl ProviderHttp for ProviderClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::oidc::{
-        default_ca_file, default_groups_claim, default_scopes, default_timeout,
-    };
-    use crate::config::{GroupMap, Secret};
-
-    fn section() -> OidcSection {
-        OidcSection {
-            issuer: "https://idp.example.com/realms/x".into(),
-            client_id: "dwa".into(),
-            client_secret: Secret::new("s3cret-value"),
-            scopes: default_scopes(),
-            groups_claim: default_groups_claim(),
-            ca_file: default_ca_file(),
-            timeout: default_timeout(),
-            map: vec![GroupMap {
-                group: "dwa-techs".into(),
-                role: "technician".into(),
-                customers: vec!["acme".into()],
-            }],
-        }
-    }
+    use crate::config::oidc::fixtures::section;
 
     #[test]
     fn https_issuer_needs_roots_from_ca_file() {

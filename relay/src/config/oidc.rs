@@ -140,11 +140,12 @@ impl OidcSection {
     }
 }
 
+/// Fixtures for the tests that need an `[oidc]` section.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn m(group: &str, role: &str, customers: &[&str]) -> GroupMap {
+    pub(crate) fn m(group: &str, role: &str, customers: &[&str]) -> GroupMap {
         GroupMap {
             group: group.into(),
             role: role.into(),
@@ -152,7 +153,7 @@ mod tests {
         }
     }
 
-    fn section() -> OidcSection {
+    pub(crate) fn section() -> OidcSection {
         OidcSection {
             issuer: "https://idp.example.com/realms/x".into(),
             client_id: "dwa".into(),
@@ -164,6 +165,12 @@ mod tests {
             map: vec![m("dwa-techs", "technician", &["acme"])],
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::section;
+    use super::*;
 
     #[test]
     fn config_validation_names_the_key() {

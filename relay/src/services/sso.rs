@@ -766,15 +766,8 @@ async fn upsert_user(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::oidc::fixtures::m;
     use serde_json::json;
-
-    fn m(group: &str, role: &str, customers: &[&str]) -> GroupMap {
-        GroupMap {
-            group: group.into(),
-            role: role.into(),
-            customers: customers.iter().map(|c| c.to_string()).collect(),
-        }
-    }
 
     fn groups(g: &[&str]) -> Vec<String> {
         g.iter().map(|s| s.to_string()).collect()
