@@ -5,7 +5,11 @@
 //! Settings pushed by the relay (`ScanConfig`) may change the ranges and the
 //! interval, within the agent's own rules: every range must lie inside the
 //! local ceiling (`policy.allow`, which defaults to the local scan ranges),
-//! and the relay cannot make the agent scan more often than once a minute.
+//! and the relay cannot make the agent scan more often than once a minute
+//! (neither by the interval nor by a flood of "scan now"). Every address a
+//! scan sends to passes the same full address policy as a stream (deny
+//! list, loopback and other special blocks, the agent's own addresses), at
+//! every scan: a range inside the ceiling may still hold denied hosts.
 //! Credentials (communities, SNMPv3 users) never come from the relay. Pushed
 //! settings live in memory: the relay sends them again after every
 //! (re)connect, and until then the local configuration applies.
@@ -28,6 +32,42 @@ use crate::error::{AgentError, Result};
 /// Bounds on an interval pushed by the relay.
 pub const MIN_PUSHED_INTERVAL: Duration = Duration::from_secs(60);
 pub const MAX_PUSHED_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Least time between two scans the relay asks for ("scan now"): a flood
+/// of requests costs one scan a minute, the rest wait and merge.
+pub const MIN_SCAN_NOW_GAP: Duration = Duration::from_secs(60);
+
+/// When a pending "scan now" may run, given when the last one the relay
+/// asked for started. Pure: the time is passed in.
+pub fn scan_now_due(last_request: Option<Instant>, now: Instant) -> Instant {
+    match last_request {
+        Some(last) => (last + MIN_SCAN_NOW_GAP).max(now),
+        None => now,
+    }
+}
+
+/// The addresses of a scan the policy lets the agent send to (normalized:
+/// the address checked is the address sent to), how many it refused, and
+/// the first refusal's reason. Pure.
+pub fn allowed_targets(
+    policy: &AgentPolicy,
+    addrs: Vec<IpAddr>,
+) -> (Vec<IpAddr>, usize, Option<String>) {
+    let mut refused = 0;
+    let mut first = None;
+    let allowed = addrs
+        .into_iter()
+        .filter_map(|ip| {
+            let d = policy.decide_icmp(ip);
+            if d.allowed {
+                return Some(d.addr);
+            }
+            refused += 1;
+            first.get_or_insert_with(|| format!("{ip}: {}", d.reason()));
+            None
+        })
+        .collect();
+    (allowed, refused, first)
+}
 
 /// What to scan and how often.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +91,14 @@ pub fn apply(local: &Plan, policy: &AgentPolicy, s: &ScanSettings) -> (Plan, Sca
                     Some((first, last)) if !policy.covers_span(first, last) => Some(
                         "outside this agent's ceiling (policy.allow in agent.toml)".to_string(),
                     ),
+                    // A single host the policy refuses is said so now; wider
+                    // ranges are filtered address by address at each scan.
+                    Some((first, last)) if first == last && !policy.decide_icmp(first).allowed => {
+                        Some(format!(
+                            "refused by this agent's policy: {}",
+                            policy.decide_icmp(first).reason()
+                        ))
+                    }
                     Some(_) => scan::expand_ranges(&[r.as_str()]).err().map(|e| e.0),
                 };
                 match why {
@@ -172,6 +220,7 @@ impl Collector {
     /// Scans at start, then on schedule or request, until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut trigger = "startup".to_string();
+        let mut last_request: Option<Instant> = None;
         loop {
             let plan = self.plan();
             let started = Instant::now();
@@ -187,14 +236,28 @@ impl Collector {
                 }
             }
             // Wait for the next scan: the schedule (counted from this scan's
-            // start, re-read when the settings change) or a request.
+            // start, re-read when the settings change) or a request, at
+            // most one request a minute (see `scan_now_due`).
             trigger = loop {
-                if let Some(req) = self.now.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    break format!("relay:{req}");
+                let now = Instant::now();
+                let pending = self.now.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+                let request_at = pending.then(|| scan_now_due(last_request, now));
+                if request_at.is_some_and(|at| at <= now) {
+                    if let Some(req) = self.now.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                        last_request = Some(now);
+                        break format!("relay:{req}");
+                    }
                 }
                 let due = started + self.plan().interval;
+                if due <= now {
+                    break "schedule".to_string();
+                }
+                if request_at.is_some() {
+                    tracing::debug!("scan requested within a minute of the last one: deferred");
+                }
+                let wake_at = request_at.map_or(due, |at| at.min(due));
                 tokio::select! {
-                    _ = tokio::time::sleep_until(due.into()) => break "schedule".to_string(),
+                    _ = tokio::time::sleep_until(wake_at.into()) => {}
                     _ = self.wake.notified() => {}
                     _ = shutdown.cancelled() => return,
                 }
@@ -230,7 +293,15 @@ impl Collector {
         for (target, why) in &resolved.refused {
             tracing::warn!(%target, "scan target skipped: {why}");
         }
-        let addrs = scan::expand_ranges(&resolved.ranges).map_err(|e| AgentError::Config(e.0))?;
+        let expanded =
+            scan::expand_ranges(&resolved.ranges).map_err(|e| AgentError::Config(e.0))?;
+        let (addrs, refused, first) = allowed_targets(&self.policy, expanded);
+        if let Some(first) = first {
+            tracing::warn!(
+                refused,
+                "scan addresses refused by the policy, e.g. {first}"
+            );
+        }
         let addresses = addrs.len() as u32;
         let mut options = self.options.clone();
         options.target_names = resolved.names;
@@ -281,6 +352,80 @@ mod tests {
             ..PolicyConfig::default()
         };
         AgentPolicy::from_config(&cfg, vec![]).unwrap()
+    }
+
+    fn policy_with(allow: &[&str], deny: &[&str], own: &[&str]) -> AgentPolicy {
+        let cfg = PolicyConfig {
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            deny: deny.iter().map(|s| s.to_string()).collect(),
+            ..PolicyConfig::default()
+        };
+        let own = own.iter().map(|a| a.parse().unwrap()).collect();
+        AgentPolicy::from_config(&cfg, own).unwrap()
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_pushed_host_the_policy_refuses_is_refused_with_the_reason() {
+        let p = policy_with(&["127.31.0.0/24"], &["127.31.0.9/32"], &[]);
+        let s = ScanSettings {
+            ranges: Some(vec!["127.31.0.9".into(), "127.31.0.10".into()]),
+            interval_secs: None,
+        };
+        let (plan, applied) = apply(&local(), &p, &s);
+        assert_eq!(plan.ranges, ["127.31.0.10"]);
+        assert_eq!(applied.refused.len(), 1, "{:?}", applied.refused);
+        assert_eq!(applied.refused[0].0, "127.31.0.9");
+        assert!(
+            applied.refused[0].1.contains("deny"),
+            "{:?}",
+            applied.refused
+        );
+
+        // Inside a ceiling of everything, loopback is still special.
+        let all = policy_with(&["0.0.0.0/0"], &[], &[]);
+        let s = ScanSettings {
+            ranges: Some(vec!["127.0.0.1".into(), "169.254.169.254".into()]),
+            interval_secs: None,
+        };
+        let (plan, applied) = apply(&local(), &all, &s);
+        assert!(plan.ranges.is_empty(), "{:?}", plan.ranges);
+        assert_eq!(applied.refused.len(), 2);
+    }
+
+    #[test]
+    fn every_scanned_address_passes_the_full_address_policy() {
+        let p = policy_with(&["0.0.0.0/0"], &["10.1.0.9/32"], &["10.1.0.7"]);
+        let wanted = ips(&[
+            "10.1.0.8",
+            "10.1.0.9",
+            "10.1.0.7",
+            "127.0.0.1",
+            "169.254.169.254",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::ffff:10.1.0.10",
+        ]);
+        let (allowed, refused, first) = allowed_targets(&p, wanted);
+        assert_eq!(allowed, ips(&["10.1.0.8", "10.1.0.10"]));
+        assert_eq!(refused, 6);
+        assert!(first.is_some_and(|f| f.starts_with("10.1.0.9")));
+
+        let (allowed, refused, first) = allowed_targets(&p, vec![]);
+        assert!(allowed.is_empty() && refused == 0 && first.is_none());
+    }
+
+    #[test]
+    fn scan_now_runs_at_most_once_a_minute() {
+        let t0 = Instant::now();
+        assert_eq!(scan_now_due(None, t0), t0);
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(scan_now_due(Some(t0), later), t0 + MIN_SCAN_NOW_GAP);
+        let much_later = t0 + MIN_SCAN_NOW_GAP + Duration::from_secs(1);
+        assert_eq!(scan_now_due(Some(t0), much_later), much_later);
     }
 
     fn local() -> Plan {
