@@ -3,6 +3,7 @@
 //!
 //! - [`control`]: messages on the per-session control channel (hello, stream
 //!   credits, denials, heartbeats) and their length-prefixed frame codec.
+//! - [`csv`]: the one CSV writer of every export, with its formula rule.
 //! - [`diag`]: typed diagnostics (ping, TCP, HTTP, IPP, PJL) and their
 //!   results.
 //! - [`enroll`]: the enrollment token format and the enroll request/response.
@@ -18,6 +19,7 @@
 
 pub mod audit;
 pub mod control;
+pub mod csv;
 pub mod diag;
 pub mod enroll;
 pub mod snmprec;

@@ -666,7 +666,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     println!("{}", serde_json::Value::Array(all));
                 }
                 AuditFormat::Jsonl => print!("{}", to_jsonl(&records)),
-                AuditFormat::Csv => print!("{}", to_csv(&records)),
+                AuditFormat::Csv => print!("{}", to_csv(&records)?),
             }
         }
         Cmd::Connect { agent, target } => {

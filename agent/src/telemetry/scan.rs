@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dwa_policy::agent::AgentPolicy;
+use dwa_proto::csv::{Cell, CsvError, Table};
 use dwa_proto::telemetry::{DeviceRecord, FieldError, Level, SupplyClass};
 use ipnetwork::Ipv4Network;
 
@@ -429,10 +430,6 @@ fn opt(s: &Option<String>) -> &str {
     s.as_deref().unwrap_or("-")
 }
 
-fn num(n: Option<u64>) -> String {
-    n.map(|n| n.to_string()).unwrap_or_default()
-}
-
 fn percent(p: f32) -> String {
     format!("{}%", (p * 10.0).round() / 10.0)
 }
@@ -492,14 +489,6 @@ pub fn table(records: &[DeviceRecord]) -> String {
     out
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 fn supply_label(s: &dwa_proto::telemetry::Supply) -> String {
     let d = s
         .description
@@ -528,8 +517,10 @@ fn supply_cell(s: &dwa_proto::telemetry::Supply) -> String {
     }
 }
 
-/// CSV: identity columns, counters, then one column per supply label seen.
-pub fn csv(records: &[DeviceRecord]) -> String {
+/// CSV: identity columns, counters, then one column per supply label seen
+/// (`dwa_proto::csv`: every string here came from a device, so every text
+/// cell goes through the formula rule).
+pub fn csv(records: &[DeviceRecord]) -> Result<String, CsvError> {
     let mut supplies: Vec<String> = Vec::new();
     for r in records {
         for s in &r.supplies {
@@ -539,7 +530,7 @@ pub fn csv(records: &[DeviceRecord]) -> String {
             }
         }
     }
-    let mut head: Vec<String> = [
+    let head = [
         "address",
         "name",
         "manufacturer",
@@ -557,23 +548,17 @@ pub fn csv(records: &[DeviceRecord]) -> String {
         "copy",
         "scan",
         "fax",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    head.extend(supplies.iter().cloned());
-    let mut out = String::new();
-    let row = |cells: Vec<String>, out: &mut String| {
-        let line: Vec<String> = cells.iter().map(|c| csv_field(c)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
-    };
-    row(head, &mut out);
+    ];
+    let mut t = Table::new(
+        head.iter()
+            .copied()
+            .chain(supplies.iter().map(String::as_str)),
+    )?;
     for r in records {
-        let s = |o: &Option<String>| o.clone().unwrap_or_default();
+        let s = |o: &Option<String>| Cell::opt_text(o.as_deref());
         let c = &r.counters;
         let mut cells = vec![
-            r.address.clone(),
+            Cell::text(&r.address),
             s(&r.sys_name),
             s(&r.manufacturer),
             s(&r.model),
@@ -583,39 +568,39 @@ pub fn csv(records: &[DeviceRecord]) -> String {
             s(&r.netbios_name),
             s(&r.firmware),
             s(&r.sys_location),
-            num(c.total),
-            num(c.mono),
-            num(c.colour),
-            num(c.print),
-            num(c.copy),
-            num(c.scan),
-            num(c.fax),
+            Cell::opt_number(c.total),
+            Cell::opt_number(c.mono),
+            Cell::opt_number(c.colour),
+            Cell::opt_number(c.print),
+            Cell::opt_number(c.copy),
+            Cell::opt_number(c.scan),
+            Cell::opt_number(c.fax),
         ];
         for label in &supplies {
-            cells.push(
-                r.supplies
+            cells.push(Cell::text(
+                &r.supplies
                     .iter()
                     .find(|x| &supply_label(x) == label)
                     .map(supply_cell)
                     .unwrap_or_default(),
-            );
+            ));
         }
-        row(cells, &mut out);
+        t.row(cells)?;
     }
-    out
+    t.finish()
 }
 
 /// Render in the given format (JSON: an array of device records).
-pub fn render(records: &[DeviceRecord], format: Format) -> String {
-    match format {
+pub fn render(records: &[DeviceRecord], format: Format) -> Result<String, CsvError> {
+    Ok(match format {
         Format::Table => table(records),
-        Format::Csv => csv(records),
+        Format::Csv => csv(records)?,
         Format::Json => {
             let mut s = serde_json::to_string_pretty(records).unwrap_or_else(|_| "[]".into());
             s.push('\n');
             s
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -693,9 +678,17 @@ mod tests {
     }
 
     #[test]
-    fn csv_quotes() {
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
-        assert_eq!(csv(&[]).lines().count(), 1);
+    fn csv_quotes_and_defuses_what_devices_say() {
+        let rec = DeviceRecord {
+            address: "10.0.0.5".into(),
+            model: Some("LaserJet, \"M404\"".into()),
+            sys_location: Some("=HYPERLINK(\"http://x\")".into()),
+            ..Default::default()
+        };
+        let out = csv(&[rec]).unwrap();
+        let row = out.lines().nth(1).unwrap();
+        assert!(row.contains("\"LaserJet, \"\"M404\"\"\""), "{row}");
+        assert!(row.contains("'=HYPERLINK"), "{row}");
+        assert_eq!(csv(&[]).unwrap().lines().count(), 1);
     }
 }

@@ -3,6 +3,7 @@
 //! details the records carry, live in `dwa_proto::audit`.
 
 use dwa_proto::audit::{verify_chain, AuditEntry, AuditRecord, Event};
+use dwa_proto::csv::{Cell, CsvError, Table};
 use dwa_store::{Store, StoreError};
 use serde_json::Value;
 
@@ -21,6 +22,8 @@ pub enum AuditError {
     /// An event that would not serialize (a bug, not input).
     #[error("audit record: {0}")]
     Detail(dwa_proto::ProtoError),
+    #[error(transparent)]
+    Csv(#[from] CsvError),
 }
 
 impl Failure for AuditError {
@@ -185,34 +188,32 @@ pub fn to_jsonl(records: &[AuditRecord]) -> String {
     out
 }
 
-fn csv_field(s: &str) -> String {
-    // Quote always; double inner quotes; neutralise spreadsheet formulas.
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-pub fn to_csv(records: &[AuditRecord]) -> String {
-    let mut out = String::from("id,ts,kind,actor,agent,detail,prev_hash,hash\n");
+/// The records as CSV (`dwa_proto::csv`: the one writer and its formula
+/// rule).
+pub fn to_csv(records: &[AuditRecord]) -> Result<String, AuditError> {
+    let mut t = Table::new([
+        "id",
+        "ts",
+        "kind",
+        "actor",
+        "agent",
+        "detail",
+        "prev_hash",
+        "hash",
+    ])?;
     for r in records {
-        let fields = [
-            r.id.to_string(),
-            r.entry.ts.clone(),
-            r.entry.kind.clone(),
-            r.entry.actor.clone(),
-            r.entry.agent.clone().unwrap_or_default(),
-            r.entry.detail.clone(),
-            r.prev_hash.clone(),
-            r.hash.clone(),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
+        t.row([
+            Cell::number(r.id),
+            Cell::text(&r.entry.ts),
+            Cell::text(&r.entry.kind),
+            Cell::text(&r.entry.actor),
+            Cell::opt_text(r.entry.agent.as_deref()),
+            Cell::text(&r.entry.detail),
+            Cell::text(&r.prev_hash),
+            Cell::text(&r.hash),
+        ])?;
     }
-    out
+    Ok(t.finish()?)
 }
 
 #[cfg(test)]
@@ -220,8 +221,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csv_quotes_and_defuses_formulas() {
-        assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
-        assert_eq!(csv_field("=cmd()"), "\"'=cmd()\"");
+    fn audit_csv_defuses_what_users_typed() {
+        let rec = AuditRecord {
+            id: 7,
+            entry: AuditEntry {
+                ts: "2026-12-03T10:00:00.000Z".into(),
+                kind: "device.add".into(),
+                actor: "=cmd|' /C calc'!A0".into(),
+                agent: None,
+                detail: "{\"name\":\"x\"}".into(),
+            },
+            prev_hash: "00".into(),
+            hash: "11".into(),
+        };
+        let out = to_csv(&[rec]).unwrap();
+        let row = out.lines().nth(1).unwrap();
+        assert!(
+            row.starts_with("7,2026-12-03T10:00:00.000Z,device.add,'=cmd"),
+            "{row}"
+        );
+        assert!(row.contains("\"{\"\"name\"\":\"\"x\"\"}\""), "{row}");
     }
 }

@@ -96,7 +96,7 @@ pub fn render(records: &[AuditRecord], format: Option<&str>) -> Result<Response>
             "audit.jsonl",
         ),
         "csv" => (
-            crate::services::audit::to_csv(records),
+            crate::services::audit::to_csv(records)?,
             "text/csv; charset=utf-8",
             "audit.csv",
         ),

@@ -1,10 +1,14 @@
 //! `GET /api/v1/devices.csv`: one row per device. Fixed columns first,
 //! then one `supply_<name>_percent` column per supply name found in the
 //! fleet (named by description, else colour and kind: `Black Toner` →
-//! `supply_black_toner_percent`), sorted. Cells are quoted by the `csv`
-//! crate; text that a spreadsheet would run as a formula gets a `'` first.
+//! `supply_black_toner_percent`), sorted. Written by `dwa_proto::csv`, the
+//! one CSV writer: text that a spreadsheet would run as a formula gets a
+//! `'` first.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use dwa_proto::csv::{Cell, CsvError, Table};
+use dwa_proto::telemetry::{Counters, DeviceRecord};
 
 use super::alerts::supply_label;
 use super::inventory::DeviceView;
@@ -54,19 +58,6 @@ pub fn slug(s: &str) -> String {
     }
 }
 
-/// Defuses spreadsheet formulas in text cells.
-fn text(s: &str) -> String {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    }
-}
-
-fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map(|x| x.to_string()).unwrap_or_default()
-}
-
 /// Supply columns of one device: column name → percent (remaining for
 /// consumed supplies, fullness for receptacles is `..._full_percent`).
 fn supplies(d: &DeviceView) -> BTreeMap<String, f32> {
@@ -93,52 +84,56 @@ fn supplies(d: &DeviceView) -> BTreeMap<String, f32> {
 pub fn to_csv(devices: &[DeviceView]) -> Result<Vec<u8>> {
     let per: Vec<BTreeMap<String, f32>> = devices.iter().map(supplies).collect();
     let cols: BTreeSet<&String> = per.iter().flat_map(|m| m.keys()).collect();
-    let mut w = csv::Writer::from_writer(vec![]);
-    let err = |e: csv::Error| TelemetryError::Internal(format!("CSV: {e}"));
-    let mut head: Vec<&str> = FIXED.to_vec();
-    head.extend(cols.iter().map(|c| c.as_str()));
-    w.write_record(&head).map_err(err)?;
+    let err = |e: CsvError| TelemetryError::Internal(e.to_string());
+    let head = FIXED.iter().copied().chain(cols.iter().map(|c| c.as_str()));
+    let mut t = Table::new(head).map_err(err)?;
     for (d, sup) in devices.iter().zip(&per) {
         let r = d.record.as_ref();
         let c = r.map(|r| &r.counters);
+        let text = |f: fn(&DeviceRecord) -> &Option<String>| {
+            Cell::opt_text(r.and_then(|r| f(r).as_deref()))
+        };
+        let count = |f: fn(&Counters) -> Option<u64>| Cell::opt_number(c.and_then(f));
         let mut row = vec![
-            d.id.to_string(),
-            text(&d.customer),
-            text(&d.agent_id),
-            text(d.name.as_deref().unwrap_or("")),
-            text(&d.address),
-            text(d.identity.as_deref().unwrap_or("")),
-            text(&opt(r.and_then(|r| r.manufacturer.clone()))),
-            text(&opt(r.and_then(|r| r.model.clone()))),
-            text(&opt(r.and_then(|r| r.serial.clone()))),
-            text(&opt(r.and_then(|r| r.mac.clone()))),
-            text(&opt(r.and_then(|r| r.firmware.clone()))),
-            text(&opt(r.and_then(|r| r.sys_location.clone()))),
-            opt(d.first_seen.clone()),
-            opt(d.last_seen.clone()),
-            d.status(),
-            opt(c.and_then(|c| c.total)),
-            opt(c.and_then(|c| c.mono)),
-            opt(c.and_then(|c| c.colour)),
-            opt(c.and_then(|c| c.print)),
-            opt(c.and_then(|c| c.copy)),
-            opt(c.and_then(|c| c.scan)),
-            opt(c.and_then(|c| c.fax)),
-            text(&opt(c.and_then(|c| c.unit.clone()))),
+            Cell::number(d.id),
+            Cell::text(&d.customer),
+            Cell::text(&d.agent_id),
+            Cell::opt_text(d.name.as_deref()),
+            Cell::text(&d.address),
+            Cell::opt_text(d.identity.as_deref()),
+            text(|r| &r.manufacturer),
+            text(|r| &r.model),
+            text(|r| &r.serial),
+            text(|r| &r.mac),
+            text(|r| &r.firmware),
+            text(|r| &r.sys_location),
+            Cell::opt_text(d.first_seen.as_deref()),
+            Cell::opt_text(d.last_seen.as_deref()),
+            Cell::text(&d.status()),
+            count(|c| c.total),
+            count(|c| c.mono),
+            count(|c| c.colour),
+            count(|c| c.print),
+            count(|c| c.copy),
+            count(|c| c.scan),
+            count(|c| c.fax),
+            Cell::opt_text(c.and_then(|c| c.unit.as_deref())),
         ];
         for col in &cols {
-            row.push(sup.get(*col).map(|p| format!("{p:.1}")).unwrap_or_default());
+            row.push(
+                sup.get(*col)
+                    .map_or_else(Cell::empty, |p| Cell::decimal(f64::from(*p), 1)),
+            );
         }
-        w.write_record(&row).map_err(err)?;
+        t.row(row).map_err(err)?;
     }
-    w.into_inner()
-        .map_err(|e| TelemetryError::Internal(format!("CSV: {e}")))
+    Ok(t.finish().map_err(err)?.into_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dwa_proto::telemetry::{DeviceRecord, Level, Supply, SupplyClass, SupplyKind};
+    use dwa_proto::telemetry::{Level, Supply, SupplyClass, SupplyKind};
 
     fn supply(index: u32, desc: Option<&str>, colour: Option<&str>, pct: Option<f32>) -> Supply {
         Supply {
