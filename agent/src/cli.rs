@@ -34,13 +34,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Register with a relay using an enrollment token; writes agent.toml and the agent key.
+    ///
+    /// The token is a secret: prefer --token-file (`-` reads standard
+    /// input) or --token-env over --token, which other users see in ps.
+    #[command(group = clap::ArgGroup::new("token_source")
+        .required(true)
+        .args(["token", "token_file", "token_env"]))]
     Enroll {
         /// The relay's HTTPS URL, such as https://dwa.example.com:8443.
         #[arg(long)]
         relay: String,
-        /// The enrollment token (dwa1.…) from `dwa-relay token create`.
+        /// File holding the enrollment token (dwa1.…) from `dwa-relay token create`; `-` reads standard input.
         #[arg(long)]
-        token: String,
+        token_file: Option<PathBuf>,
+        /// Environment variable holding the enrollment token.
+        #[arg(long)]
+        token_env: Option<String>,
+        /// The enrollment token itself (visible in the process list: prefer --token-file).
+        #[arg(long)]
+        token: Option<String>,
         /// Where to write the agent's configuration (the key goes next to it).
         #[arg(long, env = "DWA_AGENT_CONFIG", default_value = "agent.toml")]
         config: PathBuf,
@@ -88,8 +100,16 @@ enum Cmd {
         /// NetBIOS name service port (default 137, or --config's).
         #[arg(long)]
         netbios_port: Option<u16>,
-        /// Community to try, in order (repeatable); default "public" unless
-        /// a v3 user is given.
+        /// File of communities to try, one per line (blank lines and `#`
+        /// comments skipped); `-` reads standard input. Tried first.
+        #[arg(long)]
+        community_file: Option<PathBuf>,
+        /// Environment variable holding a community to try (after the file's).
+        #[arg(long)]
+        community_env: Option<String>,
+        /// Community to try, in order (repeatable; visible in the process
+        /// list: prefer --community-file); default "public" unless a v3
+        /// user is given.
         #[arg(long = "community")]
         communities: Vec<String>,
         /// Default 161, or [scan] snmp_port of --config.
@@ -176,7 +196,49 @@ struct V3Args {
     v3_priv_password_file: Option<PathBuf>,
 }
 
-/// A pass phrase from an environment variable or a file, never argv.
+/// A secret file's text; `-` is standard input.
+fn read_secret_file(path: &std::path::Path, flag: &str) -> Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .with_context(|| format!("--{flag}-file -: cannot read standard input"))?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path)
+        .with_context(|| format!("--{flag}-file: cannot read {}", path.display()))
+}
+
+/// Communities for `scan`: the file's, then the variable's, then argv's.
+fn given_communities(
+    file: Option<&std::path::Path>,
+    env: Option<&str>,
+    argv: Vec<String>,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    if let Some(path) = file {
+        let text = read_secret_file(path, "community")?;
+        out.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+        if out.is_empty() {
+            bail!("--community-file: {} holds no community", path.display());
+        }
+    }
+    if let Some(Secret(c)) = read_secret(env, None, "community")? {
+        if c.is_empty() {
+            bail!("--community-env: the variable is empty");
+        }
+        out.push(c);
+    }
+    out.extend(argv);
+    Ok(out)
+}
+
+/// A secret from an environment variable or a file (`-`: standard input),
+/// never argv.
 fn read_secret(
     env: Option<&str>,
     file: Option<&std::path::Path>,
@@ -194,8 +256,7 @@ fn read_secret(
         };
     }
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--{flag}-file: cannot read {}", path.display()))?;
+        let text = read_secret_file(path, flag)?;
         let text = text.strip_suffix('\n').unwrap_or(&text);
         let text = text.strip_suffix('\r').unwrap_or(text);
         return Ok(Some(Secret(text.to_string())));
@@ -264,6 +325,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Enroll {
             relay,
             token,
+            token_file,
+            token_env,
             config,
             allow,
             ports,
@@ -274,6 +337,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 "ssh" => TransportMode::Ssh,
                 "websocket" => TransportMode::Websocket,
                 _ => TransportMode::Auto,
+            };
+            let token = match read_secret(token_env.as_deref(), token_file.as_deref(), "token")? {
+                Some(t) => t.0.trim().to_string(),
+                None => token.unwrap_or_default(),
             };
             let e = enroll(EnrollOptions {
                 relay,
@@ -328,6 +395,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             no_dns_names,
             no_netbios,
             netbios_port,
+            community_file,
+            community_env,
             communities,
             port,
             config,
@@ -364,6 +433,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 "csv" => scan::Format::Csv,
                 _ => scan::Format::Table,
             };
+            let communities = given_communities(
+                community_file.as_deref(),
+                community_env.as_deref(),
+                communities,
+            )?;
             let cli_v3 = v3.security()?;
             // Credentials given here replace the config's; a v3 user alone
             // means v3 only.
@@ -401,7 +475,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             for (ip, why) in &report.refused {
                 eprintln!("warning: {ip}: {why}");
             }
-            print!("{}", scan::render(&report.devices, format));
+            print!("{}", scan::render(&report.devices, format)?);
         }
         Cmd::Spool {
             cmd: SpoolCmd::Status { config },

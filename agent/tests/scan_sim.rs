@@ -576,3 +576,76 @@ async fn scan_survives_hostile_devices() {
     assert!(took < Duration::from_secs(30), "{took:?}");
     f.shutdown().await;
 }
+
+/// `dwa-agent scan` with `input` on standard input and `env` set.
+fn scan_with(args: &[&str], input: &str, env: &[(&str, &str)]) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dwa-agent"))
+        .args(args)
+        .env("DWA_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run dwa-agent");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    child.wait_with_output().expect("dwa-agent scan")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn communities_come_from_a_file_or_a_variable_not_only_argv() {
+    let f = fleet(
+        &["127.20.2.1"],
+        SnmpOptions {
+            community: "s3cret-ro".into(),
+            ..SnmpOptions::default()
+        },
+    )
+    .await;
+    let port = f.snmp_port.expect("snmp port").to_string();
+    let base = [
+        "scan",
+        "127.20.2.1",
+        "--port",
+        &port,
+        "--timeout",
+        "300ms",
+        "--format",
+        "json",
+    ];
+    let found = |out: &std::process::Output| -> usize {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let recs: Vec<DeviceRecord> = serde_json::from_slice(&out.stdout).expect("JSON");
+        recs.len()
+    };
+    // Without the community: the printer stays silent.
+    assert_eq!(found(&scan_with(&base, "", &[])), 0);
+    // From standard input, after a comment and a wrong one.
+    let mut args = base.to_vec();
+    args.extend(["--community-file", "-"]);
+    let out = scan_with(&args, "# site communities\nwrong\n\ns3cret-ro\n", &[]);
+    assert_eq!(found(&out), 1);
+    // From a variable.
+    let mut args = base.to_vec();
+    args.extend(["--community-env", "SITE_COMMUNITY"]);
+    let out = scan_with(&args, "", &[("SITE_COMMUNITY", "s3cret-ro")]);
+    assert_eq!(found(&out), 1);
+    // An empty file is an error, not a silent "public".
+    let mut args = base.to_vec();
+    args.extend(["--community-file", "-"]);
+    let out = scan_with(&args, "# nothing\n", &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds no community"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

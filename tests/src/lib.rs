@@ -10,7 +10,7 @@
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -488,11 +488,18 @@ impl Default for EnrollArgs<'_> {
     }
 }
 
-/// Runs `dwa-agent enroll`; returns the output whether or not it worked.
+/// Runs `dwa-agent enroll`, the token on standard input (the documented
+/// form: no secret in argv); returns the output whether or not it worked.
 pub fn enroll_output(url: &str, token: &str, config: &Path, a: &EnrollArgs) -> Output {
     let mut cmd = Command::new(&bins().1);
     cmd.args([
-        "--json", "enroll", "--relay", url, "--token", token, "--config",
+        "--json",
+        "enroll",
+        "--relay",
+        url,
+        "--token-file",
+        "-",
+        "--config",
     ])
     .arg(config)
     .args(["--transport", a.transport]);
@@ -502,7 +509,17 @@ pub fn enroll_output(url: &str, token: &str, config: &Path, a: &EnrollArgs) -> O
     for p in a.ports {
         cmd.args(["--port", &p.to_string()]);
     }
-    cmd.output().expect("dwa-agent enroll")
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dwa-agent enroll");
+    if let Some(mut stdin) = child.stdin.take() {
+        // A token followed by a newline, as a person pastes it.
+        let _ = writeln!(stdin, "{token}");
+    }
+    child.wait_with_output().expect("dwa-agent enroll")
 }
 
 impl Agent {

@@ -139,3 +139,58 @@ fn wrong_certificate_fingerprint_is_refused_before_anything_is_sent() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn the_token_comes_from_a_file_a_variable_or_argv_but_one_only() {
+    let relay = Relay::start_new();
+    let token = relay.token("acme", 5, "1h");
+    let dir = tempfile::tempdir().unwrap();
+    let enroll = |name: &str, source: &[&str], env: Option<(&str, &str)>| {
+        let mut cmd = std::process::Command::new(&bins().1);
+        cmd.args(["--json", "enroll", "--relay", &relay.url(), "--config"])
+            .arg(dir.path().join(name))
+            .args(source);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let file = dir.path().join("token.txt");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let out = enroll("f.toml", &["--token-file", file.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = enroll(
+        "e.toml",
+        &["--token-env", "DWA_TEST_TOKEN"],
+        Some(("DWA_TEST_TOKEN", &token)),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = enroll("a.toml", &["--token", &token], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(relay.audit_kind("enroll.ok").len(), 3);
+
+    // A variable that is not set, no source, or two sources: refused
+    // before anything is sent.
+    let out = enroll("x.toml", &["--token-env", "DWA_TEST_UNSET"], None);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("DWA_TEST_UNSET is not set"),
+        "{}",
+        stderr(&out)
+    );
+    let out = enroll("y.toml", &[], None);
+    assert!(!out.status.success());
+    let out = enroll(
+        "z.toml",
+        &["--token", &token, "--token-file", file.to_str().unwrap()],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot be used with"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(relay.audit_kind("enroll.ok").len(), 3);
+    assert!(relay.audit_kind("enroll.refused").is_empty());
+}
