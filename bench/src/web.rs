@@ -119,9 +119,9 @@ impl Portal {
         if a.status != StatusCode::OK {
             bail!("log-in: {} {}", a.status, String::from_utf8_lossy(&a.body));
         }
-        let cookie =
-            set_cookie(&a.headers, "dwa_session").context("log-in: no dwa_session cookie")?;
-        let cookie = format!("dwa_session={cookie}");
+        let cookie = set_cookie(&a.headers, "__Host-dwa_session")
+            .context("log-in: no __Host-dwa_session cookie")?;
+        let cookie = format!("__Host-dwa_session={cookie}");
         let a = c
             .call(
                 Method::POST,

@@ -36,17 +36,22 @@ pub enum ControlEvent {
     Error(ProtoError),
 }
 
+/// Messages read from the peer and not yet handled by the session's
+/// owner. When they pile up, the reader stops reading: the SSH window then
+/// holds the peer back, and a flooding peer costs bounded memory.
+pub const EVENT_QUEUE: usize = 256;
+
 /// Starts the reader and writer tasks of an open control channel.
 pub fn spawn_control<S>(
     channel: Channel<S>,
     credits: Arc<CreditTable>,
-) -> (ControlSender, mpsc::UnboundedReceiver<ControlEvent>)
+) -> (ControlSender, mpsc::Receiver<ControlEvent>)
 where
     S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
 {
     let (mut read, write) = channel.split();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ControlMsg>();
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
 
     tokio::spawn(
         async move {
@@ -77,11 +82,13 @@ where
                             credits.grant(stream, bytes)
                         }
                         Ok(Some(other)) => {
-                            let _ = ev_tx.send(ControlEvent::Msg(other));
+                            if ev_tx.send(ControlEvent::Msg(other)).await.is_err() {
+                                return;
+                            }
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            let _ = ev_tx.send(ControlEvent::Error(e));
+                            let _ = ev_tx.send(ControlEvent::Error(e)).await;
                             return;
                         }
                     }

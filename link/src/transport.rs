@@ -188,6 +188,44 @@ impl AsyncWrite for Killable {
     }
 }
 
+/// Longest SSH identification line, CR LF included (RFC 4253 §4.2).
+pub const MAX_VERSION_LINE: usize = 255;
+
+/// Reads a client's SSH identification line (`SSH-2.0-…`, ending in LF)
+/// and whatever arrived with it, so the server can decide before it spends
+/// anything on the connection; the bytes go back in front of the session
+/// with [`read_ahead_after`]. Anything else, or more than
+/// [`MAX_VERSION_LINE`] bytes without a line end, is an error.
+pub async fn read_ssh_version(io: &mut BoxIo) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = io.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&chunk[..n]);
+        let probe = got.len().min(4);
+        if !b"SSH-".starts_with(&got[..probe]) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not an SSH client (no SSH- version line)",
+            ));
+        }
+        match got.iter().position(|&b| b == b'\n') {
+            Some(end) if end < MAX_VERSION_LINE => return Ok(got),
+            _ if got.len() >= MAX_VERSION_LINE => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "SSH version line longer than 255 bytes",
+                ))
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Bytes read ahead from the peer while the SSH session is busy writing.
 pub const READ_AHEAD: usize = 8 * 1024 * 1024;
 
@@ -200,12 +238,24 @@ pub const READ_AHEAD: usize = 8 * 1024 * 1024;
 /// bounded buffer (larger than any single flush, ≈2 MiB) keeps the peer's
 /// writes flowing, so every flush completes.
 pub fn read_ahead(io: BoxIo, capacity: usize) -> BoxIo {
+    read_ahead_after(io, capacity, Vec::new())
+}
+
+/// [`read_ahead`], the session reading `prefix` first: bytes already taken
+/// off the socket (the peer's version line, see [`read_ssh_version`]).
+pub fn read_ahead_after(io: BoxIo, capacity: usize, prefix: Vec<u8>) -> BoxIo {
     let (socket_r, socket_w) = tokio::io::split(io);
-    let (buf_r, mut buf_w) = tokio::io::simplex(capacity);
+    let (buf_r, mut buf_w) = tokio::io::simplex(capacity.max(prefix.len()));
     let done = tokio_util::sync::CancellationToken::new();
     let stop = done.clone();
     tokio::spawn(tracing::Instrument::instrument(
         async move {
+            if tokio::io::AsyncWriteExt::write_all(&mut buf_w, &prefix)
+                .await
+                .is_err()
+            {
+                return;
+            }
             // Large reads: one syscall per 256 KiB, not per 8 KiB.
             let mut socket_r = tokio::io::BufReader::with_capacity(256 * 1024, socket_r);
             tokio::select! {
@@ -262,5 +312,50 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AsyncWrite for ReadAhead<R, W>
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    async fn version_of(sent: &[u8]) -> std::io::Result<Vec<u8>> {
+        let (mut client, server) = tokio::io::duplex(4096);
+        client.write_all(sent).await?;
+        drop(client);
+        let mut io: BoxIo = Box::new(server);
+        read_ssh_version(&mut io).await
+    }
+
+    #[tokio::test]
+    async fn the_version_line_and_what_came_with_it_are_kept() {
+        let got = version_of(b"SSH-2.0-OpenSSH_9.2\r\n\x00\x00\x01\x2ckexinit")
+            .await
+            .unwrap();
+        assert_eq!(got, b"SSH-2.0-OpenSSH_9.2\r\n\x00\x00\x01\x2ckexinit");
+    }
+
+    #[tokio::test]
+    async fn anything_but_an_ssh_client_is_refused() {
+        assert!(version_of(b"GET / HTTP/1.1\r\n").await.is_err());
+        assert!(
+            version_of(b"SSH-2.0-").await.is_err(),
+            "EOF before the line end"
+        );
+        let long = [b"SSH-2.0-".as_slice(), &[b'x'; 300]].concat();
+        assert!(version_of(&long).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_session_reads_the_prefix_first() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let io = read_ahead_after(Box::new(server), 1024, b"SSH-2.0-x\r\n".to_vec());
+        client.write_all(b"rest").await.unwrap();
+        drop(client);
+        let mut io = io;
+        let mut all = Vec::new();
+        io.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"SSH-2.0-x\r\nrest");
     }
 }

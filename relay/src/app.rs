@@ -53,6 +53,7 @@ impl Services {
             tunnels: Default::default(),
             dummy_hash: crate::init::hash_password(&crate::util::random_password())?,
             gates: crate::services::accounts::Gates::new(&cfg.accounts),
+            refusals: Default::default(),
             audit: crate::services::audit::Audit::new(store.clone(), time.clone()),
             agents: crate::services::streams::AgentRegistry::default(),
             time,
@@ -96,6 +97,7 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
     );
     crate::adapters::webhook::spawn(&relay)?;
     crate::services::accounts::inactivity::spawn(&relay.svc);
+    crate::services::refusals::spawn(&relay.svc);
     crate::services::grants::spawn_watcher(&relay.svc);
     // Forget idle rate-limit keys so the table does not grow without bound.
     let r = relay.clone();

@@ -282,6 +282,13 @@ pub struct Limits {
     /// SSH handshakes (connect → authenticated) in progress at once; mass
     /// reconnects queue instead of exhausting the CPU.
     pub max_handshakes: usize,
+    /// SSH handshakes in progress from one source address (an IPv6 /64
+    /// counts as one): one address cannot take every slot.
+    pub handshakes_per_source: usize,
+    /// How long a new SSH connection may stay silent before its version
+    /// line; only then does it wait for a handshake slot.
+    #[serde(with = "humantime_serde")]
+    pub version_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     pub max_streams_per_agent: usize,
@@ -294,6 +301,8 @@ impl Default for Limits {
         Self {
             max_connections: 10_000,
             max_handshakes: 64,
+            handshakes_per_source: 8,
+            version_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
             max_streams_per_agent: 256,
             stream_open_timeout: Duration::from_secs(10),
@@ -372,6 +381,12 @@ impl RelayConfig {
         }
         if l.max_handshakes == 0 {
             return bad("limits.max_handshakes", "must be at least 1");
+        }
+        if l.handshakes_per_source == 0 {
+            return bad("limits.handshakes_per_source", "must be at least 1");
+        }
+        if l.version_timeout.is_zero() {
+            return bad("limits.version_timeout", "must be positive");
         }
         if l.max_streams_per_agent == 0 || l.max_streams_per_agent > 65_536 {
             return bad("limits.max_streams_per_agent", "must be 1..=65536");

@@ -88,16 +88,41 @@ pub fn sha256_hex(s: &str) -> String {
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
-/// The value of cookie `name` in a request's Cookie headers.
+/// The value of cookie `name` in a request's Cookie headers, when it is
+/// there exactly once.
 pub fn cookie_value<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+    match cookie_values(headers, name) {
+        Cookie::One(v) => Some(v),
+        Cookie::Absent | Cookie::Twice => None,
+    }
+}
+
+/// How often a request carries one cookie.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cookie<'a> {
+    Absent,
+    One(&'a str),
+    /// More than once: another page planted one beside ours (a session
+    /// host may write cookies for its parent domain), so neither is
+    /// trusted.
+    Twice,
+}
+
+/// Cookie `name` in a request's Cookie headers, counted.
+pub fn cookie_values<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Cookie<'a> {
+    let mut found = headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .filter(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim());
+    match (found.next(), found.next()) {
+        (None, _) => Cookie::Absent,
+        (Some(v), None) => Cookie::One(v),
+        (Some(_), Some(_)) => Cookie::Twice,
+    }
 }
 
 /// "Who" for commands run on the relay host.
@@ -109,5 +134,44 @@ pub fn local_actor() -> String {
         Some(uid) if !user.is_empty() => format!("cli:{user}(uid {uid})"),
         Some(uid) => format!("cli:uid {uid}"),
         None => format!("cli:{user}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    fn with(cookies: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for c in cookies {
+            h.append(header::COOKIE, HeaderValue::from_static(c));
+        }
+        h
+    }
+
+    #[test]
+    fn a_cookie_counts_only_when_it_is_there_once() {
+        let name = "__Host-dwa_session";
+        assert_eq!(cookie_values(&with(&[]), name), Cookie::Absent);
+        assert_eq!(
+            cookie_values(&with(&["a=1; __Host-dwa_session=ours; b=2"]), name),
+            Cookie::One("ours")
+        );
+        // The unprefixed name a printer's page can plant is another cookie.
+        assert_eq!(
+            cookie_values(
+                &with(&["dwa_session=planted; __Host-dwa_session=ours"]),
+                name
+            ),
+            Cookie::One("ours")
+        );
+        let twice = with(&["__Host-dwa_session=planted", "__Host-dwa_session=ours"]);
+        assert_eq!(cookie_values(&twice, name), Cookie::Twice);
+        assert_eq!(cookie_value(&twice, name), None);
+        assert_eq!(
+            cookie_values(&with(&["__Host-dwa_session =x ; y=1"]), name),
+            Cookie::One("x")
+        );
     }
 }

@@ -1,6 +1,9 @@
-//! Brute force: five failed log-ins lock the account (423), even the right
-//! password is refused then, an admin unlocks it; failures are limited per
-//! account and per source address (429); every attempt is audited.
+//! Brute force: five failed log-ins from an address the account logged in
+//! from lock it; only the right password then learns so (423), and an
+//! admin unlocks it. A stranger elsewhere who knows the name only slows
+//! himself down: failures are limited per account and source, and per
+//! source address (429). Answers never tell whether a name exists or is
+//! locked. Every attempt is audited.
 
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -31,6 +34,19 @@ async fn refused(relay: &Relay, user: &str, password: &str) -> (StatusCode, Valu
         .await
 }
 
+/// [`refused`] from another loopback address of the fixture.
+async fn refused_from(
+    relay: &Relay,
+    source: &str,
+    user: &str,
+    password: &str,
+) -> (StatusCode, Value) {
+    let body = json!({"username": user, "password": password, "totp": "000000"});
+    Api::from_source(relay, source.parse().expect("address"))
+        .call(Method::POST, "/login", Some(body))
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_failures_lock_the_account_until_an_admin_unlocks_it() {
     let mut relay = Relay::init();
@@ -46,20 +62,24 @@ async fn five_failures_lock_the_account_until_an_admin_unlocks_it() {
         "acme",
     ]);
     let pw = tech["password"].as_str().expect("password").to_string();
+    // She logs in once: from then on this address's failures are hers.
+    assert_eq!(attempt(&relay, "tina", &pw).await.0, StatusCode::OK);
 
-    for i in 1..=4 {
+    // The fifth locks the account, and says nothing: the same answer as
+    // the four before and as for a name that does not exist.
+    let (_, ghost) = refused(&relay, "nobody-by-this-name", "wrong").await;
+    for i in 1..=5 {
         let (s, v) = refused(&relay, "tina", "wrong").await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "failure {i}: {v}");
+        assert_eq!(v, ghost, "failure {i}");
     }
-    let (s, v) = refused(&relay, "tina", "wrong").await;
+    // The right password (before any code is looked at) learns it.
+    let (s, v) = refused(&relay, "tina", &pw).await;
     assert_eq!(s, StatusCode::LOCKED, "{v}");
     assert_eq!(
         v,
         json!({"error": "account locked after 5 failed log-ins; an administrator must unlock it", "code": 423})
     );
-    // The 6th, with the right password (and code): still locked.
-    let (s, v) = refused(&relay, "tina", &pw).await;
-    assert_eq!(s, StatusCode::LOCKED, "{v}");
 
     // A technician cannot unlock; the admin can (API), then she logs in.
     let admin = Api::login(&relay, "admin", &relay.admin_password.clone()).await;
@@ -85,7 +105,10 @@ async fn five_failures_lock_the_account_until_an_admin_unlocks_it() {
 
     // The CLI unlocks too.
     for _ in 0..5 {
-        refused(&relay, "tina", "wrong").await;
+        assert_eq!(
+            refused(&relay, "tina", "wrong").await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
     assert_eq!(refused(&relay, "tina", &pw).await.0, StatusCode::LOCKED);
     relay.ok(&["user", "unlock", "tina"]);
@@ -164,4 +187,46 @@ async fn failures_are_limited_per_account_and_per_address() {
         which.contains(&json!("account")) && which.contains(&json!("address")),
         "{which:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_who_knows_the_name_cannot_lock_its_owner_out() {
+    let mut relay = Relay::init();
+    relay.start();
+    relay.ok(&["customer", "add", "acme"]);
+    let tech = relay.ok(&[
+        "user",
+        "add",
+        "tina",
+        "--role",
+        "technician",
+        "--customer",
+        "acme",
+    ]);
+    let pw = tech["password"].as_str().expect("password").to_string();
+    assert_eq!(attempt(&relay, "tina", &pw).await.0, StatusCode::OK);
+
+    // Twelve wrong passwords for tina from another address: the stranger
+    // is slowed down (429 after ten a minute), the account is not locked,
+    // and the answers are those a missing name gets.
+    let stranger = relay.ip(77);
+    let mut statuses = vec![];
+    for _ in 0..12 {
+        let (real, rv) = refused_from(&relay, &stranger, "tina", "wrong").await;
+        let (ghost, gv) = refused_from(&relay, &stranger, "tina-not-here", "wrong").await;
+        assert_eq!(real, ghost);
+        assert_eq!(rv["code"], gv["code"]);
+        statuses.push(real);
+    }
+    assert!(
+        statuses[..10]
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[11], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+
+    // Tina, from her own address, logs in.
+    assert_eq!(attempt(&relay, "tina", &pw).await.0, StatusCode::OK);
+    assert!(relay.audit_kind("user.locked").is_empty());
 }

@@ -167,7 +167,7 @@ async fn sso_login_maps_groups_and_refuses_the_rest() {
     let v = body(&done);
     assert_eq!(v["role"], "technician", "{v}");
     assert_eq!(v["next"], "/");
-    assert!(alice.cookies_for(&portal()).contains("dwa_session="));
+    assert!(alice.cookies_for(&portal()).contains("__Host-dwa_session="));
     let me = alice.get(&format!("{}/api/v1/me", portal())).await;
     assert_eq!(me.status, StatusCode::OK, "{}", me.text());
     let me = body(&me);
@@ -250,7 +250,7 @@ async fn sso_login_maps_groups_and_refuses_the_rest() {
     let refused = sso(&mut bob, &issuer, "bob").await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
     assert_eq!(body(&refused)["code"], "no_role");
-    assert!(!bob.cookies_for(&portal()).contains("dwa_session="));
+    assert!(!bob.cookies_for(&portal()).contains("__Host-dwa_session="));
     let me = bob.get(&format!("{}/api/v1/me", portal())).await;
     assert_eq!(me.status, StatusCode::UNAUTHORIZED);
 
@@ -293,14 +293,33 @@ async fn sso_login_maps_groups_and_refuses_the_rest() {
         .expect("bob's sso.refused");
     assert_eq!(b["detail"]["groups"], serde_json::json!(["nobody"]));
     assert_eq!(b["detail"]["issuer"], issuer.as_str());
+    // Refusals without an identity (replayed, forged, stolen callbacks)
+    // come from anyone at any rate: the first of the minute from one
+    // address is written, the rest counted (`audit.refusals_counted`, on
+    // stop at the latest); bob's, with his identity, is written.
+    let anonymous: Vec<_> = refused
+        .iter()
+        .filter(|r| r["detail"]["subject"].is_null())
+        .collect();
+    assert_eq!(anonymous.len(), 1, "{refused:?}");
     assert!(
-        refused.len() >= 4,
-        "replay, forged, stolen and bob refused: {refused:?}"
+        anonymous[0]["detail"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("state")),
+        "the replay comes first: {refused:?}"
     );
 
     // Groups are read at every log-in: a new mapping after a restart
     // changes alice's role and customers, on the same account.
     relay.stop();
+    let counted = relay.audit_kind("audit.refusals_counted");
+    assert!(
+        counted
+            .iter()
+            .any(|r| r["detail"]["refused"] == "sso.refused"
+                && r["detail"]["count"].as_u64() >= Some(2)),
+        "the forged and stolen callbacks, counted at stop: {counted:?}"
+    );
     let cfg_path = relay.data.join("relay.toml");
     let cfg = std::fs::read_to_string(&cfg_path).expect("relay.toml");
     let cfg = cfg.replace(

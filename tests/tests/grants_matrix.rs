@@ -290,11 +290,14 @@ impl Fixture {
                     )
                     .await
             }
+            // Five failures from the address the technician logged in
+            // from (a stranger's elsewhere would not lock her out); the
+            // lock is silent (401), the user list shows it.
             Loss::Locked => {
                 let mut last = (StatusCode::OK, Value::Null);
+                let own: IpAddr = self.relay.ip(50).parse().expect("ip");
                 for _ in 0..5 {
-                    let stranger = Api::new(&self.relay);
-                    last = stranger
+                    last = Api::from_source(&self.relay, own)
                         .call(
                             Method::POST,
                             "/login",
@@ -302,7 +305,13 @@ impl Fixture {
                         )
                         .await;
                 }
-                assert_eq!(last.0, StatusCode::LOCKED, "{}", last.1);
+                assert_eq!(last.0, StatusCode::UNAUTHORIZED, "{}", last.1);
+                let (_, users) = self.admin.call(Method::GET, "/users", None).await;
+                let locked = users
+                    .as_array()
+                    .and_then(|l| l.iter().find(|u| u["id"] == self.tech_id))
+                    .map(|u| u["locked"].clone());
+                assert_eq!(locked, Some(Value::Bool(true)), "{users}");
                 (StatusCode::OK, Value::Null)
             }
             // By the CLI: another process ends the grants in the store; the

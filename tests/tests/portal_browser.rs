@@ -2,7 +2,10 @@
 //! fantoccini) against the real relay, agent and a simulated printer: log
 //! in (with the two-factor code when the relay has two-factor), find the
 //! device, open its web page and see the printer's page, find that in the
-//! audit log, log out and see the web session die. Screenshots of the main
+//! audit log, log out and see the web session die. On the way, the
+//! printer's page turns hostile: it plants another user's log-in cookie
+//! for the portal's domain and posts the log-in form for another account;
+//! the portal keeps knowing the user as himself. Screenshots of the main
 //! pages (laptop and phone widths) go to `target/test-artifacts/portal/`.
 //!
 //! Skipped, saying so, when /usr/bin/chromium or /usr/bin/chromedriver is
@@ -138,6 +141,26 @@ async fn wait_source(c: &Client, what: &str, pred: impl Fn(&str, &url::Url) -> b
     }
 }
 
+/// The cookie value of a valid log-in of another user, `mallory` (a
+/// viewer of the same relay), taken as an attacker would: by logging in.
+async fn mallory_cookie(relay: &Relay) -> String {
+    let m = relay.ok(&["user", "add", "mallory", "--role", "viewer"]);
+    let password = m["password"].as_str().expect("password");
+    let mut b = dwa_e2e_tests::browser::Browser::new(relay);
+    b.get(&format!("{PORTAL}/login")).await;
+    b.post_form(
+        &format!("{PORTAL}/login"),
+        &[("username", "mallory"), ("password", password)],
+    )
+    .await;
+    let jar = b.cookies_for(&format!("{PORTAL}/"));
+    jar.split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| k.ends_with("dwa_session"))
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| panic!("mallory is not logged in: {jar}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dealer_uses_the_portal_in_chromium() {
     if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
@@ -237,6 +260,86 @@ async fn a_dealer_uses_the_portal_in_chromium() {
     let session_origin = session_url.origin().ascii_serialization();
     assert!(src.contains("DWA SimPrinter"), "{src}");
     shot(&c, "printer-page").await;
+
+    // The printer's page is hostile. Its script (run here in the page,
+    // as the printer's own script would) plants a valid log-in of
+    // another user for the portal's parent domain, under the old and the
+    // prefixed cookie name, on the paths the portal and its API use.
+    let planted = mallory_cookie(&relay).await;
+    let script = format!(
+        "for (const name of ['dwa_session', '__Host-dwa_session']) {{ \
+           for (const path of ['/', '/api', '/devices']) {{ \
+             document.cookie = name + '={planted}; Domain=dwa.localhost; Path=' + path + '; Secure'; }} }} \
+         return document.cookie;"
+    );
+    let seen = c.execute(&script, vec![]).await.expect("plant cookies");
+    assert!(
+        seen.as_str().is_some_and(|s| s.contains(&planted)),
+        "the browser refused even the plain cookie: {seen}"
+    );
+    c.goto(&format!("{PORTAL}/devices")).await.expect("goto");
+    let src = wait_source(&c, "the devices page after planting", |s, _| {
+        s.contains("Log out")
+    })
+    .await;
+    assert!(src.contains("admin (admin)"), "{src}");
+    assert!(
+        !src.contains("mallory"),
+        "the planted log-in took over:\n{src}"
+    );
+    // The planted cookie is there (readable by the portal's page) and the
+    // API still answers as the user who logged in.
+    let cookies = c
+        .execute("return document.cookie;", vec![])
+        .await
+        .expect("js");
+    assert!(
+        cookies.as_str().is_some_and(|s| s.contains(&planted)),
+        "the attack's precondition did not hold: {cookies}"
+    );
+    let me = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             fetch('/api/v1/me').then(r => r.json()).then(done, e => done(String(e)));",
+            vec![],
+        )
+        .await
+        .expect("fetch /api/v1/me");
+    assert_eq!(me["user"], "admin", "{me}");
+
+    // The printer's page posts the log-in form for another account (log-in
+    // CSRF): refused, and the portal still knows the user as himself.
+    let eve = relay.ok(&["user", "add", "eve", "--role", "viewer"]);
+    let eve_password = eve["password"].as_str().expect("password").to_string();
+    c.goto(session_url.as_str()).await.expect("goto");
+    wait_source(&c, "the printer's page again", |s, _| {
+        s.contains(&printer_marker)
+    })
+    .await;
+    let script = format!(
+        "const f = document.createElement('form'); f.method = 'post'; \
+         f.action = '{PORTAL}/login'; \
+         for (const [k, v] of [['username', 'eve'], ['password', {eve_password:?}]]) {{ \
+           const i = document.createElement('input'); i.name = k; i.value = v; f.appendChild(i); }} \
+         document.body.appendChild(f); f.submit();"
+    );
+    c.execute(&script, vec![])
+        .await
+        .expect("post the log-in form");
+    wait_source(&c, "the refused cross-site log-in", |s, u| {
+        u.path() == "/login" && s.contains("another site")
+    })
+    .await;
+    c.goto(&format!("{PORTAL}/devices")).await.expect("goto");
+    let src = wait_source(&c, "the devices page after the forged log-in", |s, _| {
+        s.contains("Log out")
+    })
+    .await;
+    assert!(src.contains("admin (admin)"), "{src}");
+    assert!(
+        !src.contains("eve (viewer)"),
+        "the forged log-in took over:\n{src}"
+    );
 
     // The audit log shows the session.
     c.goto(&format!("{PORTAL}/audit?kind=web."))

@@ -214,7 +214,9 @@ async fn signed_uploads_feed_inventory_reports_and_alert_webhook() {
     // Signed for another body.
     let (s, _) = post(&anon, &signed(&key, &agent.id, b"{}"), body.clone()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(relay.audit_kind("telemetry.auth_refused").len() >= 4);
+    // Refusals before authentication: the first from this address is
+    // written, the rest of the minute counted (see the flood test below).
+    assert_eq!(relay.audit_kind("telemetry.auth_refused").len(), 1);
 
     // Stored once, however often it is posted.
     for _ in 0..2 {
@@ -408,4 +410,35 @@ async fn signed_uploads_feed_inventory_reports_and_alert_webhook() {
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     relay.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_upload_floods_do_not_grow_the_audit_log() {
+    let mut relay = Relay::start_new();
+    let anon = Api::new(&relay);
+    let before = relay.audit().len();
+    // One keep-alive connection, 1 500 unsigned uploads.
+    for _ in 0..1500 {
+        let (s, _) = post(&anon, "", b"{\"items\": []}".to_vec()).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let during = relay.audit().len() - before;
+    assert!(
+        during <= 2,
+        "{during} audit records for one address's flood"
+    );
+    assert_eq!(relay.audit_kind("telemetry.auth_refused").len(), 1);
+    // The count is written when the minute ends, or the relay stops.
+    relay.stop();
+    let counted = relay.audit_kind("audit.refusals_counted");
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert_eq!(counted[0]["detail"]["refused"], "telemetry.auth_refused");
+    assert_eq!(counted[0]["detail"]["count"], 1499, "{counted:?}");
+    assert!(counted[0]["detail"]["source"].is_string(), "{counted:?}");
+    let out = relay.cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

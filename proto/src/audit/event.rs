@@ -420,6 +420,10 @@ events! {
         reason: Option<String>,
         /// A newer session of the same agent took over.
         replaced: bool,
+        /// Control messages the agent sent unasked, dropped (absent in
+        /// older records and when there were none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unsolicited: Option<u64>,
     }
     /// An SSH key refused (unknown, revoked).
     AgentAuthRefused("agent.auth_refused", 1) {
@@ -587,6 +591,17 @@ events! {
     }
     ProtocolError("protocol.error", 1) {
         error: String,
+    }
+    /// Refusals before authentication that were counted, not written one
+    /// by one (the first of each source and interval is).
+    AuditRefusalsCounted("audit.refusals_counted", 1) {
+        /// The kind of the refusals counted.
+        refused: String,
+        /// Their source address; absent: many sources.
+        source: Option<String>,
+        count: u64,
+        since: String,
+        until: String,
     }
     /// A telemetry upload whose signature or agent was refused.
     TelemetryAuthRefused("telemetry.auth_refused", 1) {

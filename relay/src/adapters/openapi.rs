@@ -31,7 +31,7 @@ pub const AGENT_SIGNATURE: &str = "agent_signature";
 #[openapi(
     info(
         title = "DWA relay API",
-        description = "The relay's JSON API for dealers (portal session cookie `dwa_session` or a \
+        description = "The relay's JSON API for dealers (portal session cookie `__Host-dwa_session` or a \
             per-user API token, `Authorization: Bearer dwat_...`), the agents' endpoints \
             (enrollment, signed telemetry upload, SSH over WebSocket) and health. Errors are \
             `{\"error\": \"...\", \"code\": \"...\"}`; 429 answers carry `Retry-After`. \

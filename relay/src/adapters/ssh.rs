@@ -64,18 +64,18 @@ impl SshHandler {
     }
 
     async fn refuse_key(&self, key: &PublicKey, reason: &str) {
-        self.relay
-            .audit
-            .record(
-                Event::AgentAuthRefused {
-                    key_fingerprint: dwa_link::ssh::fingerprint(key),
-                    reason: reason.to_string(),
-                    transport: self.transport.to_string(),
-                },
-                &format!("peer:{}", self.peer),
-                None,
-            )
-            .await;
+        crate::services::refusals::record(
+            &self.relay,
+            Some(self.peer.ip()),
+            Event::AgentAuthRefused {
+                key_fingerprint: dwa_link::ssh::fingerprint(key),
+                reason: reason.to_string(),
+                transport: self.transport.to_string(),
+            },
+            &format!("peer:{}", self.peer),
+            None,
+        )
+        .await;
     }
 
     async fn lookup(&self, key: &PublicKey) -> Option<AgentRow> {
@@ -399,7 +399,7 @@ async fn control_loop(
     relay: Relay,
     conn: Arc<AgentConn>,
     control: dwa_link::control::ControlSender,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<ControlEvent>,
+    mut events: tokio::sync::mpsc::Receiver<ControlEvent>,
 ) {
     while let Some(ev) = events.recv().await {
         match ev {
@@ -407,6 +407,7 @@ async fn control_loop(
                 // One hello per session; a repeat is ignored (no replies for
                 // an agent to multiply).
                 if conn.native().is_some() {
+                    conn.note_unsolicited("hello");
                     continue;
                 }
                 if h.protocol != PROTOCOL_VERSION {
@@ -447,17 +448,29 @@ async fn control_loop(
                             .record(event, &actor, Some(&conn.agent_id))
                             .await
                     }
-                    None => tracing::debug!("denial report for a stream not being opened; ignored"),
+                    None => conn.note_unsolicited("denied"),
                 }
             }
-            ControlEvent::Msg(ControlMsg::TlsInfo(t)) => conn.deliver_tls(t),
+            // Only an answer to settings we pushed is stored and audited.
             ControlEvent::Msg(ControlMsg::ScanConfigApplied(a)) => {
-                crate::services::telemetry::settings::applied(&relay, &conn.agent_id, &a).await
+                if conn.take_scan_answer() {
+                    crate::services::telemetry::settings::applied(&relay, &conn.agent_id, &a).await
+                } else {
+                    conn.note_unsolicited("scan_config_applied");
+                }
             }
             ControlEvent::Msg(ControlMsg::DiagResult { request, outcome }) => {
-                relay.diag.deliver(&conn.agent_id, request, outcome)
+                if !relay.diag.deliver(&conn.agent_id, request, outcome) {
+                    conn.note_unsolicited("diag_result");
+                }
             }
-            ControlEvent::Msg(_) => {}
+            ControlEvent::Msg(ControlMsg::TlsInfo(t)) => {
+                if !conn.deliver_tls(t) {
+                    conn.note_unsolicited("tls_info");
+                }
+            }
+            ControlEvent::Msg(ControlMsg::Pong { .. }) => {}
+            ControlEvent::Msg(_) => conn.note_unsolicited("other"),
             ControlEvent::Error(e) => {
                 relay
                     .audit
@@ -477,8 +490,36 @@ async fn control_loop(
 }
 
 /// Runs one SSH connection (over TCP or WebSocket) to its end.
-pub async fn serve_connection(relay: Relay, io: BoxIo, peer: SocketAddr, transport: &'static str) {
+pub async fn serve_connection(
+    relay: Relay,
+    mut io: BoxIo,
+    peer: SocketAddr,
+    transport: &'static str,
+) {
     let limits = relay.cfg.limits.clone();
+    // One address cannot hold every handshake: its own cap first, then the
+    // client's version line (a silent connection costs no shared slot),
+    // and only then a place among all handshakes.
+    let Some(source_slot) = relay.handshake_sources.try_take(peer.ip()) else {
+        tracing::warn!(%peer, "too many SSH handshakes from this address; dropping connection");
+        return;
+    };
+    let prefix = match tokio::time::timeout(
+        limits.version_timeout,
+        dwa_link::transport::read_ssh_version(&mut io),
+    )
+    .await
+    {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "no SSH version line");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "silent before its SSH version line; dropped");
+            return;
+        }
+    };
     // Bounded handshakes: a reconnect storm queues here instead of eating
     // the CPU; whoever waits too long is dropped.
     let permit = match tokio::time::timeout(
@@ -496,7 +537,7 @@ pub async fn serve_connection(relay: Relay, io: BoxIo, peer: SocketAddr, transpo
     let (authed_tx, authed_rx) = oneshot::channel();
     let slot: Slot = Arc::default();
     let kill = tokio_util::sync::CancellationToken::new();
-    let io = dwa_link::transport::read_ahead(io, dwa_link::transport::READ_AHEAD);
+    let io = dwa_link::transport::read_ahead_after(io, dwa_link::transport::READ_AHEAD, prefix);
     let io: BoxIo = Box::new(dwa_link::transport::Killable::new(io, kill.clone()));
     let handler = SshHandler {
         relay: relay.clone(),
@@ -536,6 +577,7 @@ pub async fn serve_connection(relay: Relay, io: BoxIo, peer: SocketAddr, transpo
         }
     }
     drop(permit);
+    drop(source_slot);
     let result = tokio::select! {
         r = running => r.err().map(|e| e.to_string()),
         _ = relay.shutdown.cancelled() => {
@@ -559,6 +601,7 @@ pub async fn serve_connection(relay: Relay, io: BoxIo, peer: SocketAddr, transpo
                     duration_ms: conn.since.elapsed().as_millis() as u64,
                     reason: result,
                     replaced: !current,
+                    unsolicited: Some(conn.unsolicited()).filter(|n| *n > 0),
                 },
                 &format!("agent:{}", conn.agent_id),
                 Some(&conn.agent_id),

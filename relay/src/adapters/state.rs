@@ -2,8 +2,10 @@
 //! need (SSH and TLS configuration, connection slots and rates, the
 //! session-host proxy's runtimes, the identity provider's client).
 
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
@@ -19,6 +21,8 @@ pub struct RelayState {
     /// Open connections (SSH + HTTPS), and SSH handshakes in progress.
     pub connections: Arc<Semaphore>,
     pub handshakes: Arc<Semaphore>,
+    /// SSH handshakes in progress per source address.
+    pub handshake_sources: Arc<PerSource>,
     /// New TCP connections per source address (SSH and HTTPS together).
     pub conn_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
     /// The session-host proxy's per-session runtimes.
@@ -68,6 +72,7 @@ impl RelayState {
         Ok(Arc::new(RelayState {
             connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
             handshakes: Arc::new(Semaphore::new(cfg.limits.max_handshakes)),
+            handshake_sources: Arc::new(PerSource::new(cfg.limits.handshakes_per_source)),
             conn_rate: Arc::new(governor::RateLimiter::keyed(conn_quota())),
             web_rt: Default::default(),
             oidc_http,
@@ -80,6 +85,72 @@ impl RelayState {
     /// Whether a new connection from `ip` is within its rate.
     pub fn admit(&self, ip: std::net::IpAddr) -> bool {
         self.conn_rate.check_key(&ip).is_ok()
+    }
+}
+
+/// Things in progress per source address, at most `cap` each. IPv4-mapped
+/// addresses count as IPv4; an IPv6 address counts as its /64 (one site's
+/// network, where any host is the attacker's to choose).
+pub struct PerSource {
+    cap: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One place of a [`PerSource`], given back when dropped.
+pub struct SourceSlot {
+    owner: Arc<PerSource>,
+    key: IpAddr,
+}
+
+impl PerSource {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(ip: IpAddr) -> IpAddr {
+        match dwa_policy::agent::normalize_addr(ip) {
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            v4 => v4,
+        }
+    }
+
+    /// A place for `ip`, or `None` when its address already has `cap`.
+    pub fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let key = Self::key(ip);
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(key).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            owner: self.clone(),
+            key,
+        })
+    }
+
+    /// Places taken by `ip`'s address now.
+    pub fn in_use(&self, ip: IpAddr) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(&Self::key(ip)).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut counts = self.owner.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -119,5 +190,50 @@ impl RelayState {
             let _ = sock.set_nodelay(true);
             return Some(Admitted { sock, peer, slot });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_gets_at_most_its_cap_and_gets_it_back() {
+        let slots = Arc::new(PerSource::new(2));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let one = slots.try_take(a).expect("first");
+        let two = slots.try_take(a).expect("second");
+        assert!(slots.try_take(a).is_none(), "over the cap");
+        assert!(
+            slots.try_take(b).is_some(),
+            "another address is not affected"
+        );
+        // The IPv4-mapped form is the same address.
+        assert!(slots
+            .try_take("::ffff:192.0.2.1".parse().unwrap())
+            .is_none());
+        drop(one);
+        assert_eq!(slots.in_use(a), 1);
+        let _three = slots.try_take(a).expect("a place came back");
+        drop(two);
+        drop(_three);
+        assert_eq!(slots.in_use(a), 0);
+        assert!(
+            slots.counts.lock().unwrap().is_empty(),
+            "no entry left behind"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_source() {
+        let slots = Arc::new(PerSource::new(1));
+        let _x = slots
+            .try_take("2001:db8:1:2::1".parse().unwrap())
+            .expect("first");
+        assert!(slots
+            .try_take("2001:db8:1:2::ffff".parse().unwrap())
+            .is_none());
+        assert!(slots.try_take("2001:db8:1:3::1".parse().unwrap()).is_some());
     }
 }

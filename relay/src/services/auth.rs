@@ -16,7 +16,7 @@ use crate::services::Services;
 use crate::util::{random_secret, sha256_hex};
 
 /// The portal's log-in cookie (host-only: no Domain attribute).
-pub const SESSION_COOKIE: &str = "dwa_session";
+pub const SESSION_COOKIE: &str = "__Host-dwa_session";
 
 /// API tokens start with this, so leaked ones are recognisable.
 pub const TOKEN_PREFIX: &str = "dwat_";

@@ -67,12 +67,15 @@ impl Diags {
 
     /// The agent's result for one of its pending requests; anything else
     /// is dropped (a hostile agent cannot answer for another).
-    pub fn deliver(&self, agent: &str, request: String, outcome: DiagOutcome) {
+    /// Hands a result to whoever waits for it; false when nobody does
+    /// (the result is dropped).
+    pub fn deliver(&self, agent: &str, request: String, outcome: DiagOutcome) -> bool {
         match self.lock().remove(&(agent.to_string(), request)) {
             Some(tx) => {
                 let _ = tx.send(outcome);
+                true
             }
-            None => tracing::debug!("diagnostic result nobody waits for; ignored"),
+            None => false,
         }
     }
 }

@@ -18,6 +18,8 @@
 //!   erasing customers.
 //! - [`telemetry`]: ingest, inventory, alerts, webhook, reports.
 //! - [`audit`]: the hash-chained audit log.
+//! - [`refusals`]: refusals before authentication, one record per source
+//!   and interval plus a count.
 //! - [`ipp_audit`]: IPP operations recognised in traffic to port 631.
 //! - [`clock`]: the one clock every service reads the time from.
 //! - [`error`]: the failure classes adapters map services' errors by.
@@ -35,6 +37,7 @@ pub mod enrollment;
 pub mod error;
 pub mod grants;
 pub mod ipp_audit;
+pub mod refusals;
 pub mod sso;
 pub mod streams;
 pub mod telemetry;
@@ -73,6 +76,8 @@ pub struct Services {
     pub oidc: Option<Arc<sso::Oidc>>,
     /// Failed log-ins per account and per source address.
     pub gates: accounts::Gates,
+    /// Refusals before authentication, digested (`refusals`).
+    pub refusals: std::sync::Mutex<refusals::RefusalDigest>,
     /// A password hash to verify against for unknown users (equal timing).
     pub dummy_hash: String,
     /// Enrollment attempts per source address: 10 a minute.

@@ -404,6 +404,7 @@ pub async fn finish(
         Ok(done) => Ok(done),
         Err(f) => {
             let k = f.known;
+            let anonymous = k.subject.is_none();
             let actor = match &k.subject {
                 Some(s) => format!("sso:{s}"),
                 None => format!("peer:{peer}"),
@@ -416,7 +417,13 @@ pub async fn finish(
                 groups: k.groups,
                 provider_error: k.provider_error,
             };
-            svc.audit.record(event, &actor, None).await;
+            // Anonymous refusals (no identity from the provider: a forged,
+            // replayed or stolen callback) can come from anyone at any
+            // rate and are digested; a refused identity is written as it is.
+            let source = anonymous
+                .then(|| crate::services::refusals::source_of(peer))
+                .flatten();
+            crate::services::refusals::record(svc, source, event, &actor, None).await;
             Err(f.err)
         }
     }

@@ -227,6 +227,10 @@ pub struct AgentConn {
     streams: Arc<Semaphore>,
     /// Streams being opened: who asked, and where the agent's refusal goes.
     pending: Mutex<HashMap<StreamId, Pending>>,
+    /// Scan settings pushed and not yet answered.
+    scan_answers: AtomicU32,
+    /// Control messages the agent sent unasked (dropped).
+    unsolicited: AtomicU64,
 }
 
 impl AgentConn {
@@ -257,6 +261,8 @@ impl AgentConn {
             next_stream: AtomicU32::new(1),
             streams: Arc::new(Semaphore::new(max_streams)),
             pending: Mutex::new(HashMap::new()),
+            scan_answers: AtomicU32::new(0),
+            unsolicited: AtomicU64::new(0),
         }
     }
 
@@ -292,13 +298,43 @@ impl AgentConn {
 
     /// The agent reports the TLS session of a TLS stream we are opening;
     /// reports for any other stream are ignored.
-    pub fn deliver_tls(&self, info: TlsInfo) {
-        if let Some(tx) = lock(&self.pending)
+    pub fn deliver_tls(&self, info: TlsInfo) -> bool {
+        match lock(&self.pending)
             .get_mut(&info.stream)
             .and_then(|p| p.tls.take())
         {
-            let _ = tx.send(info);
+            Some(tx) => {
+                let _ = tx.send(info);
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Settings were pushed: one `ScanConfigApplied` is expected.
+    pub fn expect_scan_answer(&self) {
+        self.scan_answers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a `ScanConfigApplied` answers a push (and counts it).
+    pub fn take_scan_answer(&self) -> bool {
+        self.scan_answers
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// A control message the agent sent unasked: dropped, counted (the
+    /// count goes into the disconnect record).
+    pub fn note_unsolicited(&self, what: &'static str) {
+        let n = self.unsolicited.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(agent = %self.agent_id, what, total = n, "unsolicited control message dropped");
+        }
+    }
+
+    /// Control messages dropped as unsolicited so far.
+    pub fn unsolicited(&self) -> u64 {
+        self.unsolicited.load(Ordering::Relaxed)
     }
 
     pub fn open_streams(&self) -> usize {

@@ -64,6 +64,9 @@ pub struct LoginRow {
     pub last_active: Option<i64>,
 }
 
+/// Log-in sources kept per user.
+pub const LOGIN_SOURCES: i64 = 8;
+
 /// A user's two-factor secrets: the active one, the one being enrolled.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct TotpSecrets {
@@ -451,6 +454,45 @@ impl Store {
         Ok(())
     }
 
+    /// Notes that user `id` logged in from `source` at `now` (unix
+    /// seconds); only the newest [`LOGIN_SOURCES`] are kept.
+    pub async fn note_login_source(&self, id: i64, source: &str, now: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO login_sources (user_id, source, last_login) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, source) DO UPDATE SET last_login = excluded.last_login",
+        )
+        .bind(id)
+        .bind(source)
+        .bind(now)
+        .execute(&mut *tx.tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM login_sources WHERE user_id = $1 AND source NOT IN \
+             (SELECT source FROM login_sources WHERE user_id = $1 \
+              ORDER BY last_login DESC, source LIMIT $2)",
+        )
+        .bind(id)
+        .bind(LOGIN_SOURCES)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether user `id` has logged in from `source` (false for no such
+    /// user: the query runs either way, so timing tells nothing).
+    pub async fn is_login_source(&self, id: i64, source: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM login_sources WHERE user_id = $1 AND source = $2",
+        )
+        .bind(id)
+        .bind(source)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
     /// Whether the user has two-factor enrolled (false for no such user).
     pub async fn has_totp(&self, id: i64) -> Result<bool> {
         Ok(
@@ -754,6 +796,41 @@ mod tests {
         assert_eq!((u.failed_logins, u.locked_at), (0, None));
         assert!(store.unlock_user_named("ann").await.expect("u"));
         assert!(!store.unlock_user_named("bob").await.expect("u"));
+    }
+
+    #[tokio::test]
+    async fn login_sources_keep_the_newest_few_per_user() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = open(&tmp).await;
+        let ann = store.add_user(&new_user("ann", &[])).await.expect("ann");
+        let bob = store.add_user(&new_user("bob", &[])).await.expect("bob");
+        assert!(!store.is_login_source(ann, "192.0.2.1").await.expect("q"));
+        for i in 0..10 {
+            store
+                .note_login_source(ann, &format!("192.0.2.{i}"), 1_000 + i)
+                .await
+                .expect("note");
+        }
+        // Seen again: its time moves, it stays.
+        store
+            .note_login_source(ann, "192.0.2.0", 2_000)
+            .await
+            .expect("note");
+        assert!(store.is_login_source(ann, "192.0.2.0").await.expect("q"));
+        assert!(
+            !store.is_login_source(ann, "192.0.2.1").await.expect("q"),
+            "oldest gone"
+        );
+        assert!(
+            !store.is_login_source(ann, "192.0.2.2").await.expect("q"),
+            "oldest gone"
+        );
+        assert!(store.is_login_source(ann, "192.0.2.9").await.expect("q"));
+        assert!(
+            !store.is_login_source(bob, "192.0.2.9").await.expect("q"),
+            "per user"
+        );
+        assert!(!store.is_login_source(-1, "192.0.2.9").await.expect("q"));
     }
 
     #[tokio::test]

@@ -70,7 +70,7 @@ fn limited(msg: &str, retry_after: u64) -> RelayError {
     }
 }
 
-/// Log in with a password: sets the `dwa_session` cookie.
+/// Log in with a password: sets the `__Host-dwa_session` cookie.
 #[utoipa::path(
     post,
     path = "/api/v1/login",
@@ -134,7 +134,7 @@ pub fn login_cookie(relay: &Relay, value: &str) -> Result<HeaderValue> {
 
 /// The `Set-Cookie` that clears the log-in cookie.
 pub const LOGOUT_COOKIE: &str =
-    "dwa_session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0";
+    "__Host-dwa_session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0";
 
 /// Ends `p`'s log-in and everything opened under it (web sessions,
 /// tunnels), audited: the API's and the portal's log-out.

@@ -6,11 +6,12 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, Method};
+use axum::http::{header, HeaderMap, Method};
 
 use super::reply::ApiError;
 use crate::adapters::state::Relay;
 use crate::services::auth::{self, AuthError, Principal, SESSION_COOKIE};
+use crate::util::Cookie;
 
 /// The header a cookie-authenticated API write carries its CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -27,6 +28,20 @@ pub const RESTRICTED_ALLOWED: [&str; 7] = [
     "/logout",
 ];
 
+/// Whether a browser says this request comes from another site: an Origin
+/// that is not the portal's, or `Sec-Fetch-Site` other than same-origin or
+/// none (typed by the user). Clients that send neither (scripts) pass;
+/// they carry no victim's cookie.
+pub fn cross_site(relay: &Relay, headers: &HeaderMap) -> bool {
+    let origin = headers
+        .get(header::ORIGIN)
+        .is_some_and(|o| o.as_bytes() != relay.portal_origin().as_bytes());
+    let fetch_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|s| !matches!(s.as_bytes(), b"same-origin" | b"none"));
+    origin || fetch_site
+}
+
 /// Resolves the caller of a request.
 pub async fn authenticate(relay: &Relay, parts: &Parts) -> Result<Principal, AuthError> {
     if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
@@ -40,23 +55,27 @@ pub async fn authenticate(relay: &Relay, parts: &Parts) -> Result<Principal, Aut
             })?;
         return auth::principal_for_token(&relay.svc, token).await;
     }
-    let Some(cookie) = crate::util::cookie_value(&parts.headers, SESSION_COOKIE) else {
-        return Err(AuthError::Unauthorized(
-            "log in first (POST /api/v1/login) or send an API token".into(),
-        ));
+    let cookie = match crate::util::cookie_values(&parts.headers, SESSION_COOKIE) {
+        Cookie::One(c) => c,
+        Cookie::Absent => {
+            return Err(AuthError::Unauthorized(
+                "log in first (POST /api/v1/login) or send an API token".into(),
+            ))
+        }
+        Cookie::Twice => {
+            return Err(AuthError::Unauthorized(format!(
+                "two {SESSION_COOKIE} cookies: refused (another page may have planted one); log in again"
+            )))
+        }
     };
     let writes = parts.method != Method::GET && parts.method != Method::HEAD;
     // A cookie rides along on requests other sites trigger: state-changing
     // ones must come from the portal itself (a JSON body already forces a
     // CORS preflight, which we never grant; this covers the rest).
-    if writes {
-        if let Some(origin) = parts.headers.get(header::ORIGIN) {
-            if origin.as_bytes() != relay.portal_origin().as_bytes() {
-                return Err(AuthError::Refused(
-                    "cross-origin request refused (Origin is not the portal)".into(),
-                ));
-            }
-        }
+    if writes && cross_site(relay, &parts.headers) {
+        return Err(AuthError::Refused(
+            "cross-origin request refused (Origin is not the portal)".into(),
+        ));
     }
     let p = auth::principal_for_cookie(&relay.svc, cookie).await?;
     let path = parts.uri.path();

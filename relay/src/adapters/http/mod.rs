@@ -210,7 +210,6 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
         let acceptor = acceptor.clone();
         let app = app.clone();
         let shutdown = relay.shutdown.clone();
-        let audit = relay.audit.clone();
         let relay2 = relay.clone();
         relay.tracker.spawn(
             async move {
@@ -221,14 +220,16 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
                         tracing::debug!(error = %text, "TLS handshake failed");
                         // A client that rejects our certificate holds a pin
                         // (an enrollment token or agent.toml) for another one.
+                        // Anyone can cause one: digested per source.
                         if text.contains("BadCertificate") || text.contains("CertificateUnknown") {
-                            audit
-                                .record(
-                                    dwa_proto::audit::Event::TlsCertRejected { error: text },
-                                    &format!("peer:{peer}"),
-                                    None,
-                                )
-                                .await;
+                            crate::services::refusals::record(
+                                &relay2,
+                                Some(peer.ip()),
+                                dwa_proto::audit::Event::TlsCertRejected { error: text },
+                                &format!("peer:{peer}"),
+                                None,
+                            )
+                            .await;
                         }
                         return;
                     }

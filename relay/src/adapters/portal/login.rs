@@ -4,7 +4,7 @@
 //! sessions).
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::Extension;
 use maud::html;
@@ -61,12 +61,23 @@ pub struct LoginForm {
 pub async fn submit(
     State(relay): State<Relay>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    headers: HeaderMap,
     body: FormBody<LoginForm>,
 ) -> PResult {
     let f = super::form(body)?;
     let fail = |status: StatusCode, msg: &str, user: &str| {
         (status, login_page(Some(msg), user)).into_response()
     };
+    // Another site's form must not log the browser in (to the attacker's
+    // account, say): the log-in carries no CSRF token yet, so the origin
+    // decides.
+    if crate::adapters::http::extract::cross_site(&relay, &headers) {
+        return Ok(fail(
+            StatusCode::FORBIDDEN,
+            "This log-in came from another site and was refused; log in on the portal's own page.",
+            "",
+        ));
+    }
     if relay.login_rate.check_key(&peer.ip()).is_err() {
         let mut r = fail(
             StatusCode::TOO_MANY_REQUESTS,

@@ -2,7 +2,7 @@
 //! files, no JavaScript), on the relay's own host next to `/api/v1`.
 //!
 //! Every page authenticates the caller as the API does ([`Principal`], the
-//! same `dwa_session` cookie) and checks its permission on the server with
+//! same `__Host-dwa_session` cookie) and checks its permission on the server with
 //! `p.require(Action::.., customer)`. Not logged in: a redirect to
 //! `/login`. Not allowed: a 403 page. Every state-changing form carries
 //! `_csrf` = [`Principal::csrf_token`], checked before anything else.

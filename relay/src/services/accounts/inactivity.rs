@@ -93,6 +93,37 @@ pub fn spawn(svc: &Svc) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::services::clock::rfc3339;
+
+    #[tokio::test]
+    async fn single_sign_on_counts_as_use_of_a_directory_account() {
+        let (_tmp, svc) = crate::testutil::svc().await;
+        let created = rfc3339(svc.time.now() - Duration::from_secs(100 * 86_400));
+        let mut ids = vec![];
+        for (subject, name) in [("s1", "dora"), ("s2", "ivan")] {
+            let id = svc
+                .store
+                .upsert_directory_user(&dwa_store::users::DirectoryUser {
+                    issuer: "https://idp.test",
+                    subject,
+                    username: name,
+                    username_taken: name,
+                    password_hash: "!",
+                    role: "technician",
+                    customers: &[],
+                    created_at: &created,
+                })
+                .await
+                .expect("directory user");
+            ids.push(id);
+        }
+        // Dora logs in through the directory today; Ivan never did.
+        crate::services::auth::open_login(&svc, ids[0], false)
+            .await
+            .expect("log-in");
+        let gone = sweep(&svc, svc.time.unix()).await.expect("sweep");
+        assert_eq!(gone, ["ivan"]);
+    }
 
     #[test]
     fn an_account_is_unused_once_the_limit_has_passed() {

@@ -59,9 +59,10 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
     let account_key = name.to_lowercase();
     let ip = peer_ip(peer);
     let gates = &svc.gates;
+    let account_gate = (account_key.clone(), ip.unwrap_or(UNKNOWN_SOURCE));
     let limited = ip
         .and_then(|ip| gates.address.refused(&ip).map(|s| (s, "address")))
-        .or_else(|| gates.account.refused(&account_key).map(|s| (s, "account")));
+        .or_else(|| gates.account.refused(&account_gate).map(|s| (s, "account")));
     if let Some((retry_after, which)) = limited {
         audit_attempt(svc, &name, rate_limited(peer, which)).await;
         return Err(AccountError::RateLimited {
@@ -72,15 +73,11 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
 
     let row = svc.store.login_row(&name).await?;
     let limit = svc.cfg.accounts.lockout_after;
-    if let Some(r) = &row {
-        if r.locked_at.is_some() {
-            audit_attempt(svc, &name, failed(peer, "account locked")).await;
-            return Err(AccountError::Locked(locked_message(limit)));
-        }
-    }
+    let known_id = row.as_ref().map(|r| r.id);
 
-    // Verify against a real hash even for unknown users, so the timing does
-    // not tell which user names exist.
+    // Verify against a real hash even for unknown users, and before the
+    // lock is looked at, so neither the answer nor its timing tells which
+    // user names exist or are locked.
     let stored = row
         .as_ref()
         .map(|r| r.password_hash.clone())
@@ -98,9 +95,15 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
     .await
     .unwrap_or(false);
     let Some(r) = row.filter(|_| ok) else {
-        return Err(failure(svc, &name, ip, peer, "wrong user name or password").await);
+        let why = "wrong user name or password";
+        return Err(failure(svc, &name, known_id, ip, peer, why).await);
     };
     let user_id = r.id;
+    // Only the right password learns that the account is locked.
+    if r.locked_at.is_some() {
+        audit_attempt(svc, &name, failed(peer, "account locked")).await;
+        return Err(AccountError::Locked(locked_message(limit)));
+    }
 
     if !r.active {
         audit_attempt(svc, &name, failed(peer, "account deactivated")).await;
@@ -144,7 +147,8 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
                     )
                     .await?;
                 if !used {
-                    return Err(two_factor_failure(svc, &name, ip, peer, "totp_invalid").await);
+                    let f = Fail::new(&name, user_id, ip, peer);
+                    return Err(two_factor_failure(svc, f, "totp_invalid").await);
                 }
                 let left = svc.store.recovery_codes_left(user_id).await?;
                 svc.audit
@@ -163,16 +167,17 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
                     Some(Ok(step)) => {
                         // Compare-and-set: two log-ins racing with one code, one wins.
                         if !svc.store.use_totp_step(user_id, step).await? {
-                            return Err(
-                                two_factor_failure(svc, &name, ip, peer, "totp_reused").await
-                            );
+                            let f = Fail::new(&name, user_id, ip, peer);
+                            return Err(two_factor_failure(svc, f, "totp_reused").await);
                         }
                     }
                     Some(Err(_)) => {
-                        return Err(two_factor_failure(svc, &name, ip, peer, "totp_reused").await)
+                        let f = Fail::new(&name, user_id, ip, peer);
+                        return Err(two_factor_failure(svc, f, "totp_reused").await);
                     }
                     None => {
-                        return Err(two_factor_failure(svc, &name, ip, peer, "totp_invalid").await)
+                        let f = Fail::new(&name, user_id, ip, peer);
+                        return Err(two_factor_failure(svc, f, "totp_invalid").await);
                     }
                 }
             }
@@ -181,6 +186,12 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
     }
 
     let ok = crate::services::auth::open_login(svc, user_id, restricted).await?;
+    // From now on this address's failures count toward the lockout.
+    if let Some(ip) = ip {
+        svc.store
+            .note_login_source(user_id, &source_key(ip), now)
+            .await?;
+    }
     let principal = &ok.principal;
     svc.audit
         .record(
@@ -197,19 +208,32 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
     Ok(ok)
 }
 
-async fn two_factor_failure(
-    svc: &Services,
-    name: &str,
+/// Who failed a log-in, from where.
+struct Fail<'a> {
+    name: &'a str,
+    user: Option<i64>,
     ip: Option<std::net::IpAddr>,
-    peer: &str,
-    code: &'static str,
-) -> AccountError {
+    peer: &'a str,
+}
+
+impl<'a> Fail<'a> {
+    fn new(name: &'a str, user: i64, ip: Option<std::net::IpAddr>, peer: &'a str) -> Self {
+        Self {
+            name,
+            user: Some(user),
+            ip,
+            peer,
+        }
+    }
+}
+
+async fn two_factor_failure(svc: &Services, f: Fail<'_>, code: &'static str) -> AccountError {
     let why = if code == "totp_reused" {
         "two-factor code already used"
     } else {
         "wrong two-factor code"
     };
-    match failure(svc, name, ip, peer, why).await {
+    match failure(svc, f.name, f.user, f.ip, f.peer, why).await {
         AccountError::Unauthorized(_) => AccountError::TwoFactor {
             code,
             msg: if code == "totp_reused" {
@@ -222,18 +246,44 @@ async fn two_factor_failure(
     }
 }
 
-/// Counts a failure against the account (lockout) and the gates; audits it.
+/// The gate key of a log-in without a peer address (the CLI, tests).
+const UNKNOWN_SOURCE: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
+/// How a source address is kept in `login_sources`: IPv4-mapped IPv6 as
+/// IPv4.
+pub fn source_key(ip: std::net::IpAddr) -> String {
+    dwa_policy::agent::normalize_addr(ip).to_string()
+}
+
+/// Counts a failure against the gates, and against the account's lockout
+/// when it comes from an address the account logged in from (its owner's
+/// own attempts); audits it. The answer is the same whether the account
+/// exists, and whether this failure locked it.
 async fn failure(
     svc: &Services,
     name: &str,
+    user: Option<i64>,
     ip: Option<std::net::IpAddr>,
     peer: &str,
     reason: &str,
 ) -> AccountError {
     let limit = svc.cfg.accounts.lockout_after;
     audit_attempt(svc, name, failed(peer, reason)).await;
-    // Lockout: only real accounts; the count and the lock in one transaction.
-    let locked = count_failure(svc, name, limit).await;
+    // The same query for a missing name (id 0 has no sources): equal work.
+    let own = match ip {
+        Some(ip) => svc
+            .store
+            .is_login_source(user.unwrap_or(0), &source_key(ip))
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
+    // Lockout: the count and the lock in one transaction.
+    let locked = if own {
+        count_failure(svc, name, limit).await
+    } else {
+        Ok(None)
+    };
     let mut result = AccountError::Unauthorized("invalid username or password".into());
     match locked {
         Ok(Some(f)) if f.locked_at.is_some() => {
@@ -259,7 +309,6 @@ async fn failure(
                     None,
                 )
                 .await;
-            result = AccountError::Locked(locked_message(limit));
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "counting a failed log-in"),
@@ -270,11 +319,11 @@ async fn failure(
         .chain(
             svc.gates
                 .account
-                .fail(&name.to_lowercase())
+                .fail(&(name.to_lowercase(), ip.unwrap_or(UNKNOWN_SOURCE)))
                 .map(|s| (s, "account")),
         )
         .next();
-    if let (Some((retry_after, which)), false) = (over, matches!(result, AccountError::Locked(_))) {
+    if let Some((retry_after, which)) = over {
         audit_attempt(svc, name, rate_limited(peer, which)).await;
         result = AccountError::RateLimited {
             msg: format!("too many failed log-ins for this {which}; retry later"),

@@ -153,9 +153,11 @@ impl<K: Hash + Eq + Clone> FailureGate<K> {
     }
 }
 
-/// Failed log-ins per account name and per source address.
+/// Failed log-ins per account name and source address (a stranger's
+/// failures slow down the stranger, not the account's owner elsewhere),
+/// and per source address.
 pub struct Gates {
-    pub account: FailureGate<String>,
+    pub account: FailureGate<(String, std::net::IpAddr)>,
     pub address: FailureGate<std::net::IpAddr>,
 }
 

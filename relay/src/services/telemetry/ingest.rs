@@ -78,15 +78,16 @@ pub struct Uploader {
 }
 
 async fn refuse(svc: &Services, peer: &str, agent: Option<&str>, reason: String) -> IngestError {
-    svc.audit
-        .record(
-            Event::TelemetryAuthRefused {
-                reason: reason.clone(),
-            },
-            &format!("peer:{peer}"),
-            agent,
-        )
-        .await;
+    crate::services::refusals::record(
+        svc,
+        crate::services::refusals::source_of(peer),
+        Event::TelemetryAuthRefused {
+            reason: reason.clone(),
+        },
+        &format!("peer:{peer}"),
+        agent,
+    )
+    .await;
     IngestError::Unauthorized(reason)
 }
 

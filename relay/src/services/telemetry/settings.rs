@@ -132,9 +132,13 @@ pub async fn push(svc: &Services, agent: &str) -> Result<bool> {
     let Some(s) = load(svc, agent).await?.settings else {
         return Ok(false);
     };
-    let Some(native) = svc.agents.get(agent).and_then(|c| c.native()) else {
+    let Some(conn) = svc.agents.get(agent) else {
         return Ok(false);
     };
+    let Some(native) = conn.native() else {
+        return Ok(false);
+    };
+    conn.expect_scan_answer();
     Ok(native.control.send(ControlMsg::ScanConfig(s)))
 }
 

@@ -1,0 +1,111 @@
+//! One address cannot lock every agent out of the SSH port. 200 idle TCP
+//! connections from one address (they never send a byte): a client from
+//! another address still gets the relay's SSH banner at once, an agent
+//! restarted meanwhile reconnects, and the flood keeps at most
+//! `limits.handshakes_per_source` connections (the rest are closed at
+//! once, the silent ones after `limits.version_timeout`).
+
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use dwa_e2e_tests::{Relay, SSH_PORT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+async fn connect_from(source: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpSocket::new_v4()?;
+    s.bind(SocketAddr::new(source, 0))?;
+    s.connect(to).await
+}
+
+/// Whether the relay closes `s` within `within` (EOF or reset).
+async fn closed_within(mut s: TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // The relay said something (it should not, to a silent client).
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_address_lock_nobody_out() {
+    let (relay, mut agent, _) = Relay::with_agent(&[80]);
+    let ssh: SocketAddr = format!("{}:{SSH_PORT}", relay.ip(1)).parse().unwrap();
+    let flooder: IpAddr = relay.ip(50).parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        if let Ok(s) = connect_from(flooder, ssh).await {
+            idle.push(s);
+        }
+    }
+    assert_eq!(idle.len(), 200, "the kernel accepted every connection");
+    let flood_started = Instant::now();
+
+    // Another address: our version line, and the relay's banner at once.
+    let other: IpAddr = relay.ip(60).parse().unwrap();
+    let mut probe = connect_from(other, ssh).await.unwrap();
+    probe.write_all(b"SSH-2.0-probe_1.0\r\n").await.unwrap();
+    let mut banner = Vec::new();
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 512];
+        while !banner.windows(4).any(|w| w == b"SSH-") {
+            let n = probe.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            banner.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    assert!(
+        matches!(got, Ok(Ok(()))) && banner.starts_with(b"SSH-2.0-"),
+        "no SSH banner within 5 s while one address floods: {:?}",
+        String::from_utf8_lossy(&banner)
+    );
+
+    // An agent restarted meanwhile gets back in.
+    let connects = relay.audit_kind("agent.connect").len();
+    agent.kill9();
+    agent.start();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while relay.audit_kind("agent.connect").len() == connects {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not reconnect during the flood\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        flood_started.elapsed() < Duration::from_secs(9),
+        "the checks above took so long the flood may have timed out: {:?}",
+        flood_started.elapsed()
+    );
+
+    // The flood kept at most 8 connections past the first second; those
+    // went when they stayed silent.
+    let results = futures_util::future::join_all(
+        idle.into_iter()
+            .map(|s| closed_within(s, Duration::from_secs(1))),
+    )
+    .await;
+    let kept = results.iter().filter(|closed| !**closed).count();
+    assert!(kept <= 8, "{kept} silent connections kept from one address");
+    assert!(
+        relay
+            .logs()
+            .contains("too many SSH handshakes from this address"),
+        "{}",
+        relay.logs()
+    );
+    drop(probe);
+}
