@@ -182,6 +182,27 @@ impl DiagService {
 }
 
 #[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever a printer answers on its PJL or IPP port: parsed or
+        /// refused, never a panic.
+        #[test]
+        fn printer_answers_parse_or_fail_cleanly(
+            data in proptest::collection::vec(any::<u8>(), 0..2048),
+            text in "(@PJL [A-Z ]{0,12}(=[ -~]{0,16})?\r?\n|\x0c|[ -~]{0,20}\n){0,16}",
+        ) {
+            let _ = super::pjl::parse(&data);
+            let _ = super::pjl::parse(text.as_bytes());
+            let _ = super::ipp::parse_response(&data);
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use dwa_policy::agent::PolicyConfig;

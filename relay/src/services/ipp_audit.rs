@@ -483,6 +483,43 @@ mod tests {
     use ipp::operation::IppOperation as _;
     use ipp::prelude::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// Any bytes a client sends to port 631, in any chunks: the tap
+        /// never panics and holds bounded state.
+        #[test]
+        fn the_stream_tap_takes_any_bytes(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+            cut in 1usize..300,
+        ) {
+            let mut tap = StreamTap::new();
+            for c in data.chunks(cut) {
+                tap.feed(c);
+            }
+            let _ = tap.take();
+        }
+
+        /// A real request, with bytes flipped, in any chunks: same.
+        #[test]
+        fn mutated_requests_are_read_or_given_up(
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..16),
+            cut in 1usize..64,
+            chunked in proptest::prelude::any::<bool>(),
+        ) {
+            let mut bytes = http(&print_job(b"%!PS data"), chunked);
+            for (at, x) in flips {
+                let i = at % bytes.len();
+                bytes[i] ^= x;
+            }
+            let mut tap = StreamTap::new();
+            for c in bytes.chunks(cut) {
+                tap.feed(c);
+            }
+            let _ = tap.take();
+        }
+    }
+
     fn get_printer_attributes() -> Vec<u8> {
         let uri: Uri = "ipp://printer.local/ipp/print".parse().unwrap_or_default();
         let op = IppOperationBuilder::get_printer_attributes(uri)

@@ -566,6 +566,48 @@ mod tests {
         String::from_utf8(run(rw, &[input.as_bytes()])).unwrap()
     }
 
+    /// Pieces a printer page is made of: our patterns, near misses,
+    /// escapes, arbitrary bytes.
+    fn page_piece() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(b"http://10.0.0.5/".to_vec()),
+            Just(b"https://10.0.0.5:80".to_vec()),
+            Just(b"http:\\/\\/10.0.0.5".to_vec()),
+            Just(b"ws://10.0.0.5:8".to_vec()),
+            Just(b"HTTP://10.0.0.50".to_vec()),
+            Just(b"http:/".to_vec()),
+            "[ -~]{0,12}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// Whatever the page and wherever the network cuts it, the
+        /// rewritten bytes are those of the page in one piece, and the
+        /// rewriter holds back only a few bytes.
+        #[test]
+        fn the_rewrite_does_not_depend_on_chunk_boundaries(
+            pieces in proptest::collection::vec(page_piece(), 0..40),
+            cuts in proptest::collection::vec(1usize..64, 1..8),
+        ) {
+            let r = http80();
+            let page: Vec<u8> = pieces.concat();
+            let whole = run(&r, &[&page]);
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut rest = &page[..];
+            let mut sizes = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let n = (*sizes.next().unwrap_or(&1)).min(rest.len());
+                chunks.push(&rest[..n]);
+                rest = &rest[n..];
+            }
+            proptest::prop_assert_eq!(run(&r, &chunks), whole);
+        }
+    }
+
     #[test]
     fn rewrites_every_pattern_in_one_chunk() {
         assert_eq!(run_str(&http80(), SAMPLE), expected_sample());
