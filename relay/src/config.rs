@@ -279,6 +279,9 @@ pub struct HttpsSection {
 pub struct Limits {
     /// Open SSH + HTTPS connections at once.
     pub max_connections: usize,
+    /// Open SSH + HTTPS connections from one source address (an IPv6 /64
+    /// counts as one): one address cannot take every slot.
+    pub connections_per_source: usize,
     /// SSH handshakes (connect → authenticated) in progress at once; mass
     /// reconnects queue instead of exhausting the CPU.
     pub max_handshakes: usize,
@@ -300,6 +303,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
+            connections_per_source: 1_000,
             max_handshakes: 64,
             handshakes_per_source: 8,
             version_timeout: Duration::from_secs(5),
@@ -381,6 +385,9 @@ impl RelayConfig {
         }
         if l.max_handshakes == 0 {
             return bad("limits.max_handshakes", "must be at least 1");
+        }
+        if l.connections_per_source == 0 {
+            return bad("limits.connections_per_source", "must be at least 1");
         }
         if l.handshakes_per_source == 0 {
             return bad("limits.handshakes_per_source", "must be at least 1");

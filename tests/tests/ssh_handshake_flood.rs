@@ -1,9 +1,11 @@
-//! One address cannot lock every agent out of the SSH port. 200 idle TCP
+//! One address cannot lock everyone else out. 200 idle TCP
 //! connections from one address (they never send a byte): a client from
 //! another address still gets the relay's SSH banner at once, an agent
 //! restarted meanwhile reconnects, and the flood keeps at most
 //! `limits.handshakes_per_source` connections (the rest are closed at
-//! once, the silent ones after `limits.version_timeout`).
+//! once, the silent ones after `limits.version_timeout`). And connections
+//! held open to both ports take at most `limits.connections_per_source`
+//! of the relay's `max_connections`.
 
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -108,4 +110,66 @@ async fn idle_connections_from_one_address_lock_nobody_out() {
         relay.logs()
     );
     drop(probe);
+}
+
+/// Connection slots: with room for 60 connections, one address holding
+/// open connections to both ports cannot take them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection_slot() {
+    let mut relay = Relay::init_with(|c| {
+        *c = c
+            .replace("max_connections = 10000", "max_connections = 60")
+            .replace(
+                "connections_per_source = 1000",
+                "connections_per_source = 20",
+            );
+        assert!(c.contains("connections_per_source = 20"), "{c}");
+        assert!(c.contains("max_connections = 60"), "{c}");
+    });
+    relay.start();
+    let ssh: SocketAddr = format!("{}:{SSH_PORT}", relay.ip(1)).parse().unwrap();
+    let https: SocketAddr = format!("{}:{}", relay.ip(1), dwa_e2e_tests::HTTPS_PORT)
+        .parse()
+        .unwrap();
+    let hog: IpAddr = relay.ip(70).parse().unwrap();
+    let mut held = Vec::new();
+    for i in 0..60 {
+        let to = if i % 2 == 0 { ssh } else { https };
+        if let Ok(s) = connect_from(hog, to).await {
+            held.push(s);
+        }
+    }
+    // The relay closes what is over the address's share at once.
+    let results = futures_util::future::join_all(
+        held.into_iter()
+            .map(|s| closed_within(s, Duration::from_millis(1500))),
+    )
+    .await;
+    let kept = results.iter().filter(|closed| !**closed).count();
+    assert!(kept <= 20, "{kept} connections kept from one address");
+
+    // Meanwhile another address is served on both ports.
+    let other: IpAddr = relay.ip(71).parse().unwrap();
+    let mut probe = connect_from(other, ssh).await.unwrap();
+    probe.write_all(b"SSH-2.0-probe_1.0\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), probe.read(&mut buf))
+        .await
+        .expect("an SSH banner within 5 s")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"SSH-2.0-"), "{:?}", &buf[..n]);
+    let api = dwa_e2e_tests::browser::Api::from_source(&relay, other);
+    let (status, _) = api.call(reqwest::Method::GET, "/me", None).await;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::UNAUTHORIZED,
+        "served, not refused"
+    );
+    assert!(
+        relay
+            .logs()
+            .contains("too many connections from this address"),
+        "{}",
+        relay.logs()
+    );
 }

@@ -23,6 +23,8 @@ pub struct RelayState {
     pub handshakes: Arc<Semaphore>,
     /// SSH handshakes in progress per source address.
     pub handshake_sources: Arc<PerSource>,
+    /// Open connections (SSH + HTTPS) per source address.
+    pub connection_sources: Arc<PerSource>,
     /// New TCP connections per source address (SSH and HTTPS together).
     pub conn_rate: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
     /// The session-host proxy's per-session runtimes.
@@ -73,6 +75,7 @@ impl RelayState {
             connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
             handshakes: Arc::new(Semaphore::new(cfg.limits.max_handshakes)),
             handshake_sources: Arc::new(PerSource::new(cfg.limits.handshakes_per_source)),
+            connection_sources: Arc::new(PerSource::new(cfg.limits.connections_per_source)),
             conn_rate: Arc::new(governor::RateLimiter::keyed(conn_quota())),
             web_rt: Default::default(),
             oidc_http,
@@ -155,11 +158,18 @@ impl Drop for SourceSlot {
 }
 
 /// One admitted TCP connection: within its address's rate and holding a
-/// slot of `limits.max_connections` until dropped.
+/// slot of `limits.max_connections` and one of its address's
+/// `limits.connections_per_source` until dropped.
 pub struct Admitted {
     pub sock: tokio::net::TcpStream,
     pub peer: std::net::SocketAddr,
-    pub slot: tokio::sync::OwnedSemaphorePermit,
+    pub slot: ConnSlot,
+}
+
+/// The places an open connection holds; given back when dropped.
+pub struct ConnSlot {
+    _all: tokio::sync::OwnedSemaphorePermit,
+    _source: SourceSlot,
 }
 
 impl RelayState {
@@ -183,11 +193,21 @@ impl RelayState {
                 tracing::warn!(%peer, "connection rate limit exceeded; refusing");
                 continue;
             }
-            let Ok(slot) = self.connections.clone().try_acquire_owned() else {
+            // Its address's share first: one address cannot take every
+            // connection slot.
+            let Some(source) = self.connection_sources.try_take(peer.ip()) else {
+                tracing::warn!(%peer, "too many connections from this address; refusing");
+                continue;
+            };
+            let Ok(all) = self.connections.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, "connection limit reached; refusing");
                 continue;
             };
             let _ = sock.set_nodelay(true);
+            let slot = ConnSlot {
+                _all: all,
+                _source: source,
+            };
             return Some(Admitted { sock, peer, slot });
         }
     }
