@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use dwa_policy::roles::{Action, Role};
-use dwa_proto::audit::Event;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -225,24 +224,8 @@ pub(crate) async fn put_scan(
 ) -> Result<Json<Value>> {
     operable_agent(&relay, &p, &id).await?;
     let input = body.map(|Json(v)| v).map_err(|e| invalid(e.body_text()))?;
-    let s = settings::validate(&input)?;
-    settings::store(&relay, &id, &s, &p.actor()).await?;
-    let pushed = settings::push(&relay, &id).await?;
-    relay
-        .audit
-        .record(
-            Event::TelemetryScanConfig {
-                ranges: s.ranges.clone(),
-                interval_secs: s.interval_secs,
-                pushed,
-            },
-            &p.actor(),
-            Some(&id),
-        )
-        .await;
-    Ok(Json(
-        json!({"agent": id, "ranges": s.ranges, "interval_secs": s.interval_secs, "pushed": pushed}),
-    ))
+    let set = settings::set(&relay, &id, &input, &p.actor()).await?;
+    Ok(Json(json!(set)))
 }
 
 /// Ask the agent to scan now (technician, admin).
@@ -374,18 +357,6 @@ pub(crate) async fn put_rules(
     // Rules decide who gets woken at night: the relay's administrators.
     p.require(Action::Administer, Some(id))?;
     let rules = body.map(|Json(v)| v).map_err(|e| invalid(e.body_text()))?;
-    alerts::store_rules(&relay, id, &rules).await?;
-    relay
-        .audit
-        .record(
-            Event::TelemetryAlertRules {
-                customer: id,
-                rules: rules.iter().map(alerts::RuleInput::audited).collect(),
-                via: None,
-            },
-            &p.actor(),
-            None,
-        )
-        .await;
+    alerts::replace_rules(&relay, id, &rules, &p.actor(), None).await?;
     Ok(Json(alerts::rules(&relay, id).await?.view()))
 }

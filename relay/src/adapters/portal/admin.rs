@@ -603,19 +603,7 @@ pub async fn save_alert_rules(
             threshold,
         });
     }
-    alerts::store_rules(&relay, customer, &rules).await?;
-    relay
-        .audit
-        .record(
-            Event::TelemetryAlertRules {
-                customer,
-                rules: rules.iter().map(alerts::RuleInput::audited).collect(),
-                via: Some("portal".into()),
-            },
-            &p.actor(),
-            None,
-        )
-        .await;
+    alerts::replace_rules(&relay, customer, &rules, &p.actor(), Some("portal")).await?;
     Ok(super::see_other(&format!(
         "/admin/alert-rules?customer={customer}"
     )))

@@ -160,6 +160,30 @@ pub async fn rules(svc: &Services, customer: i64) -> Result<Rules> {
     Ok(Rules::from_rows(&svc.store.alert_rules(customer).await?))
 }
 
+/// Replaces a customer's rules and audits the change (`via`: the portal,
+/// when it came from there). The caller has checked the permission.
+pub async fn replace_rules(
+    svc: &Services,
+    customer: i64,
+    rules: &[RuleInput],
+    actor: &str,
+    via: Option<&str>,
+) -> Result<()> {
+    store_rules(svc, customer, rules).await?;
+    svc.audit
+        .record(
+            dwa_proto::audit::Event::TelemetryAlertRules {
+                customer,
+                rules: rules.iter().map(RuleInput::audited).collect(),
+                via: via.map(str::to_string),
+            },
+            actor,
+            None,
+        )
+        .await;
+    Ok(())
+}
+
 /// Replaces a customer's rules (kinds not given return to their default).
 pub async fn store_rules(svc: &Services, customer: i64, rules: &[RuleInput]) -> Result<()> {
     validate_rules(rules)?;

@@ -126,6 +126,42 @@ pub async fn store(svc: &Services, agent: &str, s: &ScanSettings, actor: &str) -
     Ok(())
 }
 
+/// What replacing an agent's scan settings did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScanSet {
+    pub agent: String,
+    pub ranges: Option<Vec<String>>,
+    pub interval_secs: Option<u64>,
+    /// Sent to the agent at once (it was connected).
+    pub pushed: bool,
+}
+
+/// Replaces an agent's scan settings (checked), pushes them if it is
+/// connected, and audits the change. The caller has checked that `actor`
+/// may operate the agent.
+pub async fn set(svc: &Services, agent: &str, input: &ScanInput, actor: &str) -> Result<ScanSet> {
+    let s = validate(input)?;
+    store(svc, agent, &s, actor).await?;
+    let pushed = push(svc, agent).await?;
+    svc.audit
+        .record(
+            Event::TelemetryScanConfig {
+                ranges: s.ranges.clone(),
+                interval_secs: s.interval_secs,
+                pushed,
+            },
+            actor,
+            Some(agent),
+        )
+        .await;
+    Ok(ScanSet {
+        agent: agent.to_string(),
+        ranges: s.ranges,
+        interval_secs: s.interval_secs,
+        pushed,
+    })
+}
+
 /// Sends the stored settings to the agent if it is connected; returns
 /// whether it was sent.
 pub async fn push(svc: &Services, agent: &str) -> Result<bool> {
