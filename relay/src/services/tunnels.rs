@@ -341,10 +341,11 @@ pub async fn open(
         bytes_up: AtomicU64::new(0),
         bytes_down: AtomicU64::new(0),
     });
-    lock(&svc.tunnels.map).insert(t.id.clone(), t.clone());
     let view = t.view();
-    svc.audit
-        .record(
+    // No record, no tunnel.
+    let opened = svc
+        .audit
+        .append(
             Event::TunnelOpen {
                 tunnel: t.id.clone(),
                 device: t.device.id,
@@ -358,6 +359,23 @@ pub async fn open(
             Some(&agent),
         )
         .await;
+    if let Err(e) = opened {
+        tracing::error!(error = %e, "the audit log cannot be written: tunnel refused");
+        let ended = crate::services::grants::end(
+            svc,
+            dwa_store::grants::Selector::Id(t.grant),
+            EndReason::Revoked,
+            "relay",
+        )
+        .await;
+        if let Err(e) = ended {
+            tracing::warn!(error = %e, "ending an unused tunnel's grant");
+        }
+        return Err(TunnelError::Unavailable(
+            crate::services::web_sessions::AUDIT_DOWN.into(),
+        ));
+    }
+    lock(&svc.tunnels.map).insert(t.id.clone(), t.clone());
     let span = tracing::info_span!("tunnel", id = %t.id, %listen, client = %client);
     svc.tracker
         .spawn(serve(svc.clone(), t.clone(), listener, ttl).instrument(span));

@@ -403,6 +403,10 @@ pub struct OpenRequest {
     pub rewrite: Option<bool>,
 }
 
+/// What a caller hears when an action cannot be audited.
+pub const AUDIT_DOWN: &str =
+    "the audit log cannot be written right now, so this is not done; try again later";
+
 #[derive(Debug, thiserror::Error)]
 pub enum WebSessionError {
     #[error("{0}")]
@@ -562,8 +566,10 @@ pub async fn open(
     }
     spawn_watchdog(svc, s.clone());
     let view = s.view();
-    svc.audit
-        .record(
+    // No record, no session: the ticket is never handed out unaudited.
+    let created = svc
+        .audit
+        .append(
             Event::WebSessionCreate {
                 session: s.id.clone(),
                 device: s.device.id,
@@ -577,6 +583,12 @@ pub async fn open(
             Some(&s.device.agent_id),
         )
         .await;
+    if let Err(e) = created {
+        tracing::error!(error = %e, "the audit log cannot be written: web session refused");
+        // The watchdog ends the grant and takes it out of the registry.
+        s.end(EndReason::Deleted);
+        return Err(WebSessionError::Unavailable(AUDIT_DOWN.into()));
+    }
     Ok(Opened {
         id: s.id.clone(),
         url: s.entry_url(&ticket),
