@@ -738,6 +738,80 @@ mod tests {
 
     use super::{Route, Routes};
 
+    /// A link that opens nothing (the tests below need none).
+    struct NoLink;
+
+    impl super::AgentLink for NoLink {
+        fn open_direct(
+            &self,
+            _: String,
+            _: u16,
+            _: &'static str,
+            _: super::StreamId,
+            _: super::Flow,
+            _: Duration,
+        ) -> super::LinkFuture<'_, Result<super::FlowStream, super::LinkError>> {
+            Box::pin(async { Err(super::LinkError::Timeout) })
+        }
+
+        fn open_forwarded(
+            &self,
+            _: String,
+            _: u32,
+            _: super::StreamId,
+            _: Duration,
+        ) -> super::LinkFuture<'_, Result<super::FlowStream, super::LinkError>> {
+            Box::pin(async { Err(super::LinkError::Timeout) })
+        }
+
+        fn disconnect(&self, _: String) -> super::LinkFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn conn() -> super::AgentConn {
+        super::AgentConn::new(
+            "agt_a".into(),
+            "a".into(),
+            "acme".into(),
+            1,
+            Arc::new(NoLink),
+            "192.0.2.1:4022".parse().expect("addr"),
+            "ssh",
+            8,
+            std::time::SystemTime::UNIX_EPOCH,
+        )
+    }
+
+    #[test]
+    fn only_answers_to_pushed_settings_are_taken() {
+        let c = conn();
+        // An answer nobody asked for.
+        assert!(!c.take_scan_answer());
+        c.expect_scan_answer();
+        c.expect_scan_answer();
+        assert!(c.take_scan_answer());
+        assert!(c.take_scan_answer());
+        // A third, unasked: dropped and counted.
+        assert!(!c.take_scan_answer());
+        for _ in 0..1000 {
+            c.note_unsolicited("scan_config_applied");
+        }
+        assert_eq!(c.unsolicited(), 1000);
+    }
+
+    #[test]
+    fn reports_for_streams_not_being_opened_are_not_delivered() {
+        let c = conn();
+        let tls = dwa_proto::control::TlsInfo {
+            stream: 99,
+            cert_sha256: "00".into(),
+            version: "TLSv1_3".into(),
+            cipher: "x".into(),
+        };
+        assert!(!c.deliver_tls(tls));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_stream_waits_for_the_hello_of_a_fresh_session() {
         let routes: Arc<Routes<&str>> = Arc::default();
