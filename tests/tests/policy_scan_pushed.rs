@@ -112,6 +112,18 @@ async fn scan_now(admin: &Api, agent: &Agent) {
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
 }
 
+/// Asks for a scan and waits until the agent has spooled it.
+async fn requested_scan(admin: &Api, agent: &Agent) {
+    let before = relay_scans(agent);
+    scan_now(admin, agent).await;
+    assert_eventually!(
+        relay_scans(agent) > before,
+        Duration::from_secs(30),
+        "the requested scan did not run\n{}",
+        agent.logs()
+    );
+}
+
 /// Scans the relay stored for the agent that it asked for.
 fn relay_scans(agent: &Agent) -> usize {
     agent
@@ -147,13 +159,7 @@ async fn pushed_scans_never_reach_a_denied_host() {
     .await;
     assert_eq!(applied["ranges"], json!([format!("{net}.10")]), "{applied}");
     assert_eq!(applied["refused"][0][0], format!("{net}.9"), "{applied}");
-    scan_now(&admin, &agent).await;
-    assert_eventually!(
-        relay_scans(&agent) == 1,
-        Duration::from_secs(30),
-        "the requested scan did not run\n{}",
-        agent.logs()
-    );
+    requested_scan(&admin, &agent).await;
     assert!(allowed.seen() > 0, "the allowed neighbour was not scanned");
     assert_eq!(denied.seen(), 0, "SNMP reached the denied host");
 
@@ -163,17 +169,11 @@ async fn pushed_scans_never_reach_a_denied_host() {
     agent.kill9();
     agent.start();
     relay.wait_connected(&agent);
-    let (before, scans) = (allowed.seen(), relay_scans(&agent));
+    let before = allowed.seen();
     let range = json!([format!("{net}.8/30")]);
     let applied = push(&admin, &agent, range.clone(), range.clone()).await;
     assert_eq!(applied["ranges"], range, "{applied}");
-    scan_now(&admin, &agent).await;
-    assert_eventually!(
-        relay_scans(&agent) > scans,
-        Duration::from_secs(30),
-        "the requested scan did not run\n{}",
-        agent.logs()
-    );
+    requested_scan(&admin, &agent).await;
     assert!(
         allowed.seen() > before,
         "the allowed neighbour was not scanned"
@@ -207,13 +207,7 @@ async fn a_ceiling_of_everything_still_keeps_scans_off_loopback() {
     .await;
     assert_eq!(applied["refused"][0][0], "127.0.0.1", "{applied}");
     assert_eq!(applied["ranges"], wide, "{applied}");
-    scan_now(&admin, &agent).await;
-    assert_eventually!(
-        relay_scans(&agent) == 1,
-        Duration::from_secs(30),
-        "the requested scan did not run\n{}",
-        agent.logs()
-    );
+    requested_scan(&admin, &agent).await;
     assert_eq!(own.seen(), 0, "SNMP reached the agent's own loopback");
     assert_eq!(fleet.seen(), 0, "SNMP reached a loopback address");
     relay.stop();
@@ -230,13 +224,7 @@ async fn a_flood_of_scan_now_costs_one_scan() {
     let admin = Api::login(&relay, "admin", &relay.admin_password).await;
     let one = json!([format!("{net}.10")]);
     push(&admin, &agent, one.clone(), one).await;
-    scan_now(&admin, &agent).await;
-    assert_eventually!(
-        relay_scans(&agent) == 1,
-        Duration::from_secs(30),
-        "the requested scan did not run\n{}",
-        agent.logs()
-    );
+    requested_scan(&admin, &agent).await;
     // Each scan of one silent address takes the 300 ms timeout; without a
     // limit, these would run back to back.
     for _ in 0..20 {
