@@ -35,6 +35,8 @@ pub struct RelayAgent {
     pub domain: String,
     pub agent_id: String,
     pub admin_password: String,
+    /// The admin's two-factor secret (`otpauth://` URI) when init made one.
+    pub admin_totp_uri: Option<String>,
 }
 
 impl RelayAgent {
@@ -154,6 +156,7 @@ pub async fn relay_agent(
         .as_str()
         .context("init: no \"admin_password\" field")?
         .to_string();
+    let admin_totp_uri = init["admin_totp_uri"].as_str().map(str::to_string);
     let domain = init["domain"]
         .as_str()
         .context("init: no \"domain\" field")?
@@ -273,6 +276,7 @@ pub async fn relay_agent(
         domain,
         agent_id,
         admin_password,
+        admin_totp_uri,
     })
 }
 

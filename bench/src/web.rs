@@ -107,7 +107,16 @@ impl Portal {
             cookie: None,
         };
         let mut c = ep.connect().await?;
-        let body = serde_json::json!({"username": "admin", "password": ra.admin_password});
+        let mut body = serde_json::json!({"username": "admin", "password": ra.admin_password});
+        // Admins use two-factor by default: the code from init's secret.
+        if let Some(uri) = &ra.admin_totp_uri {
+            let totp = totp_rs::TOTP::from_url(uri)
+                .map_err(|e| anyhow::anyhow!("init's admin TOTP URI: {e}"))?;
+            body["totp"] = totp
+                .generate_current()
+                .context("two-factor code: the clock")?
+                .into();
+        }
         let a = c
             .call(
                 Method::POST,
@@ -122,11 +131,23 @@ impl Portal {
         let cookie = set_cookie(&a.headers, "__Host-dwa_session")
             .context("log-in: no __Host-dwa_session cookie")?;
         let cookie = format!("__Host-dwa_session={cookie}");
+        // A cookie-authenticated write carries the log-in's CSRF token.
+        let answer: serde_json::Value =
+            serde_json::from_slice(&a.body).context("log-in: the answer is not JSON")?;
+        let csrf = answer["csrf_token"]
+            .as_str()
+            .context("log-in: no csrf_token")?
+            .to_string();
+        let csrf_header = header::HeaderName::from_static("x-csrf-token");
         let a = c
             .call(
                 Method::POST,
                 "/api/v1/tokens",
-                &[JSON, (header::COOKIE, cookie.as_str())],
+                &[
+                    JSON,
+                    (header::COOKIE, cookie.as_str()),
+                    (csrf_header, csrf.as_str()),
+                ],
                 Some(r#"{"name":"bench"}"#.into()),
             )
             .await?;
