@@ -273,12 +273,23 @@ async fn check_key(pool: &SqlitePool, key: &SpoolKey) -> Result<bool> {
                     return Ok(false);
                 }
             }
-            sqlx::query("INSERT INTO meta (name, value) VALUES ('key_check', ?)")
-                .bind(key.seal("key_check", KEY_CHECK)?)
-                .execute(pool)
-                .await
-                .map_err(db_err)?;
-            Ok(true)
+            // Another process (`spool status` while `run` starts) may
+            // write the check at the same moment: keep whichever came
+            // first, and check the key against it.
+            sqlx::query(
+                "INSERT INTO meta (name, value) VALUES ('key_check', ?) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(key.seal("key_check", KEY_CHECK)?)
+            .execute(pool)
+            .await
+            .map_err(db_err)?;
+            let sealed: Vec<u8> =
+                sqlx::query_scalar("SELECT value FROM meta WHERE name = 'key_check'")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(db_err)?;
+            Ok(key.open("key_check", &sealed).as_deref() == Some(KEY_CHECK))
         }
     }
 }
@@ -646,6 +657,27 @@ mod tests {
         max_items: 1000,
         max_bytes: 1 << 30,
     };
+
+    /// `dwa-agent spool status` may open the spool while `run` is
+    /// creating it: both find no key check and write one; neither may
+    /// fail, and both accept the key.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_writing_the_key_check_at_once_both_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        let key_path = path.with_extension("key");
+        drop(open(&path, ROOMY).await.unwrap());
+        let key = SpoolKey::load(&key_path, false).unwrap();
+        let (a, b) = (connect(&path).await.unwrap(), connect(&path).await.unwrap());
+        for _ in 0..20 {
+            sqlx::query("DELETE FROM meta WHERE name = 'key_check'")
+                .execute(&a)
+                .await
+                .unwrap();
+            let (x, y) = tokio::join!(check_key(&a, &key), check_key(&b, &key));
+            assert!(x.unwrap() && y.unwrap());
+        }
+    }
 
     #[tokio::test]
     async fn items_survive_reopening_until_removed() {
