@@ -222,6 +222,9 @@ const SCHEMA: &[&str] = &[
         ('spooled', 0), ('acknowledged', 0), ('dropped', 0)",
 ];
 
+/// How long opening the spool retries while another process holds it.
+const OPEN_RETRY: Duration = Duration::from_secs(5);
+
 async fn connect(path: &Path) -> Result<SqlitePool> {
     let opts = SqliteConnectOptions::from_str("sqlite://")
         .map_err(db_err)?
@@ -373,6 +376,30 @@ impl Spool {
     /// `StartFresh`). See the module docs for a wrong or lost key and for
     /// spools from before encryption.
     pub async fn open(
+        path: &Path,
+        key_path: &Path,
+        limits: Limits,
+        on_bad_key: OnBadKey,
+    ) -> Result<Spool> {
+        // Another process (`dwa-agent spool status`) may hold the file's
+        // lock while this one creates the schema; SQLite then answers
+        // "database is locked" at once rather than waiting. Try again for
+        // a few seconds before giving up on the spool.
+        let deadline = std::time::Instant::now() + OPEN_RETRY;
+        loop {
+            match Self::open_once(path, key_path, limits, on_bad_key).await {
+                Err(AgentError::Spool(e))
+                    if e.contains("database is locked") && std::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!("spool busy while opening ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_once(
         path: &Path,
         key_path: &Path,
         limits: Limits,
