@@ -18,13 +18,6 @@ pub fn locked_message(n: u32) -> String {
     format!("account locked after {n} failed log-ins; an administrator must unlock it")
 }
 
-fn peer_ip(peer: &str) -> Option<std::net::IpAddr> {
-    peer.parse::<std::net::SocketAddr>()
-        .map(|a| a.ip())
-        .or_else(|_| peer.parse())
-        .ok()
-}
-
 async fn audit_attempt(svc: &Services, user: &str, event: Event) {
     svc.audit.record(event, &format!("user:{user}"), None).await;
 }
@@ -57,7 +50,7 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
     let now = svc.time.unix();
     let name = req.username.trim().to_string();
     let account_key = name.to_lowercase();
-    let ip = peer_ip(peer);
+    let ip = crate::services::refusals::source_of(peer);
     let gates = &svc.gates;
     let account_gate = (account_key.clone(), ip.unwrap_or(UNKNOWN_SOURCE));
     let limited = ip
