@@ -771,6 +771,9 @@ async fn upsert_user(
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::oidc::fixtures::m;
