@@ -213,6 +213,73 @@ async fn every_page_checks_the_caller_on_the_server() {
         !list.text().contains("forged"),
         "refused posts changed nothing"
     );
+    // The portal's admin forms go through the accounts service as the API
+    // does: one validation, one audit record of the same kind.
+    let tokens = admin.get(&format!("{PORTAL}/admin/tokens")).await;
+    let t = csrf_of(&tokens);
+    // "Customer globex added (id N)."
+    let said = ok.text();
+    let globex: String = said
+        .split("globex added (id ")
+        .nth(1)
+        .map(|r| r.chars().take_while(char::is_ascii_digit).collect())
+        .expect("the page names the new customer's id");
+    let too_many = admin
+        .post_form(
+            "/admin/tokens",
+            &[
+                ("customer", &globex),
+                ("uses", "9"),
+                ("ttl", "1h"),
+                ("_csrf", &t),
+            ],
+        )
+        .await;
+    assert_eq!(
+        too_many.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        too_many.text()
+    );
+    let made = admin
+        .post_form(
+            "/admin/tokens",
+            &[
+                ("customer", &globex),
+                ("uses", "2"),
+                ("ttl", "1h"),
+                ("_csrf", &t),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text());
+    let actions: Vec<Value> = relay
+        .audit_kind("user.admin")
+        .into_iter()
+        .filter(|r| r["actor"] == "user:admin")
+        .map(|r| r["detail"].clone())
+        .collect();
+    assert!(
+        actions
+            .iter()
+            .any(|d| d["action"] == "customer create" && d["customer"] == "globex"),
+        "{actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|d| d["action"] == "enrollment token create"
+                && d["uses"] == 2
+                && d["customer_id"].as_i64().map(|i| i.to_string()) == Some(globex.clone())),
+        "{actions:?}"
+    );
+    assert!(
+        relay
+            .audit_kind("admin.command")
+            .iter()
+            .all(|r| r["detail"]["via"].is_null()),
+        "the portal writes no admin.command records of its own"
+    );
 
     // State-changing posts check the role too, token or not.
     let tech = browsers[1].1.as_mut().expect("tech");

@@ -1,13 +1,13 @@
 //! Admin pages (role `admin` only, checked on every request): users (list,
 //! create), roles (read-only, from `dwa_policy::roles`), customers (list,
 //! add), enrollment tokens (create; shown once), alert rules per customer.
-//! Every change is audited as the CLI's equivalent is (`admin.command`).
+//! Every change goes through the same accounts service as the JSON API,
+//! which checks the role, validates and audits it (`user.admin`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use dwa_policy::roles::{permit, Action, Role, Scope};
-use dwa_proto::audit::{AdminCommand, Event};
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -310,22 +310,9 @@ pub async fn add_customer(
     let f = form(body)?;
     check_csrf(&p, &f._csrf)?;
     admin(&p)?;
-    let id = relay
-        .store
-        .add_customer(&f.name, &relay.time.rfc3339())
-        .await?;
-    relay
-        .audit
-        .record(
-            Event::AdminCommand(AdminCommand::CustomerAdd {
-                customer: f.name.trim().to_string(),
-                via: Some("portal".into()),
-            }),
-            &p.actor(),
-            None,
-        )
-        .await;
-    let note = format!("Customer {} added (id {id}).", f.name.trim());
+    // The accounts service, as the API: validation and audit.
+    let c = users::create_customer(&relay, &p, &f.name).await?;
+    let note = format!("Customer {} added (id {}).", c.name, c.id);
     Ok((
         StatusCode::CREATED,
         customers_page(&relay, &p, Some(note)).await?,
@@ -425,44 +412,25 @@ pub async fn add_token(
         .trim()
         .parse()
         .map_err(|_| invalid("customer: expected an id"))?;
-    let name = relay
-        .store
-        .customer(customer)
-        .await?
-        .ok_or_else(|| invalid(format!("no customer {customer}")))?
-        .name;
     let uses: u8 = f
         .uses
         .trim()
         .parse()
-        .ok()
-        .filter(|u| (1..=5).contains(u))
-        .ok_or_else(|| invalid("uses must be 1..=5"))?;
+        .map_err(|_| invalid("uses must be 1..=5"))?;
     let ttl = crate::util::parse_duration(f.ttl.trim())?;
-    if ttl.as_secs() == 0 || ttl.as_secs() > 30 * 86_400 {
-        return Err(invalid("valid for: between 1s and 30d"));
-    }
-    let (token, expires) = crate::services::enrollment::issue_token(
-        &relay,
-        customer,
-        uses,
-        ttl.as_secs() as i64,
-        &p.actor(),
-    )
-    .await?;
-    relay
-        .audit
-        .record(
-            Event::AdminCommand(AdminCommand::TokenCreate {
-                customer: name.clone(),
-                uses,
-                expires_at: unix_text(expires),
-                via: Some("portal".into()),
-            }),
-            &p.actor(),
-            None,
-        )
-        .await;
+    // The accounts service, as the API: limits, token, audit.
+    let req = users::NewEnrollmentToken {
+        customer_id: customer,
+        uses: Some(uses),
+        ttl_secs: Some(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+    };
+    let t = users::create_enrollment_token(&relay, &p, &req).await?;
+    let (token, expires) = (t.token, t.expires_at);
+    let name = relay
+        .store
+        .customer(customer)
+        .await?
+        .map_or_else(|| customer.to_string(), |c| c.name);
     let created = html! {
         div.notice role="status" {
             p { "Enrollment token for " strong { (name) } " (" (uses) " uses, expires " (unix_text(expires)) "). Shown only now:" }
