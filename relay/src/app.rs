@@ -86,6 +86,19 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
     let ssh_addr = ssh.local_addr()?;
     let https_addr = https.local_addr()?;
     let relay = RelayState::load(dir.clone(), ssh_addr.port(), https_addr.port()).await?;
+    // Before anything is served: streams a killed predecessor left open get
+    // their close records, so every stream.open has one.
+    let closed = relay
+        .svc
+        .audit
+        .close_unfinished_streams(env!("CARGO_PKG_VERSION"))
+        .await?;
+    if closed > 0 {
+        tracing::warn!(
+            closed,
+            "the previous run stopped with streams open; close records written"
+        );
+    }
     crate::adapters::admin_socket::listen(relay.clone(), &dir.path(ADMIN_SOCKET)).await?;
     relay.tracker.spawn(
         crate::adapters::ssh::listen_tcp(relay.clone(), ssh)

@@ -594,6 +594,13 @@ events! {
     }
     /// Refusals before authentication that were counted, not written one
     /// by one (the first of each source and interval is).
+    /// The relay started serving. Streams the previous run left without a
+    /// close record (it was killed) got theirs just before this record.
+    RelayStarted("relay.started", 1) {
+        version: String,
+        /// Close records written for streams the previous run left open.
+        unclosed_streams: u64,
+    }
     AuditRefusalsCounted("audit.refusals_counted", 1) {
         /// The kind of the refusals counted.
         refused: String,

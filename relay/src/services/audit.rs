@@ -162,6 +162,56 @@ impl Audit {
         Ok(self.store.audit_append(&entry).await?)
     }
 
+    /// Run once at start, before serving: writes the close record of every
+    /// stream the previous run opened and never closed (it was killed),
+    /// then `relay.started`. Returns how many it closed.
+    pub async fn close_unfinished_streams(&self, version: &str) -> Result<u64, AuditError> {
+        let after = self
+            .store
+            .audit_last_of_kind(dwa_proto::audit::Kind::RelayStarted.as_str())
+            .await?
+            .unwrap_or(0);
+        let open = self.store.audit_unclosed_streams(after).await?;
+        let now = self.time.now();
+        let mut closed = 0u64;
+        for r in &open {
+            let e = &r.entry;
+            let Ok(Event::StreamOpen { stream, target, .. }) = Event::parse(&e.kind, &e.detail)
+            else {
+                tracing::warn!(id = r.id, "unreadable stream.open record left open");
+                continue;
+            };
+            let duration_ms = humantime::parse_rfc3339_weak(&e.ts)
+                .ok()
+                .and_then(|at| now.duration_since(at).ok())
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let close = Event::StreamClose {
+                stream,
+                target,
+                bytes_up: 0,
+                bytes_down: 0,
+                duration_ms,
+                error: Some(
+                    "relay restart: the relay stopped without closing this stream; \
+                     byte counts unknown"
+                        .into(),
+                ),
+            };
+            self.append(close, &e.actor, e.agent.as_deref()).await?;
+            closed += 1;
+        }
+        self.append(
+            Event::RelayStarted {
+                version: version.to_string(),
+                unclosed_streams: closed,
+            },
+            "relay",
+            None,
+        )
+        .await?;
+        Ok(closed)
+    }
+
     pub async fn records(&self, since: Option<&str>) -> Result<Vec<AuditRecord>, AuditError> {
         Ok(self.store.audit_records(since).await?)
     }

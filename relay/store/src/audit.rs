@@ -126,6 +126,32 @@ impl Store {
         Ok(id)
     }
 
+    /// The id of the newest record of `kind`, if any.
+    pub async fn audit_last_of_kind(&self, kind: &str) -> Result<Option<i64>> {
+        let (id,): (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM audit WHERE kind = $1")
+            .bind(kind)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    /// `stream.open` records after `after_id` with no later `stream.close`
+    /// of the same agent and stream, oldest first.
+    pub async fn audit_unclosed_streams(&self, after_id: i64) -> Result<Vec<AuditRecord>> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, ts, kind, actor, agent, detail, prev_hash, hash FROM audit o \
+             WHERE o.kind = 'stream.open' AND o.id > $1 \
+               AND NOT EXISTS (SELECT 1 FROM audit c \
+                   WHERE c.kind = 'stream.close' AND c.id > o.id AND c.agent IS o.agent \
+                     AND json_extract(c.detail, '$.stream') = json_extract(o.detail, '$.stream')) \
+             ORDER BY id",
+        )
+        .bind(after_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     /// Every record (at or after `since`), oldest first.
     pub async fn audit_records(&self, since: Option<&str>) -> Result<Vec<AuditRecord>> {
         let rows: Vec<Row> = sqlx::query_as(
