@@ -118,11 +118,18 @@ pub async fn query(
 pub struct Audit {
     store: Store,
     time: Time,
+    /// Whether the last append succeeded: while it did not, actions that
+    /// would run ahead of their record (web-session requests) are refused.
+    writable: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Audit {
     pub fn new(store: Store, time: Time) -> Self {
-        Self { store, time }
+        Self {
+            store,
+            time,
+            writable: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
     }
 
     /// Appends one record of `event` and returns its id.
@@ -159,7 +166,15 @@ impl Audit {
             agent: agent.map(str::to_string),
             detail: detail.to_string(),
         };
-        Ok(self.store.audit_append(&entry).await?)
+        let r = self.store.audit_append(&entry).await;
+        self.writable
+            .store(r.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        Ok(r?)
+    }
+
+    /// Whether the last append succeeded.
+    pub fn writable(&self) -> bool {
+        self.writable.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Run once at start, before serving: writes the close record of every

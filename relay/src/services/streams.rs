@@ -650,9 +650,11 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
             return Err(deny(relay, &agent.id, req, "agent session has no route".into()).await)
         }
     };
-    relay
+    // Audit first: a stream whose open record cannot be written is closed
+    // before a byte of the client's flows through it.
+    let written = relay
         .audit
-        .record(
+        .append(
             Event::StreamOpen {
                 stream: id,
                 target: target.clone(),
@@ -665,6 +667,13 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
             Some(&agent.id),
         )
         .await;
+    if let Err(e) = written {
+        tracing::error!(error = %e, target = %target, "stream refused: its open record could not be written");
+        drop(stream);
+        return Err(StreamError::Unavailable(
+            crate::services::web_sessions::AUDIT_DOWN.into(),
+        ));
+    }
     Ok(OpenStream {
         record: StreamRecord {
             agent_id: agent.id,

@@ -253,6 +253,36 @@ async fn gate(
             req,
         );
     }
+    // Audit first: a request's record is written when it completes, so
+    // while the log cannot be written none is carried out. The refusal's
+    // own record is the probe that finds the log back.
+    if !relay.audit.writable() {
+        let refused = Event::WebRequest {
+            session: s.id.clone(),
+            device: s.device.id,
+            method: req.method().to_string(),
+            path: redacted_path(req.uri()),
+            status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0,
+            complete: Some(false),
+            websocket: None,
+            error: Some("refused: the audit log could not be written".into()),
+        };
+        let _ = relay
+            .audit
+            .append(refused, &s.actor, Some(&s.device.agent_id))
+            .await;
+        return early(
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Audit log unavailable",
+                crate::services::web_sessions::AUDIT_DOWN,
+            ),
+            req,
+        );
+    }
     s.touch();
     s.requests.fetch_add(1, Ordering::Relaxed);
     if is_upgrade(&req) {
