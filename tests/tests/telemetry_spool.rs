@@ -4,6 +4,8 @@
 //!
 //! - The relay is down for whole scans, then comes back: every item the
 //!   agent spooled arrives exactly once.
+//! - The relay is killed with SIGKILL while the agent uploads its backlog,
+//!   then restarted: the same.
 //! - The agent is killed with SIGKILL while it uploads, then restarted: the
 //!   same, although the relay has stored batches the agent never saw
 //!   acknowledged.
@@ -251,6 +253,47 @@ async fn agent_killed_mid_upload_loses_and_duplicates_nothing() {
     assert!(pending > 0, "items were left to upload after the kill");
     s.agent.start();
     drained_exactly_once(&mut s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_killed_mid_ingest_loses_and_duplicates_nothing() {
+    // One item per request: the backlog takes many requests, and a SIGKILL
+    // of the relay lands between and inside them.
+    let mut s = site("1s", 1).await;
+    s.relay.stop();
+    s.agent.start();
+    let backlog = 6 * (u64::from(PRINTERS) + 1);
+    assert_eventually!(
+        stat(&s.agent, "spooled") >= backlog,
+        Duration::from_secs(60),
+        "no backlog: {}",
+        spool_status(&s.agent)
+    );
+    s.relay.start();
+    let mut partial = false;
+    for _ in 0..2000 {
+        let (items, ..) = stored(&s.relay, &s.agent.id).await;
+        if items > 0 {
+            s.relay.kill9();
+            let (after, ..) = stored(&s.relay, &s.agent.id).await;
+            partial = after < backlog;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(partial, "the kill did not land during the upload");
+    assert!(
+        stat(&s.agent, "pending") > 0,
+        "items were left to upload after the kill"
+    );
+    s.relay.start();
+    drained_exactly_once(&mut s).await;
+    let out = s.relay.cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The latest scan the relay stored for `agent`: (trigger, ranges, found).
