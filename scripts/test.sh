@@ -103,6 +103,9 @@ if [ -f tests/oidc/package-lock.json ] && [ ! -d tests/oidc/node_modules ]; then
   (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-# The end-to-end tests start the real binaries; build them once up front.
+# The end-to-end tests start the real binaries; build them once up front,
+# and tell the test processes so (each would otherwise run cargo again,
+# and rebuild from a tree edited since).
 cargo build --bins -p dwa-relay -p dwa-agent
+export DWA_TEST_BINS_BUILT=1
 cargo test --workspace "$@"
