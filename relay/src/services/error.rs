@@ -64,3 +64,7 @@ impl Failure for dwa_store::StoreError {
         }
     }
 }
+
+/// What a caller hears when an action cannot be audited.
+pub const AUDIT_DOWN: &str =
+    "the audit log cannot be written right now, so this is not done; try again later";

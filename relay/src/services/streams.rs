@@ -671,7 +671,7 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
         tracing::error!(error = %e, target = %target, "stream refused: its open record could not be written");
         drop(stream);
         return Err(StreamError::Unavailable(
-            crate::services::web_sessions::AUDIT_DOWN.into(),
+            crate::services::error::AUDIT_DOWN.into(),
         ));
     }
     Ok(OpenStream {

@@ -372,7 +372,7 @@ pub async fn open(
             tracing::warn!(error = %e, "ending an unused tunnel's grant");
         }
         return Err(TunnelError::Unavailable(
-            crate::services::web_sessions::AUDIT_DOWN.into(),
+            crate::services::error::AUDIT_DOWN.into(),
         ));
     }
     lock(&svc.tunnels.map).insert(t.id.clone(), t.clone());

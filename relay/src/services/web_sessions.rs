@@ -403,9 +403,7 @@ pub struct OpenRequest {
     pub rewrite: Option<bool>,
 }
 
-/// What a caller hears when an action cannot be audited.
-pub const AUDIT_DOWN: &str =
-    "the audit log cannot be written right now, so this is not done; try again later";
+use crate::services::error::AUDIT_DOWN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebSessionError {

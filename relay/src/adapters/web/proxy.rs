@@ -278,7 +278,7 @@ async fn gate(
             page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Audit log unavailable",
-                crate::services::web_sessions::AUDIT_DOWN,
+                crate::services::error::AUDIT_DOWN,
             ),
             req,
         );
