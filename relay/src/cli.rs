@@ -2,7 +2,7 @@
 //! `--json`, one JSON document; errors are one line on stderr, exit code 1.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -125,6 +125,13 @@ enum Cmd {
         /// Output format: one JSON object a line, or CSV.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: AuditFormat,
+    },
+    /// Copy the data directory while the relay runs: a consistent snapshot
+    /// of the database, and the config, keys and certificate beside it.
+    Backup {
+        /// Directory to write (must not exist, or be empty).
+        #[arg(long)]
+        to: PathBuf,
     },
     /// Open a stream through an agent and bridge it to stdin/stdout (like `ssh -W`).
     Connect {
@@ -254,6 +261,43 @@ fn print(json_mode: bool, value: serde_json::Value, text: String) {
     } else {
         println!("{text}");
     }
+}
+
+/// `dwa-relay backup`: the database through the store's snapshot, then
+/// every other regular file of the data directory (config, keys,
+/// certificate), permissions kept. Returns the names written.
+async fn backup(svc: &Services, dir: &DataDir, to: &Path) -> Result<Vec<String>> {
+    use std::os::unix::fs::DirBuilderExt;
+    if to.exists() && std::fs::read_dir(to)?.next().is_some() {
+        bail!("{} exists and is not empty", to.display());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(to)
+        .with_context(|| format!("creating {}", to.display()))?;
+    let db = dwa_relay::config::DB_FILE;
+    svc.store
+        .backup_to(&to.join(db))
+        .await
+        .context("copying the database")?;
+    let mut files = vec![db.to_string()];
+    for e in std::fs::read_dir(&dir.0)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        // The live database and its journal are in the snapshot; the
+        // admin socket belongs to the running relay.
+        if name.starts_with(db)
+            || name == dwa_relay::config::ADMIN_SOCKET
+            || !e.file_type()?.is_file()
+        {
+            continue;
+        }
+        std::fs::copy(e.path(), to.join(&name)).with_context(|| format!("copying {name}"))?;
+        files.push(name);
+    }
+    files.sort();
+    Ok(files)
 }
 
 async fn open(dir: &DataDir) -> Result<Services> {
@@ -668,6 +712,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 AuditFormat::Jsonl => print!("{}", to_jsonl(&records)),
                 AuditFormat::Csv => print!("{}", to_csv(&records)?),
             }
+        }
+        Cmd::Backup { to } => {
+            let svc = open(&dir).await?;
+            let files = backup(&svc, &dir, &to).await?;
+            print(
+                j,
+                json!({"to": to.display().to_string(), "files": files}),
+                format!("backup written to {} ({} files)", to.display(), files.len()),
+            );
         }
         Cmd::Connect { agent, target } => {
             let (host, port) = parse_target(&target)?;

@@ -129,6 +129,17 @@ impl Store {
         })
     }
 
+    /// Writes a consistent copy of the database to `path` (which must not
+    /// exist) while others keep writing: SQLite's `VACUUM INTO` reads one
+    /// snapshot. A plain file copy of a database in WAL mode is not safe.
+    pub async fn backup_to(&self, path: &Path) -> Result<()> {
+        sqlx::query("VACUUM INTO $1")
+            .bind(path.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Whether the database answers (readiness).
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
