@@ -219,10 +219,11 @@ async fn relay_down_for_whole_scans_loses_nothing() {
     drained_exactly_once(&mut s).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_killed_mid_upload_loses_and_duplicates_nothing() {
-    // One item per request, so the upload of the backlog takes many
-    // requests and a SIGKILL lands in the middle of it.
+/// A site whose agent spooled a backlog of six scans while the relay was
+/// down, uploading one item per request (so the upload takes many
+/// requests and a SIGKILL lands in the middle of it). Returns the site,
+/// the relay stopped and the agent running, and the backlog's size.
+async fn backlog() -> (Site, u64) {
     let mut s = site("1s", 1).await;
     s.relay.stop();
     s.agent.start();
@@ -233,48 +234,17 @@ async fn agent_killed_mid_upload_loses_and_duplicates_nothing() {
         "no backlog: {}",
         spool_status(&s.agent)
     );
-    s.agent.kill9();
-    s.relay.start();
-    s.agent.start();
-    // Kill as soon as the relay has some, but not all, of the backlog.
-    let mut partial = false;
-    for _ in 0..2000 {
-        let (items, ..) = stored(&s.relay, &s.agent.id).await;
-        if items > 0 {
-            s.agent.kill9();
-            let (after, ..) = stored(&s.relay, &s.agent.id).await;
-            partial = after < backlog;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(partial, "the kill did not land during the upload");
-    let pending = stat(&s.agent, "pending");
-    assert!(pending > 0, "items were left to upload after the kill");
-    s.agent.start();
-    drained_exactly_once(&mut s).await;
+    (s, backlog)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_killed_mid_ingest_loses_and_duplicates_nothing() {
-    // One item per request: the backlog takes many requests, and a SIGKILL
-    // of the relay lands between and inside them.
-    let mut s = site("1s", 1).await;
-    s.relay.stop();
-    s.agent.start();
-    let backlog = 6 * (u64::from(PRINTERS) + 1);
-    assert_eventually!(
-        stat(&s.agent, "spooled") >= backlog,
-        Duration::from_secs(60),
-        "no backlog: {}",
-        spool_status(&s.agent)
-    );
-    s.relay.start();
+/// Calls `kill` as soon as the relay holds some, but not all, of the
+/// backlog; asserts that it landed there and left items to upload.
+async fn kill_mid_upload(s: &mut Site, backlog: u64, kill: impl Fn(&mut Site)) {
     let mut partial = false;
     for _ in 0..2000 {
         let (items, ..) = stored(&s.relay, &s.agent.id).await;
         if items > 0 {
-            s.relay.kill9();
+            kill(s);
             let (after, ..) = stored(&s.relay, &s.agent.id).await;
             partial = after < backlog;
             break;
@@ -286,6 +256,24 @@ async fn relay_killed_mid_ingest_loses_and_duplicates_nothing() {
         stat(&s.agent, "pending") > 0,
         "items were left to upload after the kill"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_mid_upload_loses_and_duplicates_nothing() {
+    let (mut s, backlog) = backlog().await;
+    s.agent.kill9();
+    s.relay.start();
+    s.agent.start();
+    kill_mid_upload(&mut s, backlog, |s| s.agent.kill9()).await;
+    s.agent.start();
+    drained_exactly_once(&mut s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_killed_mid_ingest_loses_and_duplicates_nothing() {
+    let (mut s, backlog) = backlog().await;
+    s.relay.start();
+    kill_mid_upload(&mut s, backlog, |s| s.relay.kill9()).await;
     s.relay.start();
     drained_exactly_once(&mut s).await;
     let out = s.relay.cli(&["audit", "verify"]);
