@@ -85,7 +85,7 @@ async fn idle_connections_from_one_address_lock_nobody_out() {
             "the agent did not reconnect during the flood\n{}",
             agent.logs()
         );
-        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
         flood_started.elapsed() < Duration::from_secs(9),
