@@ -777,3 +777,68 @@ async fn requests_and_ticket_guesses_are_rate_limited_per_session() {
     let refused = f.relay.audit_kind("web.ticket_refused").len();
     assert!(refused <= 5, "{refused} refusals audited beyond the burst");
 }
+
+/// Every `stream.open` in the log has a later `stream.close` of the same
+/// agent and stream; returns the closes written at a restart.
+fn every_stream_closed(relay: &Relay) -> usize {
+    let log = relay.audit();
+    let mut at_restart = 0;
+    for open in log.iter().filter(|r| r["kind"] == "stream.open") {
+        let close = log.iter().find(|c| {
+            c["kind"] == "stream.close"
+                && c["id"].as_i64() > open["id"].as_i64()
+                && c["agent"] == open["agent"]
+                && c["detail"]["stream"] == open["detail"]["stream"]
+        });
+        let Some(close) = close else {
+            panic!("no close record for {open}");
+        };
+        if close["detail"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("relay restart"))
+        {
+            at_restart += 1;
+        }
+    }
+    at_restart
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_killed_under_an_open_websocket_closes_its_streams_at_restart() {
+    let mut f = fixture(|_| {}).await;
+    let s = f.session(HTTP, None).await;
+    let origin = origin_of(&s);
+    let mut b = Browser::new(&f.relay);
+    b.get(&url_of(&s)).await;
+    let ws_url = format!("{}/ws", origin.replacen("https://", "wss://", 1));
+    let mut ws = b.websocket(&f.relay, &ws_url).await.expect("websocket");
+    tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("status in time")
+        .expect("a message")
+        .expect("ok");
+
+    f.relay.kill9();
+    // The browser's side of the WebSocket ends with the relay.
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the WebSocket outlived the relay");
+
+    f.relay.start();
+    let closed = every_stream_closed(&f.relay);
+    assert!(closed >= 1, "the WebSocket's stream was closed at restart");
+    let started = f.relay.audit_kind("relay.started");
+    assert_eq!(
+        started.last().expect("relay.started")["detail"]["unclosed_streams"],
+        closed as u64,
+        "{started:?}"
+    );
+    let out = f.relay.cli(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
