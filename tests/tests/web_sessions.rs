@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use dwa_e2e_tests::browser::{Api, Browser};
+use dwa_e2e_tests::browser::{Api, Browser, WebSocket};
 use dwa_e2e_tests::*;
 use dwa_sim::{Fleet, FleetConfig, Printer};
 use futures_util::{SinkExt, StreamExt};
@@ -255,17 +255,22 @@ async fn a_dealer_logs_in_to_a_printer_through_a_session() {
     assert_eq!(dl["detail"]["bytes_down"], size);
 }
 
+/// A web session on the printer's HTTP port, entered by a browser, and
+/// the printer's status WebSocket opened through it: its URL and the socket.
+async fn session_websocket(f: &Fixture) -> (String, WebSocket) {
+    let s = f.session(HTTP, None).await;
+    let mut b = Browser::new(&f.relay);
+    b.get(&url_of(&s)).await;
+    let ws_url = format!("{}/ws", origin_of(&s).replacen("https://", "wss://", 1));
+    let ws = b.websocket(&f.relay, &ws_url).await.expect("websocket");
+    (ws_url, ws)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn websockets_https_printers_and_certificate_changes() {
     let mut f = fixture(|_| {}).await;
-    let s = f.session(HTTP, None).await;
-    let origin = origin_of(&s);
-    let mut b = Browser::new(&f.relay);
-    b.get(&url_of(&s)).await;
-
     // The printer's status feed, and an echo, through the session.
-    let ws_url = format!("{}/ws", origin.replacen("https://", "wss://", 1));
-    let mut ws = b.websocket(&f.relay, &ws_url).await.expect("websocket");
+    let (ws_url, mut ws) = session_websocket(&f).await;
     let first = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
         .expect("status in time")
@@ -806,12 +811,7 @@ fn every_stream_closed(relay: &Relay) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_relay_killed_under_an_open_websocket_closes_its_streams_at_restart() {
     let mut f = fixture(|_| {}).await;
-    let s = f.session(HTTP, None).await;
-    let origin = origin_of(&s);
-    let mut b = Browser::new(&f.relay);
-    b.get(&url_of(&s)).await;
-    let ws_url = format!("{}/ws", origin.replacen("https://", "wss://", 1));
-    let mut ws = b.websocket(&f.relay, &ws_url).await.expect("websocket");
+    let (_, mut ws) = session_websocket(&f).await;
     tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
         .expect("status in time")
