@@ -2,6 +2,9 @@
 //! keeps the hash chain; rules of the chain, and the typed events whose
 //! details the records carry, live in `dwa_proto::audit`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use dwa_proto::audit::{verify_chain, AuditEntry, AuditRecord, Event};
 use dwa_proto::csv::{Cell, CsvError, Table};
 use dwa_store::{Store, StoreError};
@@ -120,7 +123,7 @@ pub struct Audit {
     time: Time,
     /// Whether the last append succeeded: while it did not, actions that
     /// would run ahead of their record (web-session requests) are refused.
-    writable: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    writable: Arc<AtomicBool>,
 }
 
 impl Audit {
@@ -128,7 +131,7 @@ impl Audit {
         Self {
             store,
             time,
-            writable: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            writable: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -167,14 +170,13 @@ impl Audit {
             detail: detail.to_string(),
         };
         let r = self.store.audit_append(&entry).await;
-        self.writable
-            .store(r.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        self.writable.store(r.is_ok(), Ordering::Relaxed);
         Ok(r?)
     }
 
     /// Whether the last append succeeded.
     pub fn writable(&self) -> bool {
-        self.writable.load(std::sync::atomic::Ordering::Relaxed)
+        self.writable.load(Ordering::Relaxed)
     }
 
     /// Run once at start, before serving: writes the close record of every
