@@ -194,7 +194,8 @@ enum DeviceCmd {
 
 #[derive(Subcommand)]
 enum UserCmd {
-    /// Add a user; prints a one-time password (and a two-factor URI when required).
+    /// Add a user; prints a one-time password (its first log-in must choose
+    /// another; the user enrolls their own two-factor).
     Add {
         /// The user's log-in name (1..=64 characters).
         name: String,
@@ -207,6 +208,12 @@ enum UserCmd {
     },
     /// Clear a lockout after failed log-ins.
     Unlock {
+        /// The user's log-in name.
+        name: String,
+    },
+    /// Issue a new one-time password (forgotten password); the user's
+    /// log-ins and API tokens end.
+    ResetPassword {
         /// The user's log-in name.
         name: String,
     },
@@ -348,7 +355,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 j,
                 serde_json::to_value(&r)?,
                 format!(
-                    "Relay initialised in {}\n  SSH host key: {}\n  TLS certificate: sha256:{}\n\n  Admin user: {}\n  One-time password: {}\n  (shown once; only its argon2id hash is stored){totp}",
+                    "Relay initialised in {}\n  SSH host key: {}\n  TLS certificate: sha256:{}\n\n  Admin user: {}\n  Password: {}\n  (shown once; only its argon2id hash is stored; change it on the portal's Password page){totp}",
                     r.data_dir, r.ssh_host_key_fingerprint, r.tls_fingerprint, r.admin_user, r.admin_password
                 ),
             );
@@ -516,43 +523,41 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     customers: &ids,
                     created_at: &svc.time.rfc3339(),
                     last_active: None,
+                    password_change_required: true,
                 })
                 .await?;
-            let cfg = dwa_relay::config::RelayConfig::load(&dir.0)?;
-            let totp_uri = if cfg.accounts.require_totp.contains(&role) {
-                Some(
-                    dwa_relay::services::accounts::users::provision_totp(
-                        &svc.store,
-                        id,
-                        &name,
-                        &cfg.domain,
-                    )
-                    .await?,
-                )
-            } else {
-                None
-            };
             audit
                 .append(
                     Event::AdminCommand(AdminCommand::UserAdd {
                         user: name.clone(),
                         role: role.clone(),
                         customers: customers.clone(),
-                        totp: totp_uri.is_some(),
+                        totp: false,
                     }),
                     &actor,
                     None,
                 )
                 .await?;
-            let mut v = json!({"id": id, "name": name, "role": role, "password": password});
-            let mut text = format!("user {name} ({role}) added\n  One-time password: {password}");
-            if let Some(u) = &totp_uri {
-                v["totp_uri"] = json!(u);
-                text.push_str(&format!(
-                    "\n  Two-factor (add to an authenticator app; shown once):\n    {u}"
-                ));
-            }
+            let v = json!({"id": id, "name": name, "role": role, "password": password,
+                           "password_change_required": true});
+            let text = format!(
+                "user {name} ({role}) added\n  One-time password: {password}\n  \
+                 (its first log-in must choose the user's own password; two-factor, where the role requires it, is the user's to enroll)"
+            );
             print(j, v, text);
+        }
+        Cmd::User {
+            cmd: UserCmd::ResetPassword { name },
+        } => {
+            let svc = open(&dir).await?;
+            let password =
+                dwa_relay::services::accounts::users::reset_password_named(&svc, &actor, &name)
+                    .await?;
+            print(
+                j,
+                json!({"user": name, "password": password, "password_change_required": true}),
+                format!("user {name}: new one-time password: {password}\n  (shown once; the user's log-ins and API tokens have ended)"),
+            );
         }
         Cmd::User {
             cmd: UserCmd::Unlock { name },

@@ -85,6 +85,7 @@ pub async fn init(
             customers: &[],
             created_at: &time.rfc3339(),
             last_active: None,
+            password_change_required: false,
         })
         .await?;
     let admin_totp_uri = if cfg.accounts.require_totp.iter().any(|r| r == "admin") {

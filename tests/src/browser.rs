@@ -298,6 +298,18 @@ impl Api {
             .await
     }
 
+    /// This client, logged in with a one-time password: the restricted
+    /// log-in, its CSRF token kept. Asserts the relay asks for a new
+    /// password.
+    pub async fn log_in_once(mut self, user: &str, one_time: &str) -> Self {
+        let req = serde_json::json!({"username": user, "password": one_time});
+        let (status, body) = self.call(Method::POST, "/login", Some(req)).await;
+        assert_eq!(status, StatusCode::OK, "first log-in as {user}: {body}");
+        assert_eq!(body["password_change_required"], true, "{body}");
+        self.csrf = body["csrf_token"].as_str().map(str::to_string);
+        self
+    }
+
     /// This client, calling with an API token.
     pub fn with_bearer(mut self, token: &str) -> Self {
         self.bearer = Some(token.to_string());
@@ -343,4 +355,37 @@ impl Api {
         let v = resp.json().await.unwrap_or(serde_json::Value::Null);
         (status, v)
     }
+}
+
+/// A new user's first log-in: the administrator's one-time password
+/// replaced by `own`, then two-factor enrolled if the log-in is still
+/// restricted (its secret goes to `relay.totp`), then logged out.
+pub async fn first_login(relay: &Relay, user: &str, one_time: &str, own: &str) {
+    let api = Api::new(relay).log_in_once(user, one_time).await;
+    let (status, v) = api
+        .call(
+            Method::POST,
+            "/me/password",
+            Some(serde_json::json!({"current_password": one_time, "new_password": own})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{user} changes the password: {v}");
+    if v["totp_enrollment_required"] == true {
+        let (status, e) = api.call(Method::POST, "/me/totp", None).await;
+        assert_eq!(status, StatusCode::OK, "{user} starts two-factor: {e}");
+        let uri = e["otpauth_uri"].as_str().expect("otpauth_uri");
+        relay.totp.add(user, uri);
+        let code = relay.totp.code(user).await;
+        let (status, v) = api
+            .call(
+                Method::POST,
+                "/me/totp/confirm",
+                Some(serde_json::json!({"code": code})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{user} confirms two-factor: {v}");
+    }
+    // Leaves no log-in behind for the test to count.
+    let (status, v) = api.call(Method::POST, "/logout", None).await;
+    assert_eq!(status, StatusCode::OK, "{user} logs out: {v}");
 }

@@ -342,9 +342,29 @@ impl Relay {
         let text = String::from_utf8_lossy(&out.stdout);
         let v: Value =
             serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap_or(Value::Null);
-        if let (Some(name), Some(uri)) = (v["name"].as_str(), v["totp_uri"].as_str()) {
-            self.totp.add(name, uri);
-        }
+        v
+    }
+
+    /// `dwa-relay user add NAME --role ROLE [--customer C]...` (`args`
+    /// after `add`), then the user's own first log-in as a person makes
+    /// it: the one-time password replaced, two-factor enrolled where the
+    /// role requires it (its secret kept for [`Relay::totp`]). Returns the
+    /// command's JSON with `password` now the user's own.
+    pub async fn add_user(&self, args: &[&str]) -> Value {
+        let mut a = vec!["user", "add"];
+        a.extend_from_slice(args);
+        let mut v = self.ok(&a);
+        let name = v["name"]
+            .as_str()
+            .expect("user add prints the name")
+            .to_string();
+        let once = v["password"]
+            .as_str()
+            .expect("user add prints a password")
+            .to_string();
+        let own = format!("{once}-own");
+        browser::first_login(self, &name, &once, &own).await;
+        v["password"] = own.into();
         v
     }
 

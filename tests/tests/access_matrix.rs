@@ -226,6 +226,9 @@ fn table() -> Vec<(&'static str, &'static str, Need, BodyFn)> {
         ("GET", "/auth/oidc/callback", Need::Public, none),
         // Accounts: one's own two-factor, then admin's users, customers,
         // enrollment tokens.
+        // No body: an allowed caller gets 400 (a token's always: a password
+        // is changed from a log-in).
+        ("POST", "/api/v1/me/password", Need::AnyUser, none),
         ("POST", "/api/v1/me/totp", Need::AnyUser, none),
         // No body: an allowed caller gets 400, not a refusal.
         ("POST", "/api/v1/me/totp/confirm", Need::AnyUser, none),
@@ -241,6 +244,12 @@ fn table() -> Vec<(&'static str, &'static str, Need, BodyFn)> {
         (
             "POST",
             "/api/v1/users/{id}/reset-totp",
+            Need::Administer,
+            none,
+        ),
+        (
+            "POST",
+            "/api/v1/users/{id}/reset-password",
             Need::Administer,
             none,
         ),
@@ -279,7 +288,8 @@ fn fill(method: &str, path: &str, c: &Ctx) -> String {
         c.spare_device.to_string()
     } else if method == "DELETE" && path == "/api/v1/customers/{id}" {
         c.spare_customer.to_string()
-    } else if path == "/api/v1/users/{id}/reset-totp" {
+    } else if path == "/api/v1/users/{id}/reset-totp" || path == "/api/v1/users/{id}/reset-password"
+    {
         c.spare_user.to_string()
     } else if path.starts_with("/api/v1/devices/{id}") {
         c.device.to_string()
@@ -312,11 +322,11 @@ fn fill(method: &str, path: &str, c: &Ctx) -> String {
 /// name, password and a fresh API token of theirs (scripts' way in, no
 /// cookie, no two-factor step).
 async fn user(relay: &Relay, name: &str, role: &str, customer: Option<&str>) -> (String, String) {
-    let mut args = vec!["user", "add", name, "--role", role];
+    let mut args = vec![name, "--role", role];
     if let Some(c) = customer {
         args.extend(["--customer", c]);
     }
-    let v = relay.ok(&args);
+    let v = relay.add_user(&args).await;
     let password = v["password"].as_str().expect("password").to_string();
     (password.clone(), token_of(relay, name, &password).await)
 }

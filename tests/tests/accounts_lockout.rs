@@ -49,26 +49,20 @@ async fn refused_from(
 
 /// A serving relay with technician `tina` of customer `acme`; her
 /// password.
-fn relay_with_tina() -> (Relay, String) {
+async fn relay_with_tina() -> (Relay, String) {
     let mut relay = Relay::init();
     relay.start();
     relay.ok(&["customer", "add", "acme"]);
-    let tech = relay.ok(&[
-        "user",
-        "add",
-        "tina",
-        "--role",
-        "technician",
-        "--customer",
-        "acme",
-    ]);
+    let tech = relay
+        .add_user(&["tina", "--role", "technician", "--customer", "acme"])
+        .await;
     let pw = tech["password"].as_str().expect("password").to_string();
     (relay, pw)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_failures_lock_the_account_until_an_admin_unlocks_it() {
-    let (relay, pw) = relay_with_tina();
+    let (relay, pw) = relay_with_tina().await;
     // She logs in once: from then on this address's failures are hers.
     assert_eq!(attempt(&relay, "tina", &pw).await.0, StatusCode::OK);
 
@@ -198,7 +192,7 @@ async fn failures_are_limited_per_account_and_per_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_who_knows_the_name_cannot_lock_its_owner_out() {
-    let (relay, pw) = relay_with_tina();
+    let (relay, pw) = relay_with_tina().await;
     assert_eq!(attempt(&relay, "tina", &pw).await.0, StatusCode::OK);
 
     // Twelve wrong passwords for tina from another address: the stranger

@@ -76,7 +76,8 @@ async fn an_admin_without_two_factor_may_only_enroll() {
     let relay = Relay::start_new();
     let admin = Api::login(&relay, "admin", &relay.admin_password.clone()).await;
 
-    // A new admin gets a TOTP secret at creation; a viewer does not.
+    // A new user gets a one-time password and no two-factor secret: the
+    // user enrolls their own.
     let (s, ada) = admin
         .call(
             Method::POST,
@@ -85,9 +86,8 @@ async fn an_admin_without_two_factor_may_only_enroll() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{ada}");
-    assert!(ada["totp_uri"]
-        .as_str()
-        .is_some_and(|u| u.starts_with("otpauth://totp/")));
+    assert!(ada.get("totp_uri").is_none(), "{ada}");
+    assert_eq!(ada["password_change_required"], true, "{ada}");
     let (s, vic) = admin
         .call(
             Method::POST,
@@ -96,26 +96,59 @@ async fn an_admin_without_two_factor_may_only_enroll() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{vic}");
-    assert!(vic.get("totp_uri").is_none(), "{vic}");
-    let (s, _) = Api::new(&relay)
+    // A viewer's role does not require two-factor: after the password
+    // change nothing is restricted.
+    let vic_api = Api::new(&relay)
+        .log_in_once("vic", vic["password"].as_str().expect("password"))
+        .await;
+    let (s, v) = vic_api
         .call(
             Method::POST,
-            "/login",
-            Some(json!({"username": "vic", "password": vic["password"]})),
+            "/me/password",
+            Some(json!({"current_password": vic["password"], "new_password": "vic's own passphrase"})),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (s, v["totp_enrollment_required"].clone()),
+        (StatusCode::OK, json!(false)),
+        "{v}"
+    );
+    assert_eq!(
+        vic_api.call(Method::GET, "/devices", None).await.0,
+        StatusCode::OK
+    );
 
-    // Ada lost her phone: the admin resets her two-factor.
+    // Ada replaces her one-time password; an admin must enroll two-factor.
+    let once = ada["password"].as_str().expect("password").to_string();
+    let pw = "ada's own passphrase".to_string();
+    let first = Api::new(&relay).log_in_once("ada", &once).await;
+    let (s, v) = first
+        .call(
+            Method::POST,
+            "/me/password",
+            Some(json!({"current_password": once, "new_password": pw})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["totp_enrollment_required"].clone()),
+        (StatusCode::OK, json!(true)),
+        "{v}"
+    );
+
+    // The admin's reset of two-factor she has not enrolled yet changes
+    // nothing but ends her sessions.
     let id = ada["id"].as_i64().expect("id");
     let (s, v) = admin
         .call(Method::POST, &format!("/users/{id}/reset-totp"), None)
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["totp"], false);
+    assert_eq!(
+        first.call(Method::GET, "/me", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Her log-in with the password alone is restricted to enrollment.
-    let pw = ada["password"].as_str().expect("password").to_string();
     let mut ada_api = Api::new(&relay);
     let (s, v) = ada_api
         .call(

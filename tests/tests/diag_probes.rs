@@ -309,15 +309,10 @@ async fn permission_rate_limits_and_an_offline_agent() {
 
     // A technician of another customer: 403, audited, nothing run.
     f.relay.ok(&["customer", "add", "other"]);
-    let tech = f.relay.ok(&[
-        "user",
-        "add",
-        "tina",
-        "--role",
-        "technician",
-        "--customer",
-        "other",
-    ]);
+    let tech = f
+        .relay
+        .add_user(&["tina", "--role", "technician", "--customer", "other"])
+        .await;
     let tina = Api::login(&f.relay, "tina", tech["password"].as_str().expect("pw")).await;
     let (status, v) = f
         .diag(&tina, f.printer, json!({"kind": "tcp", "port": CLOSED}))

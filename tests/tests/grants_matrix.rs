@@ -139,11 +139,14 @@ async fn fixture() -> Fixture {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{u}");
     let tech_id = u["id"].as_i64().expect("user id");
-    let password = u["password"].as_str().expect("password").to_string();
+    let once = u["password"].as_str().expect("password").to_string();
+    let password = format!("{once}-own");
+    dwa_e2e_tests::browser::first_login(&relay, &tech_name, &once, &password).await;
     let login_source: IpAddr = relay.ip(50).parse().expect("ip");
     let token_source: IpAddr = relay.ip(51).parse().expect("ip");
+    let code = relay.totp.code(&tech_name).await;
     let tech = Api::from_source(&relay, login_source)
-        .log_in(&tech_name, &password)
+        .log_in_with(&tech_name, &password, code.as_deref())
         .await;
     let (s, t) = tech
         .call(Method::POST, "/tokens", Some(json!({"name": "matrix"})))
@@ -418,6 +421,13 @@ async fn run(l: Loss) {
     let f = fixture().await;
     let mut via_login = f.hold(&f.tech, f.relay.ip(50).parse().expect("ip")).await;
     let mut via_token = f.hold(&f.token, f.relay.ip(51).parse().expect("ip")).await;
+    // Records from here on: the fixture's own log-ins ended before.
+    let since = f
+        .relay
+        .audit()
+        .last()
+        .and_then(|r| r["id"].as_i64())
+        .unwrap_or(0);
     f.lose(l).await;
     let cut_by = Instant::now() + CUT_WITHIN;
     let e = ends(l);
@@ -468,6 +478,7 @@ async fn run(l: Loss) {
         f.relay
             .audit_kind(kind)
             .into_iter()
+            .filter(|r| r["id"].as_i64().unwrap_or(0) > since)
             .filter(|r| r["detail"]["reason"] == reason)
             .count()
     };

@@ -48,12 +48,12 @@ async fn logged_in(relay: &Relay, user: &str, password: &str) -> Browser {
     b
 }
 
-fn add_user(relay: &Relay, name: &str, role: &str, customer: Option<&str>) -> String {
-    let mut args = vec!["user", "add", name, "--role", role];
+async fn add_user(relay: &Relay, name: &str, role: &str, customer: Option<&str>) -> String {
+    let mut args = vec![name, "--role", role];
     if let Some(c) = customer {
         args.extend(["--customer", c]);
     }
-    relay.ok(&args)["password"]
+    relay.add_user(&args).await["password"]
         .as_str()
         .expect("password")
         .to_string()
@@ -96,7 +96,7 @@ async fn every_page_checks_the_caller_on_the_server() {
         ("cust", "customer", Some("acme")),
         ("othercust", "customer", Some("other")),
     ] {
-        let pw = add_user(&relay, name, role, customer);
+        let pw = add_user(&relay, name, role, customer).await;
         if name == "tech" {
             tech_pw = pw.clone();
         }
@@ -117,6 +117,7 @@ async fn every_page_checks_the_caller_on_the_server() {
         (format!("/customers/{acme}"), own),
         (format!("/agents/{}", agent.id), own),
         ("/audit".into(), everyone),
+        ("/account/password".into(), everyone),
         ("/audit?kind=user.&user=admin".into(), everyone),
         ("/audit/download?format=csv".into(), everyone),
         ("/audit/download?format=jsonl".into(), everyone),
@@ -334,14 +335,16 @@ async fn every_page_checks_the_caller_on_the_server() {
         .get(&format!("{PORTAL}/api/v1/audit?kind=user.login"))
         .await;
     let records: Vec<Value> = serde_json::from_slice(&all.body).expect("json");
-    assert_eq!(records.len(), 5, "every log-in: {records:?}");
+    // The admin's, and each user's two: the first (the one-time password
+    // replaced) and the portal's.
+    assert_eq!(records.len(), 9, "every log-in: {records:?}");
     let csv = admin
         .get(&format!(
             "{PORTAL}/audit/download?format=csv&kind=user.login"
         ))
         .await;
     assert!(csv.text().starts_with("id,ts,kind,actor"), "{}", csv.text());
-    assert_eq!(csv.text().lines().count(), 6);
+    assert_eq!(csv.text().lines().count(), 10);
 
     // The device page's support actions run the same services as the API:
     // a ping through the agent (its policy allows this address) ...

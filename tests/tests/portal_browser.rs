@@ -144,7 +144,7 @@ async fn wait_source(c: &Client, what: &str, pred: impl Fn(&str, &url::Url) -> b
 /// The cookie value of a valid log-in of another user, `mallory` (a
 /// viewer of the same relay), taken as an attacker would: by logging in.
 async fn mallory_cookie(relay: &Relay) -> String {
-    let m = relay.ok(&["user", "add", "mallory", "--role", "viewer"]);
+    let m = relay.add_user(&["mallory", "--role", "viewer"]).await;
     let password = m["password"].as_str().expect("password");
     let mut b = dwa_e2e_tests::browser::Browser::new(relay);
     b.get(&format!("{PORTAL}/login")).await;
@@ -309,7 +309,7 @@ async fn a_dealer_uses_the_portal_in_chromium() {
 
     // The printer's page posts the log-in form for another account (log-in
     // CSRF): refused, and the portal still knows the user as himself.
-    let eve = relay.ok(&["user", "add", "eve", "--role", "viewer"]);
+    let eve = relay.add_user(&["eve", "--role", "viewer"]).await;
     let eve_password = eve["password"].as_str().expect("password").to_string();
     c.goto(session_url.as_str()).await.expect("goto");
     wait_source(&c, "the printer's page again", |s, _| {

@@ -385,15 +385,9 @@ async fn signed_uploads_feed_inventory_reports_and_alert_webhook() {
 
     // A user of another customer sees none of it.
     relay.ok(&["customer", "add", "other"]);
-    let u = relay.ok(&[
-        "user",
-        "add",
-        "tina",
-        "--role",
-        "technician",
-        "--customer",
-        "other",
-    ]);
+    let u = relay
+        .add_user(&["tina", "--role", "technician", "--customer", "other"])
+        .await;
     let tina = Api::login(&relay, "tina", u["password"].as_str().expect("password")).await;
     let (_, v) = tina.call(Method::GET, "/devices", None).await;
     assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");

@@ -297,19 +297,17 @@ async fn tunnels_are_revoked_refused_audited_for_ipp_and_end_at_logout() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     f.relay.ok(&["customer", "add", "other"]);
-    let tech = f.relay.ok(&[
-        "user",
-        "add",
-        "tina",
-        "--role",
-        "technician",
-        "--customer",
-        "other",
-    ]);
+    let tech = f
+        .relay
+        .add_user(&["tina", "--role", "technician", "--customer", "other"])
+        .await;
     // With her two-factor code, so the refusal below is the customer
     // check, not the enrollment restriction.
     let code = f.relay.totp.code("tina").await;
-    assert!(code.is_some(), "user add printed tina's TOTP URI");
+    assert!(
+        code.is_some(),
+        "tina enrolled two-factor at her first log-in"
+    );
     let tina = Api::from_source(&f.relay, f.client)
         .log_in_with(
             "tina",

@@ -594,15 +594,10 @@ async fn the_api_checks_who_asks() {
 
     // A technician of another customer: 403, audited.
     f.relay.ok(&["customer", "add", "other"]);
-    let tech = f.relay.ok(&[
-        "user",
-        "add",
-        "tina",
-        "--role",
-        "technician",
-        "--customer",
-        "other",
-    ]);
+    let tech = f
+        .relay
+        .add_user(&["tina", "--role", "technician", "--customer", "other"])
+        .await;
     let tina = Api::login(
         &f.relay,
         "tina",
@@ -628,15 +623,10 @@ async fn the_api_checks_who_asks() {
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // A technician of this customer may; a viewer may not.
-    let acme_tech = f.relay.ok(&[
-        "user",
-        "add",
-        "ted",
-        "--role",
-        "technician",
-        "--customer",
-        "acme",
-    ]);
+    let acme_tech = f
+        .relay
+        .add_user(&["ted", "--role", "technician", "--customer", "acme"])
+        .await;
     let ted = Api::login(
         &f.relay,
         "ted",
@@ -647,15 +637,10 @@ async fn the_api_checks_who_asks() {
         .call(Method::POST, &url, Some(json!({"port": HTTP})))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
-    let viewer = f.relay.ok(&[
-        "user",
-        "add",
-        "vic",
-        "--role",
-        "viewer",
-        "--customer",
-        "acme",
-    ]);
+    let viewer = f
+        .relay
+        .add_user(&["vic", "--role", "viewer", "--customer", "acme"])
+        .await;
     let vic = Api::login(
         &f.relay,
         "vic",

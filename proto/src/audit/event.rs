@@ -377,6 +377,11 @@ cases! {
             id: i64,
             user: String,
         }
+        /// A new one-time password issued; the user's sessions ended.
+        UserResetPassword("user reset-password") {
+            id: i64,
+            user: String,
+        }
         CustomerCreate("customer create") {
             id: i64,
             customer: String,
@@ -493,12 +498,28 @@ events! {
         two_factor: bool,
         /// The log-in may only enroll two-factor.
         restricted: bool,
+        /// The password was an administrator's one-time password: the
+        /// log-in may only replace it (absent from older records).
+        #[serde(default)]
+        password_change: bool,
     }
     UserLoginFailed("user.login_failed", 1) {
         peer: String,
         reason: String,
     }
     UserLogout("user.logout", 1) {}
+    /// A user chose a new password (the current one given); the user's
+    /// other sessions and API tokens ended.
+    UserPasswordChanged("user.password_changed", 1) {
+        /// The password was an administrator's one-time password.
+        was_one_time: bool,
+        /// Grants ended: other log-ins, API tokens, what they opened.
+        grants_ended: u64,
+    }
+    /// A password change refused (wrong current password, weak new one).
+    UserPasswordChangeFailed("user.password_change_failed", 1) {
+        reason: String,
+    }
     /// Too many failed log-ins for an account or a source address (429).
     UserLoginRateLimited("user.login_rate_limited", 1) {
         peer: String,

@@ -83,6 +83,8 @@ pub const AGENT_SIGNATURE: &str = "agent_signature";
         crate::adapters::api::accounts::update_user,
         crate::adapters::api::accounts::unlock_user,
         crate::adapters::api::accounts::reset_totp,
+        crate::adapters::api::accounts::reset_password,
+        crate::adapters::api::accounts::change_password,
         crate::adapters::api::accounts::list_customers,
         crate::adapters::api::accounts::create_customer,
         crate::adapters::api::accounts::list_enrollment_tokens,

@@ -25,6 +25,11 @@ pub const TOKEN_PREFIX: &str = "dwat_";
 pub const RESTRICTED_CODE: &str = "totp_enrollment_required";
 pub const RESTRICTED_MESSAGE: &str = "two-factor authentication is required for your role: enroll it first (POST /api/v1/me/totp, then POST /api/v1/me/totp/confirm)";
 
+/// The 403 a log-in with an administrator's one-time password gets
+/// everywhere but the password change, and its code.
+pub const PASSWORD_CHANGE_CODE: &str = "password_change_required";
+pub const PASSWORD_CHANGE_MESSAGE: &str = "your password was issued by an administrator and works once: choose your own first (POST /api/v1/me/password)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// Not logged in, ended, unknown token (401).
@@ -39,6 +44,9 @@ pub enum AuthError {
     /// Must enroll two-factor first (403, its own code).
     #[error("{RESTRICTED_MESSAGE}")]
     Restricted,
+    /// Must replace a one-time password first (403, its own code).
+    #[error("{PASSWORD_CHANGE_MESSAGE}")]
+    PasswordChange,
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -56,7 +64,9 @@ impl Failure for AuthError {
         match self {
             AuthError::Unauthorized(_) => Class::Unauthorized,
             AuthError::Locked(_) => Class::Locked,
-            AuthError::Refused(_) | AuthError::Restricted => Class::Forbidden,
+            AuthError::Refused(_) | AuthError::Restricted | AuthError::PasswordChange => {
+                Class::Forbidden
+            }
             AuthError::Invalid(_) => Class::Invalid,
             AuthError::NotFound(_) => Class::NotFound,
             AuthError::Store(e) => e.class(),
@@ -68,6 +78,7 @@ impl Failure for AuthError {
     fn code(&self) -> &'static str {
         match self {
             AuthError::Restricted => RESTRICTED_CODE,
+            AuthError::PasswordChange => PASSWORD_CHANGE_CODE,
             AuthError::Store(e) => e.code(),
             _ => match self.class() {
                 Class::Unauthorized => "unauthorized",
@@ -104,6 +115,10 @@ pub struct Principal {
     /// A log-in of a user who must enroll two-factor first: only the
     /// enrollment routes answer.
     pub restricted: bool,
+    /// The user's password is an administrator's one-time password: only
+    /// the password change answers (read from the user at each request,
+    /// so the change lifts it at once).
+    pub password_change: bool,
 }
 
 impl Principal {
@@ -115,9 +130,7 @@ impl Principal {
     /// Refuses (403, with the reason) unless the role allows `action` for
     /// `customer`.
     pub fn require(&self, action: Action, customer: Option<i64>) -> Result<(), AuthError> {
-        if self.restricted {
-            return Err(AuthError::Restricted);
-        }
+        self.unrestricted()?;
         let p = permit(
             self.role,
             &Scope {
@@ -130,6 +143,18 @@ impl Principal {
             Ok(())
         } else {
             Err(AuthError::Refused(p.reason))
+        }
+    }
+
+    /// Refuses a log-in that must change its password or enroll
+    /// two-factor first.
+    pub fn unrestricted(&self) -> Result<(), AuthError> {
+        if self.password_change {
+            Err(AuthError::PasswordChange)
+        } else if self.restricted {
+            Err(AuthError::Restricted)
+        } else {
+            Ok(())
         }
     }
 
@@ -225,6 +250,7 @@ pub async fn load_principal(
         customers: svc.store.user_customers(user_id).await?,
         via,
         restricted,
+        password_change: u.password_change_required,
     })
 }
 
@@ -349,9 +375,7 @@ pub async fn create_token(
     p: &Principal,
     name: &str,
 ) -> Result<NewToken, AuthError> {
-    if p.restricted {
-        return Err(AuthError::Restricted);
-    }
+    p.unrestricted()?;
     let name = name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(AuthError::Invalid(

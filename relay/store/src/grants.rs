@@ -123,6 +123,9 @@ pub enum Selector {
     User(i64),
     /// The user's grants of these kinds.
     UserKinds(i64, Vec<GrantKind>),
+    /// Every grant of the user but this one and what was opened under it
+    /// (a password change ends the other sessions).
+    UserExcept(i64, i64),
     /// Grants reaching a device of this customer.
     Customer(i64),
     Device(i64),
@@ -258,6 +261,14 @@ impl Store {
                 Some(kinds_json(k)),
                 Some(*u),
             ),
+            Selector::UserExcept(u, keep) => (
+                "user_id = $5 AND id NOT IN ( \
+                   WITH RECURSIVE k(id) AS (SELECT CAST($4 AS INTEGER) \
+                     UNION SELECT g.id FROM grants g JOIN k ON g.parent_id = k.id) \
+                   SELECT id FROM k)",
+                Some(keep.to_string()),
+                Some(*u),
+            ),
             Selector::Customer(c) => ("customer_id = $5", None, Some(*c)),
             Selector::Device(d) => ("device_id = $5", None, Some(*d)),
             Selector::Agent(a) => ("agent_id = $4", Some(a.clone()), None),
@@ -295,5 +306,65 @@ impl Store {
         .bind(since)
         .fetch_all(&self.pool)
         .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ending_a_users_other_grants_keeps_this_one_and_its_children() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_sqlite(&tmp.path().join("t.db"), true)
+            .await
+            .expect("open");
+        let uid: i64 = sqlx::query_scalar(
+            "INSERT INTO users (username, password_hash, role, created_at) \
+             VALUES ('ann', 'x', 'technician', 't') RETURNING id",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .expect("user");
+        let grant = |kind, parent| {
+            let mut g = NewGrant::new(kind, 1);
+            g.user_id = Some(uid);
+            g.parent_id = parent;
+            g
+        };
+        let here = store
+            .issue_grant(&grant(GrantKind::Login, None))
+            .await
+            .expect("g");
+        let here_child = store
+            .issue_grant(&grant(GrantKind::WebSession, Some(here)))
+            .await
+            .expect("g");
+        let other = store
+            .issue_grant(&grant(GrantKind::Login, None))
+            .await
+            .expect("g");
+        let other_child = store
+            .issue_grant(&grant(GrantKind::WebSession, Some(other)))
+            .await
+            .expect("g");
+        let token = store
+            .issue_grant(&grant(GrantKind::ApiToken, None))
+            .await
+            .expect("g");
+        let ended = store
+            .end_grants(&Selector::UserExcept(uid, here), "password_changed", "t", 2)
+            .await
+            .expect("end");
+        let mut ids: Vec<i64> = ended.iter().map(|g| g.id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![other, other_child, token]);
+        let again = store
+            .end_grants(&Selector::User(uid), "logout", "t", 3)
+            .await
+            .expect("end");
+        let mut left: Vec<i64> = again.iter().map(|g| g.id).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec![here, here_child]);
     }
 }

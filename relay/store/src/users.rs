@@ -14,13 +14,15 @@ pub struct UserRow {
     pub failed_logins: i64,
     /// Two-factor is active.
     pub totp: bool,
+    /// The password was issued by an administrator and not yet changed.
+    pub password_change_required: bool,
     pub created_at: String,
     pub last_login: Option<String>,
     pub deactivated_at: Option<String>,
 }
 
 const USER_COLUMNS: &str = "id, username, role, active, locked_at, failed_logins, \
-    totp_secret IS NOT NULL AS totp, created_at, last_login, deactivated_at";
+    totp_secret IS NOT NULL AS totp, password_change_required, created_at, last_login, deactivated_at";
 
 /// A user of the portal's list: its customers' names joined.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -46,6 +48,8 @@ pub struct NewUser<'a> {
     pub created_at: &'a str,
     /// Starts the inactivity clock (None: the creation time counts).
     pub last_active: Option<i64>,
+    /// The password is one-time: its first log-in must choose another.
+    pub password_change_required: bool,
 }
 
 /// What the log-in check needs of a user.
@@ -126,6 +130,7 @@ pub struct UserAuthRow {
     pub role: String,
     pub active: bool,
     pub locked_at: Option<String>,
+    pub password_change_required: bool,
 }
 
 impl Store {
@@ -169,14 +174,15 @@ impl Store {
     pub async fn add_user(&self, u: &NewUser<'_>) -> Result<i64> {
         let mut tx = self.begin().await?;
         let r = sqlx::query_scalar(
-            "INSERT INTO users (username, password_hash, role, created_at, last_active) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO users (username, password_hash, role, created_at, last_active, password_change_required) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(u.username)
         .bind(u.password_hash)
         .bind(u.role)
         .bind(u.created_at)
         .bind(u.last_active)
+        .bind(u.password_change_required)
         .fetch_one(&mut *tx.tx)
         .await;
         let id = unique(r, || format!("user {:?} already exists", u.username))?;
@@ -414,11 +420,39 @@ impl Store {
 
     pub async fn user_auth(&self, id: i64) -> Result<Option<UserAuthRow>> {
         Ok(
-            sqlx::query_as("SELECT id, username, role, active, locked_at FROM users WHERE id = $1")
+            sqlx::query_as("SELECT id, username, role, active, locked_at, password_change_required FROM users WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    /// The stored password hash of a local account.
+    pub async fn password_hash(&self, id: i64) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Replaces a user's password hash. `change_required`: an
+    /// administrator's one-time password (the next log-in must choose its
+    /// own); false for the user's own choice.
+    pub async fn set_password(&self, id: i64, hash: &str, change_required: bool) -> Result<()> {
+        let r = sqlx::query(
+            "UPDATE users SET password_hash = $1, password_change_required = $2 WHERE id = $3",
+        )
+        .bind(hash)
+        .bind(change_required)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("no user {id}")));
+        }
+        Ok(())
     }
 
     pub async fn user_id_by_name(&self, username: &str) -> Result<Option<i64>> {
@@ -659,6 +693,7 @@ mod tests {
             customers,
             created_at: "2030-01-01T00:00:00Z",
             last_active: Some(1_900_000_000),
+            password_change_required: false,
         }
     }
 

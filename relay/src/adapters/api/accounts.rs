@@ -6,16 +6,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use dwa_store::customers::CustomerRow;
 use serde::{Deserialize, Serialize};
 
-use crate::adapters::http::reply::ApiError;
+use crate::adapters::http::reply::{ApiError, PeerAddr};
 use crate::adapters::state::Relay;
 use crate::error::RelayError;
 use crate::services::accounts::users::{
-    self, EnrollmentToken, NewEnrollmentToken, NewUser, TotpEnabled, TotpEnrollment, User,
-    UserPatch,
+    self, CreatedUser, EnrollmentToken, NewEnrollmentToken, NewUser, PasswordChange,
+    PasswordChanged, TotpEnabled, TotpEnrollment, User, UserPatch,
 };
 use crate::services::auth::Principal;
 
@@ -23,12 +23,14 @@ type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 pub fn routes() -> Router<Relay> {
     Router::new()
+        .route("/api/v1/me/password", post(change_password))
         .route("/api/v1/me/totp", post(begin_totp))
         .route("/api/v1/me/totp/confirm", post(confirm_totp))
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/users/{id}", get(get_user).patch(update_user))
         .route("/api/v1/users/{id}/unlock", post(unlock_user))
         .route("/api/v1/users/{id}/reset-totp", post(reset_totp))
+        .route("/api/v1/users/{id}/reset-password", post(reset_password))
         .route(
             "/api/v1/customers",
             get(list_customers).post(create_customer),
@@ -48,6 +50,22 @@ fn json_body<T>(b: Body<T>) -> Result<T, RelayError> {
 
 fn created(v: impl Serialize) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
+}
+
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "accounts", security(("cookie" = [])), request_body = PasswordChange,
+    responses((status = 200, description = "Changed; the user's other log-ins and API tokens ended", body = PasswordChanged),
+              (status = 400, description = "The new password is too short, too long, the current one or the user name"),
+              (status = 401, description = "The current password is wrong (counts toward the lockout)")))]
+pub async fn change_password(
+    State(relay): State<Relay>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    p: Principal,
+    body: Body<PasswordChange>,
+) -> Result<Json<PasswordChanged>> {
+    let req = json_body(body)?;
+    Ok(Json(
+        users::change_password(&relay, &p, &req, &peer.to_string()).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/me/totp", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
@@ -82,7 +100,7 @@ pub async fn list_users(State(relay): State<Relay>, p: Principal) -> Result<Json
 }
 
 #[utoipa::path(post, path = "/api/v1/users", tag = "accounts", security(("cookie" = []), ("bearer" = [])), request_body = NewUser,
-    responses((status = 201, description = "The user, its one-time password and (roles that require it) totp_uri"),
+    responses((status = 201, description = "The user and its one-time password (its first log-in must change it; two-factor is the user's to enroll)"),
               (status = 409, description = "The name is taken")))]
 pub async fn create_user(
     State(relay): State<Relay>,
@@ -187,4 +205,15 @@ pub async fn create_enrollment_token(
     Ok(created(
         users::create_enrollment_token(&relay, &p, &req).await?,
     ))
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{id}/reset-password", tag = "accounts", security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 200, description = "A new one-time password (shown once); the user's log-ins and API tokens ended")))]
+pub async fn reset_password(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<CreatedUser>> {
+    Ok(Json(users::reset_password(&relay, &p, id).await?))
 }

@@ -97,6 +97,7 @@ pub(crate) async fn login(
         "user": ok.principal.username, "role": ok.principal.role.as_str(),
         "expires_at": ok.expires_at, "csrf_token": ok.principal.csrf_token(),
         "totp_enrollment_required": ok.principal.restricted,
+        "password_change_required": ok.principal.password_change,
     }))
     .into_response();
     r.headers_mut()
@@ -149,14 +150,15 @@ pub async fn end_login(relay: &Relay, p: &Principal) -> Result<()> {
     tag = "auth",
     security(("cookie" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "`{user, role, customers, csrf_token, totp_enrollment_required}`", body = Object),
+        (status = 200, description = "`{user, role, customers, csrf_token, totp_enrollment_required, password_change_required}`", body = Object),
         E401,
     )
 )]
 pub(crate) async fn me(p: Principal) -> Json<serde_json::Value> {
     Json(
         json!({"user": p.username, "role": p.role.as_str(), "customers": p.customers,
-                "csrf_token": p.csrf_token(), "totp_enrollment_required": p.restricted}),
+                "csrf_token": p.csrf_token(), "totp_enrollment_required": p.restricted,
+                "password_change_required": p.password_change}),
     )
 }
 

@@ -1,8 +1,9 @@
 //! Who is calling an HTTP request: the `Authorization: Bearer` token or the
 //! log-in cookie, resolved by `services::auth`; plus the web-security
 //! checks that belong to HTTP itself — a cookie write must come from the
-//! portal's own origin and carry the log-in's CSRF token, and a log-in
-//! that must enroll two-factor reaches only the enrollment routes.
+//! portal's own origin and carry the log-in's CSRF token, a log-in with a
+//! one-time password reaches only the password change, and one that must
+//! enroll two-factor only the enrollment routes.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -17,14 +18,26 @@ use crate::util::Cookie;
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// What a restricted log-in (two-factor required, not yet enrolled) may call.
-pub const RESTRICTED_ALLOWED: [&str; 7] = [
+pub const RESTRICTED_ALLOWED: [&str; 9] = [
     "/api/v1/me",
+    "/api/v1/me/password",
+    crate::adapters::portal::account::PASSWORD_PATH,
     "/api/v1/me/totp",
     "/api/v1/me/totp/confirm",
     "/api/v1/logout",
     // The portal's enrollment pages and log-out.
     crate::adapters::portal::account::PATH,
     crate::adapters::portal::account::CONFIRM_PATH,
+    "/logout",
+];
+
+/// What a log-in with an administrator's one-time password may call:
+/// choosing its own password comes first.
+pub const PASSWORD_CHANGE_ALLOWED: [&str; 5] = [
+    "/api/v1/me",
+    "/api/v1/me/password",
+    "/api/v1/logout",
+    crate::adapters::portal::account::PASSWORD_PATH,
     "/logout",
 ];
 
@@ -79,6 +92,9 @@ pub async fn authenticate(relay: &Relay, parts: &Parts) -> Result<Principal, Aut
     }
     let p = auth::principal_for_cookie(&relay.svc, cookie).await?;
     let path = parts.uri.path();
+    if p.password_change && !PASSWORD_CHANGE_ALLOWED.contains(&path) {
+        return Err(AuthError::PasswordChange);
+    }
     if p.restricted && !RESTRICTED_ALLOWED.contains(&path) {
         return Err(AuthError::Restricted);
     }

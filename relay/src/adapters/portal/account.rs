@@ -1,17 +1,25 @@
-//! The caller's own account: two-factor enrollment in the portal, through
-//! the accounts service the API uses (`/api/v1/me/totp`). A restricted
-//! log-in (a role that requires two-factor, none enrolled) lands here.
+//! The caller's own account: its password and two-factor enrollment,
+//! through the accounts services the API uses (`/api/v1/me/password`,
+//! `/api/v1/me/totp`). A log-in with an administrator's one-time password
+//! lands on the password page; a restricted log-in (a role that requires
+//! two-factor, none enrolled) on the two-factor page.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use axum::Extension;
 use maud::{html, PreEscaped};
 use serde::Deserialize;
 
 use super::layout::{csrf_field, page};
 use super::{check_csrf, form, FormBody, PResult, Portal};
+use crate::adapters::http::reply::PeerAddr;
 use crate::adapters::state::Relay;
-use crate::services::accounts::users;
+use crate::services::accounts::users::{self, PasswordChange};
+use crate::services::accounts::AccountError;
+use crate::services::auth::Principal;
 
+pub const PASSWORD_PATH: &str = "/account/password";
 pub const PATH: &str = "/account/two-factor";
 pub const CONFIRM_PATH: &str = "/account/two-factor/confirm";
 
@@ -98,4 +106,92 @@ pub async fn confirm(
         },
     )
     .into_response())
+}
+
+fn password_page(p: &Principal, error: Option<&str>) -> maud::Markup {
+    page(
+        "Password",
+        Some(p),
+        html! {
+            @if let Some(e) = error {
+                p.error role="alert" { (e) }
+            } @else if p.password_change {
+                p.notice role="status" { "Your password was issued by an administrator and works only once: choose your own to use the portal." }
+            }
+            form.stack method="post" action=(PASSWORD_PATH) {
+                (csrf_field(p))
+                label for="current_password" { "Current password"
+                    input id="current_password" name="current_password" type="password"
+                        autocomplete="current-password" required;
+                }
+                label for="new_password" { "New password (at least " (users::MIN_PASSWORD) " characters)"
+                    input id="new_password" name="new_password" type="password"
+                        autocomplete="new-password" required minlength=(users::MIN_PASSWORD)
+                        maxlength=(users::MAX_PASSWORD);
+                }
+                label for="repeat_password" { "New password again"
+                    input id="repeat_password" name="repeat_password" type="password"
+                        autocomplete="new-password" required;
+                }
+                button type="submit" { "Change password" }
+            }
+            p { "Changing it ends your other log-ins and your API tokens." }
+        },
+    )
+}
+
+pub async fn password(Portal(p): Portal) -> PResult {
+    Ok(password_page(&p, None).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    _csrf: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    repeat_password: String,
+}
+
+/// Changes the caller's password; a log-in that must still enroll
+/// two-factor goes on to do so.
+pub async fn change_password(
+    State(relay): State<Relay>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    Portal(p): Portal,
+    body: FormBody<PasswordForm>,
+) -> PResult {
+    let f = form(body)?;
+    check_csrf(&p, &f._csrf)?;
+    let again =
+        |status: StatusCode, msg: &str| (status, password_page(&p, Some(msg))).into_response();
+    if f.new_password != f.repeat_password {
+        return Ok(again(
+            StatusCode::BAD_REQUEST,
+            "The two new passwords differ.",
+        ));
+    }
+    let req = PasswordChange {
+        current_password: f.current_password,
+        new_password: f.new_password,
+    };
+    match users::change_password(&relay, &p, &req, &peer.to_string()).await {
+        Ok(done) if done.totp_enrollment_required => Ok(super::see_other(PATH)),
+        Ok(_) => Ok(page(
+            "Password",
+            Some(&p),
+            html! {
+                p.notice role="status" { "Your password is changed. Your other log-ins and API tokens have ended." }
+                p { a href="/" { "Continue to the portal" } }
+            },
+        )
+        .into_response()),
+        // Shown on the form: the portal's generic 401 would log the user out.
+        Err(AccountError::Unauthorized(m)) => Ok(again(StatusCode::UNAUTHORIZED, &m)),
+        Err(AccountError::Invalid(m)) => Ok(again(StatusCode::BAD_REQUEST, &m)),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -135,6 +135,7 @@ pub fn page(title: &str, user: Option<&Principal>, body: Markup) -> Markup {
                         }
                         div.who {
                             span { (p.username) " (" (p.role.as_str()) ")" }
+                            a href=(super::account::PASSWORD_PATH) { "Password" }
                             form.inline method="post" action="/logout" {
                                 (csrf_field(p))
                                 button type="submit" { "Log out" }

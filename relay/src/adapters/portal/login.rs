@@ -96,8 +96,11 @@ pub async fn submit(
     };
     match crate::services::accounts::login::login(&relay, &req, &peer.to_string()).await {
         Ok(ok) => {
-            // A restricted log-in can only enroll two-factor: go there.
-            let next = if ok.principal.restricted {
+            // A one-time password is replaced first; a restricted log-in
+            // can only enroll two-factor: go there.
+            let next = if ok.principal.password_change {
+                super::account::PASSWORD_PATH
+            } else if ok.principal.restricted {
                 super::account::PATH
             } else {
                 "/"

@@ -11,7 +11,7 @@
 //! - [`login`]: log-in (password + two-factor code) and log-out.
 //! - [`fleet`]: customers, agents, devices, a device's page.
 //! - [`actions`]: a device's actions (web page, diagnostics, TCP tunnel).
-//! - [`account`]: the caller's two-factor enrollment.
+//! - [`account`]: the caller's password and two-factor enrollment.
 //! - [`audit`]: the audit log with filters and downloads.
 //! - [`admin`]: users, roles, customers, enrollment tokens, alert rules.
 
@@ -49,6 +49,10 @@ pub fn routes() -> Router<Relay> {
         .route("/devices/{id}", get(fleet::device))
         .route("/devices/{id}/web", post(actions::open_web))
         .route("/devices/{id}/diagnostics", post(actions::diagnose))
+        .route(
+            account::PASSWORD_PATH,
+            get(account::password).post(account::change_password),
+        )
         .route(account::PATH, get(account::two_factor).post(account::begin))
         .route(account::CONFIRM_PATH, post(account::confirm))
         .route("/devices/{id}/tunnel", post(actions::tunnel))
@@ -144,6 +148,10 @@ impl IntoResponse for PortalError {
             // A log-in that must enroll two-factor first is sent to do so.
             Class::Forbidden if e.code() == crate::services::auth::RESTRICTED_CODE => {
                 return Redirect::to(account::PATH).into_response()
+            }
+            // So is one that must replace an administrator's password.
+            Class::Forbidden if e.code() == crate::services::auth::PASSWORD_CHANGE_CODE => {
+                return Redirect::to(account::PASSWORD_PATH).into_response()
             }
             Class::Forbidden => (StatusCode::FORBIDDEN, "Not allowed"),
             Class::Locked => (StatusCode::LOCKED, "Account locked"),

@@ -75,18 +75,7 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
         .as_ref()
         .map(|r| r.password_hash.clone())
         .unwrap_or_else(|| svc.dummy_hash.clone());
-    let password = req.password.clone();
-    let ok = tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&stored)
-            .map(|h| {
-                argon2::Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false);
+    let ok = password_matches(stored, req.password.clone()).await;
     let Some(r) = row.filter(|_| ok) else {
         let why = "wrong user name or password";
         return Err(failure(svc, &name, known_id, ip, peer, why).await);
@@ -193,12 +182,29 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
                 role: principal.role.as_str().to_string(),
                 two_factor: secret.is_some(),
                 restricted,
+                password_change: principal.password_change,
             },
             &principal.actor(),
             None,
         )
         .await;
     Ok(ok)
+}
+
+/// Whether `password` matches the argon2id hash `stored` (off the async
+/// workers: a verification takes tens of milliseconds).
+pub async fn password_matches(stored: String, password: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&stored)
+            .map(|h| {
+                argon2::Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Who failed a log-in, from where.
@@ -260,7 +266,6 @@ async fn failure(
     peer: &str,
     reason: &str,
 ) -> AccountError {
-    let limit = svc.cfg.accounts.lockout_after;
     audit_attempt(svc, name, failed(peer, reason)).await;
     // The same query for a missing name (id 0 has no sources): equal work.
     let own = match ip {
@@ -271,14 +276,37 @@ async fn failure(
             .unwrap_or(false),
         None => false,
     };
-    // Lockout: the count and the lock in one transaction.
-    let locked = if own {
-        count_failure(svc, name, limit).await
-    } else {
-        Ok(None)
-    };
+    if own {
+        count_own_failure(svc, name, peer).await;
+    }
     let mut result = AccountError::Unauthorized("invalid username or password".into());
-    match locked {
+    let over = ip
+        .and_then(|ip| svc.gates.address.fail(&ip).map(|s| (s, "address")))
+        .into_iter()
+        .chain(
+            svc.gates
+                .account
+                .fail(&(name.to_lowercase(), ip.unwrap_or(UNKNOWN_SOURCE)))
+                .map(|s| (s, "account")),
+        )
+        .next();
+    if let Some((retry_after, which)) = over {
+        audit_attempt(svc, name, rate_limited(peer, which)).await;
+        result = AccountError::RateLimited {
+            msg: format!("too many failed log-ins for this {which}; retry later"),
+            retry_after,
+        };
+    }
+    result
+}
+
+/// Counts a failure of the account's owner (a log-in from one of its own
+/// addresses, or a wrong current password in its own session) toward the
+/// lockout; at the limit the account locks and its grants end.
+pub async fn count_own_failure(svc: &Services, name: &str, peer: &str) {
+    let limit = svc.cfg.accounts.lockout_after;
+    // Lockout: the count and the lock in one transaction.
+    match count_failure(svc, name, limit).await {
         Ok(Some(f)) if f.locked_at.is_some() => {
             let n = f.failed_logins;
             // A locked account holds nothing any more.
@@ -306,24 +334,6 @@ async fn failure(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "counting a failed log-in"),
     }
-    let over = ip
-        .and_then(|ip| svc.gates.address.fail(&ip).map(|s| (s, "address")))
-        .into_iter()
-        .chain(
-            svc.gates
-                .account
-                .fail(&(name.to_lowercase(), ip.unwrap_or(UNKNOWN_SOURCE)))
-                .map(|s| (s, "account")),
-        )
-        .next();
-    if let Some((retry_after, which)) = over {
-        audit_attempt(svc, name, rate_limited(peer, which)).await;
-        result = AccountError::RateLimited {
-            msg: format!("too many failed log-ins for this {which}; retry later"),
-            retry_after,
-        };
-    }
-    result
 }
 
 /// Counts a failed log-in against the account named `name`, if there is

@@ -137,6 +137,9 @@ pub struct User {
     pub locked_at: Option<String>,
     pub failed_logins: i64,
     pub totp: bool,
+    /// The password is an administrator's one-time password, not yet
+    /// replaced.
+    pub password_change_required: bool,
     pub created_at: String,
     pub last_login: Option<String>,
     pub deactivated_at: Option<String>,
@@ -154,6 +157,7 @@ impl User {
             locked_at: r.locked_at,
             failed_logins: r.failed_logins,
             totp: r.totp,
+            password_change_required: r.password_change_required,
             created_at: r.created_at,
             last_login: r.last_login,
             deactivated_at: r.deactivated_at,
@@ -201,17 +205,15 @@ pub struct NewUser {
     pub customers: Vec<i64>,
 }
 
-/// A new user, its one-time password and, for roles that require it, its
-/// two-factor enrollment (all shown once).
+/// A new user and its one-time password (shown once). The first log-in
+/// with it may only choose the user's own password; a role that requires
+/// two-factor then enrolls it, so nobody but the user learns either
+/// secret.
 #[derive(Debug, Clone, Serialize)]
 pub struct CreatedUser {
     #[serde(flatten)]
     pub user: User,
     pub password: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub totp_uri: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub totp_qr_svg: Option<String>,
 }
 
 fn check_role_customers(role: Role, customers: &[i64]) -> Result<()> {
@@ -247,8 +249,8 @@ pub fn hash_password(password: &str) -> Result<String> {
         .map_err(|e| AccountError::Invalid(format!("hashing password: {e}")))
 }
 
-/// Creates a user with a one-time password (and, for roles that require
-/// it, an active TOTP secret whose URI is shown once).
+/// Creates a user with a one-time password: its first log-in must choose
+/// another, and two-factor is the user's own to enroll.
 pub async fn create_user(svc: &Services, p: &Principal, req: &NewUser) -> Result<CreatedUser> {
     p.require(Action::Administer, None)?;
     let name = req.username.trim();
@@ -271,13 +273,9 @@ pub async fn create_user(svc: &Services, p: &Principal, req: &NewUser) -> Result
             customers: &req.customers,
             created_at: &svc.time.rfc3339(),
             last_active: Some(svc.time.unix()),
+            password_change_required: true,
         })
         .await?;
-    let totp_uri = if super::login::totp_required(svc, role) {
-        Some(provision_totp(&svc.store, id, name, &svc.cfg.domain).await?)
-    } else {
-        None
-    };
     admin_audit(
         svc,
         p,
@@ -286,18 +284,177 @@ pub async fn create_user(svc: &Services, p: &Principal, req: &NewUser) -> Result
             id,
             role: role.as_str().to_string(),
             customers: req.customers.clone(),
-            totp: totp_uri.is_some(),
+            totp: false,
         },
     )
     .await;
     let user = get_user(svc, p, id).await?;
-    let totp_qr_svg = totp_uri.as_deref().map(totp::qr_svg).transpose()?;
-    Ok(CreatedUser {
-        user,
-        password,
-        totp_uri,
-        totp_qr_svg,
+    Ok(CreatedUser { user, password })
+}
+
+/// A password a user may choose: 12..=1024 characters, not the current
+/// one, not the user name.
+pub fn check_new_password(new: &str, current: &str, username: &str) -> Result<()> {
+    let n = new.chars().count();
+    let why = if n < MIN_PASSWORD {
+        format!("the new password must have at least {MIN_PASSWORD} characters")
+    } else if n > MAX_PASSWORD {
+        format!("the new password must have at most {MAX_PASSWORD} characters")
+    } else if new == current {
+        "the new password must differ from the current one".into()
+    } else if new.trim().eq_ignore_ascii_case(username.trim()) {
+        "the new password must not be the user name".into()
+    } else {
+        return Ok(());
+    };
+    Err(AccountError::Invalid(why))
+}
+
+pub const MIN_PASSWORD: usize = 12;
+pub const MAX_PASSWORD: usize = 1024;
+
+/// A password change: the current password and the new one.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// What a password change did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PasswordChanged {
+    pub changed: bool,
+    /// Grants ended: the user's other log-ins, API tokens and what they
+    /// opened.
+    pub grants_ended: u64,
+    /// Two-factor is still to enroll before the log-in may do more.
+    pub totp_enrollment_required: bool,
+}
+
+/// Changes the caller's own password from a log-in session: the current
+/// password is required (a wrong one counts toward the lockout, as the
+/// account's own failed log-in would), and every other grant of the user
+/// ends.
+pub async fn change_password(
+    svc: &Services,
+    p: &Principal,
+    req: &PasswordChange,
+    peer: &str,
+) -> Result<PasswordChanged> {
+    let crate::services::auth::Via::Session { grant, .. } = &p.via else {
+        return Err(AccountError::Invalid(
+            "a password is changed from a log-in session, not with an API token".into(),
+        ));
+    };
+    let grant = *grant;
+    let fail = |reason: &str| Event::UserPasswordChangeFailed {
+        reason: reason.to_string(),
+    };
+    let stored = svc
+        .store
+        .password_hash(p.user_id)
+        .await?
+        .ok_or_else(|| no_user(p.user_id))?;
+    if !super::login::password_matches(stored, req.current_password.clone()).await {
+        svc.audit
+            .record(fail("wrong current password"), &p.actor(), None)
+            .await;
+        super::login::count_own_failure(svc, &p.username, peer).await;
+        return Err(AccountError::Unauthorized(
+            "the current password is wrong".into(),
+        ));
+    }
+    if let Err(e) = check_new_password(&req.new_password, &req.current_password, &p.username) {
+        svc.audit
+            .record(fail(&e.to_string()), &p.actor(), None)
+            .await;
+        return Err(e);
+    }
+    let hash = hash_password(&req.new_password)?;
+    svc.store.set_password(p.user_id, &hash, false).await?;
+    let ended = grants::end(
+        svc,
+        dwa_store::grants::Selector::UserExcept(p.user_id, grant),
+        EndReason::PasswordChanged,
+        &p.actor(),
+    )
+    .await?;
+    let grants_ended = u64::try_from(ended.len()).unwrap_or(u64::MAX);
+    svc.audit
+        .record(
+            Event::UserPasswordChanged {
+                was_one_time: p.password_change,
+                grants_ended,
+            },
+            &p.actor(),
+            None,
+        )
+        .await;
+    Ok(PasswordChanged {
+        changed: true,
+        grants_ended,
+        totp_enrollment_required: p.restricted,
     })
+}
+
+/// Issues a new one-time password for user `id` (forgotten password): the
+/// user's log-ins and API tokens end, and the next log-in must choose a
+/// new password. Shown once to the administrator.
+pub async fn reset_password(svc: &Services, p: &Principal, id: i64) -> Result<CreatedUser> {
+    p.require(Action::Administer, None)?;
+    let v = user(svc, id).await?;
+    if id == p.user_id {
+        return Err(AccountError::Invalid(
+            "change your own password with POST /api/v1/me/password".into(),
+        ));
+    }
+    let password = issue_one_time_password(svc, id).await?;
+    end_sessions_of(svc, id, &p.actor(), EndReason::PasswordChanged).await?;
+    admin_audit(
+        svc,
+        p,
+        UserAdmin::UserResetPassword {
+            id,
+            user: v.username.clone(),
+        },
+    )
+    .await;
+    Ok(CreatedUser {
+        user: user(svc, id).await?,
+        password,
+    })
+}
+
+/// A fresh one-time password stored (hashed) for `id`.
+async fn issue_one_time_password(svc: &Services, id: i64) -> Result<String> {
+    let password = random_password();
+    svc.store
+        .set_password(id, &hash_password(&password)?, true)
+        .await?;
+    Ok(password)
+}
+
+/// [`reset_password`] for the CLI on the relay host (by name, as `actor`).
+pub async fn reset_password_named(svc: &Services, actor: &str, username: &str) -> Result<String> {
+    let id = svc
+        .store
+        .user_id_by_name(username)
+        .await?
+        .ok_or_else(|| AccountError::NotFound(format!("no user {username:?}")))?;
+    let password = issue_one_time_password(svc, id).await?;
+    end_sessions_of(svc, id, actor, EndReason::PasswordChanged).await?;
+    svc.audit
+        .append(
+            Event::UserAdmin(UserAdmin::UserResetPassword {
+                id,
+                user: username.to_string(),
+            }),
+            actor,
+            None,
+        )
+        .await?;
+    Ok(password)
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -623,6 +780,17 @@ mod tests {
             lost_authority("viewer", &[1], r("viewer"), &[1, 2], false),
             None
         );
+    }
+
+    #[test]
+    fn a_new_password_is_long_new_and_not_the_name() {
+        let ok = |n: &str| check_new_password(n, "old one-time pw", "ann").is_ok();
+        assert!(ok("correct horse battery"));
+        assert!(ok(&"é".repeat(MIN_PASSWORD)), "characters, not bytes");
+        assert!(!ok(&"x".repeat(MIN_PASSWORD - 1)));
+        assert!(!ok(&"x".repeat(MAX_PASSWORD + 1)));
+        assert!(!ok("old one-time pw"));
+        assert!(check_new_password("Ann-the-user", "x", "ann-the-user").is_err());
     }
 
     #[test]
