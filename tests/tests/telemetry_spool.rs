@@ -9,6 +9,9 @@
 //! - The agent is killed with SIGKILL while it uploads, then restarted: the
 //!   same, although the relay has stored batches the agent never saw
 //!   acknowledged.
+//! - The agent is killed with SIGKILL in the middle of a scan: nothing of
+//!   that scan is spooled (a scan goes in whole or not at all), and after
+//!   the restart every scan's readings arrive exactly once.
 //! - Scan settings made on the relay reach the running agent, which keeps
 //!   them inside its own ceiling; "scan now" runs a scan at once; a
 //!   discovered device is a web-session target.
@@ -34,23 +37,35 @@ const WEB_PORT: u16 = 8080;
 struct Site {
     relay: Relay,
     agent: Agent,
-    _fleet: Fleet,
+    fleet: Fleet,
 }
 
 /// A relay (serving), an enrolled agent (not started) whose `[scan]` covers
 /// four simulated printers, scanning every `interval`, uploading `batch`
 /// items per request.
 async fn site(interval: &str, batch: usize) -> Site {
+    site_with(interval, batch, false).await
+}
+
+/// [`site`]; with `hole`, one address of the range (`.30`) takes SNMP
+/// requests and never answers, so every scan waits out its timeout.
+async fn site_with(interval: &str, batch: usize, hole: bool) -> Site {
     let relay = Relay::start_new();
     let net = relay.net.clone();
     let addresses: Vec<IpAddr> = (0..PRINTERS)
         .map(|i| format!("{net}.{}", 20 + i).parse().expect("address"))
         .collect();
+    let mut snmp = dwa_sim::snmp::SnmpOptions::default();
+    if hole {
+        let silent: IpAddr = format!("{net}.30").parse().expect("address");
+        snmp.black_hole = Some(dwa_sim::snmp::BlackHole::Addresses(vec![silent]));
+    }
     let fleet = Fleet::start(FleetConfig {
         addresses,
         http_port: WEB_PORT,
         https_port: None,
         snmp_port: Some(0),
+        snmp,
         ..FleetConfig::default()
     })
     .await
@@ -74,7 +89,8 @@ async fn site(interval: &str, batch: usize) -> Site {
         );
         scan.insert("interval".into(), interval.into());
         scan.insert("snmp_port".into(), i64::from(port).into());
-        scan.insert("timeout".into(), "500ms".into());
+        let timeout = if hole { "1500ms" } else { "500ms" };
+        scan.insert("timeout".into(), timeout.into());
         scan.insert("retries".into(), 1.into());
         cfg.insert("scan".into(), scan.into());
         let mut spool = toml::Table::new();
@@ -85,7 +101,7 @@ async fn site(interval: &str, batch: usize) -> Site {
     Site {
         relay,
         agent,
-        _fleet: fleet,
+        fleet,
     }
 }
 
@@ -266,6 +282,40 @@ async fn agent_killed_mid_upload_loses_and_duplicates_nothing() {
     s.agent.start();
     kill_mid_upload(&mut s, backlog, |s| s.agent.kill9()).await;
     s.agent.start();
+    drained_exactly_once(&mut s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_mid_scan_spools_no_partial_scan() {
+    let mut s = site_with("1s", 256, true).await;
+    let hole = s.fleet.black_hole.clone().expect("black hole stats");
+    s.agent.start();
+    // The first scan has asked the silent address and waits for it: its
+    // printers have answered, nothing of it is spooled yet.
+    assert_eventually!(
+        hole.received() > 0,
+        Duration::from_secs(30),
+        "the scan never reached the silent address\nagent log:\n{}",
+        s.agent.logs()
+    );
+    assert_eq!(stat(&s.agent, "spooled"), 0, "{}", spool_status(&s.agent));
+    s.agent.kill9();
+    // A scan is spooled whole or not at all: the one killed left nothing.
+    let st = spool_status(&s.agent);
+    assert_eq!(
+        (st["spooled"].as_u64(), st["pending"].as_u64()),
+        (Some(0), Some(0)),
+        "{st}"
+    );
+    s.agent.start();
+    // Two whole scans after the restart, then all of it at the relay once.
+    let two = 2 * (u64::from(PRINTERS) + 1);
+    assert_eventually!(
+        stat(&s.agent, "spooled") >= two,
+        Duration::from_secs(60),
+        "no two scans after the restart: {}",
+        spool_status(&s.agent)
+    );
     drained_exactly_once(&mut s).await;
 }
 
