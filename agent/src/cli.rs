@@ -145,6 +145,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: SpoolCmd,
     },
+    /// The agent's own audit log: streams opened and refused, diagnostics
+    /// run, and the relay's signed audit checkpoints (check the relay's
+    /// log against them: `dwa-relay audit verify --checkpoint audit.jsonl`).
+    Audit {
+        /// The agent's configuration, whose audit log is printed.
+        #[arg(long, env = "DWA_AGENT_CONFIG", default_value = "agent.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -476,6 +484,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("warning: {ip}: {why}");
             }
             print!("{}", scan::render(&report.devices, format)?);
+        }
+        Cmd::Audit { config } => {
+            let cfg = AgentConfig::load(&config)?;
+            let path = cfg.audit_log_path(&config);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                    "{}: no audit log yet (it is written by `dwa-agent run`)",
+                    path.display()
+                ),
+                Err(e) => bail!("{}: {e}", path.display()),
+            };
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                if cli.json {
+                    println!("{v}");
+                } else {
+                    println!("{}", dwa_agent::local_audit::describe(&v));
+                }
+            }
         }
         Cmd::Spool {
             cmd: SpoolCmd::Status { config },

@@ -58,6 +58,14 @@ pub struct AgentConfig {
     pub spool: SpoolConfig,
     #[serde(default)]
     pub traps: TrapsConfig,
+    /// The agent's own audit log (streams, diagnostics, the relay's signed
+    /// checkpoints), relative to this file's directory.
+    #[serde(default = "default_audit_log")]
+    pub audit_log: PathBuf,
+}
+
+fn default_audit_log() -> PathBuf {
+    PathBuf::from("audit.jsonl")
 }
 
 /// `[traps]`: printer alert traps trigger an immediate scan of the sender
@@ -461,6 +469,11 @@ impl AgentConfig {
     /// `key_file` resolved against the config file's directory.
     pub fn key_path(&self, config_path: &Path) -> PathBuf {
         beside(config_path, &self.key_file)
+    }
+
+    /// `audit_log` resolved against the config file's directory.
+    pub fn audit_log_path(&self, config_path: &Path) -> PathBuf {
+        beside(config_path, &self.audit_log)
     }
 
     /// `spool.path` resolved against the config file's directory.

@@ -112,6 +112,7 @@ pub async fn enroll(o: EnrollOptions) -> Result<Enrolled> {
         link: LinkConfig::default(),
         spool: SpoolConfig::default(),
         traps: Default::default(),
+        audit_log: PathBuf::from("audit.jsonl"),
     };
     config.validate()?;
     if let Some(dir) = o.config_path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod diag;
 pub mod enroll;
 pub mod error;
+pub mod local_audit;
 pub mod relay_http;
 pub mod session;
 pub mod streams;

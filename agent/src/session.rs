@@ -30,6 +30,7 @@ use tracing::Instrument;
 use crate::config::{join_host_port, AgentConfig, TransportMode};
 use crate::diag::DiagService;
 use crate::error::{AgentError, Result};
+use crate::local_audit::LocalAudit;
 use crate::relay_http::RelayHttp;
 use crate::streams::StreamService;
 use crate::telemetry::collector::{Collector, Plan};
@@ -189,6 +190,9 @@ pub struct Agent {
     cfg: AgentConfig,
     key: Arc<PrivateKey>,
     pinned: PublicKey,
+    /// The agent's own audit log, and its writer until `run` starts it.
+    audit: LocalAudit,
+    audit_writer: Option<crate::local_audit::Writer>,
     policy: Arc<AgentPolicy>,
     telemetry: Option<Telemetry>,
     /// One for the agent's life: its concurrency cap spans reconnects.
@@ -213,10 +217,13 @@ impl Agent {
         let pinned = dwa_link::ssh::parse_public(&cfg.pins.ssh_host_key)
             .map_err(|e| AgentError::Config(format!("pins.ssh_host_key: {e}")))?;
         let policy = Arc::new(cfg.policy(crate::config::own_addresses())?);
+        let (audit, writer) = LocalAudit::open(cfg.audit_log_path(config_path));
         Ok(Self {
             cfg,
             key: Arc::new(key),
             pinned,
+            audit,
+            audit_writer: Some(writer),
             diag: Arc::new(DiagService::new(policy.clone())),
             policy,
             telemetry: None,
@@ -358,6 +365,7 @@ impl Agent {
             limit: Arc::new(Semaphore::new(link.max_streams)),
             connect_timeout: link.connect_timeout,
             printer_tls: OnceLock::new(),
+            audit: self.audit.clone(),
         });
         let mismatch = Arc::new(Mutex::new(None));
         let handler = AgentHandler {
@@ -437,13 +445,22 @@ impl Agent {
                             control.send(ControlMsg::ScanConfigApplied(t.collector.configure(&settings)));
                         }
                     }
+                    Some(ControlEvent::Msg(ControlMsg::AuditCheckpoint(cp))) => {
+                        if self.audit.checkpoint(&cp, &self.pinned) {
+                            tracing::debug!(id = cp.id, "relay audit checkpoint kept");
+                        }
+                    }
                     Some(ControlEvent::Msg(ControlMsg::Diag { request, target, diag })) => {
-                        let (svc, control) = (self.diag.clone(), control.clone());
+                        let (svc, control, audit) = (self.diag.clone(), control.clone(), self.audit.clone());
                         let span = tracing::info_span!("diag", %request, kind = diag.kind.as_str(), %target);
                         // Runs beside the session loop; its own timeouts bound it.
                         tokio::spawn(async move {
                             let outcome = svc.run(&target, &diag).await;
                             tracing::info!(?outcome, "diagnostic done");
+                            audit.record("diag.run", serde_json::json!({
+                                "request": request, "target": target,
+                                "kind": diag.kind.as_str(), "outcome": outcome,
+                            }));
                             control.send(ControlMsg::DiagResult { request, outcome });
                         }.instrument(span));
                     }
@@ -473,6 +490,12 @@ impl Agent {
     /// (when prepared) runs alongside, independent of the session.
     pub async fn run(&mut self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
+        if let Some(w) = self.audit_writer.take() {
+            tracker.spawn(
+                w.run(shutdown.clone())
+                    .instrument(tracing::info_span!("local_audit")),
+            );
+        }
         if let Some(t) = &mut self.telemetry {
             tracker.spawn(
                 t.collector

@@ -38,6 +38,8 @@ pub struct StreamService {
     pub connect_timeout: Duration,
     /// Built on first use: most sites never reach an HTTPS printer.
     pub printer_tls: OnceLock<Option<Arc<rustls::ClientConfig>>>,
+    /// The agent's own record of every stream opened or refused.
+    pub audit: crate::local_audit::LocalAudit,
 }
 
 /// Why a stream was refused: a rule code and one human line.
@@ -190,8 +192,14 @@ impl StreamService {
         let refuse = |r: Refusal, reply: ChannelOpenHandle| {
             let control = control.clone();
             let host = host.clone();
+            let audit = self.audit.clone();
             async move {
                 tracing::info!(%host, port, rule = %r.rule, reason = %r.reason, "stream refused");
+                audit.record(
+                    "stream.denied",
+                    serde_json::json!({"stream": id, "host": host, "port": port, "tls": tls,
+                                       "rule": r.rule, "reason": r.reason}),
+                );
                 control.send(ControlMsg::Denied(Denial {
                     stream: id,
                     host,
@@ -239,6 +247,11 @@ impl StreamService {
         }
         reply.accept().await;
         tracing::debug!(%addr, stream = id, "stream open");
+        self.audit.record(
+            "stream.open",
+            serde_json::json!({"stream": id, "host": host, "port": port, "tls": tls,
+                               "address": addr.to_string()}),
+        );
         let mut flow = FlowStream::new(
             channel,
             id,

@@ -19,6 +19,7 @@
 
 pub mod agent_auth;
 pub mod backoff;
+pub mod checkpoint;
 pub mod cli;
 pub mod control;
 pub mod flow;

@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::ProtoError;
 
+mod checkpoint;
 mod event;
+pub use checkpoint::*;
 pub use event::*;
 
 /// `prev_hash` of the first record.

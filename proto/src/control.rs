@@ -58,6 +58,10 @@ pub enum ControlMsg {
         request: String,
         outcome: crate::diag::DiagOutcome,
     },
+    /// Relay → agent: the audit chain's head, signed with the relay's
+    /// host key; the agent checks it against the key it pinned and keeps it
+    /// in its own audit log.
+    AuditCheckpoint(crate::audit::Checkpoint),
     /// Application heartbeat, either direction.
     Ping {
         seq: u64,

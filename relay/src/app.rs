@@ -62,6 +62,8 @@ impl Services {
             cfg,
             tls_fingerprint: tls.fingerprint,
             host_key_public,
+            host_key: Arc::new(key),
+            checkpoint: Default::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             tracker: tokio_util::task::TaskTracker::new(),
         })
@@ -112,6 +114,7 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
     crate::services::accounts::inactivity::spawn(&relay.svc);
     crate::services::refusals::spawn(&relay.svc);
     crate::services::grants::spawn_watcher(&relay.svc);
+    crate::services::checkpoints::spawn(&relay.svc);
     // Forget idle rate-limit keys so the table does not grow without bound.
     let r = relay.clone();
     relay.tracker.spawn(

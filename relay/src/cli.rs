@@ -248,8 +248,15 @@ enum AgentCmd {
 
 #[derive(Subcommand)]
 enum AuditCmd {
-    /// Recompute the hash chain; exit 0 if intact.
-    Verify,
+    /// Recompute the hash chain and check it against the newest signed
+    /// checkpoint (the relay's checkpoint file, and `--checkpoint`); exit 0
+    /// if intact.
+    Verify {
+        /// A file holding checkpoints: a copy of the relay's
+        /// audit-checkpoints.jsonl, or an agent's audit.jsonl.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -675,17 +682,36 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
         }
         Cmd::Audit {
-            cmd: Some(AuditCmd::Verify),
+            cmd: Some(AuditCmd::Verify { checkpoint }),
             ..
         } => {
             let svc = open(&dir).await?;
-            let audit = &svc.audit;
-            match audit.verify().await {
-                Ok(n) => print(
-                    j,
-                    json!({"ok": true, "records": n}),
-                    format!("audit log intact: {n} records"),
-                ),
+            match dwa_relay::services::checkpoints::verify(&svc, checkpoint.as_deref()).await {
+                Ok(v) => {
+                    let n = v.records;
+                    let anchor = match (&v.checkpoint, &v.source) {
+                        (Some(c), Some(src)) => format!(
+                            "; matches the signed checkpoint of record {} ({} s after the epoch) in {src}",
+                            c.id, c.ts
+                        ),
+                        _ => "; no signed checkpoint found: deleting the newest records would not show".into(),
+                    };
+                    let rejected = if v.rejected > 0 {
+                        format!("\n  WARNING: {} checkpoint(s) did not verify with this relay's key and were not used", v.rejected)
+                    } else {
+                        String::new()
+                    };
+                    print(
+                        j,
+                        json!({"ok": true, "records": n, "checkpoint": v.checkpoint,
+                               "checkpoint_source": v.source, "checkpoints_rejected": v.rejected}),
+                        format!("audit log intact: {n} records{anchor}{rejected}"),
+                    )
+                }
+                Err(
+                    e @ (dwa_relay::services::checkpoints::CheckpointError::File { .. }
+                    | dwa_relay::services::checkpoints::CheckpointError::Invalid(_)),
+                ) => return Err(e.into()),
                 Err(e) => {
                     print(
                         j,

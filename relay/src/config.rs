@@ -53,6 +53,26 @@ pub struct RelayConfig {
     pub accounts: AccountsSection,
     #[serde(default)]
     pub tunnels: TunnelsSection,
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// The audit log's anchors outside the database (`services::checkpoints`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// How often the chain's head is signed, written to the checkpoint file
+    /// and sent to the connected agents (only when it moved).
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: Duration::from_secs(5 * 60),
+        }
+    }
 }
 
 /// Log-in security: two-factor, lockout, failure rates, inactivity, the
@@ -350,6 +370,7 @@ impl RelayConfig {
             oidc: None,
             accounts: AccountsSection::default(),
             tunnels: TunnelsSection::default(),
+            audit: AuditSection::default(),
         }
     }
 
@@ -525,6 +546,10 @@ impl RelayConfig {
         }
         if t.max_connections == 0 || t.max_connections > 1024 {
             return bad("tunnels.max_connections", "must be 1..=1024");
+        }
+        let every = self.audit.checkpoint_interval;
+        if every < Duration::from_secs(1) || every > Duration::from_secs(86_400) {
+            return bad("audit.checkpoint_interval", "must be 1s..=24h");
         }
         Ok(())
     }

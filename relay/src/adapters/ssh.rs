@@ -421,6 +421,10 @@ async fn control_loop(
                     relay_version: env!("CARGO_PKG_VERSION").into(),
                     window: DEFAULT_WINDOW,
                 });
+                // The agent's own copy of the audit log's head starts now.
+                if let Some(cp) = crate::services::checkpoints::newest(&relay) {
+                    control.send(ControlMsg::AuditCheckpoint(cp));
+                }
                 conn.set_native(Native {
                     control: control.clone(),
                     hello: h,

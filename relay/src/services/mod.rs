@@ -18,6 +18,8 @@
 //!   erasing customers.
 //! - [`telemetry`]: ingest, inventory, alerts, webhook, reports.
 //! - [`audit`]: the hash-chained audit log.
+//! - [`checkpoints`]: the log's head signed and kept outside the database
+//!   (a file, the agents), and `audit verify` against it.
 //! - [`refusals`]: refusals before authentication, one record per source
 //!   and interval plus a count.
 //! - [`ipp_audit`]: IPP operations recognised in traffic to port 631.
@@ -30,6 +32,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod checkpoints;
 pub mod clock;
 pub mod devices;
 pub mod diagnostics;
@@ -89,6 +92,10 @@ pub struct Services {
     /// What agents pin: the SSH host key (OpenSSH form) and the TLS
     /// certificate's SHA-256.
     pub host_key_public: String,
+    /// The relay's SSH host key: signs audit checkpoints too.
+    pub host_key: Arc<dwa_link::checkpoint::SigningKey>,
+    /// The newest checkpoint written (sent to an agent when it connects).
+    pub checkpoint: std::sync::Mutex<Option<dwa_proto::audit::Checkpoint>>,
     pub tls_fingerprint: String,
     /// The ports handed out in URLs and to agents: the configured public
     /// ones, else the bound ones.

@@ -126,6 +126,15 @@ impl Store {
         Ok(id)
     }
 
+    /// The newest record's id and hash (None: the log is empty).
+    pub async fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        Ok(
+            sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     /// The id of the newest record of `kind`, if any.
     pub async fn audit_last_of_kind(&self, kind: &str) -> Result<Option<i64>> {
         let (id,): (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM audit WHERE kind = $1")
