@@ -23,9 +23,9 @@
 //! asks port 53: the agent runs in a mount namespace of its own whose
 //! /etc/resolv.conf names a dnsmasq on `<net>.53:53`.
 //!
-//! One case gets through and is kept, ignored, as a known hole: an own
-//! address the host gains after the agent started
-//! (`an_own_address_added_after_start_is_still_refused`).
+//! An own address the host gains after the agent started is refused too
+//! (`an_own_address_added_after_start_is_still_refused`): the agent reads
+//! its addresses again for each decision (`dwa_agent::policy`).
 
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -396,13 +396,9 @@ async fn streams_in_any_notation_never_reach_a_denied_target() {
 }
 
 /// `ip addr add` after the agent started: the new address is one of the
-/// host's own, inside the allowed /24.
-///
-/// KNOWN HOLE (found by this test, not fixed here): the agent reads its
-/// own addresses once, at start (`config::own_addresses()` in
-/// `Agent::load`), so an address the host gains later is not refused as
-/// its own: a stream to it connects. Run with `--ignored` to see it.
-#[ignore = "KNOWN HOLE: own addresses are read once at agent start; see docs/security.md"]
+/// host's own, inside the allowed /24, and the stream opened at once must
+/// be refused (found as a hole by this test: the agent used to read its
+/// own addresses once, at start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_own_address_added_after_start_is_still_refused() {
     let lo = loopback_target().await;
@@ -417,12 +413,23 @@ async fn an_own_address_added_after_start_is_still_refused() {
     };
     let late = echo_target(&format!("{}:{port}", lab.ip(30))).await;
     let r = s.stream(&lab.ip(30), u32::from(port), false).await;
+    let d = diag(
+        &mut s,
+        "late",
+        &lab.ip(30),
+        params(DiagKind::Http, Some(port), None),
+    )
+    .await;
     let got = late.count();
     drop(alias);
     assert!(
         matches!(&r, Err(r) if r.rule() == "own_address") && got == 0,
         "an own address added after start: {:?}, {got} connection(s) reached it",
         r.as_ref().err()
+    );
+    assert!(
+        matches!(&d, DiagOutcome::Refused { rule, .. } if rule == "own_address"),
+        "a diagnostic at an own address added after start: {d:?}"
     );
     serves(&mut s, &lab.ok).await;
 }
