@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use dwa_agent::config::{AgentConfig, Secret, TransportMode};
 use dwa_agent::enroll::{enroll, EnrollOptions};
+use dwa_agent::policy::LivePolicy;
 use dwa_agent::session::Agent;
 use dwa_agent::telemetry::spool::{Limits, OnBadKey, Spool};
 use dwa_agent::telemetry::v3::{
@@ -470,7 +471,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     retries,
                 }),
                 target_names: resolved.names,
-                policy: policy.map(std::sync::Arc::new),
+                policy: policy.map(|p| std::sync::Arc::new(LivePolicy::new(p))),
                 v3,
                 communities,
                 port,

@@ -5,6 +5,8 @@
 //! - [`diag`]: typed diagnostics the relay asks for (ping, TCP, HTTP,
 //!   IPP, PJL), each target decided by the policy first.
 //! - [`enroll`]: one-time enrollment with a token over pinned HTTPS.
+//! - [`policy`]: the policy deciding with the host's own addresses as they
+//!   are now (read again while the agent runs).
 //! - [`relay_http`]: pinned HTTPS requests to the relay's web port.
 //! - [`session`]: the persistent outbound SSH session, its russh adapter,
 //!   transports and reconnect loop.
@@ -16,6 +18,7 @@ pub mod diag;
 pub mod enroll;
 pub mod error;
 pub mod local_audit;
+pub mod policy;
 pub mod relay_http;
 pub mod session;
 pub mod streams;

@@ -14,7 +14,6 @@ use dwa_link::backoff::Backoff;
 use dwa_link::control::{spawn_control, ControlEvent};
 use dwa_link::flow::CreditTable;
 use dwa_link::transport::{BoxIo, TcpTransport, Transport, WsTransport};
-use dwa_policy::agent::AgentPolicy;
 use dwa_proto::control::{ControlMsg, Hello};
 use dwa_proto::stream::DEFAULT_WINDOW;
 use dwa_proto::stream::{ORIGINATOR, ORIGINATOR_TLS};
@@ -31,6 +30,7 @@ use crate::config::{join_host_port, AgentConfig, TransportMode};
 use crate::diag::DiagService;
 use crate::error::{AgentError, Result};
 use crate::local_audit::LocalAudit;
+use crate::policy::LivePolicy;
 use crate::relay_http::RelayHttp;
 use crate::streams::StreamService;
 use crate::telemetry::collector::{Collector, Plan};
@@ -193,7 +193,7 @@ pub struct Agent {
     /// The agent's own audit log, and its writer until `run` starts it.
     audit: LocalAudit,
     audit_writer: Option<crate::local_audit::Writer>,
-    policy: Arc<AgentPolicy>,
+    policy: Arc<LivePolicy>,
     telemetry: Option<Telemetry>,
     /// One for the agent's life: its concurrency cap spans reconnects.
     diag: Arc<DiagService>,
@@ -216,7 +216,7 @@ impl Agent {
             .map_err(|e| AgentError::Config(format!("key_file {}: {e}", key_path.display())))?;
         let pinned = dwa_link::ssh::parse_public(&cfg.pins.ssh_host_key)
             .map_err(|e| AgentError::Config(format!("pins.ssh_host_key: {e}")))?;
-        let policy = Arc::new(cfg.policy(crate::config::own_addresses())?);
+        let policy = Arc::new(LivePolicy::new(cfg.policy(crate::config::own_addresses())?));
         let (audit, writer) = LocalAudit::open(cfg.audit_log_path(config_path));
         Ok(Self {
             cfg,

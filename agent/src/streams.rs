@@ -11,13 +11,14 @@ use std::time::Duration;
 use dwa_link::control::ControlSender;
 use dwa_link::flow::{CreditTable, Flow, FlowStream};
 use dwa_link::transport::BoxIo;
-use dwa_policy::agent::AgentPolicy;
 use dwa_proto::control::{ControlMsg, Denial, TlsInfo};
 use dwa_proto::stream::{StreamId, DEFAULT_WINDOW};
 use russh::client::{ChannelOpenHandle, Msg};
 use russh::{Channel, ChannelOpenFailure};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+
+use crate::policy::LivePolicy;
 
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -31,7 +32,7 @@ const LINGER: Duration = Duration::from_secs(30);
 
 /// Per-session stream state (credits and control are per SSH session).
 pub struct StreamService {
-    pub policy: Arc<AgentPolicy>,
+    pub policy: Arc<LivePolicy>,
     pub credits: Arc<CreditTable>,
     pub control: OnceLock<ControlSender>,
     pub limit: Arc<Semaphore>,
@@ -84,6 +85,7 @@ impl StreamService {
         }
         let allowed = self
             .policy
+            .now()
             .filter_resolved(&addrs, port)
             .map_err(|d| Refusal {
                 rule: d.rule.name().to_string(),

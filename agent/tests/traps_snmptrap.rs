@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dwa_agent::policy::LivePolicy;
 use dwa_agent::telemetry::collector::{Collector, Plan};
 use dwa_agent::telemetry::names::Names;
 use dwa_agent::telemetry::scan::ScanOptions;
@@ -101,7 +102,7 @@ async fn printer_alert_traps_trigger_an_immediate_reading() {
     )
     .await
     .expect("spool");
-    let policy = Arc::new(
+    let policy = Arc::new(LivePolicy::new(
         AgentPolicy::from_config(
             &PolicyConfig {
                 allow: vec!["127.23.0.0/28".into()],
@@ -110,7 +111,7 @@ async fn printer_alert_traps_trigger_an_immediate_reading() {
             vec![],
         )
         .expect("policy"),
-    );
+    ));
     let options = ScanOptions {
         v3: vec![],
         communities: vec!["public".into()],

@@ -392,9 +392,21 @@ fn parse_networks(key: &str, values: &[String]) -> Result<Vec<IpNetwork>, Policy
         .collect()
 }
 
+/// `addrs` normalized, first occurrences kept.
+fn dedup_normalized(addrs: Vec<IpAddr>) -> Vec<IpAddr> {
+    let mut own: Vec<IpAddr> = Vec::with_capacity(addrs.len());
+    for addr in addrs.into_iter().map(normalize_addr) {
+        if !own.contains(&addr) {
+            own.push(addr);
+        }
+    }
+    own
+}
+
 impl AgentPolicy {
     /// Validate `cfg`. `own_addresses` are the agent host's own interface
-    /// addresses (gathered by the caller).
+    /// addresses (gathered by the caller; [`AgentPolicy::with_own_addresses`]
+    /// replaces them as the host's addresses change).
     ///
     /// Errors name the key and index, e.g.
     /// `policy.allow[2]: invalid network "10.0.0/33": ...` or
@@ -420,18 +432,26 @@ impl AgentPolicy {
         let mut ports = cfg.ports.clone();
         ports.sort_unstable();
         ports.dedup();
-        let mut own: Vec<IpAddr> = Vec::with_capacity(own_addresses.len());
-        for addr in own_addresses.into_iter().map(normalize_addr) {
-            if !own.contains(&addr) {
-                own.push(addr);
-            }
-        }
         Ok(Self {
             allow,
             deny,
             ports,
-            own,
+            own: dedup_normalized(own_addresses),
         })
+    }
+
+    /// This policy with `own_addresses` as the agent host's own addresses,
+    /// replacing the ones it was built with (normalized and deduplicated as
+    /// in [`AgentPolicy::from_config`]). The host's addresses change while
+    /// the agent runs (DHCP, a new interface): the caller reads them again
+    /// and decides with the policy this returns.
+    pub fn with_own_addresses(&self, own_addresses: Vec<IpAddr>) -> Self {
+        Self {
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+            ports: self.ports.clone(),
+            own: dedup_normalized(own_addresses),
+        }
     }
 
     /// Decide a TCP connection to `addr`:`port`.
@@ -781,6 +801,48 @@ mod tests {
                 network: net("192.168.1.10/32")
             }
         );
+    }
+
+    #[test]
+    fn own_addresses_are_replaced_not_added() {
+        let p = policy(
+            &["192.168.1.0/24", "192.168.1.20/32"],
+            &[],
+            &["192.168.1.10"],
+        );
+        assert_eq!(p.decide(ip("192.168.1.30"), 80).rule.name(), "allowed");
+        assert_eq!(p.decide(ip("192.168.1.10"), 80).rule, Rule::OwnAddress);
+
+        // The host gained .30 (and .20, named as a single host) and lost .10.
+        let now = p.with_own_addresses(vec![
+            ip("::ffff:192.168.1.30"),
+            ip("192.168.1.30"),
+            ip("192.168.1.20"),
+        ]);
+        assert_eq!(
+            now.own_addresses(),
+            vec![ip("192.168.1.30"), ip("192.168.1.20")]
+        );
+        assert_eq!(now.decide(ip("192.168.1.30"), 80).rule, Rule::OwnAddress);
+        assert_eq!(
+            now.decide(ip("::ffff:192.168.1.30"), 80).rule,
+            Rule::OwnAddress
+        );
+        assert_eq!(now.decide_icmp(ip("192.168.1.30")).rule, Rule::OwnAddress);
+        assert_eq!(
+            now.filter_resolved(&[ip("192.168.1.30")], 80)
+                .map_err(|d| d.rule),
+            Err(Rule::OwnAddress)
+        );
+        assert!(now.decide(ip("192.168.1.20"), 80).allowed, "named /32");
+        assert!(now.decide(ip("192.168.1.10"), 80).allowed, "no longer own");
+        // The rest of the policy is the same; the original is unchanged.
+        assert_eq!(
+            (now.allow(), now.deny(), now.ports()),
+            (p.allow(), p.deny(), p.ports())
+        );
+        assert_eq!(p.own_addresses(), vec![ip("192.168.1.10")]);
+        assert!(now.with_own_addresses(vec![]).own_addresses().is_empty());
     }
 
     #[test]

@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 
 pub mod browser;
+pub mod hostile;
 
 /// For the macros: tokio under a path that works from any caller.
 #[doc(hidden)]
@@ -569,12 +570,27 @@ impl Agent {
     }
 
     pub fn start(&mut self) {
+        self.start_wrapped(&[]);
+    }
+
+    /// [`Agent::start`] under `wrapper` (a command and its arguments that
+    /// end by running the agent's argv, e.g. `unshare` for a private
+    /// mount namespace); empty runs the agent directly.
+    pub fn start_wrapped(&mut self, wrapper: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log");
-        let child = Command::new(&bins().1)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bins().1);
+                c
+            }
+            None => Command::new(&bins().1),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&self.config)
             .env("DWA_LOG", "info,dwa_agent=debug")

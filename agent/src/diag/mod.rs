@@ -23,6 +23,8 @@ use dwa_policy::agent::{AgentPolicy, Decision};
 use dwa_proto::diag::{DiagKind, DiagOutcome, DiagRequest, DiagResult};
 use tokio::sync::Semaphore;
 
+use crate::policy::LivePolicy;
+
 pub use http::parse_subject;
 pub use ipp::parse_response as parse_ipp;
 pub use pjl::parse as parse_pjl;
@@ -35,7 +37,7 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Shared by every session of the agent: the cap is per agent.
 pub struct DiagService {
-    policy: Arc<AgentPolicy>,
+    policy: Arc<LivePolicy>,
     limit: Arc<Semaphore>,
     /// Built on first HTTPS probe.
     printer_tls: OnceLock<Option<Arc<rustls::ClientConfig>>>,
@@ -60,7 +62,7 @@ pub(crate) fn ms_since(t: Instant) -> f64 {
 }
 
 impl DiagService {
-    pub fn new(policy: Arc<AgentPolicy>) -> Self {
+    pub fn new(policy: Arc<LivePolicy>) -> Self {
         Self {
             policy,
             limit: Arc::new(Semaphore::new(MAX_CONCURRENT)),
@@ -94,16 +96,16 @@ impl DiagService {
 
     /// The first resolved address the policy's address rules allow (ports
     /// aside), else the decision that refused the first one.
-    fn pick_address(&self, addrs: &[IpAddr]) -> Result<IpAddr, Decision> {
+    fn pick_address(policy: &AgentPolicy, addrs: &[IpAddr]) -> Result<IpAddr, Decision> {
         let mut first = None;
         for &a in addrs {
-            let d = self.policy.decide_icmp(a);
+            let d = policy.decide_icmp(a);
             if d.allowed {
                 return Ok(d.addr);
             }
             first.get_or_insert(d);
         }
-        Err(first.unwrap_or_else(|| self.policy.decide_icmp(IpAddr::from([0, 0, 0, 0]))))
+        Err(first.unwrap_or_else(|| policy.decide_icmp(IpAddr::from([0, 0, 0, 0]))))
     }
 
     /// Runs one diagnostic to its end (bounded by its own timeouts and by
@@ -121,7 +123,9 @@ impl DiagService {
             Ok(a) => a,
             Err(e) => return failed(e),
         };
-        let addr = match self.pick_address(&addrs) {
+        // The host's own addresses as they are now (see `crate::policy`).
+        let policy = self.policy.now();
+        let addr = match Self::pick_address(&policy, &addrs) {
             Ok(a) => a,
             Err(d) => return refused(&d),
         };
@@ -132,7 +136,7 @@ impl DiagService {
             let Some(port) = port else {
                 return failed("no port");
             };
-            let d = self.policy.decide(addr, port);
+            let d = policy.decide(addr, port);
             if !d.allowed {
                 return refused(&d);
             }
@@ -144,12 +148,12 @@ impl DiagService {
                 DiagKind::Ping => icmp::ping(addr, req).await.map(DiagResult::Ping),
                 DiagKind::Tcp => {
                     let ports = if req.ports.is_empty() {
-                        self.policy.ports()
+                        policy.ports()
                     } else {
                         req.ports.clone()
                     };
                     Ok(DiagResult::Tcp(
-                        tcp::probe(&self.policy, addr, &ports, timeout).await,
+                        tcp::probe(&policy, addr, &ports, timeout).await,
                     ))
                 }
                 DiagKind::Http => {
@@ -214,7 +218,9 @@ mod tests {
             ports: vec![80, 9100],
             ..PolicyConfig::default()
         };
-        DiagService::new(Arc::new(AgentPolicy::from_config(&cfg, vec![]).unwrap()))
+        DiagService::new(Arc::new(LivePolicy::new(
+            AgentPolicy::from_config(&cfg, vec![]).unwrap(),
+        )))
     }
 
     fn req(kind: DiagKind, port: Option<u16>) -> DiagRequest {

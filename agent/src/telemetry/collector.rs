@@ -28,6 +28,7 @@ use super::names::{self, Names};
 use super::scan::{self, ScanOptions};
 use super::spool::Spool;
 use crate::error::{AgentError, Result};
+use crate::policy::LivePolicy;
 
 /// Bounds on an interval pushed by the relay.
 pub const MIN_PUSHED_INTERVAL: Duration = Duration::from_secs(60);
@@ -159,7 +160,7 @@ fn now_text() -> String {
 
 pub struct Collector {
     local: Plan,
-    policy: Arc<AgentPolicy>,
+    policy: Arc<LivePolicy>,
     /// Template for each scan (credentials, port, timeouts, concurrency).
     options: ScanOptions,
     /// Resolves host-name ranges at each scan.
@@ -176,7 +177,7 @@ pub struct Collector {
 impl Collector {
     pub fn new(
         local: Plan,
-        policy: Arc<AgentPolicy>,
+        policy: Arc<LivePolicy>,
         options: ScanOptions,
         names: Arc<Names>,
         spool: Spool,
@@ -201,7 +202,8 @@ impl Collector {
 
     /// Relay settings: adopt what the ceiling allows, say what was refused.
     pub fn configure(&self, s: &ScanSettings) -> ScanApplied {
-        let (plan, applied) = apply(&self.local, &self.policy, s);
+        // Each scan decides its addresses again (`scan_with`).
+        let (plan, applied) = apply(&self.local, &self.policy.recent(), s);
         for (range, why) in &applied.refused {
             tracing::warn!(%range, "scan range from the relay refused: {why}");
         }
@@ -289,13 +291,14 @@ impl Collector {
         let started_at = now_text();
         // Host names are resolved at every scan; each address they give is
         // checked by the policy, and only allowed ones are scanned.
-        let resolved = names::resolve_targets(&self.names, Some(&self.policy), &plan.ranges).await;
+        let policy = self.policy.now();
+        let resolved = names::resolve_targets(&self.names, Some(&policy), &plan.ranges).await;
         for (target, why) in &resolved.refused {
             tracing::warn!(%target, "scan target skipped: {why}");
         }
         let expanded =
             scan::expand_ranges(&resolved.ranges).map_err(|e| AgentError::Config(e.0))?;
-        let (addrs, refused, first) = allowed_targets(&self.policy, expanded);
+        let (addrs, refused, first) = allowed_targets(&policy, expanded);
         if let Some(first) = first {
             tracing::warn!(
                 refused,

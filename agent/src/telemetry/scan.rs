@@ -8,7 +8,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dwa_policy::agent::AgentPolicy;
 use dwa_proto::csv::{Cell, CsvError, Table};
 use dwa_proto::telemetry::{DeviceRecord, FieldError, Level, SupplyClass};
 use ipnetwork::Ipv4Network;
@@ -21,6 +20,7 @@ use super::names::Names;
 use super::netbios::{self, NetbiosOptions};
 use super::snmp::{answered, Client, SnmpError, Version, WALK_ROOTS};
 use super::v3::V3Security;
+use crate::policy::LivePolicy;
 
 /// Most addresses one scan may cover.
 pub const MAX_ADDRESSES: u64 = 65_536;
@@ -143,8 +143,9 @@ pub struct ScanOptions {
     pub netbios: Option<NetbiosOptions>,
     /// Address → the host name it was written as (see `names`).
     pub target_names: Vec<(IpAddr, String)>,
-    /// When given, a NetBIOS request goes only to addresses it allows.
-    pub policy: Option<Arc<AgentPolicy>>,
+    /// When given, a walk or NetBIOS request goes only to addresses it
+    /// allows with the host's own addresses of the moment (a scan is long).
+    pub policy: Option<Arc<LivePolicy>>,
 }
 
 /// Name lookups in flight at once (they wait on other hosts' answers, not
@@ -167,7 +168,7 @@ async fn add_names(rec: &mut DeviceRecord, ip: IpAddr, opts: &ScanOptions) {
     let allowed = opts
         .policy
         .as_ref()
-        .is_none_or(|p| p.decide_icmp(ip).allowed);
+        .is_none_or(|p| p.recent().decide_icmp(ip).allowed);
     let nb = async {
         match (opts.netbios, ip) {
             (Some(o), IpAddr::V4(v4)) if allowed => netbios::query(v4, o).await,
@@ -330,6 +331,15 @@ pub async fn scan(addrs: Vec<IpAddr>, opts: ScanOptions) -> ScanReport {
         set.spawn(
             async move {
                 let permit = sem.acquire_owned().await.ok()?;
+                if opts
+                    .policy
+                    .as_ref()
+                    .is_some_and(|p| !p.recent().decide_icmp(ip).allowed)
+                {
+                    tracing::debug!(%ip, "not walked: refused by the policy now");
+                    bar.inc(1);
+                    return Some((ip, Outcome::Silent));
+                }
                 let mut outcome = match answer {
                     Some(a) => scan_found(ip, a, &opts).await,
                     // Discovery failed: the old way, address by address.

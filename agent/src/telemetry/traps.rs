@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use dwa_policy::agent::AgentPolicy;
 use dwa_proto::telemetry::{Alert, TrapEvent};
 use rasn::types::Integer;
 use rasn_snmp::{v1, v2, v2c};
@@ -35,6 +34,7 @@ use tracing::Instrument;
 
 use super::collector::Collector;
 use super::decode::alert_code_name;
+use crate::policy::LivePolicy;
 
 /// Triggered scans running at once.
 pub const MAX_RUNNING: usize = 8;
@@ -217,7 +217,7 @@ fn is_v3(datagram: &[u8]) -> bool {
 
 /// The trap listener of `dwa-agent run`.
 pub struct TrapListener {
-    pub policy: Arc<AgentPolicy>,
+    pub policy: Arc<LivePolicy>,
     pub collector: Arc<Collector>,
     /// Accepted communities.
     pub communities: Vec<String>,
@@ -246,7 +246,9 @@ impl TrapListener {
             };
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             let data = &buf[..n];
-            if !self.policy.decide_icmp(from.ip()).allowed {
+            // Also decides the inform's answer: at most MAX_AGE stale, the
+            // scan it may trigger decides again.
+            if !self.policy.recent().decide_icmp(from.ip()).allowed {
                 self.stats.outside_policy.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%from, "trap from outside the policy ignored");
                 continue;
