@@ -309,9 +309,14 @@ pub struct Limits {
     /// counts as one): one address cannot take every slot.
     pub handshakes_per_source: usize,
     /// How long a new SSH connection may stay silent before its version
-    /// line; only then does it wait for a handshake slot.
+    /// line (an HTTPS one before its first TLS byte); only then does it
+    /// wait for a handshake slot.
     #[serde(with = "humantime_serde")]
     pub version_timeout: Duration,
+    /// HTTPS connections from one source address (an IPv6 /64 counts as
+    /// one) that have not yet sent their first request: TLS handshakes and
+    /// request headers in progress, however slow.
+    pub tls_handshakes_per_source: usize,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     pub max_streams_per_agent: usize,
@@ -327,6 +332,9 @@ impl Default for Limits {
             max_handshakes: 64,
             handshakes_per_source: 8,
             version_timeout: Duration::from_secs(5),
+            // Browsers open several connections per host at once, and
+            // offices share one address: more than SSH's 8.
+            tls_handshakes_per_source: 32,
             handshake_timeout: Duration::from_secs(10),
             max_streams_per_agent: 256,
             stream_open_timeout: Duration::from_secs(10),
@@ -412,6 +420,9 @@ impl RelayConfig {
         }
         if l.handshakes_per_source == 0 {
             return bad("limits.handshakes_per_source", "must be at least 1");
+        }
+        if l.tls_handshakes_per_source == 0 {
+            return bad("limits.tls_handshakes_per_source", "must be at least 1");
         }
         if l.version_timeout.is_zero() {
             return bad("limits.version_timeout", "must be positive");

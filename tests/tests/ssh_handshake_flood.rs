@@ -173,3 +173,90 @@ async fn one_address_cannot_take_every_connection_slot() {
         relay.logs()
     );
 }
+
+/// HTTPS, slow TLS and slow headers: one address's connections that have
+/// not sent their first request hold at most
+/// `limits.tls_handshakes_per_source` places (beyond them they are closed
+/// at once), silent ones only for `limits.version_timeout`, ones that
+/// finished TLS but send no request only until the header timeout.
+/// Another address is served throughout, and the flooder itself again
+/// once its places came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_tls_and_slow_headers_from_one_address_lock_nobody_out() {
+    let mut relay = Relay::init_with(|c| {
+        *c = c.replace(
+            "tls_handshakes_per_source = 32",
+            "tls_handshakes_per_source = 10",
+        );
+        assert!(c.contains("tls_handshakes_per_source = 10"), "{c}");
+    });
+    relay.start();
+    let https: SocketAddr = format!("{}:{}", relay.ip(1), dwa_e2e_tests::HTTPS_PORT)
+        .parse()
+        .unwrap();
+    let flooder: IpAddr = relay.ip(80).parse().unwrap();
+
+    // Ten that finish the TLS handshake, then never send a request.
+    use rustls::pki_types::pem::PemObject;
+    let der =
+        rustls::pki_types::CertificateDer::from_pem_file(relay.data.join("tls_cert.pem")).unwrap();
+    let tls = std::sync::Arc::new(
+        dwa_link::tls::pinned_client_config(&dwa_link::tls::fingerprint(&der)).unwrap(),
+    );
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let name = rustls::pki_types::ServerName::try_from("dwa.localhost").unwrap();
+    let mut quiet = Vec::new();
+    for _ in 0..10 {
+        let tcp = connect_from(flooder, https).await.unwrap();
+        quiet.push(connector.connect(name.clone(), tcp).await.expect("TLS"));
+    }
+    let quiet_since = Instant::now();
+
+    // Then 50 silent ones: no place left, closed at once.
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        if let Ok(s) = connect_from(flooder, https).await {
+            silent.push(s);
+        }
+    }
+    let results = futures_util::future::join_all(
+        silent
+            .into_iter()
+            .map(|s| closed_within(s, Duration::from_millis(1500))),
+    )
+    .await;
+    let kept = results.iter().filter(|closed| !**closed).count();
+    assert_eq!(kept, 0, "{kept} connections kept over the address's places");
+    assert!(
+        relay
+            .logs()
+            .contains("too many TLS handshakes from this address"),
+        "{}",
+        relay.logs()
+    );
+
+    // Another address is served meanwhile.
+    let other: IpAddr = relay.ip(81).parse().unwrap();
+    let api = dwa_e2e_tests::browser::Api::from_source(&relay, other);
+    let (status, _) = api.call(reqwest::Method::GET, "/me", None).await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "served");
+
+    // The ten without a request go at the header timeout (10 s).
+    let mut buf = [0u8; 64];
+    for mut s in quiet {
+        let r = tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf)).await;
+        assert!(
+            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+            "a connection without a request was kept: {r:?}"
+        );
+    }
+    assert!(
+        quiet_since.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        quiet_since.elapsed()
+    );
+    // Its places back, the flooder's own request is served.
+    let again = dwa_e2e_tests::browser::Api::from_source(&relay, flooder);
+    let (status, _) = again.call(reqwest::Method::GET, "/me", None).await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "served again");
+}

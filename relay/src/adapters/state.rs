@@ -23,6 +23,8 @@ pub struct RelayState {
     pub handshakes: Arc<Semaphore>,
     /// SSH handshakes in progress per source address.
     pub handshake_sources: Arc<PerSource>,
+    /// HTTPS connections per source before their first request.
+    pub tls_handshake_sources: Arc<PerSource>,
     /// Open connections (SSH + HTTPS) per source address.
     pub connection_sources: Arc<PerSource>,
     /// New TCP connections per source address (SSH and HTTPS together).
@@ -75,6 +77,7 @@ impl RelayState {
             connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
             handshakes: Arc::new(Semaphore::new(cfg.limits.max_handshakes)),
             handshake_sources: Arc::new(PerSource::new(cfg.limits.handshakes_per_source)),
+            tls_handshake_sources: Arc::new(PerSource::new(cfg.limits.tls_handshakes_per_source)),
             connection_sources: Arc::new(PerSource::new(cfg.limits.connections_per_source)),
             conn_rate: Arc::new(governor::RateLimiter::keyed(conn_quota())),
             web_rt: Default::default(),

@@ -211,8 +211,23 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
         let app = app.clone();
         let shutdown = relay.shutdown.clone();
         let relay2 = relay.clone();
+        // Until its first request a connection holds one of its address's
+        // few handshake places: slow TLS and slow headers from one address
+        // cannot hold every connection the relay has.
+        let Some(opening) = relay.tls_handshake_sources.try_take(peer.ip()) else {
+            tracing::warn!(%peer, "too many TLS handshakes from this address; dropping connection");
+            continue;
+        };
+        let silent_for = relay.cfg.limits.version_timeout;
         relay.tracker.spawn(
             async move {
+                // A client speaks first (its ClientHello): a silent one goes
+                // soon, before the TLS handshake's own, longer budget.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(silent_for, sock.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
                 let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
                     Ok(Ok(t)) => t,
                     Ok(Err(e)) => {
@@ -245,7 +260,11 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
                     .and_then(|h| session_id_from_host(&h.to_ascii_lowercase(), &domain));
                 let session = bound.as_ref().and_then(|id| relay2.web.get(id));
                 let relay3 = relay2.clone();
+                let opening = std::sync::Mutex::new(Some(opening));
                 let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    // Its first request's headers are in: the handshake
+                    // place goes back.
+                    drop(opening.lock().unwrap_or_else(|e| e.into_inner()).take());
                     req.extensions_mut().insert(PeerAddr(peer));
                     let app = app.clone();
                     let relay = relay3.clone();
