@@ -331,12 +331,13 @@ pub async fn scan(addrs: Vec<IpAddr>, opts: ScanOptions) -> ScanReport {
         set.spawn(
             async move {
                 let permit = sem.acquire_owned().await.ok()?;
-                if opts
-                    .policy
-                    .as_ref()
-                    .is_some_and(|p| !p.recent().decide_icmp(ip).allowed)
-                {
-                    tracing::debug!(%ip, "not walked: refused by the policy now");
+                // The targets were decided before the scan (the agent's
+                // ranges, or what a person typed); what can change since is
+                // which addresses are this host's own.
+                if opts.policy.as_ref().is_some_and(|p| {
+                    p.recent().decide_icmp(ip).rule == dwa_policy::agent::Rule::OwnAddress
+                }) {
+                    tracing::debug!(%ip, "not walked: an address of this host now");
                     bar.inc(1);
                     return Some((ip, Outcome::Silent));
                 }
