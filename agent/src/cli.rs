@@ -146,6 +146,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: SpoolCmd,
     },
+    /// What the agent is doing: link to the relay and its transport, last
+    /// upload, readings waiting, last scan, policy, version.
+    Status {
+        /// The agent's configuration.
+        #[arg(long, env = "DWA_AGENT_CONFIG", default_value = "agent.toml")]
+        config: PathBuf,
+    },
     /// The agent's own audit log: streams opened and refused, diagnostics
     /// run, and the relay's signed audit checkpoints (check the relay's
     /// log against them: `dwa-relay audit verify --checkpoint audit.jsonl`).
@@ -485,6 +492,55 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("warning: {ip}: {why}");
             }
             print!("{}", scan::render(&report.devices, format)?);
+        }
+        Cmd::Status { config } => {
+            let cfg = AgentConfig::load(&config)?;
+            let policy = cfg.policy(dwa_agent::config::own_addresses())?;
+            let st = dwa_agent::status::read(&config).ok();
+            let running = st
+                .as_ref()
+                .is_some_and(|s| s.link.state != "stopped" && dwa_agent::status::alive(s.pid));
+            // The spool is read-only here, as in `spool status`.
+            let spool_path = cfg.spool_path(&config);
+            let spool = if spool_path.exists() {
+                Spool::open(
+                    &spool_path,
+                    &cfg.spool_key_path(&config),
+                    Limits {
+                        max_items: cfg.spool.max_items,
+                        max_bytes: cfg.spool.max_bytes,
+                    },
+                    OnBadKey::Fail,
+                )
+                .await
+                .ok()
+            } else {
+                None
+            };
+            let spool_stats = match &spool {
+                Some(s) => s.stats().await.ok(),
+                None => None,
+            };
+            let v = serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "agent_id": cfg.agent_id,
+                "relay": cfg.relay,
+                "transport_setting": format!("{:?}", cfg.transport).to_lowercase(),
+                "running": running,
+                "status": st,
+                "spool": spool_stats,
+                "policy": {
+                    "allow": policy.allow().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    "deny": policy.deny().iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    "ports": policy.ports(),
+                },
+                "scan_ranges": cfg.scan.ranges,
+            });
+            if cli.json {
+                println!("{v}");
+            } else {
+                println!("{}", dwa_agent::status::describe(&v));
+            }
         }
         Cmd::Audit { config } => {
             let cfg = AgentConfig::load(&config)?;

@@ -21,6 +21,7 @@ pub mod local_audit;
 pub mod policy;
 pub mod relay_http;
 pub mod session;
+pub mod status;
 pub mod streams;
 pub mod telemetry;
 

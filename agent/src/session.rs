@@ -32,6 +32,7 @@ use crate::error::{AgentError, Result};
 use crate::local_audit::LocalAudit;
 use crate::policy::LivePolicy;
 use crate::relay_http::RelayHttp;
+use crate::status::StatusBoard;
 use crate::streams::StreamService;
 use crate::telemetry::collector::{Collector, Plan};
 use crate::telemetry::names::Names;
@@ -193,6 +194,8 @@ pub struct Agent {
     /// The agent's own audit log, and its writer until `run` starts it.
     audit: LocalAudit,
     audit_writer: Option<crate::local_audit::Writer>,
+    /// What `dwa-agent status` shows (written to status.json).
+    status: Arc<StatusBoard>,
     policy: Arc<LivePolicy>,
     telemetry: Option<Telemetry>,
     /// One for the agent's life: its concurrency cap spans reconnects.
@@ -224,6 +227,7 @@ impl Agent {
             pinned,
             audit,
             audit_writer: Some(writer),
+            status: Arc::new(StatusBoard::new(config_path)),
             diag: Arc::new(DiagService::new(policy.clone())),
             policy,
             telemetry: None,
@@ -270,6 +274,7 @@ impl Agent {
             batch_items: self.cfg.spool.batch_items,
             wake: wake.clone(),
             relay_up: relay_up.clone(),
+            status: Some(self.status.clone()),
         };
         let plan = Plan {
             ranges: scan.ranges.clone(),
@@ -283,6 +288,7 @@ impl Agent {
             spool,
             wake,
         ));
+        collector.report_to(self.status.clone());
         let traps = if self.cfg.traps.enabled {
             let listen = &self.cfg.traps.listen;
             let socket = tokio::net::UdpSocket::bind(listen.as_str())
@@ -422,6 +428,7 @@ impl Agent {
             window: DEFAULT_WINDOW,
         }));
         tracing::info!(transport, agent = %self.cfg.agent_id, "connected to the relay");
+        self.status.connected(transport);
         loop {
             tokio::select! {
                 r = &mut handle => {
@@ -490,6 +497,11 @@ impl Agent {
     /// (when prepared) runs alongside, independent of the session.
     pub async fn run(&mut self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
+        let board = self.status.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(
+            async move { board.run_writer(stop).await }.instrument(tracing::info_span!("status")),
+        );
         if let Some(w) = self.audit_writer.take() {
             tracker.spawn(
                 w.run(shutdown.clone())
@@ -526,10 +538,15 @@ impl Agent {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         loop {
             let started = Instant::now();
+            self.status.connecting();
             let r = self
                 .session(shutdown)
                 .instrument(tracing::info_span!("session"))
                 .await;
+            match &r {
+                Ok(()) => self.status.down("the relay ended the session".into()),
+                Err(e) => self.status.down(e.to_string()),
+            }
             if shutdown.is_cancelled() {
                 return;
             }

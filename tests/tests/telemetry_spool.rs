@@ -119,6 +119,26 @@ fn spool_status(agent: &Agent) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
+/// `dwa-agent status` (`--json` when `json`).
+fn agent_status(agent: &Agent, json: bool) -> (Value, String) {
+    let mut cmd = std::process::Command::new(&bins().1);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd
+        .args(["status", "--config"])
+        .arg(&agent.config)
+        .output()
+        .expect("dwa-agent status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    (serde_json::from_str(&text).unwrap_or(Value::Null), text)
+}
+
 fn stat(agent: &Agent, key: &str) -> u64 {
     spool_status(agent)[key].as_u64().unwrap_or(0)
 }
@@ -436,4 +456,56 @@ async fn relay_settings_and_scan_now_reach_the_running_agent() {
         .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text());
     assert!(page.text().contains("Log in"), "{}", page.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_status_tells_what_a_site_asks_first() {
+    let mut s = site("1s", 256).await;
+    s.agent.start();
+    let up = |v: &Value| {
+        v["running"] == true
+            && v["status"]["link"]["state"] == "connected"
+            && v["status"]["link"]["transport"] == "ssh"
+            && v["status"]["last_scan"]["found"].as_u64() >= Some(1)
+            && v["status"]["last_upload"]["items"].as_u64() > Some(0)
+    };
+    assert_eventually!(
+        up(&agent_status(&s.agent, true).0),
+        Duration::from_secs(30),
+        "status never showed a connected, scanning, uploading agent: {}",
+        agent_status(&s.agent, true).1
+    );
+    let (v, _) = agent_status(&s.agent, true);
+    assert_eq!(v["agent_id"], s.agent.id.as_str());
+    assert_eq!(v["policy"]["ports"], json!([WEB_PORT]));
+    let range = format!("{}.16/28", s.relay.net);
+    assert_eq!(v["policy"]["allow"], json!([range]));
+    let (_, text) = agent_status(&s.agent, false);
+    assert!(text.contains("link: connected over ssh"), "{text}");
+    assert!(text.contains("last scan: "), "{text}");
+    assert!(text.contains(&format!("allow [{range}]")), "{text}");
+
+    // The relay goes away: the link is down with its reason, readings wait.
+    s.relay.stop();
+    assert_eventually!(
+        {
+            let v = agent_status(&s.agent, true).0;
+            v["status"]["link"]["state"] != "connected"
+                && v["status"]["link"]["last_error"].is_string()
+                && v["spool"]["pending"].as_u64() > Some(0)
+                && v["status"]["spool_waiting_since"].is_u64()
+        },
+        Duration::from_secs(30),
+        "status never showed the relay gone: {}",
+        agent_status(&s.agent, true).1
+    );
+    s.agent.signal(libc::SIGTERM);
+    assert_eventually!(
+        !s.agent.is_running(),
+        Duration::from_secs(20),
+        "agent did not stop"
+    );
+    let (v, text) = agent_status(&s.agent, false);
+    assert!(text.contains("not running"), "{text}");
+    assert_eq!(agent_status(&s.agent, true).0["running"], false, "{v}");
 }

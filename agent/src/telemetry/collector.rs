@@ -172,9 +172,16 @@ pub struct Collector {
     /// Pending "scan now" request, if any.
     now: Mutex<Option<String>>,
     wake: Notify,
+    /// Told of each scan spooled (`dwa-agent status`).
+    status: std::sync::OnceLock<Arc<crate::status::StatusBoard>>,
 }
 
 impl Collector {
+    /// Reports each scan spooled to `board` from now on.
+    pub fn report_to(&self, board: Arc<crate::status::StatusBoard>) {
+        let _ = self.status.set(board);
+    }
+
     pub fn new(
         local: Plan,
         policy: Arc<LivePolicy>,
@@ -193,6 +200,7 @@ impl Collector {
             uploader,
             now: Mutex::new(None),
             wake: Notify::new(),
+            status: std::sync::OnceLock::new(),
         }
     }
 
@@ -337,7 +345,22 @@ impl Collector {
             })
             .collect();
         items.push(IngestItem::ScanDone(done.clone()));
+        let was_empty = self.spool.stats().await.is_ok_and(|s| s.pending == 0);
         self.spool.push(&items).await?;
+        if let Some(b) = self.status.get() {
+            b.scanned(
+                crate::status::ScanSeen {
+                    at: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    id: done.id.clone(),
+                    trigger: done.trigger.clone(),
+                    addresses: done.addresses,
+                    found: done.found,
+                },
+                was_empty,
+            );
+        }
         tracing::info!(scan = %scan_id, trigger, addresses, found = done.found, "scan spooled");
         self.uploader.notify_one();
         Ok(done)

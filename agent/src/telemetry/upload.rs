@@ -35,6 +35,8 @@ pub struct Uploader {
     /// is back, so a failed upload is retried at once instead of after its
     /// backoff.
     pub relay_up: Arc<Notify>,
+    /// Told of each acknowledged batch (`dwa-agent status`).
+    pub status: Option<Arc<crate::status::StatusBoard>>,
 }
 
 /// The body of a batch, built from the spooled JSON without re-encoding.
@@ -111,6 +113,10 @@ impl Uploader {
             )));
         }
         self.spool.remove(&done).await?;
+        if let Some(b) = &self.status {
+            let empty = self.spool.stats().await.is_ok_and(|s| s.pending == 0);
+            b.uploaded(done.len(), empty);
+        }
         tracing::debug!(
             sent = batch.len(),
             acknowledged = done.len(),
