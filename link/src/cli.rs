@@ -1,6 +1,6 @@
 //! What both binaries' `main` share: logging to stderr (filter from
-//! `DWA_LOG`, default `info`), a tokio runtime, one-line errors with exit
-//! code 1, and HOST:PORT parsing.
+//! `DWA_LOG`, default `info`; text, or one JSON object per line), a tokio
+//! runtime, one-line errors with exit code 1, and HOST:PORT parsing.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -12,13 +12,50 @@ where
     F: Future<Output = Result<ExitCode, E>>,
     E: std::fmt::Display,
 {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DWA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    run_main_with(LogFormat::Text, command)
+}
+
+/// How log lines look on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`,
+    /// `fields` (with `message`), and `spans` (each span's fields: agent,
+    /// peer, stream, session ...), for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("log format {other:?}: expected text or json")),
+        }
+    }
+}
+
+/// [`run_main`] with the log format chosen.
+pub fn run_main_with<F, E>(format: LogFormat, command: F) -> ExitCode
+where
+    F: Future<Output = Result<ExitCode, E>>,
+    E: std::fmt::Display,
+{
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DWA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

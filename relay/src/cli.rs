@@ -35,6 +35,10 @@ struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Log lines on stderr: text, or json (one object per line).
+    #[arg(long, global = true, env = "DWA_LOG_FORMAT", default_value = "text",
+          value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -266,7 +270,9 @@ enum AuditFormat {
 }
 
 pub fn main() -> ExitCode {
-    dwa_link::cli::run_main(run(Cli::parse()))
+    let cli = Cli::parse();
+    let format = cli.log_format.parse().unwrap_or_default();
+    dwa_link::cli::run_main_with(format, run(cli))
 }
 
 fn print(json_mode: bool, value: serde_json::Value, text: String) {
