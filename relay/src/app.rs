@@ -115,6 +115,7 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
     crate::services::refusals::spawn(&relay.svc);
     crate::services::grants::spawn_watcher(&relay.svc);
     crate::services::checkpoints::spawn(&relay.svc);
+    crate::services::telemetry::retention::spawn(&relay.svc);
     // Forget idle rate-limit keys so the table does not grow without bound.
     let r = relay.clone();
     relay.tracker.spawn(

@@ -172,6 +172,16 @@ enum CustomerCmd {
         /// The customer's name.
         name: String,
     },
+    /// Export all of a customer's data to one .tar.gz (JSON files: the
+    /// customer, agents, devices, readings, scans, alerts, users and the
+    /// audit records concerning it); audited.
+    Export {
+        /// The customer's name.
+        name: String,
+        /// The archive to write (must not exist).
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -447,6 +457,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let text = format!(
                 "customer {name} erased: {} agents, {} devices, {} readings, {} alerts; {} customer users deactivated",
                 e.agents, e.devices, e.readings, e.alerts, e.users_deactivated
+            );
+            print(j, serde_json::to_value(&e)?, text);
+        }
+        Cmd::Customer {
+            cmd: CustomerCmd::Export { name, to },
+        } => {
+            let svc = open(&dir).await?;
+            let id = svc.store.customer_id(&name).await?;
+            let e =
+                dwa_relay::services::export::export_customer(&svc, Actor::Local(&actor), id, &to)
+                    .await?;
+            let text = format!(
+                "customer {name} exported to {}: {} agents, {} devices, {} readings, {} scans, {} alerts, {} users, {} audit records",
+                e.file, e.agents, e.devices, e.readings, e.scans, e.alerts, e.users, e.audit_records
             );
             print(j, serde_json::to_value(&e)?, text);
         }

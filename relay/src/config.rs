@@ -55,6 +55,35 @@ pub struct RelayConfig {
     pub tunnels: TunnelsSection,
     #[serde(default)]
     pub audit: AuditSection,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+}
+
+/// Stored telemetry: how long readings are kept (docs/privacy.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// Readings taken longer ago than this are removed (each device's
+    /// newest stays). The default, 25 months, covers a yearly billing
+    /// comparison (this month against the same month last year) with a
+    /// month to spare for late invoices.
+    #[serde(with = "humantime_serde")]
+    pub readings_retention: Duration,
+    /// How often the prune task runs.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
+}
+
+/// 25 months of 30.44 days (humantime's month): 761 days.
+pub const DEFAULT_READINGS_RETENTION: Duration = Duration::from_secs(761 * 86_400);
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self {
+            readings_retention: DEFAULT_READINGS_RETENTION,
+            prune_interval: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// The audit log's anchors outside the database (`services::checkpoints`).
@@ -379,6 +408,7 @@ impl RelayConfig {
             accounts: AccountsSection::default(),
             tunnels: TunnelsSection::default(),
             audit: AuditSection::default(),
+            telemetry: TelemetrySection::default(),
         }
     }
 
@@ -562,6 +592,17 @@ impl RelayConfig {
         if every < Duration::from_secs(1) || every > Duration::from_secs(86_400) {
             return bad("audit.checkpoint_interval", "must be 1s..=24h");
         }
+        let tm = &self.telemetry;
+        if tm.readings_retention < Duration::from_secs(86_400)
+            || tm.readings_retention > Duration::from_secs(3653 * 86_400)
+        {
+            return bad("telemetry.readings_retention", "must be 1d..=10years");
+        }
+        if tm.prune_interval < Duration::from_secs(1)
+            || tm.prune_interval > Duration::from_secs(86_400)
+        {
+            return bad("telemetry.prune_interval", "must be 1s..=24h");
+        }
         Ok(())
     }
 
@@ -633,6 +674,28 @@ mod tests {
             e.to_string().contains("accounts.session_idle_timeout"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn readings_retention_defaults_to_25_months_and_is_bounded() {
+        let base = "domain = \"d.localhost\"\n[ssh]\nlisten = \"127.0.0.1:1\"\n[https]\nlisten = \"127.0.0.1:2\"\n";
+        let c = RelayConfig::parse(base).unwrap();
+        assert_eq!(c.telemetry.readings_retention, DEFAULT_READINGS_RETENTION);
+        let c = RelayConfig::parse(&format!(
+            "{base}[telemetry]\nreadings_retention = \"25months\"\n"
+        ))
+        .unwrap();
+        assert!(c.telemetry.readings_retention >= Duration::from_secs(760 * 86_400));
+        for bad in ["1h", "11years"] {
+            let e = RelayConfig::parse(&format!(
+                "{base}[telemetry]\nreadings_retention = \"{bad}\"\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("telemetry.readings_retention"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -813,6 +813,24 @@ events! {
         alerts: u64,
         users_deactivated: u64,
     }
+    /// A customer's data exported in one archive (`customer export`).
+    CustomerExport("customer.export", 1) {
+        customer: i64,
+        name: String,
+        agents: u64,
+        devices: u64,
+        readings: u64,
+        alerts: u64,
+        /// Audit records in the archive.
+        audit_records: u64,
+    }
+    /// Readings older than the retention removed (one record per run that
+    /// removed any).
+    TelemetryReadingsPruned("telemetry.readings_pruned", 1) {
+        /// RFC 3339: readings taken before it went.
+        older_than: String,
+        readings: u64,
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! - [`enrollment`]: enrollment tokens and redeeming them.
 //! - [`devices`]: registering and removing devices, revoking agents,
 //!   erasing customers.
+//! - [`export`]: a customer's data in one archive.
 //! - [`telemetry`]: ingest, inventory, alerts, webhook, reports.
 //! - [`audit`]: the hash-chained audit log.
 //! - [`checkpoints`]: the log's head signed and kept outside the database
@@ -38,6 +39,7 @@ pub mod devices;
 pub mod diagnostics;
 pub mod enrollment;
 pub mod error;
+pub mod export;
 pub mod grants;
 pub mod ipp_audit;
 pub mod refusals;

@@ -173,6 +173,31 @@ impl Store {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    /// The records concerning `customer`, oldest first: those of its
+    /// agents (the `agent` column), those naming one of its devices
+    /// (`detail.device`) or the customer itself by id (`detail.customer`,
+    /// `detail.customer_id`, the `customer create` record), and
+    /// the actions of the users assigned to it (actor `user:<name>`).
+    pub async fn audit_of_customer(&self, customer: i64) -> Result<Vec<AuditRecord>> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, ts, kind, actor, agent, detail, prev_hash, hash FROM audit
+             WHERE agent IN (SELECT g.id FROM agents g WHERE g.customer_id = $1)
+                OR json_extract(detail, '$.device') IN (SELECT d.id FROM devices d
+                     JOIN agents g ON g.id = d.agent_id WHERE g.customer_id = $1)
+                OR json_extract(detail, '$.customer') = $1
+                OR json_extract(detail, '$.customer_id') = $1
+                OR (json_extract(detail, '$.action') = 'customer create'
+                    AND json_extract(detail, '$.id') = $1)
+                OR actor IN (SELECT 'user:' || u.username FROM users u
+                     JOIN user_customers uc ON uc.user_id = u.id WHERE uc.customer_id = $1)
+             ORDER BY id",
+        )
+        .bind(customer)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     /// The newest `f.limit` records matching `f`, oldest first.
     pub async fn audit_query(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
         let customers = serde_json::to_string(&f.customers).unwrap_or_else(|_| "[]".into());

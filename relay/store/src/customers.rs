@@ -154,3 +154,86 @@ impl Store {
         Ok(out)
     }
 }
+
+/// The customer's devices: a subquery of `$1`, the customer id.
+const CUSTOMER_DEVICES: &str =
+    "SELECT d.id FROM devices d JOIN agents a ON a.id = d.agent_id WHERE a.customer_id = $1";
+
+/// One object of a customer's export: a JSON text built by SQLite from the
+/// columns named (so secrets and keys are left out by not naming them).
+const EXPORT_AGENTS: &str = "SELECT json_object('id', id, 'name', name, 'hostname', hostname, \
+     'created_at', created_at, 'revoked_at', revoked_at, 'last_seen', last_seen) \
+     FROM agents WHERE customer_id = $1 ORDER BY id";
+const EXPORT_DEVICES: &str = "SELECT json_object('id', d.id, 'agent_id', d.agent_id, \
+     'address', d.address, 'name', d.name, 'created_at', d.created_at, 'identity', d.identity, \
+     'mac', d.mac, 'first_seen', d.first_seen, 'last_seen', d.last_seen, \
+     'latest_reading', d.latest_reading, 'missed_scans', d.missed_scans, \
+     'displaced_from', d.displaced_from) \
+     FROM devices d JOIN agents a ON a.id = d.agent_id WHERE a.customer_id = $1 ORDER BY d.id";
+const EXPORT_ALERTS: &str = "SELECT json_object('id', id, 'device_id', device_id, 'kind', kind, \
+     'subject', subject, 'message', message, 'value', value, 'raised_at', raised_at, \
+     'resolved_at', resolved_at) FROM alerts WHERE customer_id = $1 ORDER BY id";
+const EXPORT_SCANS: &str = "SELECT json_object('id', s.id, 'agent_id', s.agent_id, \
+     'started_at', s.started_at, 'finished_at', s.finished_at, 'trigger', s.trigger, \
+     'ranges', json(s.ranges), 'addresses', s.addresses, 'found', s.found, \
+     'received_at', s.received_at) \
+     FROM scans s JOIN agents a ON a.id = s.agent_id WHERE a.customer_id = $1 ORDER BY s.id";
+/// Users assigned to the customer: who they are, never their credentials.
+const EXPORT_USERS: &str = "SELECT json_object('id', u.id, 'username', u.username, \
+     'role', u.role, 'source', u.source, 'created_at', u.created_at, \
+     'last_login', u.last_login, 'active', u.active = 1, 'deactivated_at', u.deactivated_at) \
+     FROM users u JOIN user_customers uc ON uc.user_id = u.id WHERE uc.customer_id = $1 \
+     ORDER BY u.id";
+
+/// A part of a customer's export held in memory (small tables; readings
+/// are paged with [`Store::customer_readings_page`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportPart {
+    Agents,
+    Devices,
+    Alerts,
+    Scans,
+    Users,
+}
+
+impl Store {
+    /// Every row of `part` belonging to `customer`, one JSON object each.
+    pub async fn customer_export_part(
+        &self,
+        customer: i64,
+        part: ExportPart,
+    ) -> Result<Vec<String>> {
+        let sql = match part {
+            ExportPart::Agents => EXPORT_AGENTS,
+            ExportPart::Devices => EXPORT_DEVICES,
+            ExportPart::Alerts => EXPORT_ALERTS,
+            ExportPart::Scans => EXPORT_SCANS,
+            ExportPart::Users => EXPORT_USERS,
+        };
+        Ok(sqlx::query_scalar(sql)
+            .bind(customer)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// At most `limit` of the customer's readings with ids after `after`,
+    /// by id: (id, the reading as one JSON object, its record embedded).
+    pub async fn customer_readings_page(
+        &self,
+        customer: i64,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT id, json_object('id', id, 'device_id', device_id, 'agent_id', agent_id, \
+             'scan', scan, 'taken_at', taken_at, 'received_at', received_at, 'address', address, \
+             'identity', identity, 'record', json(record)) FROM readings \
+             WHERE device_id IN ({CUSTOMER_DEVICES}) AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(customer)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -332,6 +332,24 @@ impl Store {
         )
     }
 
+    /// Deletes at most `limit` readings taken before `before` (RFC 3339)
+    /// in one short transaction; returns how many went. Each device's
+    /// newest reading stays, so the inventory still shows its last state.
+    /// Their telemetry items stay too: an agent re-sending a pruned reading
+    /// is told it was stored, not made to store it again.
+    pub async fn prune_readings(&self, before: &str, limit: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM readings WHERE id IN (SELECT r.id FROM readings r \
+             WHERE r.taken_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM devices d WHERE d.latest_reading = r.id) LIMIT $2)",
+        )
+        .bind(before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     /// How many telemetry items, readings and scans are stored (operators'
     /// figures and tests).
     pub async fn telemetry_counts(&self) -> Result<TelemetryCounts> {
@@ -353,4 +371,82 @@ pub struct TelemetryCounts {
     pub readings: i64,
     pub scans: i64,
     pub devices: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Store;
+
+    async fn reading(store: &Store, id: &str, device: i64, taken_at: &str) {
+        for sql in [
+            "INSERT INTO telemetry_items (id, agent_id, kind, received_at) VALUES ($1, 'agt', 'reading', $2)",
+            "INSERT INTO readings (id, device_id, agent_id, scan, taken_at, received_at, address, identity, record) \
+             VALUES ($1, $3, 'agt', 's', $2, $2, '10.0.0.5', 'serial:X', '{}')",
+        ] {
+            sqlx::query(sql)
+                .bind(id)
+                .bind(taken_at)
+                .bind(device)
+                .execute(&store.pool)
+                .await
+                .expect("insert");
+        }
+    }
+
+    #[tokio::test]
+    async fn prune_takes_old_readings_in_batches_and_keeps_the_newest_per_device() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_sqlite(&tmp.path().join("t.db"), true)
+            .await
+            .expect("open");
+        let c = store
+            .add_customer("acme", "2020-01-01T00:00:00.000Z")
+            .await
+            .expect("customer");
+        sqlx::query("INSERT INTO agents (id, name, customer_id, public_key, hostname, created_at) VALUES ('agt', 'a', $1, 'k', 'h', 'x')")
+            .bind(c)
+            .execute(&store.pool)
+            .await
+            .expect("agent");
+        let dev = store
+            .add_device("agt", "10.0.0.5", None, "2020-01-01T00:00:00.000Z")
+            .await
+            .expect("device");
+        let stale = store
+            .add_device("agt", "10.0.0.6", None, "2020-01-01T00:00:00.000Z")
+            .await
+            .expect("device");
+        for i in 0..5 {
+            reading(
+                &store,
+                &format!("old{i}"),
+                dev,
+                &format!("2023-01-0{}T00:00:00.000Z", i + 1),
+            )
+            .await;
+        }
+        reading(&store, "new", dev, "2026-01-01T00:00:00.000Z").await;
+        // A device not heard from since: its only reading is old but newest.
+        reading(&store, "last", stale, "2023-01-01T00:00:00.000Z").await;
+        sqlx::query(
+            "UPDATE devices SET latest_reading = CASE id WHEN $1 THEN 'new' ELSE 'last' END",
+        )
+        .bind(dev)
+        .execute(&store.pool)
+        .await
+        .expect("latest");
+
+        let cutoff = "2024-01-01T00:00:00.000Z";
+        assert_eq!(store.prune_readings(cutoff, 2).await.expect("prune"), 2);
+        assert_eq!(store.prune_readings(cutoff, 2).await.expect("prune"), 2);
+        assert_eq!(store.prune_readings(cutoff, 2).await.expect("prune"), 1);
+        assert_eq!(store.prune_readings(cutoff, 2).await.expect("prune"), 0);
+        let left: Vec<String> = sqlx::query_scalar("SELECT id FROM readings ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .expect("ids");
+        assert_eq!(left, ["last", "new"]);
+        // The idempotency keys stay.
+        assert_eq!(store.telemetry_counts().await.expect("counts").items, 7);
+    }
 }

@@ -13,12 +13,14 @@
 //! - [`settings`]: scan settings per agent (stored, pushed on connect) and
 //!   scan-now.
 //! - [`fleet`]: customers and agents as the fleet views show them.
+//! - [`retention`]: removing readings older than the retention.
 
 pub mod alerts;
 pub mod fleet;
 pub mod ingest;
 pub mod inventory;
 pub mod report;
+pub mod retention;
 pub mod settings;
 pub mod webhook;
 
