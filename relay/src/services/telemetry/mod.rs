@@ -15,6 +15,7 @@
 //! - [`fleet`]: customers and agents as the fleet views show them.
 
 pub mod alerts;
+pub mod email;
 pub mod fleet;
 pub mod ingest;
 pub mod inventory;
@@ -78,6 +79,8 @@ pub type Result<T, E = TelemetryError> = std::result::Result<T, E>;
 pub struct Telemetry {
     /// Wakes the webhook delivery task when events were queued.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Wakes the e-mail delivery task likewise.
+    pub mail_wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The agent an upload came from, as the relay knows it.
