@@ -208,6 +208,21 @@ mod tests {
     }
 
     #[test]
+    fn the_password_comes_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let mut s = section("mail.example.com", StartTls::Required);
+        s.username = Some("dwa".into());
+        s.password_file = Some(f);
+        assert_eq!(s.password().unwrap().unwrap().expose(), "s3cret");
+        s.password_file = Some(dir.path().join("missing"));
+        assert!(s.password().is_err());
+        // Shown masked when the config is printed.
+        assert_eq!(format!("{:?}", Secret::new("x")), "Secret(***)");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let r: std::result::Result<SmtpSection, _> =
             toml::from_str("host = \"h\"\nfrom = \"a@b.c\"\npassword = \"x\"\n");

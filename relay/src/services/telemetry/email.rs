@@ -323,6 +323,93 @@ mod tests {
         assert_eq!(out[2].1.to, ["b@x.example"]);
     }
 
+    /// Fails the first `fail` messages, then takes every one.
+    struct Fake {
+        fail: std::sync::atomic::AtomicUsize,
+        sent: std::sync::Mutex<Vec<Message>>,
+    }
+
+    impl Mailer for Fake {
+        fn send(&self, m: Message) -> SendFuture<'_> {
+            use std::sync::atomic::Ordering;
+            let failing = self
+                .fail
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if !failing {
+                self.sent.lock().unwrap().push(m);
+            }
+            Box::pin(async move {
+                if failing {
+                    Err("451 try again later".to_string())
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_are_retried_then_given_up_and_audited() {
+        let (_tmp, mut svc) = crate::testutil::svc().await;
+        {
+            let s = Arc::get_mut(&mut svc).expect("sole owner");
+            s.cfg.smtp =
+                Some(toml::from_str("host = \"127.0.0.1\"\nfrom = \"dwa@x.example\"\n").unwrap());
+            s.cfg.alerts.max_attempts = 2;
+        }
+        let now = svc.time.rfc3339();
+        let c = svc.store.add_customer("mailco", &now).await.unwrap();
+        let mut tx = svc.store.begin().await.unwrap();
+        for (mode, due) in [("immediate", 0), ("immediate", 0)] {
+            tx.enqueue_mail(&NewMail {
+                customer_id: c,
+                customer_name: "acme",
+                mode,
+                recipients: r#"["a@x.example"]"#,
+                event: "alert.raised",
+                subject: "s",
+                body: "b\n",
+                created_at: &now,
+                due,
+            })
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        // Both fail once; the first fails again and is given up (2 attempts).
+        let fake = Fake {
+            fail: 3.into(),
+            sent: Default::default(),
+        };
+        let t = svc.time.unix();
+        assert_eq!(deliver_due(&svc, &fake, t).await.unwrap(), 2);
+        assert_eq!(deliver_due(&svc, &fake, t).await.unwrap(), 0, "backoff");
+        let later = t + 1_000_000;
+        assert_eq!(deliver_due(&svc, &fake, later).await.unwrap(), 2);
+        let rows = svc.store.mail_outbox().await.unwrap();
+        assert!(rows[0].failed_at.is_some(), "{rows:?}");
+        assert_eq!(rows[0].attempts, 2);
+        assert!(rows[1].delivered_at.is_some(), "{rows:?}");
+        assert_eq!(fake.sent.lock().unwrap().len(), 1);
+        let audit: Vec<String> = svc
+            .audit
+            .records(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.entry.kind == "telemetry.alert_email")
+            .map(|r| r.entry.detail)
+            .collect();
+        assert_eq!(audit.len(), 2, "{audit:?}");
+        assert!(
+            audit[0].contains("\"failed\"") && audit[0].contains("451"),
+            "{audit:?}"
+        );
+        assert!(audit[1].contains("\"delivered\""), "{audit:?}");
+        assert!(!audit.concat().contains("a@x.example"));
+    }
+
     #[test]
     fn digest_due_is_the_interval_end() {
         let h = Duration::from_secs(3600);
