@@ -29,6 +29,17 @@ if [ ! -x /opt/snmpsim/bin/snmpsim-command-responder ]; then
     echo "WARNING: snmpsim install failed; the snmpsim scan tests will skip" >&2
   fi
 fi
+# SMTP server for tests/tests/alerts_email.rs (it skips without it):
+# aiosmtpd in a venv, started by the test on a loopback port with STARTTLS.
+if [ ! -x /opt/aiosmtpd/bin/python ] || ! /opt/aiosmtpd/bin/python -c 'import aiosmtpd' 2>/dev/null; then
+  echo "installing aiosmtpd into /opt/aiosmtpd"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if ! { $sudo /usr/bin/python3 -m venv /opt/aiosmtpd &&
+    $sudo /opt/aiosmtpd/bin/pip install -q aiosmtpd; }; then
+    echo "WARNING: aiosmtpd install failed; the e-mail alerts test will skip" >&2
+  fi
+fi
 if ! command -v snmpget >/dev/null 2>&1; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -111,6 +111,7 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
             .instrument(tracing::info_span!("https_listener")),
     );
     crate::adapters::webhook::spawn(&relay)?;
+    crate::adapters::smtp::spawn(&relay).map_err(|e| RelayError::Config(e.to_string()))?;
     crate::services::accounts::inactivity::spawn(&relay.svc);
     crate::services::refusals::spawn(&relay.svc);
     crate::services::grants::spawn_watcher(&relay.svc);

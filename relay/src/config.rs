@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod oidc;
+pub mod smtp;
 pub use oidc::{GroupMap, OidcSection};
+pub use smtp::{SmtpSection, StartTls};
 
 /// A relay.toml that cannot be read or is not valid; the text names the
 /// key.
@@ -46,6 +48,9 @@ pub struct RelayConfig {
     pub web: WebSection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    /// The mail server of e-mail alerts; none: no e-mail is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpSection>,
     /// Single sign-on for directory users; none: local accounts only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcSection>,
@@ -404,6 +409,7 @@ impl RelayConfig {
             keepalive: KeepaliveSection::default(),
             web: WebSection::default(),
             alerts: AlertsSection::default(),
+            smtp: None,
             oidc: None,
             accounts: AccountsSection::default(),
             tunnels: TunnelsSection::default(),
@@ -530,6 +536,9 @@ impl RelayConfig {
         }
         if a.outbox_max == 0 || a.outbox_max > 1_000_000 {
             return bad("alerts.outbox_max", "must be 1..=1000000");
+        }
+        if let Some(m) = &self.smtp {
+            m.validate()?;
         }
         if let Some(o) = &self.oidc {
             o.validate()?;

@@ -276,6 +276,12 @@ pub struct AlertRule {
     pub kind: String,
     pub enabled: bool,
     pub threshold: Option<f64>,
+    /// E-mail recipients (absent in records before e-mail alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_to: Option<Vec<String>>,
+    /// `immediate` or `digest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_mode: Option<String>,
 }
 
 cases! {
@@ -658,6 +664,21 @@ events! {
         rules: Vec<AlertRule>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         via: Option<String>,
+    }
+    /// One alert e-mail delivered, or given up after its last attempt:
+    /// a summary, never the message.
+    TelemetryAlertEmail("telemetry.alert_email", 1) {
+        customer: i64,
+        /// `immediate` or `digest`.
+        mode: String,
+        recipients: u64,
+        /// Alert changes in the message.
+        alerts: u64,
+        /// `delivered` or `failed`.
+        outcome: String,
+        attempts: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     }
     /// A diagnostic run by an agent: who, device, kind, parameters and the
     /// result (or the agent's refusal, or no answer in time).

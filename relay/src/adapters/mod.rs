@@ -22,6 +22,7 @@ pub mod http;
 pub mod oidc_client;
 pub mod openapi;
 pub mod portal;
+pub mod smtp;
 pub mod ssh;
 pub mod state;
 pub mod web;

@@ -13,6 +13,10 @@ pub struct RuleRow {
     pub kind: String,
     pub enabled: bool,
     pub threshold: Option<f64>,
+    /// E-mail recipients, a JSON array (`[]`: none).
+    pub email_to: String,
+    /// `immediate` or `digest`.
+    pub email_mode: String,
 }
 
 /// An alert to raise.
@@ -67,7 +71,8 @@ const ALERT_SELECT: &str = "SELECT x.id, x.kind, x.subject, x.message, x.value, 
 
 async fn rules<'e>(e: impl SqliteExecutor<'e>, customer: i64) -> Result<Vec<RuleRow>> {
     Ok(sqlx::query_as(
-        "SELECT kind, enabled, threshold FROM alert_rules WHERE customer_id = $1 ORDER BY kind",
+        "SELECT kind, enabled, threshold, email_to, email_mode FROM alert_rules \
+         WHERE customer_id = $1 ORDER BY kind",
     )
     .bind(customer)
     .fetch_all(e)
@@ -149,12 +154,15 @@ impl Store {
             .await?;
         for r in new {
             sqlx::query(
-                "INSERT INTO alert_rules (customer_id, kind, enabled, threshold) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO alert_rules (customer_id, kind, enabled, threshold, email_to, email_mode) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(customer)
             .bind(&r.kind)
             .bind(r.enabled)
             .bind(r.threshold)
+            .bind(&r.email_to)
+            .bind(&r.email_mode)
             .execute(&mut *tx.tx)
             .await?;
         }

@@ -38,6 +38,7 @@ pub mod customers;
 pub mod devices;
 pub mod enroll;
 pub mod grants;
+pub mod mail_outbox;
 pub mod outbox;
 pub mod readings;
 pub mod settings;

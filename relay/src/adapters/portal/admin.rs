@@ -504,7 +504,7 @@ pub async fn alert_rules(
                 form method="post" action=(format!("/admin/alert-rules/{c}")) {
                     (csrf_field(&p))
                     div.table-wrap { table {
-                        thead { tr { th scope="col" { "Alert" } th scope="col" { "Enabled" } th scope="col" { "Threshold" } } }
+                        thead { tr { th scope="col" { "Alert" } th scope="col" { "Enabled" } th scope="col" { "Threshold" } th scope="col" { "E-mail to" } th scope="col" { "E-mail" } } }
                         tbody {
                             @for r in &rules {
                                 @let k = r.kind;
@@ -522,6 +522,16 @@ pub async fn alert_rules(
                                             }
                                         } @else { "—" }
                                     }
+                                    td { label for=(format!("to-{k}")) { span { "Recipients, comma-separated" }
+                                        input id=(format!("to-{k}")) type="text" name=(format!("email_to.{k}"))
+                                            value=(r.email_to.join(", "));
+                                    } }
+                                    td { label for=(format!("mode-{k}")) { span { "Mode" }
+                                        select id=(format!("mode-{k}")) name=(format!("email_mode.{k}")) {
+                                            option value="immediate" selected[r.email_mode == alerts::EmailMode::Immediate] { "immediate" }
+                                            option value="digest" selected[r.email_mode == alerts::EmailMode::Digest] { "digest" }
+                                        }
+                                    } }
                                 }
                             }
                         }
@@ -569,10 +579,24 @@ pub async fn save_alert_rules(
             ),
             _ => None,
         };
+        let email_to = get(&format!("email_to.{k}"))
+            .unwrap_or_default()
+            .split([',', ';', ' '])
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        let email_mode = match get(&format!("email_mode.{k}")).as_deref() {
+            None | Some("immediate") => alerts::EmailMode::Immediate,
+            Some("digest") => alerts::EmailMode::Digest,
+            Some(_) => return Err(invalid(format!("{k}: e-mail mode is immediate or digest"))),
+        };
         rules.push(alerts::RuleInput {
             kind: k.to_string(),
             enabled: get(&format!("enabled.{k}")).is_some(),
             threshold,
+            email_to,
+            email_mode,
         });
     }
     alerts::replace_rules(&relay, customer, &rules, &p.actor(), Some("portal")).await?;

@@ -50,19 +50,61 @@ pub const KINDS: [(&str, Option<f64>); 8] = [
     (SILENT, Some(3.0)),
 ];
 
-/// A customer's rules: kind → threshold, for the enabled kinds.
+/// Most e-mail recipients of one rule.
+pub const MAX_RECIPIENTS: usize = 20;
+
+/// How a rule's alerts are mailed.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailMode {
+    /// One message per alert raised or resolved.
+    #[default]
+    Immediate,
+    /// One message per customer and recipients per `smtp.digest_interval`.
+    Digest,
+}
+
+impl EmailMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmailMode::Immediate => "immediate",
+            EmailMode::Digest => "digest",
+        }
+    }
+}
+
+/// Who gets a kind's alerts by e-mail, and how.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Email {
+    /// Sorted, deduplicated.
+    pub to: Vec<String>,
+    pub mode: EmailMode,
+}
+
+/// A customer's rules: kind → threshold, for the enabled kinds; and the
+/// kinds that are mailed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rules(pub HashMap<String, Option<f64>>);
+pub struct Rules(pub HashMap<String, Option<f64>>, pub HashMap<String, Email>);
 
 impl Default for Rules {
     fn default() -> Self {
-        Rules(KINDS.iter().map(|(k, t)| (k.to_string(), *t)).collect())
+        Rules(
+            KINDS.iter().map(|(k, t)| (k.to_string(), *t)).collect(),
+            HashMap::new(),
+        )
     }
 }
 
 impl Rules {
     fn get(&self, kind: &str) -> Option<Option<f64>> {
         self.0.get(kind).copied()
+    }
+
+    /// Who gets `kind`'s alerts by e-mail (none: nobody).
+    pub fn email(&self, kind: &str) -> Option<&Email> {
+        self.1.get(kind).filter(|e| !e.to.is_empty())
     }
 
     /// The rules as the API shows them: every kind, enabled or not.
@@ -73,6 +115,8 @@ impl Rules {
                 kind: k,
                 enabled: self.0.contains_key(*k),
                 threshold: self.0.get(*k).copied().flatten(),
+                email_to: self.1.get(*k).map(|e| e.to.clone()).unwrap_or_default(),
+                email_mode: self.1.get(*k).map(|e| e.mode).unwrap_or_default(),
             })
             .collect()
     }
@@ -82,6 +126,17 @@ impl Rules {
     pub fn from_rows(rows: &[RuleRow]) -> Rules {
         let mut rules = Rules::default();
         for r in rows {
+            // Rows are written by `store_rules` only; one that does not
+            // parse is treated as no recipients rather than failing ingest.
+            let to: Vec<String> = serde_json::from_str(&r.email_to).unwrap_or_default();
+            if !to.is_empty() {
+                let mode = if r.email_mode == "digest" {
+                    EmailMode::Digest
+                } else {
+                    EmailMode::Immediate
+                };
+                rules.1.insert(r.kind.clone(), Email { to, mode });
+            }
             if r.enabled {
                 let default = KINDS.iter().find(|(k, _)| *k == r.kind).and_then(|k| k.1);
                 rules.0.insert(r.kind.clone(), r.threshold.or(default));
@@ -99,6 +154,9 @@ pub struct RuleView {
     pub kind: &'static str,
     pub enabled: bool,
     pub threshold: Option<f64>,
+    /// E-mail recipients of this kind's alerts.
+    pub email_to: Vec<String>,
+    pub email_mode: EmailMode,
 }
 
 /// One rule as the API takes it.
@@ -109,6 +167,11 @@ pub struct RuleInput {
     pub enabled: bool,
     #[serde(default)]
     pub threshold: Option<f64>,
+    /// E-mail recipients (at most 20); empty: none.
+    #[serde(default)]
+    pub email_to: Vec<String>,
+    #[serde(default)]
+    pub email_mode: EmailMode,
 }
 
 impl RuleInput {
@@ -118,6 +181,8 @@ impl RuleInput {
             kind: self.kind.clone(),
             enabled: self.enabled,
             threshold: self.threshold,
+            email_to: Some(self.email_to.clone()),
+            email_mode: Some(self.email_mode.as_str().into()),
         }
     }
 }
@@ -146,8 +211,33 @@ pub fn validate_rules(rules: &[RuleInput]) -> Result<()> {
             }
             _ => {}
         }
+        recipients(&r.kind, &r.email_to)?;
     }
     Ok(())
+}
+
+/// A rule's recipients, checked (lettre's address syntax), sorted and
+/// deduplicated.
+pub fn recipients(kind: &str, to: &[String]) -> Result<Vec<String>> {
+    if to.len() > MAX_RECIPIENTS {
+        return Err(TelemetryError::Invalid(format!(
+            "{kind}: at most {MAX_RECIPIENTS} e-mail recipients"
+        )));
+    }
+    let mut out = vec![];
+    for a in to {
+        let a = a.trim();
+        if a.parse::<lettre::Address>().is_err() {
+            return Err(TelemetryError::Invalid(format!(
+                "{kind}: {:?} is not an e-mail address",
+                a.chars().take(80).collect::<String>()
+            )));
+        }
+        out.push(a.to_string());
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// The customer's rules, inside a transaction.
@@ -187,14 +277,17 @@ pub async fn replace_rules(
 /// Replaces a customer's rules (kinds not given return to their default).
 pub async fn store_rules(svc: &Services, customer: i64, rules: &[RuleInput]) -> Result<()> {
     validate_rules(rules)?;
-    let rows: Vec<RuleRow> = rules
-        .iter()
-        .map(|r| RuleRow {
+    let mut rows = vec![];
+    for r in rules {
+        rows.push(RuleRow {
             kind: r.kind.clone(),
             enabled: r.enabled,
             threshold: r.threshold,
-        })
-        .collect();
+            email_to: serde_json::to_string(&recipients(&r.kind, &r.email_to)?)
+                .map_err(|e| TelemetryError::Internal(format!("recipients: {e}")))?,
+            email_mode: r.email_mode.as_str().into(),
+        });
+    }
     Ok(svc.store.replace_alert_rules(customer, &rows).await?)
 }
 

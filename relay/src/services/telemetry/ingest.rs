@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::alerts::{self, Rules};
 use super::{inventory, normalize_time, AgentInfo, Result, TelemetryError};
-use crate::config::AlertsSection;
+use crate::config::RelayConfig;
 use crate::services::error::{Class, Failure};
 use crate::services::Services;
 
@@ -143,6 +143,7 @@ pub async fn accept(
     let (ack, events) = store_batch(svc, &up.agent, &batch.items).await?;
     if events > 0 {
         svc.telemetry.wake.notify_one();
+        svc.telemetry.mail_wake.notify_one();
     }
     if let Err(e) = svc
         .store
@@ -235,7 +236,7 @@ pub async fn store_batch(
     };
     for item in items {
         let id = item.id();
-        match store_item(&mut tx, &svc.cfg.alerts, agent, &rules, item, at).await {
+        match store_item(&mut tx, &svc.cfg, agent, &rules, item, at).await {
             Ok(n) => {
                 events += n;
                 ack.accepted.push(id.to_string());
@@ -261,7 +262,7 @@ struct Stamp<'a> {
 /// One item; `Invalid` errors are raised before anything is written.
 async fn store_item(
     tx: &mut Tx,
-    alerts_cfg: &AlertsSection,
+    cfg: &RelayConfig,
     agent: &AgentInfo,
     rules: &Rules,
     item: &IngestItem,
@@ -333,10 +334,13 @@ async fn store_item(
         } else {
             "alert.resolved"
         };
-        if alerts_cfg.webhook_url.is_some()
+        if super::email::enqueue(tx, cfg, rules, &alert, c.raised, at.now, at.unix).await? {
+            queued += 1;
+        }
+        if cfg.alerts.webhook_url.is_some()
             && super::webhook::enqueue(
                 tx,
-                alerts_cfg,
+                &cfg.alerts,
                 event,
                 json!({"alert": alert}),
                 at.now,
@@ -696,7 +700,7 @@ mod tests {
     #[tokio::test]
     async fn alerts_are_raised_once_and_resolved_when_the_condition_clears() {
         let (_t, mut svc) = crate::testutil::svc().await;
-        Arc::get_mut(&mut svc).expect("sole owner").cfg.alerts = AlertsSection {
+        Arc::get_mut(&mut svc).expect("sole owner").cfg.alerts = crate::config::AlertsSection {
             webhook_url: Some("http://127.0.0.1:9/hook".into()),
             webhook_secret: Some(crate::config::Secret::new("0123456789abcdef")),
             ..Default::default()
@@ -755,6 +759,8 @@ mod tests {
                 kind: "supply_low".into(),
                 enabled: true,
                 threshold: Some(70.0),
+                email_to: vec![],
+                email_mode: Default::default(),
             }],
         )
         .await

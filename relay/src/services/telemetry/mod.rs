@@ -16,6 +16,7 @@
 //! - [`retention`]: removing readings older than the retention.
 
 pub mod alerts;
+pub mod email;
 pub mod fleet;
 pub mod ingest;
 pub mod inventory;
@@ -80,6 +81,8 @@ pub type Result<T, E = TelemetryError> = std::result::Result<T, E>;
 pub struct Telemetry {
     /// Wakes the webhook delivery task when events were queued.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Wakes the e-mail delivery task likewise.
+    pub mail_wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The agent an upload came from, as the relay knows it.
