@@ -253,35 +253,16 @@ pub fn spawn(svc: &Svc, mailer: Arc<dyn Mailer>) {
     let s = svc.clone();
     svc.tracker.spawn(
         async move {
-            let mut last_prune = 0;
-            loop {
-                if let Err(e) = deliver_due(&s, &*mailer, s.time.unix()).await {
-                    tracing::error!(error = %e, "e-mail outbox");
-                }
-                if s.time.unix() - last_prune > 3600 {
-                    last_prune = s.time.unix();
-                    if let Err(e) = prune(&s).await {
-                        tracing::error!(error = %e, "e-mail outbox prune");
-                    }
-                }
-                let wait = match s.store.next_mail_due().await {
-                    Ok(Some(t)) => (t - s.time.unix()).clamp(0, 30) as u64,
-                    _ => 30,
-                };
-                if wait == 0 {
-                    // Still due rows (a full batch): go on, but yield.
-                    tokio::task::yield_now().await;
-                    if s.shutdown.is_cancelled() {
-                        break;
-                    }
-                    continue;
-                }
-                tokio::select! {
-                    _ = notify.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
-                    _ = s.shutdown.cancelled() => break,
-                }
-            }
+            let (svc, mailer): (&Services, &dyn Mailer) = (&s, &*mailer);
+            super::webhook::run_outbox(
+                svc,
+                "e-mail outbox",
+                &notify,
+                move |now| deliver_due(svc, mailer, now),
+                move || prune(svc),
+                move || async move { svc.store.next_mail_due().await.ok().flatten() },
+            )
+            .await;
         }
         .instrument(tracing::info_span!("email_outbox")),
     );

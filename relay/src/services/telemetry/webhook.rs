@@ -163,38 +163,68 @@ pub fn spawn(svc: &Svc, sender: Arc<dyn Sender>) {
     let s = svc.clone();
     svc.tracker.spawn(
         async move {
-            let mut last_prune = 0;
-            loop {
-                if let Err(e) = deliver_due(&s, &*sender, s.time.unix()).await {
-                    tracing::error!(error = %e, "webhook outbox");
-                }
-                if s.time.unix() - last_prune > 3600 {
-                    last_prune = s.time.unix();
-                    if let Err(e) = prune(&s).await {
-                        tracing::error!(error = %e, "webhook outbox prune");
-                    }
-                }
-                let wait = match s.store.next_delivery_due().await {
-                    Ok(Some(t)) => (t - s.time.unix()).clamp(0, 30) as u64,
-                    _ => 30,
-                };
-                if wait == 0 {
-                    // Still due rows (a full batch): go on, but yield.
-                    tokio::task::yield_now().await;
-                    if s.shutdown.is_cancelled() {
-                        break;
-                    }
-                    continue;
-                }
-                tokio::select! {
-                    _ = notify.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
-                    _ = s.shutdown.cancelled() => break,
-                }
-            }
+            let (svc, sender): (&Services, &dyn Sender) = (&s, &*sender);
+            run_outbox(
+                svc,
+                "webhook outbox",
+                &notify,
+                move |now| deliver_due(svc, sender, now),
+                move || prune(svc),
+                move || async move { svc.store.next_delivery_due().await.ok().flatten() },
+            )
+            .await;
         }
         .instrument(tracing::info_span!("webhook_outbox")),
     );
+}
+
+/// The loop every outbox runs until shutdown: deliver what is due, prune
+/// finished rows hourly, then sleep until the next row is due (at most
+/// 30 s) or `notify` says something was queued.
+pub async fn run_outbox<D, DF, P, PF, N, NF>(
+    svc: &Services,
+    what: &str,
+    notify: &tokio::sync::Notify,
+    deliver: D,
+    prune: P,
+    next_due: N,
+) where
+    D: Fn(i64) -> DF,
+    DF: Future<Output = Result<usize>>,
+    P: Fn() -> PF,
+    PF: Future<Output = Result<()>>,
+    N: Fn() -> NF,
+    NF: Future<Output = Option<i64>>,
+{
+    let mut last_prune = 0;
+    loop {
+        if let Err(e) = deliver(svc.time.unix()).await {
+            tracing::error!(error = %e, "{what}");
+        }
+        if svc.time.unix() - last_prune > 3600 {
+            last_prune = svc.time.unix();
+            if let Err(e) = prune().await {
+                tracing::error!(error = %e, "{what} prune");
+            }
+        }
+        let wait = match next_due().await {
+            Some(t) => (t - svc.time.unix()).clamp(0, 30) as u64,
+            None => 30,
+        };
+        if wait == 0 {
+            // Still due rows (a full batch): go on, but yield.
+            tokio::task::yield_now().await;
+            if svc.shutdown.is_cancelled() {
+                break;
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+            _ = svc.shutdown.cancelled() => break,
+        }
+    }
 }
 
 #[cfg(test)]
