@@ -313,13 +313,7 @@ async fn streams_in_any_notation_never_reach_a_denied_target() {
         ("broadcast address .255", &bcast),
         ("allowed host, unlisted port", &other_port),
     ]);
-    assert!(
-        failures.is_empty() && targets_seen.is_empty(),
-        "attacks that got through:\n{}\n{}\nagent log:\n{}",
-        failures.join("\n"),
-        targets_seen.join("\n"),
-        lab.agent.logs()
-    );
+    none_got_through("attacks", &failures, &targets_seen, &lab.agent.logs());
     serves(&mut s, &lab.ok).await;
 
     // Legacy TLS: the fallback reconnects to the address already checked
@@ -1094,13 +1088,18 @@ async fn names_from_a_real_dns_server_are_checked_after_resolution() {
         ("denied host .66", &denied),
         ("broadcast address .255", &bcast),
     ]);
-    assert!(
-        failures.is_empty() && seen.is_empty(),
-        "name attacks that got through:\n{}\n{}\nagent log:\n{}",
-        failures.join("\n"),
-        seen.join("\n"),
-        lab.agent.logs()
-    );
+    none_got_through("name attacks", &failures, &seen, &lab.agent.logs());
     serves(&mut s, &lab.ok).await;
     drop(dns);
+}
+
+/// Fails naming every attack that got through: refusals that did not come
+/// (`failures`) and targets that saw traffic (`seen`).
+fn none_got_through(what: &str, failures: &[String], seen: &[String], log: &str) {
+    assert!(
+        failures.is_empty() && seen.is_empty(),
+        "{what} that got through:\n{}\n{}\nagent log:\n{log}",
+        failures.join("\n"),
+        seen.join("\n"),
+    );
 }

@@ -2,6 +2,7 @@
 //! in the transaction that raised or resolved the alert and sent (and
 //! retried) by the relay's mail task. Pending rows survive a restart.
 
+use crate::outbox::PENDING;
 use crate::{Result, Store, Tx};
 
 /// A row to queue.
@@ -47,8 +48,6 @@ pub struct MailRow {
     pub failed_at: Option<String>,
     pub last_error: Option<String>,
 }
-
-const PENDING: &str = "delivered_at IS NULL AND failed_at IS NULL";
 
 impl Tx {
     /// Rows neither delivered nor given up.
@@ -141,23 +140,12 @@ impl Store {
 
     /// When the next pending row is due (unix seconds).
     pub async fn next_mail_due(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(&format!(
-            "SELECT MIN(next_attempt_at) FROM email_outbox WHERE {PENDING}"
-        ))
-        .fetch_one(&self.pool)
-        .await?)
+        self.next_due_in("email_outbox").await
     }
 
     /// Drops delivered and failed rows created before `cutoff` (RFC 3339).
     pub async fn prune_mail(&self, cutoff: &str) -> Result<u64> {
-        Ok(sqlx::query(
-            "DELETE FROM email_outbox WHERE (delivered_at IS NOT NULL OR failed_at IS NOT NULL) \
-             AND created_at < $1",
-        )
-        .bind(cutoff)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        self.prune_finished_in("email_outbox", cutoff).await
     }
 
     /// Every outbox row, oldest first.

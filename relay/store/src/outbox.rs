@@ -38,7 +38,8 @@ pub enum Attempt<'a> {
     },
 }
 
-const PENDING: &str = "delivered_at IS NULL AND failed_at IS NULL";
+/// Rows of an outbox table (webhook, e-mail) still to deliver.
+pub(crate) const PENDING: &str = "delivered_at IS NULL AND failed_at IS NULL";
 
 impl Tx {
     /// Rows neither delivered nor given up.
@@ -128,19 +129,30 @@ impl Store {
 
     /// When the next pending row is due (unix seconds).
     pub async fn next_delivery_due(&self) -> Result<Option<i64>> {
+        self.next_due_in("webhook_outbox").await
+    }
+
+    /// Drops delivered and failed rows created before `cutoff` (RFC 3339).
+    pub async fn prune_outbox(&self, cutoff: &str) -> Result<u64> {
+        self.prune_finished_in("webhook_outbox", cutoff).await
+    }
+
+    /// When the next pending row of outbox `table` is due (unix seconds).
+    pub(crate) async fn next_due_in(&self, table: &'static str) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(&format!(
-            "SELECT MIN(next_attempt_at) FROM webhook_outbox WHERE {PENDING}"
+            "SELECT MIN(next_attempt_at) FROM {table} WHERE {PENDING}"
         ))
         .fetch_one(&self.pool)
         .await?)
     }
 
-    /// Drops delivered and failed rows created before `cutoff` (RFC 3339).
-    pub async fn prune_outbox(&self, cutoff: &str) -> Result<u64> {
-        Ok(sqlx::query(
-            "DELETE FROM webhook_outbox WHERE (delivered_at IS NOT NULL OR failed_at IS NOT NULL) \
-             AND created_at < $1",
-        )
+    /// Drops delivered and failed rows of outbox `table` created before
+    /// `cutoff` (RFC 3339).
+    pub(crate) async fn prune_finished_in(&self, table: &'static str, cutoff: &str) -> Result<u64> {
+        Ok(sqlx::query(&format!(
+            "DELETE FROM {table} WHERE (delivered_at IS NOT NULL OR failed_at IS NOT NULL) \
+             AND created_at < $1"
+        ))
         .bind(cutoff)
         .execute(&self.pool)
         .await?
