@@ -120,3 +120,24 @@ fi
 cargo build --bins -p dwa-relay -p dwa-agent
 export DWA_TEST_BINS_BUILT=1
 cargo test --workspace "$@"
+
+# The Debian packages (docs/operations.md): built from the dev binaries
+# above, installed with dpkg, run as their units would, then purged. Not
+# with --no-run (a build only), nor when DWA_SKIP_PACKAGES=1 (a local run
+# that must not install packages); CI runs it.
+case " $* " in *" --no-run "*) exit 0 ;; esac
+if [ "${DWA_SKIP_PACKAGES:-}" = 1 ]; then
+  echo "DWA_SKIP_PACKAGES=1: the package check is skipped"
+  exit 0
+fi
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing systemd (systemd-analyze)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends systemd
+fi
+scripts/package.sh --dev
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+$sudo scripts/package-check.sh
