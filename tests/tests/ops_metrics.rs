@@ -112,7 +112,7 @@ async fn metrics_count_what_happened_and_promtool_accepts_them() {
         refused.is_err(),
         "a stream to an unregistered device opened"
     );
-    let mut text = String::new();
+    let mut text: String;
     assert_eventually!(
         {
             text = scrape(&relay).await;
@@ -204,6 +204,10 @@ async fn metrics_count_what_happened_and_promtool_accepts_them() {
 async fn a_token_file_makes_scrapers_show_the_bearer_token() {
     const TOKEN: &str = "metrics-token-0123456789";
     let mut relay = Relay::init_with(|cfg| {
+        assert!(
+            cfg.contains("\n[metrics]\n"),
+            "init wrote no [metrics]:\n{cfg}"
+        );
         *cfg = cfg.replace("[metrics]\n", "[metrics]\ntoken_file = \"metrics.token\"\n");
     });
     std::fs::write(relay.data.join("metrics.token"), format!("{TOKEN}\n")).unwrap();
@@ -224,19 +228,53 @@ async fn a_token_file_makes_scrapers_show_the_bearer_token() {
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
 }
 
+/// `dwa-relay serve`, which must fail: its stderr. Bounded, so a relay
+/// that starts anyway fails the test instead of hanging it.
+fn serve_fails(relay: &Relay) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let err_path = dir.path().join("serve.err");
+    let mut child = Command::new(&bins().0)
+        .arg("--data-dir")
+        .arg(&relay.data)
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("dwa-relay serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    match status {
+        None => panic!("the relay started (still running after 30 s)\n{err}"),
+        Some(s) => assert!(!s.success(), "the relay exited 0\n{err}"),
+    }
+    err
+}
+
 #[test]
 fn a_relay_refuses_to_start_with_a_short_or_missing_token() {
     let relay = Relay::init_with(|cfg| {
+        assert!(
+            cfg.contains("\n[metrics]\n"),
+            "init wrote no [metrics]:\n{cfg}"
+        );
         *cfg = cfg.replace("[metrics]\n", "[metrics]\ntoken_file = \"metrics.token\"\n");
     });
-    let out = relay.cli(&["serve"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_fails(&relay);
     assert!(err.contains("metrics.token_file"), "{err}");
     std::fs::write(relay.data.join("metrics.token"), "short\n").unwrap();
-    let out = relay.cli(&["serve"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_fails(&relay);
     assert!(err.contains("at least 16"), "{err}");
 }
 
@@ -288,7 +326,7 @@ async fn a_real_prometheus_scrapes_the_relay_and_answers_a_query() {
 
     let query = format!("http://{web}/api/v1/query?query=dwa_relay_agents_connected");
     let client = reqwest::Client::new();
-    let mut last = Value::Null;
+    let mut last: Value;
     assert_eventually!(
         {
             last = match client.get(&query).send().await {
