@@ -17,6 +17,7 @@ use dwa_agent::telemetry::v3::{
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Parser)]
 #[command(
@@ -342,6 +343,40 @@ fn split_target(s: &str) -> Result<(String, u16)> {
     dwa_link::cli::split_host_port(s).map_err(anyhow::Error::msg)
 }
 
+/// SIGHUP reloads agent.toml (see `dwa_agent::reload`); the outcome is
+/// logged, a file that does not load keeps the running configuration.
+fn spawn_reload_on_sighup(
+    reloader: dwa_agent::reload::Reloader,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    tokio::spawn(
+        async move {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                match reloader.reload() {
+                    Ok(r) => {
+                        tracing::info!(applied = ?r.applied, restart_needed = ?r.restart_needed,
+                            "agent.toml reloaded");
+                        if !r.restart_needed.is_empty() {
+                            tracing::warn!(settings = ?r.restart_needed,
+                                "changed in agent.toml, in force at the next start only");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e,
+                        "agent.toml not reloaded; the running configuration stays"),
+                }
+            }
+        }
+        .instrument(tracing::info_span!("reload")),
+    );
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Enroll {
@@ -395,6 +430,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = AgentConfig::load(&config)?;
             let mut agent = Agent::load(cfg, &config)?.with_telemetry(&config).await?;
             let shutdown = CancellationToken::new();
+            spawn_reload_on_sighup(agent.reloader(&config), shutdown.clone())?;
             let s = shutdown.clone();
             tokio::spawn(async move {
                 let term = async {

@@ -20,6 +20,7 @@ pub mod error;
 pub mod local_audit;
 pub mod policy;
 pub mod relay_http;
+pub mod reload;
 pub mod session;
 pub mod status;
 pub mod streams;

@@ -1,6 +1,6 @@
 //! The agent's own audit log (`audit.jsonl` beside agent.toml): every
-//! stream the agent opened or refused, every diagnostic it ran, and the
-//! relay's signed audit checkpoints — so a site can see what was done on
+//! stream the agent opened or refused, every diagnostic it ran, each
+//! reload of agent.toml, and the relay's signed audit checkpoints — so a site can see what was done on
 //! its network, and check the relay's log against it
 //! (`dwa-relay audit verify --checkpoint audit.jsonl`), without trusting
 //! the relay.
@@ -198,6 +198,10 @@ pub fn describe(v: &serde_json::Value) -> String {
         "diag.run" => format!("ran {} toward {}", s("kind"), s("target")),
         CHECKPOINT_KIND => format!("relay audit log at record {} ({})", d["id"], s("hash")),
         "audit.dropped" => format!("{} lines lost (queue full)", d["lines"]),
+        "config.reloaded" => format!(
+            "agent.toml reloaded: applied {}, at the next start {}",
+            d["applied"], d["restart_needed"]
+        ),
         _ => d.to_string(),
     };
     format!(

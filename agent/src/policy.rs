@@ -108,6 +108,13 @@ impl LivePolicy {
         s.policy.clone()
     }
 
+    /// Puts `policy` in force for every decision from now on (SIGHUP: the
+    /// configured rules changed); the own addresses stay those last read.
+    pub fn replace(&self, policy: AgentPolicy) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.policy = Arc::new(policy.with_own_addresses(s.read.clone()));
+    }
+
     /// Allowed ports (they do not depend on the own addresses).
     pub fn ports(&self) -> Vec<u16> {
         self.snapshot().ports()
@@ -202,6 +209,32 @@ mod tests {
         assert_eq!(live.now().decide(ip("10.0.0.7"), 80).rule, Rule::OwnAddress);
         fail.store(true, Ordering::SeqCst);
         assert_eq!(live.now().decide(ip("10.0.0.7"), 80).rule, Rule::OwnAddress);
+    }
+
+    #[test]
+    fn a_replaced_policy_decides_at_once_with_the_own_addresses() {
+        let cfg = |allow: &str| PolicyConfig {
+            allow: vec![allow.into()],
+            ..PolicyConfig::default()
+        };
+        let live = LivePolicy::with_reader(
+            AgentPolicy::from_config(&cfg("10.0.0.0/24"), vec![]).unwrap(),
+            || Ok(vec![ip("10.0.1.5")]),
+        );
+        assert!(live.now().decide(ip("10.0.0.9"), 80).allowed);
+        live.replace(AgentPolicy::from_config(&cfg("10.0.1.0/24"), vec![]).unwrap());
+        let d = live.recent().decide(ip("10.0.0.9"), 80);
+        assert!(!d.allowed, "outside the new allow list: {d:?}");
+        assert!(live.recent().decide(ip("10.0.1.9"), 80).allowed);
+        assert_eq!(
+            live.recent().decide(ip("10.0.1.5"), 80).rule,
+            Rule::OwnAddress,
+            "the own addresses read before the replacement still count"
+        );
+        assert_eq!(
+            live.allow(),
+            vec!["10.0.1.0/24".parse::<IpNetwork>().unwrap()]
+        );
     }
 
     #[test]

@@ -208,8 +208,39 @@ struct Telemetry {
     collector: Arc<Collector>,
     uploader: Option<Uploader>,
     relay_up: Arc<Notify>,
+    /// The resolver the collector's scans use (a reload keeps it).
+    names: Arc<Names>,
     /// `[traps]` when enabled: the listener and its bound socket.
     traps: Option<(TrapListener, tokio::net::UdpSocket)>,
+}
+
+/// The collector's template for each scan, from `[scan]`.
+pub(crate) fn scan_options(
+    scan: &crate::config::ScanConfig,
+    names: &Arc<Names>,
+    policy: &Arc<LivePolicy>,
+) -> Result<ScanOptions> {
+    Ok(ScanOptions {
+        dns: scan.dns_names.then(|| names.clone()),
+        netbios: scan.netbios(),
+        target_names: vec![],
+        policy: Some(policy.clone()),
+        v3: scan.v3_security()?,
+        communities: scan.effective_communities(),
+        port: scan.snmp_port,
+        timeout: scan.timeout,
+        retries: scan.retries,
+        concurrency: scan.concurrency,
+        progress: false,
+    })
+}
+
+/// What to scan and how often, from `[scan]`.
+pub(crate) fn plan(scan: &crate::config::ScanConfig) -> Plan {
+    Plan {
+        ranges: scan.ranges.clone(),
+        interval: scan.interval,
+    }
 }
 
 impl Agent {
@@ -236,6 +267,21 @@ impl Agent {
 
     /// Opens the spool and prepares the collector and the uploader; they
     /// start with [`Agent::run`].
+    /// What SIGHUP changes in this agent (see [`crate::reload`]); take it
+    /// before `run`.
+    pub fn reloader(&self, config_path: &Path) -> crate::reload::Reloader {
+        crate::reload::Reloader {
+            path: config_path.to_path_buf(),
+            running: std::sync::Mutex::new(self.cfg.clone()),
+            policy: self.policy.clone(),
+            scan: self
+                .telemetry
+                .as_ref()
+                .map(|t| (t.collector.clone(), t.names.clone())),
+            audit: self.audit.clone(),
+        }
+    }
+
     pub async fn with_telemetry(mut self, config_path: &Path) -> Result<Self> {
         let scan = &self.cfg.scan;
         let spool = Spool::open(
@@ -249,19 +295,8 @@ impl Agent {
         )
         .await?;
         let names = Arc::new(Names::new(&scan.dns_servers()?)?);
-        let options = ScanOptions {
-            dns: scan.dns_names.then(|| names.clone()),
-            netbios: scan.netbios(),
-            target_names: vec![],
-            policy: Some(self.policy.clone()),
-            v3: scan.v3_security()?,
-            communities: scan.effective_communities(),
-            port: scan.snmp_port,
-            timeout: scan.timeout,
-            retries: scan.retries,
-            concurrency: scan.concurrency,
-            progress: false,
-        };
+        let options = scan_options(scan, &names, &self.policy)?;
+        let names_kept = names.clone();
         let wake = Arc::new(Notify::new());
         let relay_up = Arc::new(Notify::new());
         let relay = url::Url::parse(&self.cfg.relay)
@@ -276,12 +311,8 @@ impl Agent {
             relay_up: relay_up.clone(),
             status: Some(self.status.clone()),
         };
-        let plan = Plan {
-            ranges: scan.ranges.clone(),
-            interval: scan.interval,
-        };
         let collector = Arc::new(Collector::new(
-            plan,
+            plan(scan),
             self.policy.clone(),
             options,
             names,
@@ -313,6 +344,7 @@ impl Agent {
             None
         };
         self.telemetry = Some(Telemetry {
+            names: names_kept,
             collector,
             uploader: Some(uploader),
             relay_up,

@@ -63,7 +63,7 @@ impl Services {
             time,
             store,
             dir,
-            cfg,
+            config: std::sync::RwLock::new(Arc::new(cfg)),
             tls_fingerprint: tls.fingerprint,
             host_key_public,
             host_key: Arc::new(key),
@@ -127,6 +127,7 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
     crate::services::grants::spawn_watcher(&relay.svc);
     crate::services::checkpoints::spawn(&relay.svc);
     crate::services::telemetry::retention::spawn(&relay.svc);
+    spawn_reload_on_sighup(&relay)?;
     // Forget idle rate-limit keys so the table does not grow without bound.
     let r = relay.clone();
     relay.tracker.spawn(
@@ -154,6 +155,38 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
         https: https_addr,
         metrics,
     })
+}
+
+/// SIGHUP (`systemctl reload`) reads relay.toml again
+/// (`services::reload`); the outcome is logged and audited.
+fn spawn_reload_on_sighup(relay: &Relay) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    let r = relay.clone();
+    relay.tracker.spawn(
+        async move {
+            loop {
+                tokio::select! {
+                    got = hup.recv() => if got.is_none() { return },
+                    _ = r.shutdown.cancelled() => return,
+                }
+                match crate::services::reload::reload(&r.svc).await {
+                    Ok(done) => {
+                        tracing::info!(applied = ?done.applied,
+                            restart_needed = ?done.restart_needed, "relay.toml reloaded");
+                        if !done.restart_needed.is_empty() {
+                            tracing::warn!(settings = ?done.restart_needed,
+                                "changed in relay.toml, in force at the next start only");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e,
+                        "relay.toml not reloaded; the running configuration stays"),
+                }
+            }
+        }
+        .instrument(tracing::info_span!("reload")),
+    );
+    Ok(())
 }
 
 /// Stops everything and waits (bounded) for tasks to end.

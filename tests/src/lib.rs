@@ -635,6 +635,14 @@ impl Agent {
         std::fs::write(&self.config, s).expect("write agent.toml");
     }
 
+    /// The directory of agent.toml (its key, spool, audit log, status).
+    pub fn config_dir(&self) -> PathBuf {
+        self.config
+            .parent()
+            .expect("agent.toml has a directory")
+            .to_path_buf()
+    }
+
     pub fn key_path(&self) -> PathBuf {
         self.config.with_file_name("agent_key")
     }

@@ -70,6 +70,10 @@ pub fn allowed_targets(
     (allowed, refused, first)
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What to scan and how often.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -159,10 +163,13 @@ fn now_text() -> String {
 }
 
 pub struct Collector {
-    local: Plan,
+    /// agent.toml's plan (replaced on SIGHUP, see [`Collector::reconfigure`]).
+    local: Mutex<Plan>,
+    /// The relay's last settings, applied again to a reloaded local plan.
+    relay_settings: Mutex<ScanSettings>,
     policy: Arc<LivePolicy>,
     /// Template for each scan (credentials, port, timeouts, concurrency).
-    options: ScanOptions,
+    options: Mutex<ScanOptions>,
     /// Resolves host-name ranges at each scan.
     names: Arc<Names>,
     spool: Spool,
@@ -192,9 +199,10 @@ impl Collector {
     ) -> Collector {
         Collector {
             plan: Mutex::new(local.clone()),
-            local,
+            local: Mutex::new(local),
+            relay_settings: Mutex::new(ScanSettings::default()),
             policy,
-            options,
+            options: Mutex::new(options),
             names,
             spool,
             uploader,
@@ -210,12 +218,28 @@ impl Collector {
 
     /// Relay settings: adopt what the ceiling allows, say what was refused.
     pub fn configure(&self, s: &ScanSettings) -> ScanApplied {
+        *lock(&self.relay_settings) = s.clone();
         // Each scan decides its addresses again (`scan_with`).
-        let (plan, applied) = apply(&self.local, &self.policy.recent(), s);
+        let local = lock(&self.local).clone();
+        let (plan, applied) = apply(&local, &self.policy.recent(), s);
         for (range, why) in &applied.refused {
             tracing::warn!(%range, "scan range from the relay refused: {why}");
         }
         tracing::info!(ranges = ?plan.ranges, interval = ?plan.interval, "scan settings from the relay");
+        *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = plan;
+        self.wake.notify_one();
+        applied
+    }
+
+    /// agent.toml changed (SIGHUP): its ranges, interval and SNMP settings
+    /// from now on, under the relay's last settings as `configure` applies
+    /// them. A running scan finishes with the settings it started with.
+    pub fn reconfigure(&self, local: Plan, options: ScanOptions) -> ScanApplied {
+        *lock(&self.options) = options;
+        let settings = lock(&self.relay_settings).clone();
+        let (plan, applied) = apply(&local, &self.policy.recent(), &settings);
+        *lock(&self.local) = local;
+        tracing::info!(ranges = ?plan.ranges, interval = ?plan.interval, "scan settings from agent.toml");
         *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = plan;
         self.wake.notify_one();
         applied
@@ -314,7 +338,7 @@ impl Collector {
             );
         }
         let addresses = addrs.len() as u32;
-        let mut options = self.options.clone();
+        let mut options = lock(&self.options).clone();
         options.target_names = resolved.names;
         let report = scan::scan(addrs, options).await;
         for (ip, why) in &report.refused {

@@ -628,6 +628,18 @@ events! {
         /// Close records written for streams the previous run left open.
         unclosed_streams: u64,
     }
+    /// relay.toml was read again (SIGHUP) and put in force.
+    RelayConfigReloaded("relay.config_reloaded", 1) {
+        /// Sections with a setting that changed and is in force now.
+        applied: Vec<String>,
+        /// Settings that changed in the file but are read once at start:
+        /// kept as they run until the next start.
+        restart_needed: Vec<String>,
+    }
+    /// relay.toml did not load on SIGHUP; the running configuration stays.
+    RelayConfigReloadRefused("relay.config_reload_refused", 1) {
+        error: String,
+    }
     AuditRefusalsCounted("audit.refusals_counted", 1) {
         /// The kind of the refusals counted.
         refused: String,

@@ -32,8 +32,8 @@ pub enum SmtpError {
 
 /// Starts the delivery task when `[smtp]` is configured.
 pub fn spawn(relay: &Relay) -> Result<(), SmtpError> {
-    if let Some(smtp) = &relay.cfg.smtp {
-        let client = Client::new(smtp, &relay.cfg.domain)?;
+    if let Some(smtp) = &relay.cfg().smtp {
+        let client = Client::new(smtp, &relay.cfg().domain)?;
         email::spawn(&relay.svc, Arc::new(client));
     }
     Ok(())

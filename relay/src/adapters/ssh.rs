@@ -255,7 +255,7 @@ impl russh::server::Handler for SshHandler {
             link,
             self.peer,
             self.transport,
-            relay.cfg.limits.max_streams_per_agent,
+            relay.cfg().limits.max_streams_per_agent,
             relay.time.now(),
         ));
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
@@ -500,7 +500,7 @@ pub async fn serve_connection(
     peer: SocketAddr,
     transport: &'static str,
 ) {
-    let limits = relay.cfg.limits.clone();
+    let limits = relay.cfg().limits.clone();
     // One address cannot hold every handshake: its own cap first, then the
     // client's version line (a silent connection costs no shared slot),
     // and only then a place among all handshakes.

@@ -65,7 +65,7 @@ impl RelayState {
         );
         let key = crate::init::load_host_key(&dir)?;
         let tls = crate::init::load_tls(&dir)?;
-        let cfg = &svc.cfg;
+        let cfg = svc.cfg();
         let ssh_config = Arc::new(dwa_link::ssh::server_config(cfg.keepalive(), vec![key]));
         let oidc_http = cfg
             .oidc

@@ -16,7 +16,7 @@ use crate::services::telemetry::webhook::{self, Post, SendFuture, Sender};
 
 /// Starts the delivery task when a webhook is configured.
 pub fn spawn(relay: &Relay) -> Result<()> {
-    if let Some(client) = Client::new(&relay.cfg.alerts)? {
+    if let Some(client) = Client::new(&relay.cfg().alerts)? {
         webhook::spawn(&relay.svc, Arc::new(client));
     }
     Ok(())
@@ -168,9 +168,11 @@ mod tests {
     async fn with(
         cfg: AlertsSection,
     ) -> (tempfile::TempDir, Arc<crate::services::Services>, Client) {
-        let (tmp, mut svc) = crate::testutil::svc().await;
+        let (tmp, svc) = crate::testutil::svc().await;
         let client = Client::new(&cfg).unwrap().expect("a webhook is configured");
-        Arc::get_mut(&mut svc).expect("sole owner").cfg.alerts = cfg;
+        let mut all = (*svc.cfg()).clone();
+        all.alerts = cfg;
+        svc.set_cfg(all);
         (tmp, svc, client)
     }
 
@@ -179,7 +181,7 @@ mod tests {
         let now = svc.time.rfc3339();
         let queued = enqueue(
             &mut tx,
-            &svc.cfg.alerts,
+            &svc.cfg().alerts,
             "alert.raised",
             payload,
             &now,
@@ -209,7 +211,7 @@ mod tests {
         let row = svc.store.outbox().await.unwrap().remove(0);
         assert_eq!(row.attempts, 1);
         assert!(row.last_error.unwrap_or_default().contains("500"));
-        let later = now + backoff(&svc.cfg.alerts, 1).as_secs() as i64;
+        let later = now + backoff(&svc.cfg().alerts, 1).as_secs() as i64;
         assert_eq!(deliver_due(&svc, &client, later).await.unwrap(), 1);
         assert_eq!(hits.load(Ordering::SeqCst), 2);
         let got = got.lock().unwrap().clone();

@@ -265,7 +265,7 @@ pub async fn open_login(
     let cookie = random_secret(32);
     let hash = sha256_hex(&cookie);
     let now = svc.time.unix();
-    let expires_at = now + svc.cfg.web.login_lifetime.as_secs() as i64;
+    let expires_at = now + svc.cfg().web.login_lifetime.as_secs() as i64;
     let mut g = NewGrant::new(GrantKind::Login, now);
     g.secret_hash = Some(&hash);
     g.user_id = Some(user_id);
@@ -314,7 +314,7 @@ pub async fn principal_for_cookie(svc: &Services, cookie: &str) -> Result<Princi
         .await?
         .filter(|g| g.live_at(now))
         .ok_or_else(|| AuthError::Unauthorized("the log-in session ended; log in again".into()))?;
-    let idle = svc.cfg.accounts.session_idle_timeout.as_secs() as i64;
+    let idle = svc.cfg().accounts.session_idle_timeout.as_secs() as i64;
     match idle_check(g.last_seen, now, idle) {
         IdleCheck::Fresh => {}
         IdleCheck::Touch => svc.store.touch_grant(g.id, now).await?,

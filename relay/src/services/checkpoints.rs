@@ -196,7 +196,7 @@ pub async fn verify(svc: &Services, given: Option<&Path>) -> Result<Verified> {
 pub fn spawn(svc: &crate::services::Svc) {
     let svc = svc.clone();
     let every = svc
-        .cfg
+        .cfg()
         .audit
         .checkpoint_interval
         .max(Duration::from_secs(1));

@@ -45,6 +45,7 @@ pub mod grants;
 pub mod ipp_audit;
 pub mod metrics;
 pub mod refusals;
+pub mod reload;
 pub mod sso;
 pub mod streams;
 pub mod telemetry;
@@ -67,7 +68,9 @@ use clock::Time;
 /// is not a service's business) for the server or one CLI command, and
 /// shared.
 pub struct Services {
-    pub cfg: RelayConfig,
+    /// relay.toml as in force: replaced whole by a reload (`reload`), read
+    /// through [`Services::cfg`] at each use.
+    pub(crate) config: std::sync::RwLock<Arc<RelayConfig>>,
     pub dir: DataDir,
     pub store: Store,
     pub audit: Audit,
@@ -115,12 +118,27 @@ pub struct Services {
 pub type Svc = Arc<Services>;
 
 impl Services {
+    /// relay.toml as in force now. Settings read once at start (listeners,
+    /// slots, rate quotas, spawned loops) never change in it: `reload`
+    /// keeps them as they run.
+    pub fn cfg(&self) -> Arc<RelayConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts `cfg` in force for every later read (`reload`, and tests).
+    pub fn set_cfg(&self, cfg: RelayConfig) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(cfg);
+    }
+
     /// The portal's origin, as browsers send it in `Origin`.
     pub fn portal_origin(&self) -> String {
         if self.https_port == 443 {
-            format!("https://{}", self.cfg.domain)
+            format!("https://{}", self.cfg().domain)
         } else {
-            format!("https://{}:{}", self.cfg.domain, self.https_port)
+            format!("https://{}:{}", self.cfg().domain, self.https_port)
         }
     }
 }

@@ -558,13 +558,13 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
             DenyReason::StreamLimit,
             format!(
                 "agent has the maximum of {} streams open",
-                relay.cfg.limits.max_streams_per_agent
+                relay.cfg().limits.max_streams_per_agent
             ),
         )
         .await);
     };
     let id = conn.next_stream.fetch_add(1, Ordering::Relaxed);
-    let open_timeout = relay.cfg.limits.stream_open_timeout;
+    let open_timeout = relay.cfg().limits.stream_open_timeout;
     if req.tls && native.is_none() {
         return Err(deny(
             relay,

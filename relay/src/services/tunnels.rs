@@ -190,7 +190,7 @@ impl Tunnels {
 
 /// The asked lifetime (default `tunnels.ttl`), within the bounds.
 fn requested_ttl(svc: &Services, t: Option<Duration>) -> Result<Duration, TunnelError> {
-    let c = &svc.cfg.tunnels;
+    let c = &svc.cfg().tunnels;
     let ttl = t.unwrap_or(c.ttl);
     if ttl < c.min_ttl || ttl > c.max_ttl {
         return Err(TunnelError::Invalid(format!(
@@ -290,7 +290,7 @@ pub async fn open(
         let e = TunnelError::Refused(decision.reason);
         return Err(refuse(svc, p, &agent, d, e).await);
     }
-    let c = &svc.cfg.tunnels;
+    let c = &svc.cfg().tunnels;
     if svc.tunnels.live_where(|t| t.user_id == p.user_id).len() >= c.max_per_user {
         let e = TunnelError::RateLimited {
             msg: format!(
@@ -304,7 +304,7 @@ pub async fn open(
     let (first, last) = c
         .port_range()
         .map_err(|e| TunnelError::Invalid(e.to_string()))?;
-    let bind_ip = c.bind.unwrap_or(svc.cfg.https.listen.ip());
+    let bind_ip = c.bind.unwrap_or(svc.cfg().https.listen.ip());
     let Some(listener) = bind_free(bind_ip, first, last).await else {
         let e = TunnelError::Unavailable(format!("no free tunnel port in {first}-{last}"));
         return Err(refuse(svc, p, &agent, d, e).await);
@@ -333,7 +333,7 @@ pub async fn open(
         port,
         listen,
         host: if listen.ip().is_unspecified() {
-            svc.cfg.domain.clone()
+            svc.cfg().domain.clone()
         } else {
             listen.ip().to_string()
         },
@@ -394,7 +394,7 @@ pub async fn open(
 async fn serve(relay: Svc, t: Arc<Tunnel>, listener: TcpListener, ttl: Duration) {
     let expiry = tokio::time::sleep(ttl);
     tokio::pin!(expiry);
-    let audited = relay.cfg.tunnels.max_refusals_audited;
+    let audited = relay.cfg().tunnels.max_refusals_audited;
     let reason = loop {
         let (sock, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -416,10 +416,10 @@ async fn serve(relay: Svc, t: Arc<Tunnel>, listener: TcpListener, ttl: Duration)
                 peer.ip(),
                 t.client
             ))
-        } else if t.live.load(Ordering::Relaxed) >= relay.cfg.tunnels.max_connections {
+        } else if t.live.load(Ordering::Relaxed) >= relay.cfg().tunnels.max_connections {
             Some(format!(
                 "the tunnel carries its maximum of {} connections",
-                relay.cfg.tunnels.max_connections
+                relay.cfg().tunnels.max_connections
             ))
         } else {
             None

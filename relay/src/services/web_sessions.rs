@@ -510,7 +510,7 @@ pub async fn open(
             retry_after: 60,
         });
     }
-    let w = &svc.cfg.web;
+    let w = &svc.cfg().web;
     // 128 bits each, from the OS CSPRNG; hex keeps the id a DNS label.
     let id = random_secret(16);
     let ticket = random_secret(16);
@@ -529,7 +529,7 @@ pub async fn open(
         sha256_hex(&ticket),
         NewSession {
             created_at: svc.time.now(),
-            domain: svc.cfg.domain.clone(),
+            domain: svc.cfg().domain.clone(),
             https_port: svc.https_port,
             device: target,
             port: req.port,

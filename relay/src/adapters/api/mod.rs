@@ -128,7 +128,7 @@ pub(crate) async fn logout(State(relay): State<Relay>, p: Principal) -> Result<R
 pub fn login_cookie(relay: &Relay, value: &str) -> Result<HeaderValue> {
     let cookie = format!(
         "{SESSION_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
-        relay.cfg.web.login_lifetime.as_secs()
+        relay.cfg().web.login_lifetime.as_secs()
     );
     HeaderValue::from_str(&cookie).map_err(|e| RelayError::Invalid(e.to_string()))
 }

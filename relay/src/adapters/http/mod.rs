@@ -218,7 +218,7 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
             tracing::warn!(%peer, "too many TLS handshakes from this address; dropping connection");
             continue;
         };
-        let silent_for = relay.cfg.limits.version_timeout;
+        let silent_for = relay.cfg().limits.version_timeout;
         relay.tracker.spawn(
             async move {
                 // A client speaks first (its ClientHello): a silent one goes
@@ -252,7 +252,7 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
                 };
                 // A connection whose TLS name is a session host belongs to
                 // that session: it lives as long as the session, no longer.
-                let domain = relay2.cfg.domain.clone();
+                let domain = relay2.cfg().domain.clone();
                 let bound = tls
                     .get_ref()
                     .1
@@ -268,7 +268,7 @@ pub async fn listen(relay: Relay, listener: TcpListener) {
                     req.extensions_mut().insert(PeerAddr(peer));
                     let app = app.clone();
                     let relay = relay3.clone();
-                    let named = request_host(&req).and_then(|h| session_id_from_host(&h, &relay.cfg.domain));
+                    let named = request_host(&req).and_then(|h| session_id_from_host(&h, &relay.cfg().domain));
                     let bound = bound.clone();
                     async move {
                         match (named, bound) {

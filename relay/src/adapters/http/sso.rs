@@ -166,7 +166,7 @@ fn logged_in(relay: &Relay, html: bool, ok: sso::LoggedIn) -> Response {
         "{}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
         crate::services::auth::SESSION_COOKIE,
         ok.cookie,
-        relay.cfg.web.login_lifetime.as_secs()
+        relay.cfg().web.login_lifetime.as_secs()
     );
     // A 200 page that goes on to / rather than a redirect: a SameSite=Strict
     // cookie is not sent on a redirect chain that began at the provider, so

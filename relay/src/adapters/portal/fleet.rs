@@ -385,7 +385,7 @@ fn device_csp(relay: &Relay) -> PResult<axum::http::HeaderValue> {
     };
     axum::http::HeaderValue::from_str(&format!(
         "default-src 'self'; frame-ancestors 'none'; form-action 'self' https://*.{}{port}",
-        relay.cfg.domain
+        relay.cfg().domain
     ))
     .map_err(|e| PortalError::from(RelayError::Invalid(e.to_string())))
 }

@@ -43,7 +43,7 @@ pub async fn deactivate(
                 id: user_id,
                 reason: "unused".into(),
                 last_active,
-                inactive_after_days: svc.cfg.accounts.inactive_after.as_secs() / 86_400,
+                inactive_after_days: svc.cfg().accounts.inactive_after.as_secs() / 86_400,
             },
             by,
             None,
@@ -60,7 +60,7 @@ pub fn unused_before(now: i64, after: Duration) -> i64 {
 
 /// One sweep at `now`; returns the user names deactivated.
 pub async fn sweep(svc: &Services, now: i64) -> Result<Vec<String>> {
-    let cutoff = unused_before(now, svc.cfg.accounts.inactive_after);
+    let cutoff = unused_before(now, svc.cfg().accounts.inactive_after);
     let mut done = vec![];
     for u in svc.store.stale_users(cutoff).await? {
         deactivate(svc, u.id, &u.username, u.used, "relay").await?;

@@ -55,7 +55,7 @@ fn rate_limited(peer: &str, which: &str) -> Event {
 
 /// Whether `role` must use two-factor under this svc's configuration.
 pub fn totp_required(svc: &Services, role: dwa_policy::roles::Role) -> bool {
-    svc.cfg
+    svc.cfg()
         .accounts
         .require_totp
         .iter()
@@ -85,7 +85,7 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
     }
 
     let row = svc.store.login_row(&name).await?;
-    let limit = svc.cfg.accounts.lockout_after;
+    let limit = svc.cfg().accounts.lockout_after;
     let known_id = row.as_ref().map(|r| r.id);
 
     // Verify against a real hash even for unknown users, and before the
@@ -113,7 +113,7 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
             "this account is deactivated; an administrator must reactivate it".into(),
         ));
     }
-    let inactive_after = svc.cfg.accounts.inactive_after;
+    let inactive_after = svc.cfg().accounts.inactive_after;
     let last_active = r.last_active.unwrap_or(now);
     if unused_too_long(last_active, now, inactive_after) {
         super::inactivity::deactivate(svc, user_id, &name, last_active, "relay").await?;
@@ -324,7 +324,7 @@ async fn failure(
 /// addresses, or a wrong current password in its own session) toward the
 /// lockout; at the limit the account locks and its grants end.
 pub async fn count_own_failure(svc: &Services, name: &str, peer: &str) {
-    let limit = svc.cfg.accounts.lockout_after;
+    let limit = svc.cfg().accounts.lockout_after;
     // Lockout: the count and the lock in one transaction.
     match count_failure(svc, name, limit).await {
         Ok(Some(f)) if f.locked_at.is_some() => {

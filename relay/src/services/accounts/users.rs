@@ -65,7 +65,7 @@ pub async fn begin_totp(svc: &Services, p: &Principal) -> Result<TotpEnrollment>
         ));
     }
     let secret = totp::new_secret();
-    let uri = totp::otpauth_uri(&secret, &p.username, &svc.cfg.domain)?;
+    let uri = totp::otpauth_uri(&secret, &p.username, &svc.cfg().domain)?;
     svc.store.set_totp_pending(p.user_id, &secret).await?;
     svc.audit
         .record(

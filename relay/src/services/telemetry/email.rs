@@ -183,10 +183,10 @@ pub fn messages(rows: Vec<Mail>) -> Vec<(Vec<Mail>, Message)> {
 /// Sends the rows due at `now` (unix seconds); returns how many messages
 /// were attempted.
 pub async fn deliver_due(svc: &Services, mailer: &dyn Mailer, now: i64) -> Result<usize> {
-    if svc.cfg.smtp.is_none() {
+    if svc.cfg().smtp.is_none() {
         return Ok(0);
     }
-    let cfg = &svc.cfg.alerts;
+    let cfg = &svc.cfg().alerts;
     let rows = svc.store.mail_due(now, BATCH).await?;
     let batch = messages(rows);
     for (rows, msg) in &batch {
@@ -246,7 +246,7 @@ async fn prune(svc: &Services) -> Result<()> {
 /// Sends until shutdown: wakes when a change is queued, when the next row
 /// is due, and at least every 30 s.
 pub fn spawn(svc: &Svc, mailer: Arc<dyn Mailer>) {
-    if svc.cfg.smtp.is_none() {
+    if svc.cfg().smtp.is_none() {
         return;
     }
     let notify = svc.telemetry.mail_wake.clone();
@@ -332,13 +332,12 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_retried_then_given_up_and_audited() {
-        let (_tmp, mut svc) = crate::testutil::svc().await;
-        {
-            let s = Arc::get_mut(&mut svc).expect("sole owner");
-            s.cfg.smtp =
-                Some(toml::from_str("host = \"127.0.0.1\"\nfrom = \"dwa@x.example\"\n").unwrap());
-            s.cfg.alerts.max_attempts = 2;
-        }
+        let (_tmp, svc) = crate::testutil::svc().await;
+        let mut cfg = (*svc.cfg()).clone();
+        cfg.smtp =
+            Some(toml::from_str("host = \"127.0.0.1\"\nfrom = \"dwa@x.example\"\n").unwrap());
+        cfg.alerts.max_attempts = 2;
+        svc.set_cfg(cfg);
         let now = svc.time.rfc3339();
         let c = svc.store.add_customer("mailco", &now).await.unwrap();
         let mut tx = svc.store.begin().await.unwrap();

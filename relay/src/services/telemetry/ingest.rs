@@ -237,7 +237,7 @@ pub async fn store_batch(
     };
     for item in items {
         let id = item.id();
-        match store_item(&mut tx, &svc.cfg, agent, &rules, item, at).await {
+        match store_item(&mut tx, &svc.cfg(), agent, &rules, item, at).await {
             Ok(n) => {
                 events += n;
                 readings += u64::from(matches!(item, IngestItem::Reading(_)));
@@ -364,7 +364,6 @@ mod tests {
     use super::*;
     use dwa_proto::telemetry::{DeviceRecord, ErrorState, Level, Supply, SupplyClass, SupplyKind};
     use dwa_store::alerts::AlertState;
-    use std::sync::Arc;
 
     fn agent(id: &str) -> AgentInfo {
         AgentInfo {
@@ -704,12 +703,14 @@ mod tests {
 
     #[tokio::test]
     async fn alerts_are_raised_once_and_resolved_when_the_condition_clears() {
-        let (_t, mut svc) = crate::testutil::svc().await;
-        Arc::get_mut(&mut svc).expect("sole owner").cfg.alerts = crate::config::AlertsSection {
+        let (_t, svc) = crate::testutil::svc().await;
+        let mut cfg = (*svc.cfg()).clone();
+        cfg.alerts = crate::config::AlertsSection {
             webhook_url: Some("http://127.0.0.1:9/hook".into()),
             webhook_secret: Some(crate::config::Secret::new("0123456789abcdef")),
             ..Default::default()
         };
+        svc.set_cfg(cfg);
         let db = &*svc;
         let mut r = rec("10.0.0.5", Some("A"), None);
         r.supplies = vec![toner(5.0)];

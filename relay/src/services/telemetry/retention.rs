@@ -30,7 +30,7 @@ pub fn cutoff(now: SystemTime, retention: Duration) -> Option<String> {
 /// batches; stops early (having audited what went) on shutdown. Returns
 /// how many went.
 pub async fn prune(svc: &Services, now: SystemTime) -> Result<u64> {
-    let Some(before) = cutoff(now, svc.cfg.telemetry.readings_retention) else {
+    let Some(before) = cutoff(now, svc.cfg().telemetry.readings_retention) else {
         return Ok(0);
     };
     let mut total = 0u64;
@@ -61,7 +61,11 @@ pub async fn prune(svc: &Services, now: SystemTime) -> Result<u64> {
 /// The prune task: a run at start, then every `telemetry.prune_interval`.
 pub fn spawn(svc: &Svc) {
     let r = svc.clone();
-    let every = svc.cfg.telemetry.prune_interval.max(Duration::from_secs(1));
+    let every = svc
+        .cfg()
+        .telemetry
+        .prune_interval
+        .max(Duration::from_secs(1));
     svc.tracker.spawn(
         async move {
             let mut tick = tokio::time::interval(every);

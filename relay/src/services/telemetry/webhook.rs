@@ -106,7 +106,7 @@ pub fn backoff(cfg: &AlertsSection, attempts: u32) -> Duration {
 /// Delivers the rows due at `now` (unix seconds); returns how many were
 /// attempted.
 pub async fn deliver_due(svc: &Services, sender: &dyn Sender, now: i64) -> Result<usize> {
-    let cfg = &svc.cfg.alerts;
+    let cfg = &svc.cfg().alerts;
     if cfg.webhook_url.is_none() {
         return Ok(0);
     }
@@ -156,7 +156,7 @@ async fn prune(svc: &Services) -> Result<()> {
 /// Runs deliveries until shutdown: wakes when an event is queued, when the
 /// next retry is due, and at least every 30 s.
 pub fn spawn(svc: &Svc, sender: Arc<dyn Sender>) {
-    if svc.cfg.alerts.webhook_url.is_none() {
+    if svc.cfg().alerts.webhook_url.is_none() {
         return;
     }
     let notify = svc.telemetry.wake.clone();
