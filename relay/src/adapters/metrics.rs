@@ -81,7 +81,7 @@ impl Token {
 /// binds `metrics.listen` and serves it until the shutdown signal.
 /// Returns the bound address; None when `listen` is `off`.
 pub async fn start(relay: &Relay) -> Result<Option<SocketAddr>, MetricsError> {
-    let MetricsListen::At(addr) = relay.cfg.metrics.listen else {
+    let MetricsListen::At(addr) = relay.cfg().metrics.listen else {
         return Ok(None);
     };
     let token = token(relay)?.map(Arc::new);
@@ -100,7 +100,7 @@ pub async fn start(relay: &Relay) -> Result<Option<SocketAddr>, MetricsError> {
 /// The token scrapers must send, if any.
 fn token(relay: &Relay) -> Result<Option<Token>, MetricsError> {
     relay
-        .cfg
+        .cfg()
         .metrics
         .token_file
         .as_ref()
@@ -188,7 +188,7 @@ fn answer(
         );
         return r;
     }
-    let slots = relay.cfg.limits.max_handshakes;
+    let slots = relay.cfg().limits.max_handshakes;
     relay.metrics.sample(Live {
         agents: relay.agents.len(),
         web_sessions: relay.web.live(),
