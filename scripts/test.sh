@@ -90,6 +90,27 @@ if ((${#need[@]})); then
   [ -z "$added_policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
 fi
 
+# Prometheus and promtool for tests/tests/ops_metrics.rs (those checks
+# skip without them): the test starts its own Prometheus on a loopback
+# port; the package's service must not start on install (it would scrape
+# and listen on :9090), so a policy-rc.d is put in place for the install.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing prometheus (prometheus, promtool)"
+  added_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod 755 /usr/sbin/policy-rc.d
+    added_policy=1
+  fi
+  if ! { $sudo apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus; }; then
+    echo "WARNING: installing prometheus failed; the Prometheus checks of ops_metrics will skip" >&2
+  fi
+  [ -z "$added_policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
+fi
+
 # Headless Chromium and its WebDriver for the portal tests
 # (tests/tests/portal_*.rs), and OpenSSL: the agent's legacy-TLS connector
 # links libssl, and the legacy-printer tests start `openssl s_server`.

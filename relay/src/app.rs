@@ -25,7 +25,10 @@ impl Services {
     /// command: the configured ones).
     pub async fn open(dir: DataDir, ports: Option<(u16, u16)>, time: Time) -> Result<Self> {
         let cfg = crate::config::RelayConfig::load(&dir.0)?;
-        let store = dwa_store::Store::open_sqlite(&dir.path(crate::config::DB_FILE), false).await?;
+        let metrics = Arc::new(crate::services::metrics::Metrics::new());
+        let store = dwa_store::Store::open_sqlite(&dir.path(crate::config::DB_FILE), false)
+            .await?
+            .with_observer(metrics.clone());
         let key = crate::init::load_host_key(&dir)?;
         let host_key_public = dwa_link::ssh::public_openssh(key.public_key());
         let tls = crate::init::load_tls(&dir)?;
@@ -54,7 +57,8 @@ impl Services {
             dummy_hash: crate::init::hash_password(&crate::util::random_password())?,
             gates: crate::services::accounts::Gates::new(&cfg.accounts),
             refusals: Default::default(),
-            audit: crate::services::audit::Audit::new(store.clone(), time.clone()),
+            audit: crate::services::audit::Audit::new(store.clone(), time.clone(), metrics.clone()),
+            metrics,
             agents: crate::services::streams::AgentRegistry::default(),
             time,
             store,
@@ -74,6 +78,8 @@ pub struct Bound {
     pub relay: Relay,
     pub ssh: SocketAddr,
     pub https: SocketAddr,
+    /// The metrics listener's address; None when `metrics.listen = "off"`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Loads the data directory and binds everything; tasks start running.
@@ -101,6 +107,10 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
             "the previous run stopped with streams open; close records written"
         );
     }
+    // Before the other listeners: a bad token file stops the start here.
+    let metrics = crate::adapters::metrics::start(&relay)
+        .await
+        .map_err(|e| RelayError::Config(e.to_string()))?;
     crate::adapters::admin_socket::listen(relay.clone(), &dir.path(ADMIN_SOCKET)).await?;
     relay.tracker.spawn(
         crate::adapters::ssh::listen_tcp(relay.clone(), ssh)
@@ -143,6 +153,7 @@ pub async fn start(dir: DataDir) -> Result<Bound> {
         relay,
         ssh: ssh_addr,
         https: https_addr,
+        metrics,
     })
 }
 

@@ -421,11 +421,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Serve => {
             let _ = open(&dir).await?;
             let b = dwa_relay::app::start(dir).await?;
-            tracing::info!(ssh = %b.ssh, https = %b.https, "relay serving");
+            let metrics = b.metrics.map(|a| a.to_string());
+            tracing::info!(ssh = %b.ssh, https = %b.https, metrics = metrics.as_deref().unwrap_or("off"), "relay serving");
             print(
                 j,
-                json!({"ssh": b.ssh.to_string(), "https": b.https.to_string()}),
-                format!("dwa-relay serving: ssh={} https={}", b.ssh, b.https),
+                json!({"ssh": b.ssh.to_string(), "https": b.https.to_string(), "metrics": metrics}),
+                format!(
+                    "dwa-relay serving: ssh={} https={} metrics={}",
+                    b.ssh,
+                    b.https,
+                    metrics.as_deref().unwrap_or("off")
+                ),
             );
             dwa_relay::app::shutdown_signal().await;
             tracing::info!("shutting down");

@@ -62,6 +62,67 @@ pub struct RelayConfig {
     pub audit: AuditSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// Where the Prometheus metrics are served: an address, or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum MetricsListen {
+    Off,
+    At(SocketAddr),
+}
+
+impl TryFrom<String> for MetricsListen {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(Self::Off);
+        }
+        s.parse()
+            .map(Self::At)
+            .map_err(|_| format!("{s:?} is neither an address (ip:port) nor \"off\""))
+    }
+}
+
+impl From<MetricsListen> for String {
+    fn from(l: MetricsListen) -> String {
+        match l {
+            MetricsListen::Off => "off".into(),
+            MetricsListen::At(a) => a.to_string(),
+        }
+    }
+}
+
+/// The Prometheus metrics listener (`GET /metrics`, plain HTTP): its own
+/// address, apart from the public HTTPS one, so it is reachable only
+/// where the operator puts it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Default `127.0.0.1:9464`: the host's own scraper only.
+    pub listen: MetricsListen,
+    /// A file holding the bearer token scrapers must send (16 characters
+    /// at least); required when `listen` is not a loopback address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// 9464: the port Prometheus' registry of exporter ports gives
+/// OpenTelemetry's exporter, unused by anything else on a relay host.
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: MetricsListen::At(SocketAddr::from((
+                std::net::Ipv4Addr::LOCALHOST,
+                DEFAULT_METRICS_PORT,
+            ))),
+            token_file: None,
+        }
+    }
 }
 
 /// Stored telemetry: how long readings are kept (docs/privacy.md).
@@ -415,6 +476,19 @@ impl RelayConfig {
             tunnels: TunnelsSection::default(),
             audit: AuditSection::default(),
             telemetry: TelemetrySection::default(),
+            metrics: MetricsSection {
+                // On the HTTPS address when that is a loopback one (each
+                // test relay has its own), else the host's loopback.
+                listen: MetricsListen::At(SocketAddr::new(
+                    if https.ip().is_loopback() {
+                        https.ip()
+                    } else {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    },
+                    DEFAULT_METRICS_PORT,
+                )),
+                token_file: None,
+            },
         }
     }
 
@@ -612,6 +686,17 @@ impl RelayConfig {
         {
             return bad("telemetry.prune_interval", "must be 1s..=24h");
         }
+        // Counts of agents, sessions and failures are for the operator's
+        // scraper, not for the network: elsewhere than loopback only with
+        // a token.
+        if let MetricsListen::At(a) = self.metrics.listen {
+            if !a.ip().is_loopback() && self.metrics.token_file.is_none() {
+                return bad(
+                    "metrics.token_file",
+                    "must be set when metrics.listen is not a loopback address",
+                );
+            }
+        }
         Ok(())
     }
 
@@ -705,6 +790,42 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn metrics_listen_on_loopback_by_default_and_elsewhere_only_with_a_token() {
+        let base = "domain = \"d.localhost\"\n[ssh]\nlisten = \"127.0.0.1:1\"\n[https]\nlisten = \"127.0.0.1:2\"\n";
+        let c = RelayConfig::parse(base).unwrap();
+        assert_eq!(
+            c.metrics.listen,
+            MetricsListen::At("127.0.0.1:9464".parse().unwrap())
+        );
+        let c = RelayConfig::parse(&format!("{base}[metrics]\nlisten = \"off\"\n")).unwrap();
+        assert_eq!(c.metrics.listen, MetricsListen::Off);
+        let e = RelayConfig::parse(&format!("{base}[metrics]\nlisten = \"0.0.0.0:9464\"\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("metrics.token_file"), "{e}");
+        assert!(RelayConfig::parse(&format!(
+            "{base}[metrics]\nlisten = \"0.0.0.0:9464\"\ntoken_file = \"/etc/dwa/metrics.token\"\n"
+        ))
+        .is_ok());
+        let e =
+            RelayConfig::parse(&format!("{base}[metrics]\nlisten = \"nowhere\"\n")).unwrap_err();
+        assert!(e.to_string().contains("nowhere"), "{e}");
+        let e = RelayConfig::parse(&format!("{base}[metrics]\nport = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("port"), "{e}");
+        // What init writes: beside a loopback HTTPS address; it reads back.
+        let c = RelayConfig::new(
+            "d.localhost".into(),
+            "127.0.0.1:1".parse().unwrap(),
+            "127.5.6.1:2".parse().unwrap(),
+        );
+        assert_eq!(
+            c.metrics.listen,
+            MetricsListen::At("127.5.6.1:9464".parse().unwrap())
+        );
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(RelayConfig::parse(&text).unwrap(), c);
     }
 
     #[test]

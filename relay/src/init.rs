@@ -97,7 +97,9 @@ pub async fn init(
     } else {
         None
     };
-    Audit::new(store.clone(), time)
+    // Nobody scrapes `init`: its counts are thrown away.
+    let metrics = std::sync::Arc::new(crate::services::metrics::Metrics::new());
+    Audit::new(store.clone(), time, metrics)
         .append(
             Event::AdminCommand(AdminCommand::Init {
                 domain: domain.to_string(),

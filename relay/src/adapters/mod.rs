@@ -12,6 +12,7 @@
 //! - [`portal`]: the server-rendered portal.
 //! - [`openapi`]: the OpenAPI document of every route.
 //! - [`web`]: the session-host proxy to printers' web pages.
+//! - [`metrics`]: the Prometheus `/metrics` listener.
 //! - [`admin_socket`]: the local socket the CLI uses to reach the server.
 //! - [`webhook`]: posts alert events to the configured receiver.
 //! - [`oidc_client`]: single sign-on's calls to the identity provider.
@@ -19,6 +20,7 @@
 pub mod admin_socket;
 pub mod api;
 pub mod http;
+pub mod metrics;
 pub mod oidc_client;
 pub mod openapi;
 pub mod portal;

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::services::clock::Time;
 use crate::services::error::{Class, Failure};
+use crate::services::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -124,14 +125,16 @@ pub struct Audit {
     /// Whether the last append succeeded: while it did not, actions that
     /// would run ahead of their record (web-session requests) are refused.
     writable: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 impl Audit {
-    pub fn new(store: Store, time: Time) -> Self {
+    pub fn new(store: Store, time: Time, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
             time,
             writable: Arc::new(AtomicBool::new(true)),
+            metrics,
         }
     }
 
@@ -169,7 +172,9 @@ impl Audit {
             agent: agent.map(str::to_string),
             detail: detail.to_string(),
         };
+        let timer = self.metrics.audit_write();
         let r = self.store.audit_append(&entry).await;
+        timer.done(r.is_ok());
         self.writable.store(r.is_ok(), Ordering::Relaxed);
         Ok(r?)
     }

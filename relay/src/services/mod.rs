@@ -24,6 +24,7 @@
 //! - [`refusals`]: refusals before authentication, one record per source
 //!   and interval plus a count.
 //! - [`ipp_audit`]: IPP operations recognised in traffic to port 631.
+//! - [`metrics`]: the registry of the relay's Prometheus metrics.
 //! - [`clock`]: the one clock every service reads the time from.
 //! - [`error`]: the failure classes adapters map services' errors by.
 //!
@@ -42,6 +43,7 @@ pub mod error;
 pub mod export;
 pub mod grants;
 pub mod ipp_audit;
+pub mod metrics;
 pub mod refusals;
 pub mod reload;
 pub mod sso;
@@ -73,6 +75,8 @@ pub struct Services {
     pub store: Store,
     pub audit: Audit,
     pub time: Time,
+    /// What `/metrics` shows (the services count into it).
+    pub metrics: Arc<metrics::Metrics>,
     /// Connected agents and the streams opened through them.
     pub agents: streams::AgentRegistry,
     pub web: web_sessions::WebSessions,

@@ -6,7 +6,7 @@
 //! keepalive, the connection and handshake slots of `[limits]`, the
 //! log-in and session rate quotas of `[web]` and `[accounts]`, and the
 //! sections whose loops and clients are built at start (`[alerts]`,
-//! `[smtp]`, `[oidc]`, the checkpoint and prune intervals). Everything
+//! `[smtp]`, `[oidc]`, `[metrics]`, the checkpoint and prune intervals). Everything
 //! else — web-session and tunnel limits and durations, lockout, two-factor
 //! roles, inactivity, log-in lifetime, stream limits and timeouts,
 //! retention — is read where it is used, so a reload applies to the next
@@ -59,6 +59,7 @@ pub fn keep_start_settings(old: &RelayConfig, new: &RelayConfig) -> (RelayConfig
     keep!(oidc);
     keep!(audit);
     keep!(telemetry.prune_interval);
+    keep!(metrics);
     (eff, kept)
 }
 

@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::services::error::{Class, Failure};
+use crate::services::metrics::{DenyReason, StreamGauge};
 use crate::services::Services;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -381,6 +382,15 @@ impl AgentRegistry {
     pub fn list(&self) -> Vec<Arc<AgentConn>> {
         lock(&self.map).values().cloned().collect()
     }
+
+    /// How many agents are connected.
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The agent a request names, resolved.
@@ -421,6 +431,9 @@ pub struct StreamRecord {
     id: StreamId,
     stats: Arc<dwa_link::flow::StreamStats>,
     _permit: OwnedSemaphorePermit,
+    /// Counts the stream as open, and its bytes when it ends (closed or
+    /// dropped).
+    _open: StreamGauge,
 }
 
 async fn failed(
@@ -429,6 +442,7 @@ async fn failed(
     req: &StreamRequest,
     err: StreamError,
 ) -> StreamError {
+    relay.metrics.stream_failed();
     relay
         .audit
         .record(
@@ -447,8 +461,10 @@ async fn deny(
     relay: &Services,
     agent_id: &str,
     req: &StreamRequest,
+    why: DenyReason,
     reason: String,
 ) -> StreamError {
+    relay.metrics.stream_denied(why);
     relay
         .audit
         .record(
@@ -491,6 +507,7 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
             relay,
             &agent.id,
             req,
+            DenyReason::AgentRevoked,
             format!("agent {} is revoked", agent.id),
         )
         .await);
@@ -514,6 +531,7 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
             relay,
             &agent.id,
             req,
+            DenyReason::NoRoute,
             format!(
                 "agent session has no control channel and no remote forward on port {}",
                 req.port
@@ -529,7 +547,7 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
             agent_ports: &n.hello.ports,
         });
         if !d.allowed {
-            return Err(deny(relay, &agent.id, req, d.reason).await);
+            return Err(deny(relay, &agent.id, req, DenyReason::RelayPolicy, d.reason).await);
         }
     }
     let Ok(permit) = conn.streams.clone().try_acquire_owned() else {
@@ -537,6 +555,7 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
             relay,
             &agent.id,
             req,
+            DenyReason::StreamLimit,
             format!(
                 "agent has the maximum of {} streams open",
                 relay.cfg().limits.max_streams_per_agent
@@ -551,6 +570,7 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
             relay,
             &agent.id,
             req,
+            DenyReason::TlsNeedsAgent,
             "TLS toward the target needs a dwa-agent session (not a plain SSH forward)".into(),
         )
         .await);
@@ -611,6 +631,7 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
                     // before refusing; give it a moment to arrive. The control
                     // loop audits it.
                     if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
+                        relay.metrics.stream_denied(DenyReason::AgentPolicy);
                         return Err(StreamError::Refused(format!(
                             "denied by the agent: {}",
                             d.reason
@@ -647,7 +668,14 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
             }
         }
         (None, None) => {
-            return Err(deny(relay, &agent.id, req, "agent session has no route".into()).await)
+            return Err(deny(
+                relay,
+                &agent.id,
+                req,
+                DenyReason::NoRoute,
+                "agent session has no route".into(),
+            )
+            .await)
         }
     };
     // Audit first: a stream whose open record cannot be written is closed
@@ -670,6 +698,7 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
     if let Err(e) = written {
         tracing::error!(error = %e, target = %target, "stream refused: its open record could not be written");
         drop(stream);
+        relay.metrics.stream_failed();
         return Err(StreamError::Unavailable(
             crate::services::error::AUDIT_DOWN.into(),
         ));
@@ -683,6 +712,7 @@ pub async fn open_stream(relay: &Services, req: &StreamRequest) -> Result<OpenSt
             id,
             stats: stream.stats(),
             _permit: permit,
+            _open: relay.metrics.stream_opened(stream.stats()),
         },
         stream,
         tls,

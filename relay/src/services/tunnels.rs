@@ -178,6 +178,14 @@ impl Tunnels {
     pub fn get(&self, id: &str) -> Option<Arc<Tunnel>> {
         lock(&self.map).get(id).cloned()
     }
+
+    /// How many tunnels are live.
+    pub fn live(&self) -> usize {
+        lock(&self.map)
+            .values()
+            .filter(|t| t.ended().is_none())
+            .count()
+    }
 }
 
 /// The asked lifetime (default `tunnels.ttl`), within the bounds.

@@ -352,6 +352,14 @@ impl WebSessions {
         lock(&self.map).get(id).cloned()
     }
 
+    /// How many sessions are live.
+    pub fn live(&self) -> usize {
+        lock(&self.map)
+            .values()
+            .filter(|s| s.ended().is_none())
+            .count()
+    }
+
     /// Live sessions matching `pred`.
     pub fn live_where(&self, pred: impl Fn(&WebSession) -> bool) -> Vec<Arc<WebSession>> {
         lock(&self.map)

@@ -26,7 +26,8 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
@@ -85,6 +86,23 @@ fn unique<T>(r: Result<T, sqlx::Error>, conflict: impl FnOnce() -> String) -> Re
 pub struct Store {
     pool: SqlitePool,
     audit_head: audit::Head,
+    observer: Option<Arc<dyn Observer>>,
+}
+
+/// Told how long store work took (the relay's metrics). Write
+/// transactions are the store's one choke point: every write that is not a
+/// single statement goes through [`Store::begin`], and waits there for
+/// SQLite's write lock.
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    fn observe(&self, op: Op, took: Duration);
+}
+
+/// What an [`Observer`] is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// A write transaction, from `begin` (its wait for the write lock
+    /// included) to the end of its commit.
+    Transaction,
 }
 
 /// One write transaction. Dropped without [`Tx::commit`], it rolls back:
@@ -92,6 +110,8 @@ pub struct Store {
 /// write-locked.
 pub struct Tx {
     tx: sqlx::Transaction<'static, Sqlite>,
+    started: Instant,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Store {
@@ -119,14 +139,25 @@ impl Store {
         Ok(Self {
             pool,
             audit_head: audit::Head::default(),
+            observer: None,
         })
+    }
+
+    /// This store, telling `o` how long its work takes (set once, before
+    /// the store is cloned).
+    pub fn with_observer(mut self, o: Arc<dyn Observer>) -> Self {
+        self.observer = Some(o);
+        self
     }
 
     /// Starts a write transaction. On SQLite it takes the write lock at
     /// once (`BEGIN IMMEDIATE`), so its reads see what its writes change.
     pub async fn begin(&self) -> Result<Tx> {
+        let started = Instant::now();
         Ok(Tx {
             tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            started,
+            observer: self.observer.clone(),
         })
     }
 
@@ -155,7 +186,11 @@ impl Store {
 
 impl Tx {
     pub async fn commit(self) -> Result<()> {
-        Ok(self.tx.commit().await?)
+        let r = self.tx.commit().await;
+        if let Some(o) = &self.observer {
+            o.observe(Op::Transaction, self.started.elapsed());
+        }
+        Ok(r?)
     }
 }
 

@@ -9,6 +9,7 @@ use dwa_store::users::Failures;
 
 use super::AccountError;
 use crate::services::auth::{LoginOk, LoginRequest};
+use crate::services::metrics::LoginFailure;
 use crate::services::Services;
 
 type Result<T, E = AccountError> = std::result::Result<T, E>;
@@ -19,7 +20,23 @@ pub fn locked_message(n: u32) -> String {
 }
 
 async fn audit_attempt(svc: &Services, user: &str, event: Event) {
+    if let Event::UserLoginFailed { reason, .. } = &event {
+        svc.metrics.login_failed(failure_kind(reason));
+    }
     svc.audit.record(event, &format!("user:{user}"), None).await;
+}
+
+/// The metric's label of a failure's audited reason (the reasons are this
+/// file's own constants).
+fn failure_kind(reason: &str) -> LoginFailure {
+    match reason {
+        "account locked" => LoginFailure::Locked,
+        "account deactivated" => LoginFailure::Deactivated,
+        "two-factor code required" => LoginFailure::TotpRequired,
+        "two-factor code already used" => LoginFailure::TotpReused,
+        "wrong two-factor code" => LoginFailure::TotpInvalid,
+        _ => LoginFailure::Password,
+    }
 }
 
 fn failed(peer: &str, reason: &str) -> Event {
@@ -57,6 +74,9 @@ pub async fn login(svc: &Services, req: &LoginRequest, peer: &str) -> Result<Log
         .and_then(|ip| gates.address.refused(&ip).map(|s| (s, "address")))
         .or_else(|| gates.account.refused(&account_gate).map(|s| (s, "account")));
     if let Some((retry_after, which)) = limited {
+        // Counted here only: the notice `failure` writes when a failure
+        // reaches the limit belongs to an attempt counted already.
+        svc.metrics.login_failed(LoginFailure::RateLimited);
         audit_attempt(svc, &name, rate_limited(peer, which)).await;
         return Err(AccountError::RateLimited {
             msg: format!("too many failed log-ins for this {which}; retry later"),

@@ -230,6 +230,7 @@ pub async fn store_batch(
     let rules = alerts::load_rules(&mut tx, agent.customer_id).await?;
     let mut ack = IngestAck::default();
     let mut events = 0;
+    let mut readings = 0u64;
     let at = Stamp {
         now: &now,
         unix: now_unix,
@@ -239,6 +240,7 @@ pub async fn store_batch(
         match store_item(&mut tx, &svc.cfg(), agent, &rules, item, at).await {
             Ok(n) => {
                 events += n;
+                readings += u64::from(matches!(item, IngestItem::Reading(_)));
                 ack.accepted.push(id.to_string());
             }
             Err(TelemetryError::Invalid(e)) => ack.rejected.push(Rejected {
@@ -249,6 +251,9 @@ pub async fn store_batch(
         }
     }
     tx.commit().await?;
+    // Counted once committed: a batch rolled back stored nothing.
+    svc.metrics
+        .readings(readings, u64::try_from(ack.rejected.len()).unwrap_or(0));
     Ok((ack, events))
 }
 
