@@ -11,12 +11,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use calamine::{Data, Reader, Xlsx};
-use mail_parser::MimeHeaders as _;
 use dwa_e2e_tests::browser::Api;
 use dwa_e2e_tests::smtp::{self, Lab};
 use dwa_e2e_tests::*;
-use dwa_relay::services::telemetry::billing;
 use dwa_proto::telemetry::{Counters, DeviceRecord, IngestBatch, IngestItem, Reading, INGEST_PATH};
+use dwa_relay::services::telemetry::billing;
+use mail_parser::MimeHeaders as _;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -79,7 +79,10 @@ fn csv_rows(bytes: &[u8]) -> Vec<std::collections::BTreeMap<String, String>> {
     rd.records()
         .map(|r| {
             let r = r.unwrap();
-            head.iter().cloned().zip(r.iter().map(str::to_string)).collect()
+            head.iter()
+                .cloned()
+                .zip(r.iter().map(str::to_string))
+                .collect()
         })
         .collect()
 }
@@ -157,7 +160,11 @@ async fn june_report_from_api_and_cli_has_the_pages_estimates_and_reset() {
     let mut wb = Xlsx::new(std::io::Cursor::new(body)).unwrap();
     let ws = wb.worksheet_range("Billing").unwrap();
     let head: Vec<String> = (0..ws.width() as u32)
-        .map(|c| ws.get_value((0, c)).map(|d| d.to_string()).unwrap_or_default())
+        .map(|c| {
+            ws.get_value((0, c))
+                .map(|d| d.to_string())
+                .unwrap_or_default()
+        })
         .collect();
     let cell = |r: u32, n: &str| {
         let c = head.iter().position(|h| h == n).unwrap() as u32;
@@ -211,10 +218,7 @@ async fn june_report_from_api_and_cli_has_the_pages_estimates_and_reset() {
         .collect();
     assert_eq!(resets.len(), 1, "{alerts}");
     assert_eq!(resets[0]["subject"], "total");
-    assert_eq!(
-        resets[0]["message"],
-        "total counter was reset: 15000 -> 40"
-    );
+    assert_eq!(resets[0]["message"], "total counter was reset: 15000 -> 40");
 
     // Three reports, three audit records (the refused one made none).
     let audited = relay.audit_kind("telemetry.billing_report");
@@ -223,7 +227,10 @@ async fn june_report_from_api_and_cli_has_the_pages_estimates_and_reset() {
     assert_eq!(audited[1]["detail"]["format"], "xlsx");
     assert_eq!(audited[2]["detail"]["from"], "2026-06-01");
     assert_eq!(audited[2]["detail"]["flags"], 1);
-    assert!(audited[0]["actor"].as_str().unwrap().starts_with("user:admin"));
+    assert!(audited[0]["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("user:admin"));
 }
 
 /// The attachment of a saved message: (file name, bytes).
@@ -295,7 +302,11 @@ async fn a_due_schedule_mails_last_months_report_as_xlsx() {
             Some(serde_json::json!({"day": 29, "format": "xlsx", "email_to": ["b@acme.example"]})),
         )
         .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "day 29 is not in every month: {v}");
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "day 29 is not in every month: {v}"
+    );
     // Day 1: due today, whatever today is.
     let (s, v) = admin
         .call(
@@ -326,11 +337,18 @@ async fn a_due_schedule_mails_last_months_report_as_xlsx() {
         "{data}"
     );
     let (name, bytes) = attachment(data);
-    assert_eq!(name, format!("billing-acme-{}-{}.xlsx", month.from, month.to));
+    assert_eq!(
+        name,
+        format!("billing-acme-{}-{}.xlsx", month.from, month.to)
+    );
     let mut wb = Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
     let ws = wb.worksheet_range("Billing").unwrap();
     let head: Vec<String> = (0..ws.width() as u32)
-        .map(|c| ws.get_value((0, c)).map(|d| d.to_string()).unwrap_or_default())
+        .map(|c| {
+            ws.get_value((0, c))
+                .map(|d| d.to_string())
+                .unwrap_or_default()
+        })
         .collect();
     let cell = |r: u32, n: &str| {
         let c = head.iter().position(|h| h == n).unwrap() as u32;

@@ -468,21 +468,39 @@ mod tests {
             .add_device("agt", "10.0.0.5", None, "2020-01-01T00:00:00.000Z")
             .await
             .expect("device");
-        for (i, day) in ["05-01", "06-20", "06-30", "07-01", "07-15", "08-01", "08-02"]
-            .iter()
-            .enumerate()
+        for (i, day) in [
+            "05-01", "06-20", "06-30", "07-01", "07-15", "08-01", "08-02",
+        ]
+        .iter()
+        .enumerate()
         {
-            reading(&store, &format!("r{i}"), dev, &format!("2026-{day}T00:00:00.000Z")).await;
+            reading(
+                &store,
+                &format!("r{i}"),
+                dev,
+                &format!("2026-{day}T00:00:00.000Z"),
+            )
+            .await;
         }
         let got = store
-            .period_readings(dev, "2026-07-01T00:00:00.000Z", "2026-08-01T00:00:00.000Z", 100)
+            .period_readings(
+                dev,
+                "2026-07-01T00:00:00.000Z",
+                "2026-08-01T00:00:00.000Z",
+                100,
+            )
             .await
             .expect("period");
         let days: Vec<&str> = got.iter().map(|r| &r.taken_at[5..10]).collect();
         assert_eq!(days, ["06-30", "07-01", "07-15", "08-01"]);
         // The limit bounds the period's part only.
         let got = store
-            .period_readings(dev, "2026-07-01T00:00:00.000Z", "2026-08-01T00:00:00.000Z", 1)
+            .period_readings(
+                dev,
+                "2026-07-01T00:00:00.000Z",
+                "2026-08-01T00:00:00.000Z",
+                1,
+            )
             .await
             .expect("period");
         assert_eq!(got.len(), 3);

@@ -7,8 +7,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use billing::schedule;
 use axum::{Json, Router};
+use billing::schedule;
 use dwa_policy::roles::{Action, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -491,5 +491,7 @@ pub(crate) async fn delete_schedule(
 ) -> Result<Json<Value>> {
     customer_exists(&relay, id).await?;
     p.require(Action::Administer, Some(id))?;
-    Ok(Json(json!({"removed": schedule::remove(&relay, id).await?})))
+    Ok(Json(
+        json!({"removed": schedule::remove(&relay, id).await?}),
+    ))
 }

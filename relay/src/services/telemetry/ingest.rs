@@ -185,7 +185,10 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<()> {
 /// A reading as stored: its normalised time.
 /// The counters of a stored reading and when it was taken; None when it
 /// does not parse (stored by ingest only: then no counter alert).
-fn previous_counters(taken_at: &str, record: &str) -> Option<(i64, dwa_proto::telemetry::Counters)> {
+fn previous_counters(
+    taken_at: &str,
+    record: &str,
+) -> Option<(i64, dwa_proto::telemetry::Counters)> {
     #[derive(serde::Deserialize)]
     struct Only {
         #[serde(default)]

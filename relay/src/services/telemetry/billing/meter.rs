@@ -428,7 +428,10 @@ mod tests {
     #[test]
     fn one_reading_is_both_boundaries_and_no_pages() {
         let l = one(&[total(T0 + 15 * DAY, 777)]);
-        assert_eq!(l.start.map(|v| v.basis), Some(Basis::Nearest(T0 + 15 * DAY)));
+        assert_eq!(
+            l.start.map(|v| v.basis),
+            Some(Basis::Nearest(T0 + 15 * DAY))
+        );
         assert_eq!(l.end.map(|v| v.value), Some(777));
         assert_eq!(l.pages, Some(0));
         assert!(l.estimated());

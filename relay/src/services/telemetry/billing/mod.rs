@@ -14,9 +14,9 @@ pub mod schedule;
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use dwa_policy::roles::Action;
 use dwa_proto::audit::Event;
 use dwa_proto::telemetry::Counters;
-use dwa_policy::roles::Action;
 use serde::Serialize;
 
 use super::{alerts, inventory, Result, TelemetryError};
@@ -324,9 +324,15 @@ mod tests {
     #[test]
     fn previous_month_of_any_day() {
         let p = Period::previous_month(1_782_864_000 + 3 * DAY); // 2026-07-04
-        assert_eq!((p.from.as_str(), p.to.as_str()), ("2026-06-01", "2026-06-30"));
+        assert_eq!(
+            (p.from.as_str(), p.to.as_str()),
+            ("2026-06-01", "2026-06-30")
+        );
         assert_eq!(p.end, 1_782_864_000);
         let p = Period::previous_month(parse_day("t", "2026-01-15").unwrap());
-        assert_eq!((p.from.as_str(), p.to.as_str()), ("2025-12-01", "2025-12-31"));
+        assert_eq!(
+            (p.from.as_str(), p.to.as_str()),
+            ("2025-12-01", "2025-12-31")
+        );
     }
 }

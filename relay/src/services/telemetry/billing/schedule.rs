@@ -184,7 +184,10 @@ mod tests {
         let at = |d: &str| parse_day("t", d).unwrap() + 3_600;
         assert_eq!(due(5, None, at("2026-07-04")), None);
         let p = due(5, None, at("2026-07-05")).unwrap();
-        assert_eq!((p.from.as_str(), p.to.as_str()), ("2026-06-01", "2026-06-30"));
+        assert_eq!(
+            (p.from.as_str(), p.to.as_str()),
+            ("2026-06-01", "2026-06-30")
+        );
         assert_eq!(due(5, Some("2026-06-01"), at("2026-07-20")), None);
         // Missed days (the relay was down) still send it.
         assert!(due(5, Some("2026-05-01"), at("2026-07-28")).is_some());
