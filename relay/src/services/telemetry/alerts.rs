@@ -221,16 +221,16 @@ pub fn validate_rules(rules: &[RuleInput]) -> Result<()> {
         };
         match (default, r.threshold) {
             (None, Some(_)) => return bad(format!("{} takes no threshold", r.kind)),
-            (Some(_), Some(t)) if r.kind == SILENT && !(1.0..=1000.0).contains(&t) => {
-                return bad("silent: threshold is a number of scans, 1..=1000".into())
-            }
-            (Some(_), Some(t)) if r.kind == COUNTER_JUMP => {
-                if !(1.0..=10_000_000.0).contains(&t) {
-                    return bad("counter_jump: threshold is pages a day, 1..=10000000".into());
+            (Some(_), Some(t)) => {
+                // Each kind's threshold is in its own unit.
+                let (range, unit) = match r.kind.as_str() {
+                    SILENT => (1.0..=1000.0, "a number of scans, 1..=1000"),
+                    COUNTER_JUMP => (1.0..=10_000_000.0, "pages a day, 1..=10000000"),
+                    _ => (0.0..=100.0, "a percent, 0..=100"),
+                };
+                if !range.contains(&t) {
+                    return bad(format!("{}: threshold is {unit}", r.kind));
                 }
-            }
-            (Some(_), Some(t)) if !(0.0..=100.0).contains(&t) => {
-                return bad(format!("{}: threshold is a percent, 0..=100", r.kind))
             }
             _ => {}
         }

@@ -182,7 +182,6 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
-/// A reading as stored: its normalised time.
 /// The counters of a stored reading and when it was taken; None when it
 /// does not parse (stored by ingest only: then no counter alert).
 fn previous_counters(
@@ -199,6 +198,7 @@ fn previous_counters(
     Some((crate::services::clock::unix(at), r.counters))
 }
 
+/// A reading as stored: its normalised time.
 fn check_reading(r: &Reading) -> Result<String> {
     check_id("scan", &r.scan)?;
     let taken = normalize_time("taken_at", &r.taken_at)?;
