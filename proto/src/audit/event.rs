@@ -860,6 +860,20 @@ events! {
         /// Counters flagged (drop, reset, jump) in the period.
         flags: u64,
     }
+    /// A customer's monthly billing report e-mail set or changed.
+    TelemetryBillingSchedule("telemetry.billing_schedule", 1) {
+        customer: i64,
+        /// Day of the month (1..=28) on or after which last month is sent.
+        day: i64,
+        /// `csv` or `xlsx`.
+        format: String,
+        /// Addresses the report goes to (how many, not who).
+        recipients: u64,
+    }
+    /// A customer's monthly billing report e-mail removed.
+    TelemetryBillingScheduleRemoved("telemetry.billing_schedule_removed", 1) {
+        customer: i64,
+    }
     /// Readings older than the retention removed (one record per run that
     /// removed any).
     TelemetryReadingsPruned("telemetry.readings_pruned", 1) {

@@ -492,6 +492,6 @@ pub(crate) async fn delete_schedule(
     customer_exists(&relay, id).await?;
     p.require(Action::Administer, Some(id))?;
     Ok(Json(
-        json!({"removed": schedule::remove(&relay, id).await?}),
+        json!({"removed": schedule::remove(&relay, id, &p.actor()).await?}),
     ))
 }

@@ -88,6 +88,7 @@ pub async fn set(
             "email_to: at least one address".into(),
         ));
     }
+    let n = to.len();
     let to = serde_json::to_string(&to)
         .map_err(|e| TelemetryError::Internal(format!("recipients: {e}")))?;
     svc.store
@@ -98,6 +99,18 @@ pub async fn set(
             &to,
             &svc.time.rfc3339(),
             actor,
+        )
+        .await?;
+    svc.audit
+        .append(
+            dwa_proto::audit::Event::TelemetryBillingSchedule {
+                customer,
+                day: input.day,
+                format: input.format.as_str().into(),
+                recipients: n as u64,
+            },
+            actor,
+            None,
         )
         .await?;
     svc.telemetry.mail_wake.notify_one();
@@ -114,8 +127,20 @@ pub async fn get(svc: &Services, customer: i64) -> Result<Option<ScheduleView>> 
         .map(ScheduleView::from))
 }
 
-pub async fn remove(svc: &Services, customer: i64) -> Result<bool> {
-    Ok(svc.store.delete_billing_schedule(customer).await?)
+/// Removes the customer's schedule (the caller has checked the
+/// permission); whether there was one, and only then audited.
+pub async fn remove(svc: &Services, customer: i64, actor: &str) -> Result<bool> {
+    let removed = svc.store.delete_billing_schedule(customer).await?;
+    if removed {
+        svc.audit
+            .append(
+                dwa_proto::audit::Event::TelemetryBillingScheduleRemoved { customer },
+                actor,
+                None,
+            )
+            .await?;
+    }
+    Ok(removed)
 }
 
 /// Queues every schedule's due report; returns how many. Without
