@@ -99,6 +99,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CustomerCmd,
     },
+    /// Reports to file.
+    Report {
+        #[command(subcommand)]
+        cmd: ReportCmd,
+    },
     /// Register devices by hand.
     Device {
         #[command(subcommand)]
@@ -182,6 +187,34 @@ enum CustomerCmd {
         #[arg(long)]
         to: std::path::PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ReportCmd {
+    /// A customer's billing meter report: every device's start and end
+    /// reading of each counter, pages, estimates and flags; audited.
+    Billing {
+        /// The customer's name.
+        #[arg(long)]
+        customer: String,
+        /// First day of the period (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        from: String,
+        /// Last day of the period, inclusive (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: BillingFormat,
+        /// The file to write (replaced if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BillingFormat {
+    Csv,
+    Xlsx,
 }
 
 #[derive(Subcommand)]
@@ -328,6 +361,23 @@ async fn backup(svc: &Services, dir: &DataDir, to: &Path) -> Result<Vec<String>>
     }
     files.sort();
     Ok(files)
+}
+
+/// Writes a report readable by its owner only (it names the customer's
+/// devices).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 async fn open(dir: &DataDir) -> Result<Services> {
@@ -500,6 +550,41 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 j,
                 json!({"id": id, "name": name}),
                 format!("customer {name} added (id {id})"),
+            );
+        }
+        Cmd::Report {
+            cmd:
+                ReportCmd::Billing {
+                    customer,
+                    from,
+                    to,
+                    format,
+                    out,
+                },
+        } => {
+            use dwa_relay::services::telemetry::billing;
+            let svc = open(&dir).await?;
+            let id = svc.store.customer_id(&customer).await?;
+            let period = billing::Period::new(&from, &to)?;
+            let format = match format {
+                BillingFormat::Csv => billing::Format::Csv,
+                BillingFormat::Xlsx => billing::Format::Xlsx,
+            };
+            let (report, bytes) =
+                billing::produce(&svc, Actor::Local(&actor), id, &period, format).await?;
+            write_private(&out, &bytes)?;
+            let rows: usize = report.devices.iter().map(|d| d.lines.len().max(1)).sum();
+            let text = format!(
+                "billing report of {customer} for {from}..{to} written to {}: {} devices, {rows} rows, {} flags",
+                out.display(),
+                report.devices.len(),
+                report.flags()
+            );
+            print(
+                j,
+                json!({"file": out.display().to_string(), "devices": report.devices.len(),
+                       "rows": rows, "flags": report.flags()}),
+                text,
             );
         }
         Cmd::Device {

@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, UnixStream};
 
 pub mod browser;
 pub mod hostile;
+pub mod smtp;
 
 /// For the macros: tokio under a path that works from any caller.
 #[doc(hidden)]

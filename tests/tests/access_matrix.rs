@@ -203,6 +203,24 @@ fn table() -> Vec<(&'static str, &'static str, Need, BodyFn)> {
             Need::Administer,
             |_| Some(json!([])),
         ),
+        (
+            "GET",
+            "/api/v1/customers/{id}/billing",
+            Need::ViewTelemetry,
+            none,
+        ),
+        (
+            "GET",
+            "/api/v1/customers/{id}/billing-schedule",
+            Need::ViewTelemetry,
+            none,
+        ),
+        (
+            "PUT",
+            "/api/v1/customers/{id}/billing-schedule",
+            Need::Administer,
+            |_| Some(json!({"day": 28, "format": "csv", "email_to": ["billing@example.com"]})),
+        ),
         // Agents.
         ("GET", "/api/v1/agents", Need::AnyUser, none),
         ("PUT", "/api/v1/agents/{id}/scan", Need::Diagnostics, |_| {
@@ -278,6 +296,12 @@ fn table() -> Vec<(&'static str, &'static str, Need, BodyFn)> {
         }),
         ("DELETE", "/api/v1/devices/{id}", Need::Administer, none),
         ("DELETE", "/api/v1/customers/{id}", Need::Administer, none),
+        (
+            "DELETE",
+            "/api/v1/customers/{id}/billing-schedule",
+            Need::Administer,
+            none,
+        ),
     ]
 }
 

@@ -10,11 +10,10 @@
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dwa_e2e_tests::browser::Api;
+use dwa_e2e_tests::smtp::{self, Lab};
 use dwa_e2e_tests::*;
 use dwa_proto::telemetry::{
     DeviceRecord, ErrorState, IngestBatch, IngestItem, Level, Reading, Supply, SupplyClass,
@@ -22,74 +21,6 @@ use dwa_proto::telemetry::{
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-const PYTHON: &str = "/opt/aiosmtpd/bin/python";
-
-/// Saves each message as JSON (envelope, whether STARTTLS was used, the
-/// data) into the directory given as the handler's argument.
-const HANDLER: &str = r#"
-import json, os
-
-class Save:
-    def __init__(self, out):
-        self.out = out
-        self.n = 0
-
-    @classmethod
-    def from_cli(cls, parser, *args):
-        return cls(args[0])
-
-    async def handle_DATA(self, server, session, envelope):
-        self.n += 1
-        path = os.path.join(self.out, "%04d.json" % self.n)
-        with open(path + ".tmp", "w") as f:
-            json.dump({
-                "from": envelope.mail_from,
-                "rcpt": envelope.rcpt_tos,
-                "tls": getattr(session, "ssl", None) is not None,
-                "data": envelope.content.decode("utf-8", "replace"),
-            }, f)
-        os.rename(path + ".tmp", path)
-        return "250 OK"
-"#;
-
-struct Smtp {
-    child: Child,
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// aiosmtpd on 127.0.0.1:`port`, STARTTLS required, saving into `out`.
-fn smtp(dir: &Path, port: u16, out: &Path) -> Smtp {
-    let child = Command::new(PYTHON)
-        .args(["-m", "aiosmtpd", "-n", "-l"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--tlscert")
-        .arg(dir.join("cert.pem"))
-        .arg("--tlskey")
-        .arg(dir.join("key.pem"))
-        .args(["-c", "dwa_save.Save"])
-        .arg(out)
-        .env("PYTHONPATH", dir)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("smtpd.log")).unwrap())
-        .spawn()
-        .expect("aiosmtpd");
-    Smtp { child }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -148,49 +79,30 @@ fn reading(n: u8, address: &str, record: DeviceRecord) -> IngestItem {
     })
 }
 
-/// The messages saved so far, in arrival order.
-fn arrived(out: &Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
-        .collect()
-}
-
-async fn wait_for(out: &Path, n: usize, secs: u64, relay: &Relay, dir: &Path) -> Vec<Value> {
+async fn wait_for(lab: &Lab, n: usize, secs: u64, relay: &Relay) -> Vec<Value> {
     assert_eventually!(
-        arrived(out).len() >= n,
+        lab.arrived().len() >= n,
         Duration::from_secs(secs),
         "{} of {n} messages\nsmtpd: {}\n{}",
-        arrived(out).len(),
-        std::fs::read_to_string(dir.join("smtpd.log")).unwrap_or_default(),
+        lab.arrived().len(),
+        lab.log(),
         relay.logs()
     );
-    arrived(out)
+    lab.arrived()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alerts_arrive_by_email_immediately_and_as_a_digest() {
-    if !Path::new(PYTHON).exists() {
-        eprintln!("SKIP alerts_email: no {PYTHON} (scripts/test.sh installs aiosmtpd)");
+    if !smtp::available() {
+        eprintln!(
+            "SKIP alerts_email: no {} (scripts/test.sh installs aiosmtpd)",
+            smtp::PYTHON
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let out = dir.join("out");
-    std::fs::create_dir(&out).unwrap();
-    std::fs::write(dir.join("dwa_save.py"), HANDLER).unwrap();
-    // rcgen turns a name that parses as an IP into an IP-address SAN.
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
-    let port = free_port();
-    let ca = dir.join("cert.pem");
+    let lab = Lab::new(tmp.path());
+    let section = lab.smtp_section("10s");
 
     let mut relay = Relay::init_with(move |cfg| {
         let edited: Vec<String> = cfg
@@ -204,11 +116,7 @@ async fn alerts_arrive_by_email_immediately_and_as_a_digest() {
             })
             .collect();
         *cfg = edited.join("\n");
-        cfg.push_str(&format!(
-            "\n[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nfrom = \"dwa@relay.example\"\n\
-             ca_file = \"{}\"\ntimeout = \"5s\"\ndigest_interval = \"10s\"\n",
-            ca.display()
-        ));
+        cfg.push_str(&section);
     });
     relay.start();
     let customer = relay.ok(&["customer", "add", "acme"])["id"]
@@ -279,10 +187,10 @@ async fn alerts_arrive_by_email_immediately_and_as_a_digest() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(arrived(&out).is_empty());
-    let _server = smtp(&dir, port, &out);
+    assert!(lab.arrived().is_empty());
+    let _server = lab.start();
 
-    let got = wait_for(&out, 1, 40, &relay, &dir).await;
+    let got = wait_for(&lab, 1, 40, &relay).await;
     let m = &got[0];
     assert_eq!(m["tls"], true, "STARTTLS was used: {m}");
     assert_eq!(m["from"], "dwa@relay.example");
@@ -319,7 +227,7 @@ async fn alerts_arrive_by_email_immediately_and_as_a_digest() {
         })
         .collect();
     upload(&anon, &key, &agent.id, items).await;
-    let got = wait_for(&out, 2, 40, &relay, &dir).await;
+    let got = wait_for(&lab, 2, 40, &relay).await;
     let d = &got[1];
     assert_eq!(d["rcpt"], json!(["digest@acme.example"]));
     let data = d["data"].as_str().unwrap();
@@ -333,7 +241,7 @@ async fn alerts_arrive_by_email_immediately_and_as_a_digest() {
     assert_eq!(data.matches("Alert raised: door_open").count(), 3, "{data}");
     // Nothing more: the digest was one message.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(arrived(&out).len(), 2);
+    assert_eq!(lab.arrived().len(), 2);
 
     // Audited as summaries: delivered, counts, no addresses.
     let audit = relay.audit_kind("telemetry.alert_email");

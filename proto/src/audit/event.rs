@@ -857,6 +857,35 @@ events! {
         /// Audit records in the archive.
         audit_records: u64,
     }
+    /// A customer's billing meter report produced (CLI, API, portal or a
+    /// scheduled e-mail).
+    TelemetryBillingReport("telemetry.billing_report", 1) {
+        customer: i64,
+        name: String,
+        /// First day of the period (YYYY-MM-DD).
+        from: String,
+        /// Last day of the period, inclusive.
+        to: String,
+        /// `csv` or `xlsx`.
+        format: String,
+        devices: u64,
+        /// Counters flagged (drop, reset, jump) in the period.
+        flags: u64,
+    }
+    /// A customer's monthly billing report e-mail set or changed.
+    TelemetryBillingSchedule("telemetry.billing_schedule", 1) {
+        customer: i64,
+        /// Day of the month (1..=28) on or after which last month is sent.
+        day: i64,
+        /// `csv` or `xlsx`.
+        format: String,
+        /// Addresses the report goes to (how many, not who).
+        recipients: u64,
+    }
+    /// A customer's monthly billing report e-mail removed.
+    TelemetryBillingScheduleRemoved("telemetry.billing_schedule_removed", 1) {
+        customer: i64,
+    }
     /// Readings older than the retention removed (one record per run that
     /// removed any).
     TelemetryReadingsPruned("telemetry.readings_pruned", 1) {

@@ -67,6 +67,10 @@ pub const AGENT_SIGNATURE: &str = "agent_signature";
         crate::adapters::api::telemetry::scan_now,
         crate::adapters::api::telemetry::list_alerts,
         crate::adapters::api::telemetry::get_rules,
+        crate::adapters::api::telemetry::billing_report,
+        crate::adapters::api::telemetry::get_schedule,
+        crate::adapters::api::telemetry::put_schedule,
+        crate::adapters::api::telemetry::delete_schedule,
         crate::adapters::api::telemetry::put_rules,
         // Diagnostics (crate::services::diagnostics).
         crate::adapters::api::diagnostics::run_diagnostic,

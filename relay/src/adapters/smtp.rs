@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::message::header::ContentType;
-use lettre::message::Mailbox;
+use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
@@ -101,13 +101,25 @@ impl Client {
         let mut b = lettre::Message::builder()
             .from(self.from.clone())
             .subject(m.subject)
-            .message_id(Some(format!("<{}@{}>", random_secret(12), self.domain)))
-            .header(ContentType::TEXT_PLAIN);
+            .message_id(Some(format!("<{}@{}>", random_secret(12), self.domain)));
         for to in &m.to {
             let mb: Mailbox = to.parse().map_err(|e| format!("recipient {to:?}: {e}"))?;
             b = b.to(mb);
         }
-        let msg = b.body(m.body).map_err(|e| format!("message: {e}"))?;
+        let msg = match m.attachment {
+            None => b.header(ContentType::TEXT_PLAIN).body(m.body),
+            // The text, then the file: multipart/mixed, base64 by lettre.
+            Some(a) => {
+                let ct = ContentType::parse(&a.content_type)
+                    .map_err(|e| format!("attachment type {:?}: {e}", a.content_type))?;
+                b.multipart(
+                    MultiPart::mixed()
+                        .singlepart(SinglePart::plain(m.body))
+                        .singlepart(lettre::message::Attachment::new(a.name).body(a.bytes, ct)),
+                )
+            }
+        }
+        .map_err(|e| format!("message: {e}"))?;
         // lettre bounds each command; this bounds the whole conversation.
         match tokio::time::timeout(self.timeout * 4, self.transport.send(msg)).await {
             // The error text is the server's answer or the I/O error; the

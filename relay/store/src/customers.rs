@@ -126,6 +126,7 @@ impl Store {
         for sql in [
             "DELETE FROM enroll_tokens WHERE customer_id = $1",
             "DELETE FROM alert_rules WHERE customer_id = $1",
+            "DELETE FROM billing_schedules WHERE customer_id = $1",
         ] {
             sqlx::query(sql).bind(id).execute(&mut *t).await?;
         }

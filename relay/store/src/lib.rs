@@ -35,6 +35,7 @@ use sqlx::{Sqlite, SqlitePool};
 pub mod agents;
 pub mod alerts;
 pub mod audit;
+pub mod billing;
 pub mod customers;
 pub mod devices;
 pub mod enroll;

@@ -20,6 +20,16 @@ pub struct NewMail<'a> {
     pub created_at: &'a str,
     /// Unix seconds: now, or the end of the digest interval.
     pub due: i64,
+    /// A file sent with the message (immediate rows only).
+    pub attachment: Option<MailAttachment<'a>>,
+}
+
+/// A file attached to a message.
+#[derive(Debug, Clone, Copy)]
+pub struct MailAttachment<'a> {
+    pub name: &'a str,
+    pub content_type: &'a str,
+    pub bytes: &'a [u8],
 }
 
 /// A pending row.
@@ -34,6 +44,9 @@ pub struct Mail {
     pub subject: String,
     pub body: String,
     pub attempts: i64,
+    pub attachment_name: Option<String>,
+    pub attachment_type: Option<String>,
+    pub attachment: Option<Vec<u8>>,
 }
 
 /// An outbox row as operators (and tests) inspect it.
@@ -62,8 +75,8 @@ impl Tx {
     pub async fn enqueue_mail(&mut self, m: &NewMail<'_>) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "INSERT INTO email_outbox (customer_id, customer_name, mode, recipients, event, subject, \
-             body, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             RETURNING id",
+             body, created_at, next_attempt_at, attachment_name, attachment_type, attachment) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
         )
         .bind(m.customer_id)
         .bind(m.customer_name)
@@ -74,6 +87,9 @@ impl Tx {
         .bind(m.body)
         .bind(m.created_at)
         .bind(m.due)
+        .bind(m.attachment.map(|a| a.name))
+        .bind(m.attachment.map(|a| a.content_type))
+        .bind(m.attachment.map(|a| a.bytes))
         .fetch_one(&mut *self.tx)
         .await?)
     }
@@ -83,8 +99,8 @@ impl Store {
     /// Pending rows due at `now` (unix seconds), in queue order.
     pub async fn mail_due(&self, now: i64, limit: i64) -> Result<Vec<Mail>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT id, customer_id, customer_name, mode, recipients, event, subject, body, attempts \
-             FROM email_outbox WHERE {PENDING} AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
+            "SELECT id, customer_id, customer_name, mode, recipients, event, subject, body, attempts, \
+             attachment_name, attachment_type, attachment FROM email_outbox WHERE {PENDING} AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
         ))
         .bind(now)
         .bind(limit)

@@ -113,6 +113,25 @@ impl Tx {
         Ok(())
     }
 
+    /// The device's newest reading taken before `taken_at`, other than
+    /// `except` (the one being filed).
+    pub async fn reading_before(
+        &mut self,
+        device: i64,
+        taken_at: &str,
+        except: &str,
+    ) -> Result<Option<PeriodReading>> {
+        Ok(sqlx::query_as(
+            "SELECT taken_at, record FROM readings WHERE device_id = $1 AND taken_at < $2 \
+             AND id != $3 ORDER BY taken_at DESC LIMIT 1",
+        )
+        .bind(device)
+        .bind(taken_at)
+        .bind(except)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
     pub async fn insert_scan(&mut self, s: &NewScan<'_>) -> Result<()> {
         sqlx::query(
             "INSERT INTO scans (id, agent_id, started_at, finished_at, trigger, ranges, addresses, found, received_at) \
@@ -312,6 +331,35 @@ impl Store {
         .await?)
     }
 
+    /// What a billing period of `device` needs: its readings taken in
+    /// `[start, end)` (oldest first, at most `limit`), and the newest one
+    /// before `start` and the oldest at or after `end`, which bound the
+    /// estimates at the boundaries. Three index range scans, never the
+    /// device's whole history.
+    pub async fn period_readings(
+        &self,
+        device: i64,
+        start: &str,
+        end: &str,
+        limit: i64,
+    ) -> Result<Vec<PeriodReading>> {
+        Ok(sqlx::query_as(
+            "SELECT taken_at, record FROM (SELECT taken_at, record FROM readings \
+             WHERE device_id = $1 AND taken_at < $2 ORDER BY taken_at DESC LIMIT 1) \
+             UNION ALL SELECT taken_at, record FROM (SELECT taken_at, record FROM readings \
+             WHERE device_id = $1 AND taken_at >= $2 AND taken_at < $3 ORDER BY taken_at LIMIT $4) \
+             UNION ALL SELECT taken_at, record FROM (SELECT taken_at, record FROM readings \
+             WHERE device_id = $1 AND taken_at >= $3 ORDER BY taken_at LIMIT 1) \
+             ORDER BY taken_at",
+        )
+        .bind(device)
+        .bind(start)
+        .bind(end)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The device a stored reading was filed under.
     pub async fn reading_device(&self, reading: &str) -> Result<Option<i64>> {
         Ok(
@@ -364,6 +412,14 @@ impl Store {
     }
 }
 
+/// A reading as a billing period uses it; `record` is the device record
+/// as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PeriodReading {
+    pub taken_at: String,
+    pub record: String,
+}
+
 /// Row counts of the telemetry tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct TelemetryCounts {
@@ -391,6 +447,63 @@ mod tests {
                 .await
                 .expect("insert");
         }
+    }
+
+    #[tokio::test]
+    async fn period_readings_are_the_period_and_one_reading_either_side() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_sqlite(&tmp.path().join("t.db"), true)
+            .await
+            .expect("open");
+        let c = store
+            .add_customer("acme", "2020-01-01T00:00:00.000Z")
+            .await
+            .expect("customer");
+        sqlx::query("INSERT INTO agents (id, name, customer_id, public_key, hostname, created_at) VALUES ('agt', 'a', $1, 'k', 'h', 'x')")
+            .bind(c)
+            .execute(&store.pool)
+            .await
+            .expect("agent");
+        let dev = store
+            .add_device("agt", "10.0.0.5", None, "2020-01-01T00:00:00.000Z")
+            .await
+            .expect("device");
+        for (i, day) in [
+            "05-01", "06-20", "06-30", "07-01", "07-15", "08-01", "08-02",
+        ]
+        .iter()
+        .enumerate()
+        {
+            reading(
+                &store,
+                &format!("r{i}"),
+                dev,
+                &format!("2026-{day}T00:00:00.000Z"),
+            )
+            .await;
+        }
+        let got = store
+            .period_readings(
+                dev,
+                "2026-07-01T00:00:00.000Z",
+                "2026-08-01T00:00:00.000Z",
+                100,
+            )
+            .await
+            .expect("period");
+        let days: Vec<&str> = got.iter().map(|r| &r.taken_at[5..10]).collect();
+        assert_eq!(days, ["06-30", "07-01", "07-15", "08-01"]);
+        // The limit bounds the period's part only.
+        let got = store
+            .period_readings(
+                dev,
+                "2026-07-01T00:00:00.000Z",
+                "2026-08-01T00:00:00.000Z",
+                1,
+            )
+            .await
+            .expect("period");
+        assert_eq!(got.len(), 3);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use billing::schedule;
 use dwa_policy::roles::{Action, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,7 +17,10 @@ use crate::adapters::http::reply::ApiError;
 use crate::adapters::http::reply::{E400, E401, E403, E404, E503};
 use crate::adapters::state::Relay;
 use crate::services::auth::Principal;
-use crate::services::telemetry::{alerts, fleet, inventory, report, settings, TelemetryError};
+use crate::services::devices::Actor;
+use crate::services::telemetry::{
+    alerts, billing, fleet, inventory, report, settings, TelemetryError,
+};
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -37,6 +41,11 @@ pub fn routes() -> Router<Relay> {
         .route(
             "/api/v1/customers/{id}/alert-rules",
             get(get_rules).put(put_rules),
+        )
+        .route("/api/v1/customers/{id}/billing", get(billing_report))
+        .route(
+            "/api/v1/customers/{id}/billing-schedule",
+            get(get_schedule).put(put_schedule).delete(delete_schedule),
         )
 }
 
@@ -359,4 +368,130 @@ pub(crate) async fn put_rules(
     let rules = body.map(|Json(v)| v).map_err(|e| invalid(e.body_text()))?;
     alerts::replace_rules(&relay, id, &rules, &p.actor(), None).await?;
     Ok(Json(alerts::rules(&relay, id).await?.view()))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BillingQuery {
+    /// First day of the period (YYYY-MM-DD, UTC).
+    from: String,
+    /// Last day of the period, inclusive.
+    to: String,
+    /// `csv` (default) or `xlsx`.
+    format: Option<String>,
+}
+
+/// The customer's billing meter report for a period, as a file (audited).
+#[utoipa::path(
+    get,
+    path = "/api/v1/customers/{id}/billing",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Customer id"), BillingQuery),
+    responses(
+        (status = 200, description = "CSV or XLSX report", body = String, content_type = "text/csv"),
+        E400, E401, E403, E404,
+    )
+)]
+pub(crate) async fn billing_report(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+    q: Q<BillingQuery>,
+) -> Result<Response> {
+    customer_exists(&relay, id).await?;
+    p.require(Action::ViewTelemetry, Some(id))?;
+    let q = query(q)?;
+    let period = billing::Period::new(&q.from, &q.to)?;
+    let format = billing::Format::parse(q.format.as_deref().unwrap_or("csv"))?;
+    let (report, bytes) = billing::produce(&relay, Actor::User(&p), id, &period, format).await?;
+    attachment(bytes, format, &billing::file_name(&report, format))
+}
+
+/// A report file as a download.
+pub(crate) fn attachment(bytes: Vec<u8>, format: billing::Format, name: &str) -> Result<Response> {
+    let mut r = bytes.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    // The name is a slug and dates: always a valid header value.
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+        .map_err(|e| TelemetryError::Internal(format!("file name: {e}")))?;
+    r.headers_mut()
+        .insert(header::CONTENT_DISPOSITION, disposition);
+    Ok(r)
+}
+
+/// The customer's e-mailed billing report schedule (null: none).
+#[utoipa::path(
+    get,
+    path = "/api/v1/customers/{id}/billing-schedule",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Customer id")),
+    responses(
+        (status = 200, description = "The schedule, or null", body = Object),
+        E401, E403, E404,
+    )
+)]
+pub(crate) async fn get_schedule(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<Option<schedule::ScheduleView>>> {
+    customer_exists(&relay, id).await?;
+    p.require(Action::ViewTelemetry, Some(id))?;
+    Ok(Json(schedule::get(&relay, id).await?))
+}
+
+/// Set the customer's billing report schedule (admin).
+#[utoipa::path(
+    put,
+    path = "/api/v1/customers/{id}/billing-schedule",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Customer id")),
+    request_body = schedule::ScheduleInput,
+    responses(
+        (status = 200, description = "The schedule as stored", body = Object),
+        E400, E401, E403, E404,
+    )
+)]
+pub(crate) async fn put_schedule(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+    body: Body<schedule::ScheduleInput>,
+) -> Result<Json<schedule::ScheduleView>> {
+    customer_exists(&relay, id).await?;
+    // Like alert rules: who gets customer data by e-mail is the admins' call.
+    p.require(Action::Administer, Some(id))?;
+    let input = body.map(|Json(v)| v).map_err(|e| invalid(e.body_text()))?;
+    Ok(Json(schedule::set(&relay, id, &input, &p.actor()).await?))
+}
+
+/// Remove the customer's billing report schedule (admin).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/customers/{id}/billing-schedule",
+    tag = "telemetry",
+    security(("cookie" = []), ("bearer" = [])),
+    params(("id" = i64, Path, description = "Customer id")),
+    responses(
+        (status = 200, description = "Whether there was one: {removed}", body = Object),
+        E401, E403, E404,
+    )
+)]
+pub(crate) async fn delete_schedule(
+    State(relay): State<Relay>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>> {
+    customer_exists(&relay, id).await?;
+    p.require(Action::Administer, Some(id))?;
+    Ok(Json(
+        json!({"removed": schedule::remove(&relay, id, &p.actor()).await?}),
+    ))
 }

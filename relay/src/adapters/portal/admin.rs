@@ -516,7 +516,7 @@ pub async fn alert_rules(
                                     } }
                                     td {
                                         @if has_threshold {
-                                            label for=(format!("th-{k}")) { span { (if k == alerts::SILENT { "Missed scans" } else { "Percent" }) }
+                                            label for=(format!("th-{k}")) { span { (match k { alerts::SILENT => "Missed scans", alerts::COUNTER_JUMP => "Pages a day", _ => "Percent" }) }
                                                 input id=(format!("th-{k}")) type="number" step="any" name=(format!("threshold.{k}"))
                                                     value=(r.threshold.map(|t| t.to_string()).unwrap_or_default());
                                             }

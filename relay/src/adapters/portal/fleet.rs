@@ -13,7 +13,7 @@ use crate::adapters::state::Relay;
 use crate::error::RelayError;
 use crate::services::auth::Principal;
 use crate::services::telemetry::inventory::{self, DeviceView, ReadingView};
-use crate::services::telemetry::{alerts, fleet, TelemetryError};
+use crate::services::telemetry::{alerts, billing, fleet, TelemetryError};
 
 /// Ports that are not web pages: reached through TCP tunnels instead.
 pub const RAW_PORTS: [u16; 3] = [9100, 631, 515];
@@ -245,8 +245,32 @@ pub async fn customer(
             }
             h2 { "Devices" }
             (device_table(&refs, &format!("Devices of {name}")))
+            h2 { "Billing meter report" }
+            (billing_form(id, &billing::Period::previous_month(relay.time.unix())))
         },
     ))
+}
+
+/// A download of the customer's billing report (the API route, which the
+/// log-in cookie authorises); the previous calendar month by default.
+fn billing_form(customer: i64, last_month: &billing::Period) -> Markup {
+    html! {
+        form method="get" action=(format!("/api/v1/customers/{customer}/billing")) {
+            label { "From " input type="date" name="from" required value=(last_month.from); }
+            " "
+            label { "to " input type="date" name="to" required value=(last_month.to); }
+            " "
+            label { "as "
+                select name="format" {
+                    option value="xlsx" { "XLSX" }
+                    option value="csv" { "CSV" }
+                }
+            }
+            " "
+            button type="submit" { "Download" }
+        }
+        p { "Start and end reading of every counter, pages, estimated values and counter drops, resets and jumps." }
+    }
 }
 
 pub async fn agent(

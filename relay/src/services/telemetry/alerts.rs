@@ -14,20 +14,30 @@
 //!   printer's detected error states.
 //! - `silent`: the device was not in the agent's last N scans that covered
 //!   its address (default 3).
+//! - `counter_drop`, `counter_reset`, `counter_jump`: a page counter's step
+//!   from the device's previous reading to this one went down, went down
+//!   to near zero, or rose by more pages a day than the `counter_jump`
+//!   threshold (default 50 000); subject: the counter. Judged as billing
+//!   reports judge it ([`super::billing::meter::judge`]); the next reading
+//!   with a normal step resolves it.
 
 use std::collections::HashMap;
 
-use dwa_proto::telemetry::{DeviceRecord, ErrorState, Supply, SupplyClass};
+use dwa_proto::telemetry::{Counters, DeviceRecord, ErrorState, Supply, SupplyClass};
 use dwa_store::alerts::{AlertRow, AlertState, NewAlert, RuleRow};
 use dwa_store::Tx;
 use serde::Serialize;
 
+use super::billing::meter::{judge, Counter, FlagKind};
 use super::{AgentInfo, Range, Result, TelemetryError};
 use crate::services::Services;
 
 pub const SUPPLY_LOW: &str = "supply_low";
 pub const WASTE_FULL: &str = "waste_full";
 pub const SILENT: &str = "silent";
+pub const COUNTER_DROP: &str = "counter_drop";
+pub const COUNTER_RESET: &str = "counter_reset";
+pub const COUNTER_JUMP: &str = "counter_jump";
 
 /// Error states that raise an alert, with their alert kind.
 const ERROR_KINDS: [(ErrorState, &str); 5] = [
@@ -39,7 +49,7 @@ const ERROR_KINDS: [(ErrorState, &str); 5] = [
 ];
 
 /// Every kind, with its default threshold (None: the kind has none).
-pub const KINDS: [(&str, Option<f64>); 8] = [
+pub const KINDS: [(&str, Option<f64>); 11] = [
     (SUPPLY_LOW, Some(10.0)),
     (WASTE_FULL, Some(90.0)),
     ("no_paper", None),
@@ -48,6 +58,9 @@ pub const KINDS: [(&str, Option<f64>); 8] = [
     ("no_toner", None),
     ("service_requested", None),
     (SILENT, Some(3.0)),
+    (COUNTER_DROP, None),
+    (COUNTER_RESET, None),
+    (COUNTER_JUMP, Some(50_000.0)),
 ];
 
 /// Most e-mail recipients of one rule.
@@ -100,6 +113,11 @@ impl Default for Rules {
 impl Rules {
     fn get(&self, kind: &str) -> Option<Option<f64>> {
         self.0.get(kind).copied()
+    }
+
+    /// The threshold of an enabled kind that has one.
+    pub fn threshold(&self, kind: &str) -> Option<f64> {
+        self.get(kind).flatten()
     }
 
     /// Who gets `kind`'s alerts by e-mail (none: nobody).
@@ -203,11 +221,16 @@ pub fn validate_rules(rules: &[RuleInput]) -> Result<()> {
         };
         match (default, r.threshold) {
             (None, Some(_)) => return bad(format!("{} takes no threshold", r.kind)),
-            (Some(_), Some(t)) if r.kind == SILENT && !(1.0..=1000.0).contains(&t) => {
-                return bad("silent: threshold is a number of scans, 1..=1000".into())
-            }
-            (Some(_), Some(t)) if !(0.0..=100.0).contains(&t) => {
-                return bad(format!("{}: threshold is a percent, 0..=100", r.kind))
+            (Some(_), Some(t)) => {
+                // Each kind's threshold is in its own unit.
+                let (range, unit) = match r.kind.as_str() {
+                    SILENT => (1.0..=1000.0, "a number of scans, 1..=1000"),
+                    COUNTER_JUMP => (1.0..=10_000_000.0, "pages a day, 1..=10000000"),
+                    _ => (0.0..=100.0, "a percent, 0..=100"),
+                };
+                if !range.contains(&t) {
+                    return bad(format!("{}: threshold is {unit}", r.kind));
+                }
             }
             _ => {}
         }
@@ -362,6 +385,42 @@ pub fn conditions(record: &DeviceRecord, rules: &Rules) -> Vec<Condition> {
     out
 }
 
+/// The conditions of a counter step from `prev` (taken `t0`, unix
+/// seconds) to `now` (taken `t1`) under `rules`.
+pub fn counter_conditions(
+    prev: &Counters,
+    now: &Counters,
+    t0: i64,
+    t1: i64,
+    rules: &Rules,
+) -> Vec<Condition> {
+    let b = super::billing::bounds(rules);
+    let mut out = vec![];
+    for c in Counter::ALL {
+        let (Some(from), Some(to)) = (c.of(prev), c.of(now)) else {
+            continue;
+        };
+        let Some(flag) = judge(from, to, t0, t1, &b) else {
+            continue;
+        };
+        let (kind, what) = match flag {
+            FlagKind::Drop => (COUNTER_DROP, "went down"),
+            FlagKind::Reset => (COUNTER_RESET, "was reset"),
+            FlagKind::Jump => (COUNTER_JUMP, "jumped implausibly"),
+        };
+        if rules.get(kind).is_none() {
+            continue;
+        }
+        out.push((
+            kind.into(),
+            c.as_str().into(),
+            format!("{} counter {what}: {from} -> {to}", c.as_str()),
+            Some(to as f64),
+        ));
+    }
+    out
+}
+
 /// An alert raised or resolved, for the webhook.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
@@ -393,17 +452,36 @@ async fn raise(
     })
 }
 
-/// Brings a device's reading-driven alerts in line with its newest record;
-/// a reading also ends a `silent` alert.
+/// The device's reading before the newest one, as counter alerts compare.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    pub prev: &'a Counters,
+    pub prev_at: i64,
+    pub at: i64,
+}
+
+/// Brings a device's reading-driven alerts in line with its newest record
+/// (and the counter step to it from the previous reading, when there is
+/// one); a reading also ends a `silent` alert.
 pub async fn evaluate_reading(
     tx: &mut Tx,
     device: i64,
     customer: i64,
     record: &DeviceRecord,
+    step: Option<Step<'_>>,
     rules: &Rules,
     now: &str,
 ) -> Result<Vec<Change>> {
-    let want = conditions(record, rules);
+    let mut want = conditions(record, rules);
+    if let Some(s) = step {
+        want.extend(counter_conditions(
+            s.prev,
+            &record.counters,
+            s.prev_at,
+            s.at,
+            rules,
+        ));
+    }
     let active = tx.active_alerts_of(device).await?;
     let mut changes = vec![];
     let mut have = vec![];

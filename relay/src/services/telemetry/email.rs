@@ -38,6 +38,16 @@ pub struct Message {
     pub to: Vec<String>,
     pub subject: String,
     pub body: String,
+    /// A file sent with it (a billing report).
+    pub attachment: Option<Attachment>,
+}
+
+/// A file attached to a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
 }
 
 /// What sends one message: the SMTP client. Ok once the server took it;
@@ -125,6 +135,7 @@ pub async fn enqueue(
         body: &body,
         created_at: now,
         due,
+        attachment: None,
     })
     .await?;
     Ok(true)
@@ -142,10 +153,19 @@ pub fn messages(rows: Vec<Mail>) -> Vec<(Vec<Mail>, Message)> {
                 .or_default()
                 .push(r);
         } else {
+            let attachment = match (&r.attachment_name, &r.attachment_type, &r.attachment) {
+                (Some(name), Some(t), Some(bytes)) => Some(Attachment {
+                    name: name.clone(),
+                    content_type: t.clone(),
+                    bytes: bytes.clone(),
+                }),
+                _ => None,
+            };
             let m = Message {
                 to: serde_json::from_str(&r.recipients).unwrap_or_default(),
                 subject: r.subject.clone(),
                 body: r.body.clone(),
+                attachment,
             };
             out.push((vec![r], m));
         }
@@ -172,6 +192,7 @@ pub fn messages(rows: Vec<Mail>) -> Vec<(Vec<Mail>, Message)> {
                 to: serde_json::from_str(&group[0].recipients).unwrap_or_default(),
                 subject,
                 body,
+                attachment: None,
             };
             out.push((group, m));
             group = rest;
@@ -186,7 +207,13 @@ pub async fn deliver_due(svc: &Services, mailer: &dyn Mailer, now: i64) -> Resul
     if svc.cfg().smtp.is_none() {
         return Ok(0);
     }
-    let cfg = &svc.cfg().alerts;
+    // Due billing reports join the outbox first: this loop runs at least
+    // every 30 s, often enough for a monthly schedule.
+    if let Err(e) = super::billing::schedule::queue_due(svc, now).await {
+        tracing::warn!(error = %e, "billing reports not queued");
+    }
+    let all = svc.cfg();
+    let cfg = &all.alerts;
     let rows = svc.store.mail_due(now, BATCH).await?;
     let batch = messages(rows);
     for (rows, msg) in &batch {
@@ -283,6 +310,9 @@ mod tests {
             subject: format!("s{id}"),
             body: format!("b{id}\n"),
             attempts: 0,
+            attachment_name: None,
+            attachment_type: None,
+            attachment: None,
         }
     }
 
@@ -352,6 +382,7 @@ mod tests {
                 body: "b\n",
                 created_at: &now,
                 due,
+                attachment: None,
             })
             .await
             .unwrap();

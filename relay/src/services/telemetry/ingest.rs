@@ -182,6 +182,22 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// The counters of a stored reading and when it was taken; None when it
+/// does not parse (stored by ingest only: then no counter alert).
+fn previous_counters(
+    taken_at: &str,
+    record: &str,
+) -> Option<(i64, dwa_proto::telemetry::Counters)> {
+    #[derive(serde::Deserialize)]
+    struct Only {
+        #[serde(default)]
+        counters: dwa_proto::telemetry::Counters,
+    }
+    let at = humantime::parse_rfc3339(taken_at).ok()?;
+    let r: Only = serde_json::from_str(record).ok()?;
+    Some((crate::services::clock::unix(at), r.counters))
+}
+
 /// A reading as stored: its normalised time.
 fn check_reading(r: &Reading) -> Result<String> {
     check_id("scan", &r.scan)?;
@@ -306,8 +322,27 @@ async fn store_item(
             })
             .await?;
             if m.newest {
-                alerts::evaluate_reading(tx, m.device_id, agent.customer_id, &r.record, rules, now)
-                    .await?
+                let prev = tx.reading_before(m.device_id, &taken, id).await?;
+                let prev = prev.and_then(|p| previous_counters(&p.taken_at, &p.record));
+                let at = humantime::parse_rfc3339(&taken).map(crate::services::clock::unix);
+                let step = match (&prev, at) {
+                    (Some((prev_at, c)), Ok(at)) => Some(alerts::Step {
+                        prev: c,
+                        prev_at: *prev_at,
+                        at,
+                    }),
+                    _ => None,
+                };
+                alerts::evaluate_reading(
+                    tx,
+                    m.device_id,
+                    agent.customer_id,
+                    &r.record,
+                    step,
+                    rules,
+                    now,
+                )
+                .await?
             } else {
                 vec![]
             }

@@ -10,12 +10,15 @@
 //!   readings and finished scans.
 //! - [`webhook`]: the durable outbox and its delivery task (HMAC-signed).
 //! - [`report`]: the CSV export.
+//! - [`billing`]: billing meter reports per customer and period (CSV,
+//!   XLSX) and their scheduled e-mail.
 //! - [`settings`]: scan settings per agent (stored, pushed on connect) and
 //!   scan-now.
 //! - [`fleet`]: customers and agents as the fleet views show them.
 //! - [`retention`]: removing readings older than the retention.
 
 pub mod alerts;
+pub mod billing;
 pub mod email;
 pub mod fleet;
 pub mod ingest;
