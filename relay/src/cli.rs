@@ -203,6 +203,7 @@ enum ReportCmd {
         /// Last day of the period, inclusive (YYYY-MM-DD, UTC).
         #[arg(long)]
         to: String,
+        /// csv, or xlsx (a spreadsheet with estimated cells marked).
         #[arg(long, value_enum, default_value = "csv")]
         format: BillingFormat,
         /// The file to write (replaced if it exists).

@@ -15,9 +15,19 @@
 
 use dwa_proto::audit::Event;
 
+use super::audit::AuditError;
 use super::Services;
-use crate::config::RelayConfig;
-use crate::error::RelayError;
+use crate::config::{ConfigError, RelayConfig};
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// relay.toml did not load; the running configuration stays.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
 
 /// What a reload did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -82,7 +92,7 @@ fn changed_sections(a: &RelayConfig, b: &RelayConfig) -> Vec<String> {
 
 /// Reads relay.toml again; see the module comment for what changes.
 /// A file that does not load changes nothing and is audited as refused.
-pub async fn reload(svc: &Services) -> Result<Reloaded, RelayError> {
+pub async fn reload(svc: &Services) -> Result<Reloaded, ReloadError> {
     let new = match RelayConfig::load(&svc.dir.0) {
         Ok(c) => c,
         Err(e) => {
