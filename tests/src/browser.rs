@@ -389,3 +389,37 @@ pub async fn first_login(relay: &Relay, user: &str, one_time: &str, own: &str) {
     let (status, v) = api.call(Method::POST, "/logout", None).await;
     assert_eq!(status, StatusCode::OK, "{user} logs out: {v}");
 }
+
+/// Uploads `items` to the relay's ingest endpoint signed as `agent` signs
+/// them, and requires every item accepted.
+pub async fn ingest_signed(
+    api: &Api,
+    agent: &crate::Agent,
+    items: Vec<dwa_proto::telemetry::IngestItem>,
+) {
+    use dwa_proto::telemetry::{IngestBatch, INGEST_PATH};
+    let key = russh::keys::load_secret_key(agent.key_path(), None).expect("agent key");
+    let body = serde_json::to_vec(&IngestBatch { items }).expect("batch");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let auth =
+        dwa_link::agent_auth::sign(&key, &agent.id, "POST", INGEST_PATH, now, &body).expect("sign");
+    let r = api
+        .client
+        .post(format!(
+            "https://dwa.localhost:{}{INGEST_PATH}",
+            crate::HTTPS_PORT
+        ))
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("ingest");
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
+    assert_eq!(status, reqwest::StatusCode::OK, "{v}");
+    assert_eq!(v["rejected"].as_array().map(Vec::len), Some(0), "{v}");
+}

@@ -14,7 +14,7 @@ use calamine::{Data, Reader, Xlsx};
 use dwa_e2e_tests::browser::Api;
 use dwa_e2e_tests::smtp::{self, Lab};
 use dwa_e2e_tests::*;
-use dwa_proto::telemetry::{Counters, DeviceRecord, IngestBatch, IngestItem, Reading, INGEST_PATH};
+use dwa_proto::telemetry::{Counters, DeviceRecord, IngestItem, Reading};
 use dwa_relay::services::telemetry::billing;
 use mail_parser::MimeHeaders as _;
 use reqwest::{Method, StatusCode};
@@ -37,7 +37,6 @@ fn record(address: &str, total: u64, colour: u64) -> DeviceRecord {
 
 /// Uploads readings `(taken_at, total, colour)` of one printer, in order.
 async fn upload(api: &Api, agent: &Agent, address: &str, readings: &[(&str, u64, u64)]) {
-    let key = russh::keys::load_secret_key(agent.key_path(), None).expect("agent key");
     let items = readings
         .iter()
         .enumerate()
@@ -50,26 +49,7 @@ async fn upload(api: &Api, agent: &Agent, address: &str, readings: &[(&str, u64,
             })
         })
         .collect();
-    let body = serde_json::to_vec(&IngestBatch { items }).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let auth =
-        dwa_link::agent_auth::sign(&key, &agent.id, "POST", INGEST_PATH, now, &body).unwrap();
-    let r = api
-        .client
-        .post(format!("https://dwa.localhost:{HTTPS_PORT}{INGEST_PATH}"))
-        .header("authorization", auth)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("ingest");
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    assert_eq!(status, StatusCode::OK, "{v}");
-    assert_eq!(v["rejected"].as_array().map(Vec::len), Some(0), "{v}");
+    dwa_e2e_tests::browser::ingest_signed(api, agent, items).await;
 }
 
 /// A CSV report's rows as (column → value) maps.

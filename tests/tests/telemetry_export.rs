@@ -9,12 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use dwa_e2e_tests::browser::Api;
 use dwa_e2e_tests::*;
-use dwa_proto::telemetry::{DeviceRecord, IngestBatch, IngestItem, Reading, INGEST_PATH};
-use reqwest::StatusCode;
+use dwa_proto::telemetry::{DeviceRecord, IngestItem, Reading};
 use serde_json::Value;
 
 fn record(address: &str, serial: &str) -> DeviceRecord {
@@ -29,7 +28,6 @@ fn record(address: &str, serial: &str) -> DeviceRecord {
 
 /// Uploads readings `(id, taken_at)` of one printer as `agent` signs them.
 async fn upload(api: &Api, agent: &Agent, address: &str, serial: &str, readings: &[(&str, &str)]) {
-    let key = russh::keys::load_secret_key(agent.key_path(), None).expect("agent key");
     let items = readings
         .iter()
         .map(|(id, taken_at)| {
@@ -41,26 +39,7 @@ async fn upload(api: &Api, agent: &Agent, address: &str, serial: &str, readings:
             })
         })
         .collect();
-    let body = serde_json::to_vec(&IngestBatch { items }).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let auth =
-        dwa_link::agent_auth::sign(&key, &agent.id, "POST", INGEST_PATH, now, &body).unwrap();
-    let r = api
-        .client
-        .post(format!("https://dwa.localhost:{HTTPS_PORT}{INGEST_PATH}"))
-        .header("authorization", auth)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("ingest");
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    assert_eq!(status, StatusCode::OK, "{v}");
-    assert_eq!(v["rejected"].as_array().map(Vec::len), Some(0), "{v}");
+    dwa_e2e_tests::browser::ingest_signed(api, agent, items).await;
 }
 
 /// The archive's files by name.
