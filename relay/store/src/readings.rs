@@ -433,6 +433,29 @@ pub struct TelemetryCounts {
 mod tests {
     use crate::Store;
 
+    /// A store with customer `acme`, its agent `agt` and one device at
+    /// 10.0.0.5 (its id).
+    async fn store_with_device() -> (tempfile::TempDir, Store, i64) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_sqlite(&tmp.path().join("t.db"), true)
+            .await
+            .expect("open");
+        let c = store
+            .add_customer("acme", "2020-01-01T00:00:00.000Z")
+            .await
+            .expect("customer");
+        sqlx::query("INSERT INTO agents (id, name, customer_id, public_key, hostname, created_at) VALUES ('agt', 'a', $1, 'k', 'h', 'x')")
+            .bind(c)
+            .execute(&store.pool)
+            .await
+            .expect("agent");
+        let dev = store
+            .add_device("agt", "10.0.0.5", None, "2020-01-01T00:00:00.000Z")
+            .await
+            .expect("device");
+        (tmp, store, dev)
+    }
+
     async fn reading(store: &Store, id: &str, device: i64, taken_at: &str) {
         for sql in [
             "INSERT INTO telemetry_items (id, agent_id, kind, received_at) VALUES ($1, 'agt', 'reading', $2)",
@@ -451,23 +474,7 @@ mod tests {
 
     #[tokio::test]
     async fn period_readings_are_the_period_and_one_reading_either_side() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let store = Store::open_sqlite(&tmp.path().join("t.db"), true)
-            .await
-            .expect("open");
-        let c = store
-            .add_customer("acme", "2020-01-01T00:00:00.000Z")
-            .await
-            .expect("customer");
-        sqlx::query("INSERT INTO agents (id, name, customer_id, public_key, hostname, created_at) VALUES ('agt', 'a', $1, 'k', 'h', 'x')")
-            .bind(c)
-            .execute(&store.pool)
-            .await
-            .expect("agent");
-        let dev = store
-            .add_device("agt", "10.0.0.5", None, "2020-01-01T00:00:00.000Z")
-            .await
-            .expect("device");
+        let (_tmp, store, dev) = store_with_device().await;
         for (i, day) in [
             "05-01", "06-20", "06-30", "07-01", "07-15", "08-01", "08-02",
         ]
@@ -508,23 +515,7 @@ mod tests {
 
     #[tokio::test]
     async fn prune_takes_old_readings_in_batches_and_keeps_the_newest_per_device() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let store = Store::open_sqlite(&tmp.path().join("t.db"), true)
-            .await
-            .expect("open");
-        let c = store
-            .add_customer("acme", "2020-01-01T00:00:00.000Z")
-            .await
-            .expect("customer");
-        sqlx::query("INSERT INTO agents (id, name, customer_id, public_key, hostname, created_at) VALUES ('agt', 'a', $1, 'k', 'h', 'x')")
-            .bind(c)
-            .execute(&store.pool)
-            .await
-            .expect("agent");
-        let dev = store
-            .add_device("agt", "10.0.0.5", None, "2020-01-01T00:00:00.000Z")
-            .await
-            .expect("device");
+        let (_tmp, store, dev) = store_with_device().await;
         let stale = store
             .add_device("agt", "10.0.0.6", None, "2020-01-01T00:00:00.000Z")
             .await
