@@ -69,25 +69,33 @@ fi
 # dnsmasq and nmbd on loopback; Samba's own services must not start on
 # install (nmbd would hold UDP 137/138 on every address), so a machine
 # without a policy-rc.d gets one for the install only.
-need=()
-[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
-[ -x /usr/bin/nmblookup ] || need+=(samba-common-bin)
-[ -x /usr/sbin/nmbd ] || need+=(samba)
-if ((${#need[@]})); then
-  sudo=""
+# Installs Debian packages whose services must not start (they would hold
+# ports the tests use): a machine without a policy-rc.d gets one that
+# refuses every start, for the install only. A failed install warns:
+# `$1` says which tests then skip.
+install_without_services() {
+  local skips=$1 sudo="" added_policy=""
+  shift
   [ "$(id -u)" = 0 ] || sudo="sudo"
-  echo "installing test peers: ${need[*]}"
-  added_policy=""
+  echo "installing test peers: $*"
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
     $sudo chmod 755 /usr/sbin/policy-rc.d
     added_policy=1
   fi
   if ! { $sudo apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"; }; then
-    echo "WARNING: installing ${need[*]} failed; the names tests will skip" >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"; }; then
+    echo "WARNING: installing $* failed; $skips" >&2
   fi
   [ -z "$added_policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
+}
+
+need=()
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+[ -x /usr/bin/nmblookup ] || need+=(samba-common-bin)
+[ -x /usr/sbin/nmbd ] || need+=(samba)
+if ((${#need[@]})); then
+  install_without_services "the names tests will skip" "${need[@]}"
 fi
 
 # Prometheus and promtool for tests/tests/ops_metrics.rs (those checks
@@ -95,20 +103,7 @@ fi
 # port; the package's service must not start on install (it would scrape
 # and listen on :9090), so a policy-rc.d is put in place for the install.
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  echo "installing prometheus (prometheus, promtool)"
-  added_policy=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
-    $sudo chmod 755 /usr/sbin/policy-rc.d
-    added_policy=1
-  fi
-  if ! { $sudo apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus; }; then
-    echo "WARNING: installing prometheus failed; the Prometheus checks of ops_metrics will skip" >&2
-  fi
-  [ -z "$added_policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
+  install_without_services "the Prometheus checks of ops_metrics will skip" prometheus
 fi
 
 # Headless Chromium and its WebDriver for the portal tests
