@@ -52,6 +52,23 @@ async fn upload(api: &Api, agent: &Agent, address: &str, readings: &[(&str, u64,
     dwa_e2e_tests::browser::ingest_signed(api, agent, items).await;
 }
 
+/// The XLSX report's "Billing" sheet: a cell by row and column name.
+fn sheet(bytes: Vec<u8>) -> impl Fn(u32, &str) -> Data {
+    let mut wb = Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
+    let ws = wb.worksheet_range("Billing").unwrap();
+    let head: Vec<String> = (0..ws.width() as u32)
+        .map(|c| {
+            ws.get_value((0, c))
+                .map(|d| d.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    move |r: u32, n: &str| {
+        let c = head.iter().position(|h| h == n).unwrap() as u32;
+        ws.get_value((r, c)).cloned().unwrap_or(Data::Empty)
+    }
+}
+
 /// A CSV report's rows as (column → value) maps.
 fn csv_rows(bytes: &[u8]) -> Vec<std::collections::BTreeMap<String, String>> {
     let mut rd = csv::Reader::from_reader(bytes);
@@ -137,19 +154,7 @@ async fn june_report_from_api_and_cli_has_the_pages_estimates_and_reset() {
     let (status, ct, body) = get("xlsx").await;
     assert_eq!(status, StatusCode::OK);
     assert!(ct.contains("spreadsheetml"), "{ct}");
-    let mut wb = Xlsx::new(std::io::Cursor::new(body)).unwrap();
-    let ws = wb.worksheet_range("Billing").unwrap();
-    let head: Vec<String> = (0..ws.width() as u32)
-        .map(|c| {
-            ws.get_value((0, c))
-                .map(|d| d.to_string())
-                .unwrap_or_default()
-        })
-        .collect();
-    let cell = |r: u32, n: &str| {
-        let c = head.iter().position(|h| h == n).unwrap() as u32;
-        ws.get_value((r, c)).cloned().unwrap_or(Data::Empty)
-    };
+    let cell = sheet(body);
     assert_eq!(cell(1, "counter"), Data::String("total".into()));
     assert_eq!(cell(1, "pages"), Data::Float(6_040.0));
     assert_eq!(cell(2, "start"), Data::Float(2_000.0));
@@ -321,19 +326,7 @@ async fn a_due_schedule_mails_last_months_report_as_xlsx() {
         name,
         format!("billing-acme-{}-{}.xlsx", month.from, month.to)
     );
-    let mut wb = Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
-    let ws = wb.worksheet_range("Billing").unwrap();
-    let head: Vec<String> = (0..ws.width() as u32)
-        .map(|c| {
-            ws.get_value((0, c))
-                .map(|d| d.to_string())
-                .unwrap_or_default()
-        })
-        .collect();
-    let cell = |r: u32, n: &str| {
-        let c = head.iter().position(|h| h == n).unwrap() as u32;
-        ws.get_value((r, c)).cloned().unwrap_or(Data::Empty)
-    };
+    let cell = sheet(bytes);
     assert_eq!(cell(1, "counter"), Data::String("total".into()));
     assert_eq!(cell(1, "start"), Data::Float(100_000.0));
     assert_eq!(cell(1, "end"), Data::Float(104_200.0));
